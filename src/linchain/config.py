@@ -1,0 +1,111 @@
+"""LinChainConfig: the PEFT config for LinChain adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from peft.config import PeftConfig
+
+__all__ = ["LINCHAIN", "MIXER_INITS", "LinChainConfig"]
+
+#: The peft_type string under which LinChain is registered with PEFT.
+LINCHAIN = "LINCHAIN"
+
+#: Valid values of ``mixer_init``.
+MIXER_INITS = ("kaiming", "orthogonal", "identity")
+
+
+@dataclass
+class LinChainConfig(PeftConfig):
+    """Configuration of a LinChain adapter.
+
+    Each targeted frozen linear layer ``W0`` (out x in) becomes::
+
+        y = W0 x + s * B M_k ... M_1 A dropout(x)
+
+    with ``A``: r x in, ``M_i``: r x r (plus a bias b_i when ``mixer_bias``), ``B``: out x r and
+    ``s = alpha / r`` (``alpha / sqrt(r)`` with ``use_rslora``). ``num_mixers=0`` is LoRA and
+    ``num_mixers=1`` is MoSLoRA.
+    """
+
+    r: int = field(default=8, metadata={"help": "Rank r of the chain: A is r x in, each mixer r x r, B is out x r."})
+    alpha: float = field(
+        default=16.0, metadata={"help": "Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA)."}
+    )
+    num_mixers: int = field(
+        default=3,
+        metadata={"help": "Chain length k >= 0: number of r x r mixers between A and B (0 = LoRA, 1 = MoSLoRA; 3 in the reference code)."},
+    )
+    mixer_bias: bool = field(
+        default=False,
+        metadata={
+            "help": "False: the paper's purely linear chain. True: each mixer has a bias, as in the reference code "
+            "(an affine chain; merging folds the constant into the base layer's bias)."
+        },
+    )
+    mixer_init: str = field(
+        default="kaiming",
+        metadata={"help": f"Initialisation of the mixers, one of {MIXER_INITS} ('kaiming' as in the reference code)."},
+    )
+    dropout: float = field(default=0.0, metadata={"help": "Dropout probability on the adapter's input, in [0, 1)."})
+    target_modules: Optional[Union[list[str], str]] = field(
+        default=None,
+        metadata={
+            "help": "Module names (suffix match), a regex string (full match), 'all-linear', or None for the "
+            "per-architecture default used by PEFT LoRA."
+        },
+    )
+    exclude_modules: Optional[Union[list[str], str]] = field(
+        default=None, metadata={"help": "Module names or a regex string of modules never to adapt."}
+    )
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r) instead of alpha / r."})
+    modules_to_save: Optional[list[str]] = field(
+        default=None, metadata={"help": "Modules besides the adapters that are trained and saved (e.g. a classifier head)."}
+    )
+    init_weights: bool = field(
+        default=True,
+        metadata={"help": "True: B starts at zero so the adapted model starts equal to the base. False: B random too (tests, analysis)."},
+    )
+    layers_to_transform: Optional[Union[list[int], int]] = field(
+        default=None, metadata={"help": "Only adapt these layer indices (as in PEFT LoRA)."}
+    )
+    layers_pattern: Optional[Union[list[str], str]] = field(
+        default=None, metadata={"help": "Name of the layer list used with layers_to_transform (as in PEFT LoRA)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = LINCHAIN
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"LinChainConfig.r must be a positive integer, got r={self.r!r}.")
+        if isinstance(self.num_mixers, bool) or not isinstance(self.num_mixers, int) or self.num_mixers < 0:
+            raise ValueError(
+                f"LinChainConfig.num_mixers must be an integer >= 0 (0 = LoRA, 1 = MoSLoRA), got num_mixers={self.num_mixers!r}."
+            )
+        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or self.alpha <= 0:
+            raise ValueError(f"LinChainConfig.alpha must be a positive number, got alpha={self.alpha!r}.")
+        if self.mixer_init not in MIXER_INITS:
+            raise ValueError(
+                f"LinChainConfig.mixer_init must be one of {list(MIXER_INITS)}, got mixer_init={self.mixer_init!r}."
+            )
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LinChainConfig.dropout must be in [0, 1), got dropout={self.dropout!r}.")
+        for name in ("mixer_bias", "use_rslora", "init_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"LinChainConfig.{name} must be True or False, got {name}={getattr(self, name)!r}.")
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple, set)):
+                if not all(isinstance(v, str) and v for v in value):
+                    raise ValueError(f"LinChainConfig.{name} must hold non-empty strings, got {name}={value!r}.")
+                setattr(self, name, set(value))
+            elif value is not None and not isinstance(value, str):
+                raise ValueError(f"LinChainConfig.{name} must be a list of names, a regex string or None, got {name}={value!r}.")
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError("LinChainConfig.layers_pattern is only used together with layers_to_transform.")
+
+    @property
+    def scaling(self) -> float:
+        """The factor s applied to the chain's output."""
+        return self.alpha / (self.r**0.5 if self.use_rslora else self.r)

@@ -1,0 +1,120 @@
+"""Export a saved LinChain adapter as a standard PEFT LoRA adapter."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Union
+
+import torch
+from peft import LoraConfig
+from safetensors.torch import load_file, save_file
+
+from .config import LINCHAIN
+from .io import atomic_dir
+
+__all__ = ["AFFINE_MODES", "export_lora", "fold_chain"]
+
+AFFINE_MODES = ("error", "lora_bias")
+
+_KEY = re.compile(r"^(?P<layer>.+)\.linchain_(?P<part>A|B|mixers\.(?P<idx>\d+))\.(?P<param>weight|bias)$")
+
+
+def fold_chain(A: torch.Tensor, mixers: list[tuple[torch.Tensor, "torch.Tensor | None"]]) -> tuple[torch.Tensor, "torch.Tensor | None"]:
+    """Fold ``M_k ... M_1 A`` (r x in) and the chain's constant ``c`` (r,) (None for a linear chain).
+
+    ``mixers`` lists (weight (r, r), bias (r,) or None) in application order.
+    """
+    A_folded = A.double()
+    c = None
+    for weight, bias in mixers:
+        W = weight.double()
+        A_folded = W @ A_folded
+        if c is not None:
+            c = W @ c
+        if bias is not None:
+            c = bias.double() if c is None else c + bias.double()
+    return A_folded, c
+
+
+def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error") -> Path:
+    """Write the LinChain adapter in ``src`` as a stock PEFT LoRA adapter in ``dst``.
+
+    A linear chain (``mixer_bias=False``) is exact: ``A' = M_k ... M_1 A``, ``B' = B``, same r,
+    alpha and scaling, so ``B' A' = B M_k ... M_1 A``. An affine chain also has a constant term
+    ``s * B c``; plain LoRA cannot express it, so by default this raises. With
+    ``affine="lora_bias"`` the constant ships as the bias of ``lora_B`` (PEFT's ``lora_bias=True``,
+    which PEFT scales like the rest of the update), which is exact as well.
+
+    Returns the ``dst`` path. ``dst`` is written atomically.
+    """
+    if affine not in AFFINE_MODES:
+        raise ValueError(f"affine must be one of {list(AFFINE_MODES)}, got affine={affine!r}.")
+    src = Path(src)
+    config_path, weights_path = src / "adapter_config.json", src / "adapter_model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: export_lora needs a LinChain adapter folder written by save_pretrained.")
+    config = json.loads(config_path.read_text())
+    if config.get("peft_type") != LINCHAIN:
+        raise ValueError(f"{config_path} has peft_type={config.get('peft_type')!r}; export_lora converts {LINCHAIN!r} adapters.")
+
+    tensors = load_file(str(weights_path))
+    layers: dict[str, dict] = {}
+    passthrough = {}
+    for key, value in tensors.items():
+        m = _KEY.match(key)
+        if m is None:
+            if ".linchain_" in key:
+                raise ValueError(f"{weights_path}: unrecognised LinChain key {key!r}; was it written by linchain >= 0.1?")
+            passthrough[key] = value  # modules_to_save and the like travel unchanged
+            continue
+        entry = layers.setdefault(m["layer"], {"mixers": {}})
+        if m["idx"] is not None:
+            entry["mixers"].setdefault(int(m["idx"]), {})[m["param"]] = value
+        else:
+            entry[m["part"]] = value
+
+    out = dict(passthrough)
+    has_affine = False
+    for layer, entry in layers.items():
+        if "A" not in entry or "B" not in entry:
+            raise ValueError(f"{weights_path}: layer {layer!r} lacks linchain_A or linchain_B.")
+        mixers = [(entry["mixers"][i]["weight"], entry["mixers"][i].get("bias")) for i in sorted(entry["mixers"])]
+        A_folded, c = fold_chain(entry["A"], mixers)
+        dtype = entry["A"].dtype
+        out[f"{layer}.lora_A.weight"] = A_folded.to(dtype).contiguous()
+        out[f"{layer}.lora_B.weight"] = entry["B"].contiguous()
+        if c is not None:
+            has_affine = True
+            out[f"{layer}.lora_B.bias"] = (entry["B"].double() @ c).to(entry["B"].dtype).contiguous()
+
+    if has_affine and affine == "error":
+        raise ValueError(
+            f"{src} holds an affine chain (mixer_bias=True): its update has a constant term s*B*c that plain LoRA "
+            "cannot express, so a plain LoRA export would not be exact. Pass affine='lora_bias' to export it exactly as "
+            "LoRA with lora_bias=True (the constant becomes lora_B's bias), or merge the adapter instead."
+        )
+
+    lora_config = LoraConfig(
+        r=config["r"],
+        lora_alpha=config["alpha"],
+        lora_dropout=config.get("dropout", 0.0),
+        target_modules=config.get("target_modules"),
+        exclude_modules=config.get("exclude_modules"),
+        use_rslora=config.get("use_rslora", False),
+        modules_to_save=config.get("modules_to_save"),
+        layers_to_transform=config.get("layers_to_transform"),
+        layers_pattern=config.get("layers_pattern"),
+        lora_bias=has_affine,
+        base_model_name_or_path=config.get("base_model_name_or_path"),
+        revision=config.get("revision"),
+        task_type=config.get("task_type"),
+        inference_mode=True,
+    )
+    with atomic_dir(dst) as tmp:
+        lora_config.save_pretrained(str(tmp))
+        save_file(out, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return Path(dst)

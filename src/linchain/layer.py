@@ -1,0 +1,244 @@
+"""The LinChain adapter layer: a wrapper around a frozen ``nn.Linear`` or transformers ``Conv1D``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .config import MIXER_INITS
+
+__all__ = ["LinChainLayer", "SUPPORTED_BASE_LAYERS"]
+
+#: Base layer types LinChain can wrap.
+SUPPORTED_BASE_LAYERS = (nn.Linear, Conv1D)
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _in_out_features(base_layer: nn.Module) -> tuple[int, int]:
+    if isinstance(base_layer, nn.Linear):
+        return base_layer.in_features, base_layer.out_features
+    if isinstance(base_layer, Conv1D):
+        # GPT-2 style: weight is stored (in, out) and y = x @ W + b
+        in_features, out_features = base_layer.weight.shape
+        return in_features, out_features
+    raise TypeError(
+        f"LinChain can only wrap {[c.__name__ for c in SUPPORTED_BASE_LAYERS]}, got {type(base_layer).__name__}."
+    )
+
+
+class LinChainLayer(nn.Module, BaseTunerLayer):
+    """Adds a chain of small linear maps to a frozen linear layer.
+
+    For each active adapter::
+
+        y = base_layer(x) + s * B(M_k(...M_1(A(dropout(x)))...))
+
+    Shapes (``T`` tokens): ``x``: (T, in); ``A.weight``: (r, in); ``M_i.weight``: (r, r) with an
+    optional bias (r,); ``B.weight``: (out, r); ``y``: (T, out). The forward costs
+    O(T * r * (in + out + k * r)); the dense (out, in) delta is only built by
+    :meth:`get_delta_weight`, for merging, export and analysis.
+
+    Per-adapter containers, keyed by adapter name as in PEFT: ``linchain_A`` (Linear in->r, no
+    bias), ``linchain_mixers`` (ModuleList of k Linear r->r), ``linchain_B`` (Linear r->out, no
+    bias), ``linchain_dropout`` and the float ``scaling``.
+    """
+
+    adapter_layer_names = ("linchain_A", "linchain_mixers", "linchain_B")
+    other_param_names = ("r", "alpha", "scaling", "linchain_dropout")
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, **adapter_kwargs: Any) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = _in_out_features(base_layer)
+        self.fan_in_fan_out = isinstance(base_layer, Conv1D)
+        self.r: dict[str, int] = {}
+        self.alpha: dict[str, float] = {}
+        self.scaling: dict[str, float] = {}
+        self.linchain_dropout = nn.ModuleDict()
+        self.linchain_A = nn.ModuleDict()
+        self.linchain_mixers = nn.ModuleDict()
+        self.linchain_B = nn.ModuleDict()
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        # True while the base layer carries a bias that merging created (base had none)
+        self._created_bias = False
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, **adapter_kwargs)
+
+    # ------------------------------------------------------------------ creation
+    def update_layer(
+        self,
+        adapter_name: str,
+        r: int,
+        alpha: float,
+        num_mixers: int,
+        mixer_bias: bool = False,
+        mixer_init: str = "kaiming",
+        dropout: float = 0.0,
+        use_rslora: bool = False,
+        init_weights: bool = True,
+        layer_name: Optional[str] = None,
+    ) -> None:
+        """Create (or replace) adapter ``adapter_name`` on this layer."""
+        where = f"layer {layer_name!r} " if layer_name else "this layer "
+        if r <= 0:
+            raise ValueError(f"r must be a positive integer, got r={r}.")
+        if r > min(self.in_features, self.out_features):
+            raise ValueError(
+                f"r={r} is larger than {where}allows: it maps {self.in_features} -> {self.out_features} features, "
+                f"so r must be <= {min(self.in_features, self.out_features)}. Lower r or exclude that layer "
+                "(exclude_modules)."
+            )
+        if num_mixers < 0:
+            raise ValueError(f"num_mixers must be >= 0, got num_mixers={num_mixers}.")
+        if mixer_init not in MIXER_INITS:
+            raise ValueError(f"mixer_init must be one of {list(MIXER_INITS)}, got mixer_init={mixer_init!r}.")
+        self.r[adapter_name] = r
+        self.alpha[adapter_name] = alpha
+        self.scaling[adapter_name] = alpha / (math.sqrt(r) if use_rslora else r)
+        self.linchain_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.linchain_A[adapter_name] = nn.Linear(self.in_features, r, bias=False)
+        self.linchain_mixers[adapter_name] = nn.ModuleList(nn.Linear(r, r, bias=mixer_bias) for _ in range(num_mixers))
+        self.linchain_B[adapter_name] = nn.Linear(r, self.out_features, bias=False)
+        self.reset_parameters(adapter_name, mixer_init=mixer_init, init_weights=init_weights)
+        self._move_adapter_to_device_of_base_layer(adapter_name)
+        self.set_adapter(self.active_adapters)
+
+    @torch.no_grad()
+    def reset_parameters(self, adapter_name: str, mixer_init: str = "kaiming", init_weights: bool = True) -> None:
+        """A: Kaiming-uniform (a=sqrt(5)) as LoRA; mixers per ``mixer_init``; B: zeros unless ``init_weights`` is False."""
+        nn.init.kaiming_uniform_(self.linchain_A[adapter_name].weight, a=math.sqrt(5))
+        for mixer in self.linchain_mixers[adapter_name]:
+            if mixer_init == "kaiming":
+                # nn.Linear's own init, as the reference code: weight Kaiming-uniform, bias U(-1/sqrt(r), 1/sqrt(r))
+                mixer.reset_parameters()
+            elif mixer_init == "orthogonal":
+                nn.init.orthogonal_(mixer.weight)
+                if mixer.bias is not None:
+                    mixer.bias.zero_()
+            else:  # identity
+                nn.init.eye_(mixer.weight)
+                if mixer.bias is not None:
+                    mixer.bias.zero_()
+        if init_weights:
+            nn.init.zeros_(self.linchain_B[adapter_name].weight)
+        else:
+            nn.init.kaiming_uniform_(self.linchain_B[adapter_name].weight, a=math.sqrt(5))
+
+    # ------------------------------------------------------------------ the single source of truth
+    def _chain(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor, list[nn.Linear], bool]:
+        A = self.linchain_A[adapter_name].weight
+        B = self.linchain_B[adapter_name].weight
+        mixers = list(self.linchain_mixers[adapter_name])
+        # fp16/bf16 matmuls on CPU are slow and imprecise: build deltas in fp32
+        upcast = A.dtype in _LOW_PRECISION
+        return (A.float() if upcast else A), (B.float() if upcast else B), mixers, upcast
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """The dense update ``s * B M_k ... M_1 A``, shaped like the base weight.
+
+        Returns (out, in) for ``nn.Linear`` and (in, out) for ``Conv1D``, in the adapter's dtype
+        (computed in fp32 when the adapter is fp16/bf16).
+        """
+        A, B, mixers, upcast = self._chain(adapter_name)
+        core = B
+        for mixer in reversed(mixers):
+            W = mixer.weight.float() if upcast else mixer.weight
+            core = core @ W  # (out, r) @ (r, r)
+        delta = (core @ A) * self.scaling[adapter_name]
+        if self.fan_in_fan_out:
+            delta = delta.T
+        return delta.to(self.linchain_A[adapter_name].weight.dtype)
+
+    def get_delta_bias(self, adapter_name: str) -> Optional[torch.Tensor]:
+        """The constant term of an affine chain, shaped (out,), or None for a linear chain.
+
+        ``s * B (M_k(...(M_2 b_1 + b_2)...) + b_k)``: the chain applied to x = 0.
+        """
+        A, B, mixers, upcast = self._chain(adapter_name)
+        if not any(m.bias is not None for m in mixers):
+            return None
+        c = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
+        for mixer in mixers:
+            W = mixer.weight.float() if upcast else mixer.weight
+            c = W @ c
+            if mixer.bias is not None:
+                c = c + (mixer.bias.float() if upcast else mixer.bias)
+        return ((B @ c) * self.scaling[adapter_name]).to(self.linchain_A[adapter_name].weight.dtype)
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+        """Add the active (or given) adapters' deltas to the base weight and bias.
+
+        Idempotent: an adapter already merged is skipped. With ``safe_merge`` the result is checked
+        for NaN/inf before the base layer is touched.
+        """
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        base = self.get_base_layer()
+        for name in adapter_names:
+            if name not in self.linchain_A:
+                continue
+            delta_w = self.get_delta_weight(name).to(base.weight.dtype)
+            delta_b = self.get_delta_bias(name)
+            new_w = base.weight.data + delta_w
+            new_b = None
+            if delta_b is not None:
+                old_b = base.bias.data if base.bias is not None else torch.zeros_like(delta_b, dtype=base.weight.dtype)
+                new_b = old_b + delta_b.to(old_b.dtype)
+            if safe_merge and (
+                not torch.isfinite(new_w).all() or (new_b is not None and not torch.isfinite(new_b).all())
+            ):
+                raise ValueError(f"NaN or inf found in the merged weights of adapter {name!r}; the base layer is left unchanged.")
+            base.weight.data = new_w
+            if new_b is not None:
+                if base.bias is None:
+                    base.bias = nn.Parameter(new_b, requires_grad=False)
+                    self._created_bias = True
+                else:
+                    base.bias.data = new_b
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Subtract every merged adapter again; a bias that merging created is removed."""
+        base = self.get_base_layer()
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            if name not in self.linchain_A:
+                continue
+            base.weight.data -= self.get_delta_weight(name).to(base.weight.dtype)
+            delta_b = self.get_delta_bias(name)
+            if delta_b is not None and base.bias is not None:
+                base.bias.data -= delta_b.to(base.bias.dtype)
+        if self._created_bias:
+            base.bias = None
+            self._created_bias = False
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return self.base_layer(x, *args, **kwargs)
+        result = self.base_layer(x, *args, **kwargs)
+        for name in self.active_adapters:
+            if name not in self.linchain_A:
+                continue
+            A = self.linchain_A[name]
+            h = A(self.linchain_dropout[name](self._cast_input_dtype(x, A.weight.dtype)))
+            for mixer in self.linchain_mixers[name]:
+                h = mixer(h)
+            # scale the r-dim activations rather than the out-dim result: same value, fewer flops
+            h = self.linchain_B[name](h * self.scaling[name])
+            result = result + h.to(result.dtype)
+        return result
+
+    def __repr__(self) -> str:
+        return "linchain." + super().__repr__()

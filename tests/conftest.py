@@ -1,0 +1,53 @@
+"""Tiny models built from configs (no downloads) and a reference LinChain written in plain torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    return GPT2LMHeadModel(config).eval()
+
+
+MODELS = {
+    "llama": (tiny_llama, ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]),
+    "gpt2": (tiny_gpt2, ["c_attn", "c_proj", "c_fc"]),
+}
+
+
+def reference_delta(x: torch.Tensor, A, mixers, B, scaling: float) -> torch.Tensor:
+    """s * B(M_k(...M_1(A x) + b_1 ...) + b_k) in float64, written independently of linchain."""
+    h = x.double() @ A.double().T
+    for weight, bias in mixers:
+        h = h @ weight.double().T
+        if bias is not None:
+            h = h + bias.double()
+    return scaling * (h @ B.double().T)
+
+
+def layer_factors(layer, adapter: str = "default"):
+    A = layer.linchain_A[adapter].weight.detach()
+    B = layer.linchain_B[adapter].weight.detach()
+    mixers = [(m.weight.detach(), None if m.bias is None else m.bias.detach()) for m in layer.linchain_mixers[adapter]]
+    return A, mixers, B
+
+
+@pytest.fixture
+def tokens() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 97, (2, 11), generator=g)

@@ -1,0 +1,47 @@
+import pytest
+
+from linchain import LinChainConfig
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"r": 0}, "r"),
+        ({"r": -4}, "r"),
+        ({"r": 2.5}, "r"),
+        ({"num_mixers": -1}, "num_mixers"),
+        ({"mixer_init": "xavier"}, "mixer_init"),
+        ({"alpha": 0}, "alpha"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"dropout": -0.1}, "dropout"),
+        ({"mixer_bias": "yes"}, "mixer_bias"),
+        ({"target_modules": ["q_proj", ""]}, "target_modules"),
+    ],
+)
+def test_bad_values_name_the_field_and_value(kwargs, field):
+    with pytest.raises(ValueError) as err:
+        LinChainConfig(**kwargs)
+    message = str(err.value)
+    assert field in message
+    assert repr(next(iter(kwargs.values()))) in message
+
+
+def test_defaults_and_peft_type():
+    config = LinChainConfig(target_modules=["q_proj"])
+    assert config.peft_type == "LINCHAIN"
+    assert config.num_mixers == 3 and config.mixer_bias is False and config.mixer_init == "kaiming"
+    assert config.target_modules == {"q_proj"}
+    assert config.scaling == pytest.approx(16 / 8)
+    assert LinChainConfig(r=16, alpha=32, use_rslora=True).scaling == pytest.approx(32 / 4)
+
+
+def test_every_field_has_help():
+    from dataclasses import fields
+
+    from peft.config import PeftConfig
+
+    own = {f.name for f in fields(LinChainConfig)} - {f.name for f in fields(PeftConfig)}
+    assert own >= {"r", "alpha", "num_mixers", "mixer_bias", "mixer_init", "dropout", "target_modules"}
+    for f in fields(LinChainConfig):
+        if f.name in own:
+            assert f.metadata.get("help"), f.name

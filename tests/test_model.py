@@ -1,0 +1,206 @@
+"""Round trips on tiny Llama and GPT-2: merge, unmerge, unload, save/load, export_lora, several adapters."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+import linchain
+from linchain import LinChainConfig, LinChainLayer
+from tests.conftest import MODELS
+
+ATOL = 1e-5
+
+
+def _randomise(model, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "linchain_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _adapted(arch, k=3, bias=False, r=4, adapter="default", seed=5, **extra):
+    build, targets = MODELS[arch]
+    model = get_peft_model(build(), LinChainConfig(r=r, alpha=8, num_mixers=k, mixer_bias=bias,
+                                                   target_modules=targets, **extra), adapter_name=adapter)
+    _randomise(model, seed)
+    return model
+
+
+def _logits(model, tokens):
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+CASES = [(arch, k, bias) for arch in ("llama", "gpt2") for k in (0, 1, 3) for bias in (False, True)]
+
+
+@pytest.mark.parametrize("arch, k, bias", CASES)
+def test_merge_is_exact_idempotent_and_unmerge_restores(arch, k, bias, tokens):
+    model = _adapted(arch, k, bias)
+    base_logits = _logits(MODELS[arch][0](), tokens)
+    adapted = _logits(model, tokens)
+    assert (adapted - base_logits).abs().max() > 1e-3
+    weights_before = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
+    model.merge_adapter()
+    torch.testing.assert_close(_logits(model, tokens), adapted, rtol=ATOL, atol=ATOL)
+    merged_state = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.merge_adapter()  # merging twice changes nothing
+    for n, p in model.named_parameters():
+        assert torch.equal(p, merged_state[n]), n
+    model.unmerge_adapter()
+    for n, p in model.named_parameters():
+        if n in weights_before:
+            torch.testing.assert_close(p, weights_before[n], rtol=0, atol=1e-6)
+    for layer in model.modules():
+        if isinstance(layer, LinChainLayer) and arch == "llama":
+            assert layer.base_layer.bias is None  # a bias merging created is gone again
+    torch.testing.assert_close(_logits(model, tokens), adapted, rtol=ATOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("arch, k, bias", CASES)
+def test_merge_and_unload_saves_as_plain_transformers(arch, k, bias, tokens, tmp_path):
+    model = _adapted(arch, k, bias)
+    adapted = _logits(model, tokens)
+    merged = model.merge_and_unload()
+    assert not any(isinstance(m, LinChainLayer) for m in merged.modules())
+    assert not any("linchain" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(_logits(merged, tokens), adapted, rtol=ATOL, atol=ATOL)
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    torch.testing.assert_close(_logits(reloaded, tokens), adapted, rtol=ATOL, atol=ATOL)
+    if arch == "llama" and bias and k > 0:
+        assert reloaded.config.attention_bias and reloaded.config.mlp_bias
+
+
+def test_unload_gives_back_the_base_model(tokens):
+    model = _adapted("llama")
+    base = _logits(MODELS["llama"][0](), tokens)
+    plain = model.unload()
+    assert not any(isinstance(m, LinChainLayer) for m in plain.modules())
+    torch.testing.assert_close(_logits(plain, tokens), base, rtol=0, atol=0)
+
+
+def test_safe_merge_refuses_nan(tokens):
+    model = _adapted("llama")
+    layer = next(m for m in model.modules() if isinstance(m, LinChainLayer))
+    before = layer.base_layer.weight.detach().clone()
+    with torch.no_grad():
+        layer.linchain_B["default"].weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        layer.merge(safe_merge=True)
+    assert torch.equal(layer.base_layer.weight, before) and not layer.merged
+
+
+@pytest.mark.parametrize("arch, k, bias", CASES)
+def test_save_load_round_trip(arch, k, bias, tokens, tmp_path):
+    model = _adapted(arch, k, bias)
+    adapted = _logits(model, tokens)
+    model.save_pretrained(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "LINCHAIN" and saved["num_mixers"] == k and saved["mixer_bias"] == bias
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+    again = PeftModel.from_pretrained(MODELS[arch][0](), tmp_path / "out")
+    torch.testing.assert_close(_logits(again, tokens), adapted, rtol=ATOL, atol=ATOL)
+    torch.testing.assert_close(_logits(again.merge_and_unload(), tokens), adapted, rtol=ATOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_export_lora_linear_chain_loads_in_stock_peft(arch, k, tokens, tmp_path):
+    model = _adapted(arch, k, False)
+    adapted = _logits(model, tokens)
+    model.save_pretrained(tmp_path / "lc")
+    linchain.export_lora(tmp_path / "lc", tmp_path / "lora")
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 8
+    lora = PeftModel.from_pretrained(MODELS[arch][0](), tmp_path / "lora")
+    assert any("lora_A" in n for n, _ in lora.named_parameters())
+    torch.testing.assert_close(_logits(lora, tokens), adapted, rtol=1e-4, atol=1e-4)
+
+
+def test_export_lora_affine_chain_errors_or_uses_lora_bias(tokens, tmp_path):
+    model = _adapted("llama", 3, True)
+    adapted = _logits(model, tokens)
+    model.save_pretrained(tmp_path / "lc")
+    with pytest.raises(ValueError, match="affine"):
+        linchain.export_lora(tmp_path / "lc", tmp_path / "lora")
+    assert not (tmp_path / "lora").exists()
+    linchain.export_lora(tmp_path / "lc", tmp_path / "lora", affine="lora_bias")
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["lora_bias"] is True
+    lora = PeftModel.from_pretrained(MODELS["llama"][0](), tmp_path / "lora")
+    torch.testing.assert_close(_logits(lora, tokens), adapted, rtol=1e-4, atol=1e-4)
+
+
+def test_export_rejects_bad_mode_and_non_linchain(tmp_path):
+    with pytest.raises(ValueError, match="affine"):
+        linchain.export_lora(tmp_path, tmp_path / "x", affine="bias")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="peft_type='LORA'"):
+        linchain.export_lora(tmp_path, tmp_path / "x")
+
+
+def test_several_adapters_set_disable_delete(tokens):
+    model = _adapted("llama", 3, False, adapter="one", seed=1)
+    model.add_adapter("two", LinChainConfig(r=2, alpha=4, num_mixers=1, target_modules=["q_proj", "v_proj"]))
+    _randomise(model, seed=2)
+    base = _logits(MODELS["llama"][0](), tokens)
+    model.set_adapter("one")
+    one = _logits(model, tokens)
+    model.set_adapter("two")
+    two = _logits(model, tokens)
+    assert (one - two).abs().max() > 1e-3 and (two - base).abs().max() > 1e-3
+    with model.disable_adapter():
+        torch.testing.assert_close(_logits(model, tokens), base, rtol=0, atol=0)
+    torch.testing.assert_close(_logits(model, tokens), two)
+    # only the active adapter trains
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".two" in n for n in trainable)
+    model.delete_adapter("two")
+    assert "two" not in model.peft_config
+    assert not any("two" in n for n, _ in model.named_parameters())
+    model.set_adapter("one")
+    torch.testing.assert_close(_logits(model, tokens), one)
+
+
+def test_loading_into_a_mismatched_base_fails_loudly(tmp_path):
+    model = _adapted("llama")
+    model.save_pretrained(tmp_path / "out")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    bigger = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=48, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        PeftModel.from_pretrained(bigger, tmp_path / "out")
+    with pytest.raises(ValueError, match="matches no layer"):
+        PeftModel.from_pretrained(MODELS["gpt2"][0](), tmp_path / "out")
+
+
+def test_loading_an_adapter_with_missing_keys_fails(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = _adapted("llama")
+    model.save_pretrained(tmp_path / "out")
+    path = tmp_path / "out" / "adapter_model.safetensors"
+    tensors = load_file(path)
+    dropped = next(k for k in tensors if "linchain_mixers.2" in k)
+    del tensors[dropped]
+    save_file(tensors, path)
+    with pytest.raises(ValueError, match="missing"):
+        PeftModel.from_pretrained(MODELS["llama"][0](), tmp_path / "out")
+
+
+def test_training_with_hf_trainer_style_loop_then_save(tmp_path, tokens):
+    model = _adapted("gpt2", 3, True)
+    model.print_trainable_parameters()
+    n_trainable, n_all = model.get_nb_trainable_parameters()
+    # per layer: r*in + k*(r*r + r) + out*r
+    expected = 0
+    for m in model.modules():
+        if isinstance(m, LinChainLayer):
+            expected += 4 * m.in_features + 3 * (16 + 4) + m.out_features * 4
+    assert n_trainable == expected and n_all > n_trainable
