@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from .config import LINCHAIN
 from .io import atomic_dir
 
-__all__ = ["AFFINE_MODES", "export_lora", "fold_chain"]
+__all__ = ["AFFINE_MODES", "export_lora", "adapter_files", "fold_chain", "group_chain_tensors"]
 
 AFFINE_MODES = ("error", "lora_bias")
 
@@ -39,6 +39,44 @@ def fold_chain(A: torch.Tensor, mixers: list[tuple[torch.Tensor, "torch.Tensor |
     return A_folded, c
 
 
+def adapter_files(folder: Union[str, os.PathLike], need: str) -> tuple[Path, Path]:
+    """``(adapter_config.json, adapter_model.safetensors)`` in ``folder``; FileNotFoundError saying ``need`` if absent."""
+    folder = Path(folder)
+    paths = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {need}.")
+    return paths
+
+
+def group_chain_tensors(
+    tensors: dict[str, torch.Tensor], source: str = "adapter"
+) -> tuple[dict[str, dict], dict[str, torch.Tensor]]:
+    """Group a saved LinChain state dict by adapted layer.
+
+    Returns ``(layers, passthrough)``: ``layers[prefix] = {"A": (r, in), "B": (out, r),
+    "mixers": {i: {"weight": (r, r), "bias": (r,)}}}`` keyed by the layer's module path, and the
+    tensors that are not LinChain factors (``modules_to_save`` and the like). Raises
+    ``ValueError`` on a ``.linchain_`` key it does not recognise; ``source`` names the file in it.
+    Shared by :func:`export_lora` and :mod:`linchain.analysis` so the key format is parsed once.
+    """
+    layers: dict[str, dict] = {}
+    passthrough = {}
+    for key, value in tensors.items():
+        m = _KEY.match(key)
+        if m is None:
+            if ".linchain_" in key:
+                raise ValueError(f"{source}: unrecognised LinChain key {key!r}; was it written by linchain >= 0.1?")
+            passthrough[key] = value  # modules_to_save and the like travel unchanged
+            continue
+        entry = layers.setdefault(m["layer"], {"mixers": {}})
+        if m["idx"] is not None:
+            entry["mixers"].setdefault(int(m["idx"]), {})[m["param"]] = value
+        else:
+            entry[m["part"]] = value
+    return layers, passthrough
+
+
 def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error") -> Path:
     """Write the LinChain adapter in ``src`` as a stock PEFT LoRA adapter in ``dst``.
 
@@ -53,30 +91,12 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
     if affine not in AFFINE_MODES:
         raise ValueError(f"affine must be one of {list(AFFINE_MODES)}, got affine={affine!r}.")
     src = Path(src)
-    config_path, weights_path = src / "adapter_config.json", src / "adapter_model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: export_lora needs a LinChain adapter folder written by save_pretrained.")
+    config_path, weights_path = adapter_files(src, "export_lora needs a LinChain adapter folder written by save_pretrained")
     config = json.loads(config_path.read_text())
     if config.get("peft_type") != LINCHAIN:
         raise ValueError(f"{config_path} has peft_type={config.get('peft_type')!r}; export_lora converts {LINCHAIN!r} adapters.")
 
-    tensors = load_file(str(weights_path))
-    layers: dict[str, dict] = {}
-    passthrough = {}
-    for key, value in tensors.items():
-        m = _KEY.match(key)
-        if m is None:
-            if ".linchain_" in key:
-                raise ValueError(f"{weights_path}: unrecognised LinChain key {key!r}; was it written by linchain >= 0.1?")
-            passthrough[key] = value  # modules_to_save and the like travel unchanged
-            continue
-        entry = layers.setdefault(m["layer"], {"mixers": {}})
-        if m["idx"] is not None:
-            entry["mixers"].setdefault(int(m["idx"]), {})[m["param"]] = value
-        else:
-            entry[m["part"]] = value
-
+    layers, passthrough = group_chain_tensors(load_file(str(weights_path)), source=str(weights_path))
     out = dict(passthrough)
     has_affine = False
     for layer, entry in layers.items():

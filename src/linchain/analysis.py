@@ -1,0 +1,365 @@
+"""Spectra and effective rank of adapter updates, read from saved adapter folders alone.
+
+For every adapted layer the dense update ``ΔW`` (out x in) is rebuilt from the saved factors and
+measured: its singular values, effective rank (Roy & Vetterli 2007), stable rank and Frobenius
+norm. No base model is needed: a LinChain layer is rebuilt around an empty ("meta") base layer
+and :meth:`LinChainLayer.get_delta_weight` computes the update, the same code that merging uses.
+PEFT LoRA adapters (``lora_A``/``lora_B``) are read too, as the k = 0 chain, so LoRA and
+LinChain can be compared side by side (the paper's "expands the effective rank" claim).
+
+Note the algebra: without mixer biases ``ΔW = s B M_k ... M_1 A`` has rank <= r for every k; a
+higher effective rank means the r singular values are spread more evenly, not that more than r
+directions are used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .config import LINCHAIN
+from .export import adapter_files, group_chain_tensors
+from .layer import LinChainLayer
+
+__all__ = [
+    "AdapterAnalysis",
+    "LayerStats",
+    "analyze_adapter",
+    "compare",
+    "effective_rank",
+    "load_adapter_layers",
+    "method_parameter_counts",
+    "plot_analysis",
+    "spectrum_stats",
+    "stable_rank",
+]
+
+_ADAPTER = "default"
+
+
+# ---------------------------------------------------------------------------------------- math
+def effective_rank(singular_values: torch.Tensor) -> float:
+    """Effective rank ``exp(H(p))``, ``p_i = s_i / sum_j s_j``, ``H(p) = -sum_i p_i log p_i``.
+
+    Roy & Vetterli (2007). ``singular_values``: 1-D, non-negative, shape (n,). Zeros contribute
+    nothing (0 log 0 = 0), so the result lies in [1, number of non-zero values]; an all-zero
+    spectrum (e.g. a LoRA update before training, B = 0) returns 0.0 by convention.
+    """
+    s = singular_values.detach().double().flatten()
+    if (s < 0).any():
+        raise ValueError("effective_rank expects non-negative singular values.")
+    total = s.sum()
+    if total <= 0:
+        return 0.0
+    p = s[s > 0] / total
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def stable_rank(singular_values: torch.Tensor) -> float:
+    """Stable rank ``||W||_F^2 / ||W||_2^2 = sum_i s_i^2 / max_i s_i^2``; 0.0 for an all-zero spectrum."""
+    s = singular_values.detach().double().flatten()
+    top = s.max() if s.numel() else torch.tensor(0.0, dtype=torch.float64)
+    if top <= 0:
+        return 0.0
+    return float((s**2).sum() / top**2)
+
+
+@dataclass
+class LayerStats:
+    """Measurements of one layer's update ``ΔW`` (out x in)."""
+
+    name: str  #: module path with PEFT's ``base_model.model.`` prefix removed
+    shape: tuple[int, int]  #: (out, in) of ΔW (nn.Linear orientation)
+    r: int
+    num_mixers: int
+    mixer_bias: bool
+    params: int  #: trainable adapter parameters of this layer
+    effective_rank: float
+    stable_rank: float
+    numerical_rank: int  #: singular values above max(s) * max(out, in) * eps(float32)
+    frobenius_norm: float
+    spectral_norm: float
+    delta_bias_norm: Optional[float]  #: ||Δb|| of an affine chain (or LoRA's lora_B bias), else None
+    singular_values: list[float] = field(repr=False)  #: the largest ones, descending
+
+
+def spectrum_stats(delta: torch.Tensor, max_values: int = 64) -> dict:
+    """Singular values (float64) of ``delta`` (out, in) and the scalar measures derived from them.
+
+    Values below ``max(s) * max(out, in) * eps(float32)`` are treated as exact zeros: ``delta`` is
+    built in float32, so anything smaller is rounding noise of a rank-deficient product (the same
+    tolerance as ``numpy.linalg.matrix_rank``, with float32's epsilon).
+    """
+    s = torch.linalg.svdvals(delta.detach().double())
+    tol = (s.max() if s.numel() else 0.0) * max(delta.shape) * torch.finfo(torch.float32).eps
+    s = torch.where(s > tol, s, torch.zeros_like(s))
+    return {
+        "effective_rank": effective_rank(s),
+        "stable_rank": stable_rank(s),
+        "numerical_rank": int((s > 0).sum()),
+        "frobenius_norm": float(s.norm()),
+        "spectral_norm": float(s.max()) if s.numel() else 0.0,
+        "singular_values": [float(v) for v in s[:max_values]],
+    }
+
+
+# ---------------------------------------------------------------------------------------- reading
+def _short(name: str) -> str:
+    for prefix in ("base_model.model.", "base_model."):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def _pattern_value(name: str, pattern: dict, default):
+    """PEFT's rank_pattern / alpha_pattern: the first key that the layer name ends with (or equals)."""
+    for key, value in (pattern or {}).items():
+        if name == key or name.endswith("." + key) or name.endswith(key):
+            return value
+    return default
+
+
+def _chain_layer(A: torch.Tensor, mixers: list[tuple[torch.Tensor, Optional[torch.Tensor]]], B: torch.Tensor,
+                 scaling: float) -> LinChainLayer:
+    """A LinChainLayer holding the given factors around an empty base layer (no memory, never run).
+
+    ``A``: (r, in); ``mixers``: [(weight (r, r), bias (r,) or None)] in application order; ``B``:
+    (out, r). Building the real layer means the update comes from ``get_delta_weight`` /
+    ``get_delta_bias``, the code merging uses, rather than a second copy of the chain product.
+    """
+    r, in_features = A.shape
+    out_features = B.shape[0]
+    base = nn.Linear(in_features, out_features, bias=False, device="meta")
+    has_bias = [b is not None for _, b in mixers]
+    if any(has_bias) and not all(has_bias):
+        raise ValueError("a chain whose mixers have biases only in part is not a LinChain adapter.")
+    layer = LinChainLayer(base, _ADAPTER, r=r, alpha=1.0, num_mixers=len(mixers), mixer_bias=any(has_bias))
+    # the layer was created on the meta device; swap in the saved tensors (no copies are made)
+    layer.linchain_A[_ADAPTER].weight = nn.Parameter(A, requires_grad=False)
+    layer.linchain_B[_ADAPTER].weight = nn.Parameter(B, requires_grad=False)
+    for module, (weight, bias) in zip(layer.linchain_mixers[_ADAPTER], mixers):
+        module.weight = nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            module.bias = nn.Parameter(bias, requires_grad=False)
+    layer.scaling[_ADAPTER] = scaling
+    return layer
+
+
+def load_adapter_layers(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, tuple[LinChainLayer, Optional[torch.Tensor]]]]:
+    """Read an adapter folder written by ``save_pretrained`` (LinChain or PEFT LoRA).
+
+    Returns ``(config, layers)`` with ``layers[name] = (LinChainLayer, extra_bias)``: the chain
+    rebuilt on an empty base, and for LoRA with ``lora_bias`` the scaled bias of ``lora_B``
+    (out,), else None. A LoRA adapter becomes the k = 0 chain with LoRA's scaling.
+    """
+    config_path, weights_path = adapter_files(path, "expected an adapter folder written by save_pretrained")
+    config = json.loads(config_path.read_text())
+    tensors = load_file(str(weights_path))
+    peft_type = config.get("peft_type")
+    layers: dict[str, tuple[LinChainLayer, Optional[torch.Tensor]]] = {}
+    if peft_type == LINCHAIN:
+        groups, _ = group_chain_tensors(tensors, source=str(weights_path))
+        for name, entry in groups.items():
+            if "A" not in entry or "B" not in entry:
+                raise ValueError(f"{weights_path}: layer {name!r} lacks linchain_A or linchain_B.")
+            A, B = entry["A"], entry["B"]
+            r = A.shape[0]
+            scaling = config["alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+            mixers = [(entry["mixers"][i]["weight"], entry["mixers"][i].get("bias")) for i in sorted(entry["mixers"])]
+            layers[_short(name)] = (_chain_layer(A, mixers, B, scaling), None)
+    elif peft_type == "LORA":
+        if config.get("use_dora"):
+            raise ValueError(f"{config_path}: DoRA adapters are not supported (their update is not s * B A).")
+        groups: dict[str, dict] = {}
+        for key, value in tensors.items():
+            for part in ("lora_A.weight", "lora_B.weight", "lora_B.bias"):
+                if key.endswith("." + part):
+                    groups.setdefault(key[: -len(part) - 1], {})[part] = value
+        for name, entry in groups.items():
+            if "lora_A.weight" not in entry or "lora_B.weight" not in entry:
+                raise ValueError(f"{weights_path}: layer {name!r} lacks lora_A or lora_B.")
+            A, B = entry["lora_A.weight"], entry["lora_B.weight"]
+            if A.dim() != 2:
+                raise ValueError(f"{weights_path}: layer {name!r} is not a linear LoRA layer (lora_A is {tuple(A.shape)}).")
+            r = A.shape[0]
+            alpha = _pattern_value(name, config.get("alpha_pattern"), config.get("lora_alpha", 8))
+            scaling = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
+            bias = entry.get("lora_B.bias")
+            layers[_short(name)] = (_chain_layer(A, [], B, scaling), None if bias is None else bias * scaling)
+    else:
+        raise ValueError(f"{config_path}: peft_type={peft_type!r}; analyze reads {LINCHAIN!r} and 'LORA' adapters.")
+    if not layers:
+        raise ValueError(f"{weights_path} holds no adapter layers.")
+    return config, layers
+
+
+# ---------------------------------------------------------------------------------------- analysis
+@dataclass
+class AdapterAnalysis:
+    """All measurements of one adapter folder."""
+
+    path: str
+    label: str
+    method: str  #: e.g. "LoRA r=16", "LinChain k=3 r=16 +bias"
+    total_params: int
+    layers: list[LayerStats]
+
+    def summary(self) -> dict:
+        """Means over layers, overall and per module type (the last name component, e.g. q_proj)."""
+        def agg(items: list[LayerStats]) -> dict:
+            n = len(items)
+            return {
+                "layers": n,
+                "mean_effective_rank": sum(x.effective_rank for x in items) / n,
+                "mean_stable_rank": sum(x.stable_rank for x in items) / n,
+                "mean_frobenius_norm": sum(x.frobenius_norm for x in items) / n,
+            }
+        by_type: dict[str, list[LayerStats]] = {}
+        for x in self.layers:
+            by_type.setdefault(x.name.rsplit(".", 1)[-1], []).append(x)
+        return {"all": agg(self.layers), "by_module": {k: agg(v) for k, v in sorted(by_type.items())}}
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "label": self.label, "method": self.method, "total_params": self.total_params,
+                "summary": self.summary(), "layers": [asdict(x) for x in self.layers]}
+
+
+def _method_name(config: dict, layers: dict) -> str:
+    r = config.get("r")
+    if config.get("peft_type") == "LORA":
+        return f"PEFT LoRA r={r}"
+    layer = next(iter(layers.values()))[0]
+    k = len(layer.linchain_mixers[_ADAPTER])
+    bias = " +bias" if config.get("mixer_bias") else ""
+    alias = {0: " (=LoRA)", 1: " (=MoSLoRA)"}.get(k, "")
+    return f"LinChain k={k}{alias} r={r}{bias}"
+
+
+@torch.no_grad()
+def analyze_adapter(path: Union[str, os.PathLike], label: Optional[str] = None, max_values: int = 64) -> AdapterAnalysis:
+    """Measure every layer of the adapter in ``path``; ``max_values`` singular values are kept per layer."""
+    config, layers = load_adapter_layers(path)
+    stats = []
+    for name, (layer, extra_bias) in layers.items():
+        delta = layer.get_delta_weight(_ADAPTER).float()  # (out, in): factors were loaded in nn.Linear layout
+        delta_bias = layer.get_delta_bias(_ADAPTER)
+        if extra_bias is not None:
+            delta_bias = extra_bias if delta_bias is None else delta_bias + extra_bias
+        mixers = layer.linchain_mixers[_ADAPTER]
+        params = sum(p.numel() for p in layer.parameters() if p.device.type != "meta")
+        spec = spectrum_stats(delta, max_values=max_values)
+        stats.append(LayerStats(
+            name=name, shape=tuple(delta.shape), r=layer.r[_ADAPTER], num_mixers=len(mixers),
+            mixer_bias=any(m.bias is not None for m in mixers), params=params,
+            delta_bias_norm=None if delta_bias is None else float(delta_bias.double().norm()), **spec,
+        ))
+    return AdapterAnalysis(path=str(path), label=label or Path(path).name, method=_method_name(config, layers),
+                           total_params=sum(x.params for x in stats), layers=stats)
+
+
+def _sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test p-value (ties dropped)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def compare(first: AdapterAnalysis, second: AdapterAnalysis) -> dict:
+    """Per-layer effective ranks of two adapters over the layers they share, and a sign test.
+
+    ``verdict`` says whether ``second`` has a higher effective rank than ``first`` in a clear
+    majority of layers (sign test p < 0.05), a lower one, or neither.
+    """
+    a = {x.name: x for x in first.layers}
+    b = {x.name: x for x in second.layers}
+    shared = [n for n in a if n in b]
+    rows = [{"name": n, "first": a[n].effective_rank, "second": b[n].effective_rank,
+             "diff": b[n].effective_rank - a[n].effective_rank} for n in shared]
+    wins = sum(r["diff"] > 1e-9 for r in rows)
+    losses = sum(r["diff"] < -1e-9 for r in rows)
+    p = _sign_test_p(wins, losses)
+    if p < 0.05:
+        verdict = f"{second.label} has the higher effective rank" if wins > losses else f"{first.label} has the higher effective rank"
+    else:
+        verdict = "no clear difference (sign test p >= 0.05)"
+    mean = (sum(r["diff"] for r in rows) / len(rows)) if rows else float("nan")
+    return {"first": first.label, "second": second.label, "shared_layers": len(shared),
+            "only_first": sorted(set(a) - set(b)), "only_second": sorted(set(b) - set(a)),
+            "second_higher": wins, "second_lower": losses, "mean_diff_second_minus_first": mean,
+            "sign_test_p": p, "verdict": verdict, "per_layer": rows}
+
+
+def method_parameter_counts(shapes: list[tuple[int, int]], r: int) -> dict[str, int]:
+    """Trainable parameters of each method on the same layers: ``shapes`` lists (out, in) per layer.
+
+    LoRA: r(in + out); a chain of k mixers adds k r^2 (+ k r with biases); LoRA at 2r for the
+    "fewer parameters" comparison.
+    """
+    base = sum(r * (o + i) for o, i in shapes)
+    n = len(shapes)
+    counts = {f"LoRA r={r}": base, f"MoSLoRA r={r}": base + n * r * r}
+    for k in (2, 3, 4):
+        counts[f"LinChain k={k} r={r}"] = base + n * k * r * r
+        counts[f"LinChain k={k} r={r} +bias"] = base + n * k * (r * r + r)
+    counts[f"LoRA r={2 * r}"] = sum(2 * r * (o + i) for o, i in shapes)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------- plots
+def plot_analysis(analyses: list[AdapterAnalysis], out_dir: Union[str, os.PathLike]) -> list[Path]:
+    """Write ``spectra.png`` (normalised spectra per module type) and ``effective_rank.png`` (per layer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    types = sorted({x.name.rsplit(".", 1)[-1] for a in analyses for x in a.layers})
+    cols = min(3, len(types))
+    rows = math.ceil(len(types) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, t in zip(axes.flat, types):
+        for ci, a in enumerate(analyses):
+            spectra = [x.singular_values for x in a.layers if x.name.rsplit(".", 1)[-1] == t]
+            for j, s in enumerate(spectra):
+                top = s[0] if s and s[0] > 0 else 1.0
+                ax.plot(range(1, len(s) + 1), [v / top for v in s], color=colors[ci % len(colors)], alpha=0.25,
+                        lw=0.8, label=a.label if j == 0 else None)
+        ax.set_title(t)
+        ax.set_xlabel("index i")
+        ax.set_ylabel("s_i / s_1")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-4, 1.5)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(types):]:
+        ax.axis("off")
+    fig.suptitle("Singular values of the update, normalised (one line per layer)")
+    fig.tight_layout()
+    spectra_png = out_dir / "spectra.png"
+    fig.savefig(spectra_png, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    for ci, a in enumerate(analyses):
+        ax.plot([x.effective_rank for x in a.layers], marker=".", lw=0.8, color=colors[ci % len(colors)],
+                label=f"{a.label} ({a.method}), mean {a.summary()['all']['mean_effective_rank']:.2f}")
+    ax.set_xlabel("adapted layer (file order)")
+    ax.set_ylabel("effective rank")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    erank_png = out_dir / "effective_rank.png"
+    fig.savefig(erank_png, dpi=110)
+    plt.close(fig)
+    return [spectra_png, erank_png]

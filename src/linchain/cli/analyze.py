@@ -1,0 +1,84 @@
+"""``linchain analyze ADAPTER [ADAPTER2]``: spectra, effective and stable rank of adapter updates.
+
+Reads adapter folders alone (no base model): LinChain adapters and PEFT LoRA adapters. Writes
+``analysis.json`` and two PNGs to ``--out`` and prints a summary; with two adapters it compares
+their effective ranks layer by layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linchain analyze",
+        description="Singular values, effective rank (Roy & Vetterli 2007), stable rank and Frobenius norm of each "
+        "adapted layer's update, for one adapter or two side by side (LinChain or PEFT LoRA folders).",
+    )
+    parser.add_argument("adapter", help="adapter folder written by save_pretrained (adapter_config.json + adapter_model.safetensors)")
+    parser.add_argument("adapter2", nargs="?", help="a second adapter folder to compare with the first")
+    parser.add_argument("--out", default="linchain-analysis", help="output folder for analysis.json and the PNGs (default: %(default)s)")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="names for the adapters in tables and plots (default: folder names)")
+    parser.add_argument("--max-sv", type=int, default=64, help="singular values kept per layer in the JSON and plots (default: %(default)s)")
+    parser.add_argument("--no-plots", action="store_true", help="write the JSON only")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from ..analysis import analyze_adapter, compare, method_parameter_counts, plot_analysis
+
+    paths = [p for p in (args.adapter, args.adapter2) if p]
+    labels = list(args.labels or [])
+    if len(labels) > len(paths):
+        print(f"linchain analyze: {len(labels)} labels for {len(paths)} adapters.", file=sys.stderr)
+        return 2
+    labels += [Path(p).resolve().name for p in paths[len(labels):]]
+    if len(paths) == 2 and labels[0] == labels[1]:
+        labels = [f"{labels[0]} (1)", f"{labels[1]} (2)"]
+    try:
+        analyses = [analyze_adapter(p, label=l, max_values=args.max_sv) for p, l in zip(paths, labels)]
+    except (FileNotFoundError, ValueError) as err:
+        print(f"linchain analyze: {err}", file=sys.stderr)
+        return 2
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    first = analyses[0]
+    report = {
+        "adapters": [a.to_dict() for a in analyses],
+        "parameter_counts_same_layers": method_parameter_counts([x.shape for x in first.layers], first.layers[0].r),
+    }
+    if len(analyses) == 2:
+        report["comparison"] = compare(*analyses)
+    (out / "analysis.json").write_text(json.dumps(report, indent=1))
+    pngs = [] if args.no_plots else plot_analysis(analyses, out)
+
+    for a in analyses:
+        s = a.summary()
+        print(f"{a.label}: {a.method}, {len(a.layers)} layers, {a.total_params:,} trainable parameters")
+        print(f"  {'module':<12} {'layers':>6} {'eff. rank':>10} {'stable rank':>12} {'||dW||_F':>10}")
+        for name, row in [*s["by_module"].items(), ("all", s["all"])]:
+            print(f"  {name:<12} {row['layers']:>6} {row['mean_effective_rank']:>10.3f} {row['mean_stable_rank']:>12.3f} "
+                  f"{row['mean_frobenius_norm']:>10.4g}")
+    if len(analyses) == 2:
+        c = report["comparison"]
+        print(f"effective rank, {c['second']} vs {c['first']} over {c['shared_layers']} shared layers: higher in "
+              f"{c['second_higher']}, lower in {c['second_lower']}, mean difference {c['mean_diff_second_minus_first']:+.3f}, "
+              f"sign test p = {c['sign_test_p']:.3g}: {c['verdict']}")
+    print("trainable parameters on these layers:")
+    for method, n in report["parameter_counts_same_layers"].items():
+        print(f"  {method:<26} {n:>12,}")
+    print(f"wrote {out / 'analysis.json'}" + "".join(f", {p}" for p in pngs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
