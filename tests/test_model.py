@@ -204,3 +204,20 @@ def test_training_with_hf_trainer_style_loop_then_save(tmp_path, tokens):
         if isinstance(m, LinChainLayer):
             expected += 4 * m.in_features + 3 * (16 + 4) + m.out_features * 4
     assert n_trainable == expected and n_all > n_trainable
+
+
+def test_saved_keys_carry_no_adapter_name_and_load_under_another_name(tokens, tmp_path):
+    from safetensors.torch import load_file
+
+    model = _adapted("llama", 3, True, adapter="first")
+    adapted = _logits(model, tokens)
+    model.save_pretrained(tmp_path / "out")
+    saved = tmp_path / "out" / "first" if (tmp_path / "out" / "first").exists() else tmp_path / "out"
+    keys = load_file(saved / "adapter_model.safetensors")
+    assert all(".first" not in k for k in keys)
+    assert any(k.endswith("linchain_mixers.2.bias") for k in keys)
+    other = PeftModel.from_pretrained(MODELS["llama"][0](), saved, adapter_name="second")
+    torch.testing.assert_close(_logits(other, tokens), adapted, rtol=ATOL, atol=ATOL)
+    other.load_adapter(saved, adapter_name="third")
+    other.set_adapter("third")
+    torch.testing.assert_close(_logits(other, tokens), adapted, rtol=ATOL, atol=ATOL)
