@@ -1,0 +1,184 @@
+"""The log-likelihood scorer: rank each row's candidate answers by log p(answer | prompt).
+
+Much cheaper than generation on a CPU (one forward pass per candidate, no decoding loop), and
+reported on exactly the same rows as the generate scorer. Only for multiple-choice tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..data.prompts import format_prompt
+from ._torch import eval_mode, model_device
+from .examples import candidate_answers, continuation, gold_answer
+from .extract import is_correct
+from .tasks import TaskSpec
+
+__all__ = ["LoglikPrediction", "continuation_logprobs", "loglik_accuracy", "loglik_predict"]
+
+NORMALIZE = ("sum", "mean")
+
+
+@dataclass
+class LoglikPrediction:
+    """One row scored by log-likelihood.
+
+    ``scores[i]`` is the (summed or per-token mean) log-probability of ``candidates[i]``'s
+    continuation text; ``pred`` the best candidate.
+    """
+
+    prompt: str
+    candidates: List[str]
+    continuations: List[str]
+    scores: List[float]
+    pred: str
+    gold: str
+    correct: bool
+
+
+def _max_length(model: torch.nn.Module) -> Optional[int]:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    continuations: Sequence[str],
+    batch_size: int = 8,
+    progress: bool = False,
+) -> List[Tuple[float, int]]:
+    """``(sum of log p(continuation tokens | prompt), number of continuation tokens)`` per pair.
+
+    The prompt is tokenized as the model sees it at generation time (special tokens included)
+    and the continuation without special tokens; the two id lists are concatenated, so the
+    boundary never depends on how the tokenizer would merge across it. Batches are right-padded
+    (positions of real tokens are then 0..n-1, as unpadded) and sorted by length to waste little
+    compute on padding. A prompt that does not fit the model is cut from the left.
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prompt_cache: Dict[str, List[int]] = {}
+    limit = _max_length(model)
+    items = []  # (ids, number of continuation tokens)
+    for prompt, cont in zip(prompts, continuations):
+        if prompt not in prompt_cache:
+            prompt_cache[prompt] = list(tokenizer(prompt)["input_ids"])
+        cont_ids = list(tokenizer(cont, add_special_tokens=False)["input_ids"])
+        if not cont_ids:
+            raise ValueError(f"continuation {cont!r} has no tokens")
+        ids = prompt_cache[prompt] + cont_ids
+        if limit is not None and len(ids) > limit:
+            ids = ids[len(ids) - limit:]
+        if len(ids) < 2 or len(cont_ids) >= len(ids):
+            raise ValueError(f"continuation {cont!r} needs at least one prompt token before it")
+        items.append((ids, len(cont_ids)))
+
+    device = model_device(model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
+    results: List[Tuple[float, int]] = [(0.0, 0)] * len(items)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(items), desc="loglik", unit="option")
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        width = max(len(items[i][0]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids = items[i][0]
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention[row, :len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits  # [B, T, V]
+        for row, i in enumerate(batch):
+            ids, n_cont = items[i]
+            n = len(ids)
+            # token t is predicted by the logits at t - 1
+            step_logits = logits[row, n - n_cont - 1:n - 1].float()  # [n_cont, V]
+            targets = torch.tensor(ids[n - n_cont:], device=step_logits.device)
+            logp = torch.log_softmax(step_logits, dim=-1).gather(1, targets[:, None]).sum().item()
+            results[i] = (logp, n_cont)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def loglik_predict(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    examples: Sequence[Any],
+    task: TaskSpec,
+    batch_size: int = 8,
+    normalize: str = "sum",
+    faithful_prompt: bool = False,
+    progress: bool = False,
+) -> List[LoglikPrediction]:
+    """Score every candidate of every row and pick the best (the first one on a tie).
+
+    ``normalize="mean"`` divides by the number of continuation tokens (useful when options have
+    very different lengths, e.g. BIG-bench); LLM-Adapters labels all have the same length.
+    """
+    if not task.multiple_choice:
+        raise ValueError(f"the loglik scorer needs a multiple-choice task; {task.name!r} is a {task.kind} "
+                         "task: use --scorer generate")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
+    prompts, conts, spans, per_row = [], [], [], []
+    for ex in examples:
+        prompt = format_prompt(ex.instruction, ex.input, faithful=faithful_prompt)
+        cands = candidate_answers(task, ex)
+        texts = [continuation(task, c) for c in cands]
+        spans.append((len(prompts), len(prompts) + len(cands)))
+        prompts += [prompt] * len(cands)
+        conts += texts
+        per_row.append((prompt, cands, texts))
+    with eval_mode(model):
+        scored = continuation_logprobs(model, tokenizer, prompts, conts, batch_size=batch_size, progress=progress)
+    out = []
+    for ex, (lo, hi), (prompt, cands, texts) in zip(examples, spans, per_row):
+        scores = [s / n if normalize == "mean" else s for s, n in scored[lo:hi]]
+        best = max(range(len(scores)), key=lambda j: (scores[j], -j))
+        gold = gold_answer(ex)
+        out.append(LoglikPrediction(prompt, cands, texts, scores, cands[best], gold,
+                                    _correct(task, ex, cands[best], gold)))
+    return out
+
+
+def _correct(task: TaskSpec, example: Any, pred: str, gold: str) -> bool:
+    scores = getattr(example, "target_scores", None)
+    if scores:
+        # BIG-bench may mark several options as right
+        return scores.get(pred, 0) >= max(scores.values())
+    return is_correct(task, pred, gold)
+
+
+def loglik_accuracy(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    examples: Sequence[Any],
+    task: TaskSpec | str,
+    batch_size: int = 8,
+    normalize: str = "sum",
+) -> float:
+    """Accuracy in [0, 1] of the log-likelihood scorer; ``task`` is a :class:`TaskSpec` or a name.
+
+    The function for a quick before/after check in a training run::
+
+        acc = loglik_accuracy(model, tokenizer, examples[:100], "boolq", batch_size=8)
+    """
+    if isinstance(task, str):
+        from .tasks import get_task
+        task = get_task(task)
+    preds = loglik_predict(model, tokenizer, examples, task, batch_size=batch_size, normalize=normalize)
+    return sum(p.correct for p in preds) / max(len(preds), 1)

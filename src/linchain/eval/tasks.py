@@ -1,0 +1,124 @@
+"""Evaluation tasks: which answer rule, which generation length, and inferring the task from a path.
+
+The rules follow LLM-Adapters' evaluators (``commonsense_evaluate.py`` / ``evaluate.py``), see
+``shared/reference/linchain-facts.md``:
+
+* commonsense (``kind="label"``): the FIRST match of a fixed regex, compared as a string with
+  the gold ``answer`` (case-sensitive, as there);
+* arithmetic (``kind="number"``): commas removed, the LAST match of ``-?\\d+\\.?\\d*``, correct
+  when ``|pred - gold| <= 1e-3``; no number is wrong;
+* AQuA / mathqa (``kind="letter"``): the FIRST capital letter A-E anywhere in the text;
+* BIG-bench / other multiple-choice sources (``kind="option"``): the option text that occurs
+  first in the output (the options come with each example).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+__all__ = [
+    "COMMONSENSE_TASKS",
+    "MATH_TASKS",
+    "TASKS",
+    "TaskSpec",
+    "get_task",
+    "infer_task",
+]
+
+#: max_new_tokens of LLM-Adapters' evaluators
+COMMONSENSE_MAX_NEW_TOKENS = 32
+MATH_MAX_NEW_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How one task's generated text is turned into an answer and judged.
+
+    Attributes:
+        name: task name as given on the command line (``boolq``, ``gsm8k``, ``bigbench``...).
+        kind: ``"label"`` (first regex match), ``"number"`` (last number, tolerance),
+            ``"letter"`` (first A-E) or ``"option"`` (first option text found).
+        pattern: the regex of ``label``/``letter`` tasks; ``None`` otherwise.
+        labels: the label set of ``label`` tasks, in order (what the log-likelihood scorer ranks
+            when a row does not list its own options).
+        max_new_tokens: the generation budget of the paper's protocol.
+        tolerance: absolute tolerance of ``number`` tasks.
+    """
+
+    name: str
+    kind: str
+    pattern: Optional[str] = None
+    labels: Tuple[str, ...] = ()
+    max_new_tokens: int = COMMONSENSE_MAX_NEW_TOKENS
+    tolerance: float = 1e-3
+
+    @property
+    def multiple_choice(self) -> bool:
+        """Whether the log-likelihood scorer can rank a fixed set of candidates."""
+        return self.kind in ("label", "option")
+
+
+def _label_task(name: str, labels: Tuple[str, ...]) -> TaskSpec:
+    # '|'.join of the literal labels is exactly LLM-Adapters' regex (e.g. r'true|false')
+    return TaskSpec(name, "label", "|".join(re.escape(x) for x in labels), labels, COMMONSENSE_MAX_NEW_TOKENS)
+
+
+_ANSWERS = tuple(f"answer{i}" for i in range(1, 6))
+
+COMMONSENSE_TASKS: Dict[str, TaskSpec] = {
+    "boolq": _label_task("boolq", ("true", "false")),
+    "piqa": _label_task("piqa", ("solution1", "solution2")),
+    "social_i_qa": _label_task("social_i_qa", _ANSWERS),
+    "ARC-Easy": _label_task("ARC-Easy", _ANSWERS),
+    "ARC-Challenge": _label_task("ARC-Challenge", _ANSWERS),
+    "openbookqa": _label_task("openbookqa", _ANSWERS),
+    "hellaswag": _label_task("hellaswag", tuple(f"ending{i}" for i in range(1, 5))),
+    "winogrande": _label_task("winogrande", ("option1", "option2")),
+}
+
+MATH_TASKS: Dict[str, TaskSpec] = {
+    **{n: TaskSpec(n, "number", max_new_tokens=MATH_MAX_NEW_TOKENS)
+       for n in ("gsm8k", "AddSub", "MultiArith", "SingleEq", "SVAMP", "mawps")},
+    **{n: TaskSpec(n, "letter", "A|B|C|D|E", tuple("ABCDE"), MATH_MAX_NEW_TOKENS) for n in ("AQuA", "mathqa")},
+}
+
+#: Multiple choice with per-example options (BIG-bench target_scores, hf: datasets with choices).
+OPTION_TASK = TaskSpec("multiple_choice", "option", max_new_tokens=COMMONSENSE_MAX_NEW_TOKENS)
+
+TASKS: Dict[str, TaskSpec] = {**COMMONSENSE_TASKS, **MATH_TASKS, OPTION_TASK.name: OPTION_TASK}
+
+# lower-cased aliases, so `--task arc-easy` or `--task svamp` work; the canonical name is kept
+_ALIASES = {name.lower(): name for name in TASKS}
+_ALIASES.update({"siqa": "social_i_qa", "social_iqa": "social_i_qa", "obqa": "openbookqa",
+                 "arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "math_qa": "mathqa"})
+
+
+def get_task(name: str) -> TaskSpec:
+    """The task called ``name`` (case-insensitive; ``bigbench:*`` and ``hf:*`` are option tasks)."""
+    if name.startswith(("bigbench:", "hf:")) or name == "bigbench":
+        return TaskSpec(name, "option", max_new_tokens=COMMONSENSE_MAX_NEW_TOKENS)
+    if name.startswith("reasoning_gym:"):
+        # the generators used here (basic_arithmetic, chain_sum, gsm_symbolic) have numeric answers
+        return TaskSpec(name, "number", max_new_tokens=MATH_MAX_NEW_TOKENS)
+    canonical = _ALIASES.get(name.lower())
+    if canonical is None:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[canonical]
+
+
+def infer_task(data: str) -> Optional[str]:
+    """Guess the task from a data spec: the folder or file stem of an LLM-Adapters path
+    (``.../boolq/test.json`` -> ``boolq``), or ``bigbench:TASK`` / ``hf:NAME``. ``None`` when
+    nothing matches (the caller must then ask for ``--task``)."""
+    if data.startswith(("bigbench:", "hf:", "reasoning_gym:")):
+        return data
+    path = Path(data)
+    # the most specific part first: the file stem (gsm8k.json), then the parent folders
+    for part in [path.stem, *reversed(path.parent.parts)]:
+        canonical = _ALIASES.get(part.lower())
+        if canonical is not None and canonical != OPTION_TASK.name:
+            return canonical
+    return None
