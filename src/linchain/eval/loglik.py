@@ -44,6 +44,16 @@ def _max_length(model: torch.nn.Module) -> Optional[int]:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
+def _last_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, keep: int) -> torch.Tensor:
+    """Logits of the last ``keep`` positions, [batch, keep, vocab], for a left-padded batch."""
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    try:
+        out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, logits_to_keep=keep)
+    except TypeError:  # a model without logits_to_keep: compute all, keep the tail
+        out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids)
+    return out.logits[:, -keep:]
+
+
 @torch.no_grad()
 def continuation_logprobs(
     model: torch.nn.Module,
@@ -57,9 +67,12 @@ def continuation_logprobs(
 
     The prompt is tokenized as the model sees it at generation time (special tokens included)
     and the continuation without special tokens; the two id lists are concatenated, so the
-    boundary never depends on how the tokenizer would merge across it. Batches are right-padded
-    (positions of real tokens are then 0..n-1, as unpadded) and sorted by length to waste little
-    compute on padding. A prompt that does not fit the model is cut from the left.
+    boundary never depends on how the tokenizer would merge across it. Batches are sorted by
+    length and LEFT-padded, so every continuation ends in the last column and the LM head runs
+    on the last ``max continuation + 1`` positions only: the full [batch, length, vocab] logits
+    (0.5 GB for 8 x 300 tokens x 49k vocab) would dominate the cost. Position ids are passed
+    explicitly so that the padding does not shift them. A prompt too long for the model is cut
+    from the left.
     """
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
@@ -92,21 +105,20 @@ def continuation_logprobs(
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         width = max(len(items[i][0]) for i in batch)
+        keep = max(items[i][1] for i in batch) + 1
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, i in enumerate(batch):
             ids = items[i][0]
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            attention[row, :len(ids)] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits  # [B, T, V]
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        logits = _last_logits(model, input_ids.to(device), attention.to(device), keep)  # [B, keep, V]
         for row, i in enumerate(batch):
             ids, n_cont = items[i]
-            n = len(ids)
-            # token t is predicted by the logits at t - 1
-            step_logits = logits[row, n - n_cont - 1:n - 1].float()  # [n_cont, V]
-            targets = torch.tensor(ids[n - n_cont:], device=step_logits.device)
-            logp = torch.log_softmax(step_logits, dim=-1).gather(1, targets[:, None]).sum().item()
-            results[i] = (logp, n_cont)
+            # token t is predicted by the logits at t - 1; the last logit predicts past the end
+            step_logits = logits[row, keep - n_cont - 1:keep - 1].float()  # [n_cont, V]
+            targets = torch.tensor(ids[len(ids) - n_cont:], device=step_logits.device)
+            results[i] = (torch.log_softmax(step_logits, dim=-1).gather(1, targets[:, None]).sum().item(), n_cont)
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:

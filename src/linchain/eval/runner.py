@@ -1,0 +1,60 @@
+"""One task, one scorer: score the rows and collect the prediction records."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .generate import generate_predict
+from .loglik import loglik_predict
+from .results import TaskResult
+from .tasks import TaskSpec
+
+__all__ = ["SCORERS", "evaluate_task"]
+
+SCORERS = ("generate", "loglik")
+
+
+def evaluate_task(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    examples: Sequence[Any],
+    task: TaskSpec,
+    scorer: str,
+    data: str,
+    batch_size: int = 8,
+    num_beams: int = 4,
+    max_new_tokens: Optional[int] = None,
+    normalize: str = "sum",
+    faithful_prompt: bool = False,
+    task_inferred: bool = False,
+    progress: bool = False,
+) -> TaskResult:
+    """Score ``examples`` with ``scorer`` ("generate" or "loglik") and return the result with one
+    prediction record per row: the prompt, raw output (generate) or candidate scores (loglik),
+    the extracted answer, the gold answer and whether it is correct."""
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    start = time.perf_counter()
+    records = []
+    if scorer == "generate":
+        preds = generate_predict(model, tokenizer, examples, task, num_beams=num_beams, batch_size=batch_size,
+                                 max_new_tokens=max_new_tokens, faithful_prompt=faithful_prompt, progress=progress)
+        for ex, p in zip(examples, preds):
+            records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
+                            "output": p.output, "pred": p.pred, "gold": p.gold, "correct": p.correct})
+    else:
+        preds = loglik_predict(model, tokenizer, examples, task, batch_size=batch_size, normalize=normalize,
+                               faithful_prompt=faithful_prompt, progress=progress)
+        for ex, p in zip(examples, preds):
+            records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
+                            "output": p.continuations[p.candidates.index(p.pred)], "candidates": p.candidates,
+                            "scores": p.scores, "pred": p.pred, "gold": p.gold, "correct": p.correct})
+    return TaskResult(
+        task=task.name, data=data, scorer=scorer, total=len(records),
+        correct=sum(r["correct"] for r in records),
+        no_answer=sum(r["pred"] is None for r in records),
+        seconds=round(time.perf_counter() - start, 3), task_inferred=task_inferred, predictions=records,
+    )

@@ -1,0 +1,105 @@
+"""`linchain eval` end to end on a tiny saved model and real LLM-Adapters rows: the table,
+results.json (schema), predictions.jsonl, repeated --data/--task, --config, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from linchain.cli.eval import _merge_repeated, main
+
+from .data import DATA_DIR, rows
+from .helpers import byte_tokenizer, tiny_lm
+
+RESULT_KEYS = {"schema_version", "model", "adapter", "scorer", "settings", "environment", "tasks", "average"}
+TASK_KEYS = {"task", "data", "scorer", "total", "correct", "no_answer", "accuracy", "seconds", "task_inferred"}
+SETTING_KEYS = {"num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize",
+                "faithful_prompt", "split", "dtype", "seed", "merge_adapter"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tok = byte_tokenizer()
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_lm(len(tok), seed=0).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _data(task: str) -> str:
+    rows(task)  # skips when the shared data is absent
+    return str(DATA_DIR / task / "test.json")
+
+
+def test_loglik_two_tasks_one_table(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["--model_name_or_path", model_dir, "--data", _data("boolq"), "--data", _data("social_i_qa"),
+               "--scorer", "loglik", "--limit", "5", "--per_device_eval_batch_size", "4",
+               "--output_dir", str(out), "--no_progress"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "task 'boolq' inferred from" in captured.err and "task 'social_i_qa' inferred" in captured.err
+    assert "average" in captured.out and "boolq" in captured.out
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) == RESULT_KEYS and set(res["settings"]) == SETTING_KEYS
+    assert res["scorer"] == "loglik" and res["model"] == model_dir and res["adapter"] is None
+    assert [t["task"] for t in res["tasks"]] == ["boolq", "social_i_qa"]
+    for t in res["tasks"]:
+        assert set(t) == TASK_KEYS and t["total"] == 5 and t["task_inferred"] is True
+        assert t["accuracy"] == pytest.approx(t["correct"] / 5)
+    assert res["average"] == pytest.approx(sum(t["accuracy"] for t in res["tasks"]) / 2)
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 10
+    golds = [r["answer"] for r in rows("boolq")[:5]] + [r["answer"] for r in rows("social_i_qa")[:5]]
+    assert [p["gold"] for p in preds] == golds
+    assert [p["row"] for p in preds] == list(range(5)) * 2
+    assert all(p["pred"] in p["candidates"] and p["correct"] == (p["pred"] == p["gold"]) for p in preds)
+    assert preds[5]["candidates"] == ["answer1", "answer2", "answer3"]  # from the row's "Answer format:"
+    assert sum(p["correct"] for p in preds[:5]) == res["tasks"][0]["correct"]
+
+
+def test_generate_with_config_file_and_explicit_task(model_dir, tmp_path, capsys):
+    out = tmp_path / "gen"
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"model_name_or_path": model_dir, "data": _data("gsm8k"), "task": "gsm8k",
+                                      "num_beams": 2, "limit": 2, "max_new_tokens": 4}))
+    rc = main(["--config", str(config), "--num_beams", "1", "--output_dir", str(out), "--no_progress"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["num_beams"] == 1  # the flag overrides the file
+    assert res["settings"]["max_new_tokens"] == 4
+    assert res["tasks"][0]["task_inferred"] is False
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["gold"] for p in preds] == [r["answer"] for r in rows("gsm8k")[:2]]
+    assert all({"prompt", "output", "pred", "gold", "correct"} <= set(p) for p in preds)
+    assert preds[0]["prompt"].endswith("### Response:\n")
+
+
+def test_malformed_data_names_file_and_row(model_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "q", "input": "", "output": "o", "answer": "true"},
+                               {"instruction": "q2", "answer": "true"}]))
+    rc = main(["--model_name_or_path", model_dir, "--data", str(bad), "--task", "boolq", "--no_progress",
+               "--output_dir", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert str(bad) in err and "row 1" in err and "output" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--data", "/tmp/mystery/test.json"], "cannot infer the task"),
+    (["--data", "gsm8k/test.json", "--task", "gsm8k", "--scorer", "loglik"], "loglik needs multiple-choice"),
+    (["--data", "a.json", "b.json", "--task", "boolq"], "one --task per --data"),
+    (["--data", "a.json", "--task", "boolq", "--num_beams", "0"], "num_beams must be >= 1, got 0"),
+    (["--data", "a.json", "--task", "boolq", "--scorer", "vote"], "scorer must be one of"),
+])
+def test_argument_errors(model_dir, capsys, argv, message):
+    assert main(["--model_name_or_path", model_dir, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_repeated_flags_become_lists():
+    argv = ["--data", "a", "--task", "x", "--limit", "3", "--data", "b", "c", "--task", "y", "z"]
+    assert _merge_repeated(argv, ["--data", "--task"]) == ["--limit", "3", "--data", "a", "b", "c", "--task", "x", "y", "z"]
