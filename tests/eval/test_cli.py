@@ -16,7 +16,7 @@ from .helpers import byte_tokenizer, tiny_lm
 RESULT_KEYS = {"schema_version", "model", "adapter", "scorer", "settings", "environment", "tasks", "average"}
 TASK_KEYS = {"task", "data", "scorer", "total", "correct", "no_answer", "accuracy", "seconds", "task_inferred"}
 SETTING_KEYS = {"num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize",
-                "faithful_prompt", "split", "dtype", "seed", "merge_adapter"}
+                "faithful_prompt", "append_choices", "data_columns", "split", "dtype", "seed", "merge_adapter"}
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,45 @@ def test_argument_errors(model_dir, capsys, argv, message):
 def test_repeated_flags_become_lists():
     argv = ["--data", "a", "--task", "x", "--limit", "3", "--data", "b", "c", "--task", "y", "z"]
     assert _merge_repeated(argv, ["--data", "--task"]) == ["--limit", "3", "--data", "a", "b", "c", "--task", "x", "y", "z"]
+
+
+def _bigbench_task(cache, name: str, n: int) -> None:
+    """A BIG-bench-format task.json in the linchain cache (where linchain.offline looks first)."""
+    examples = [{"input": f"Is {i} even?", "target_scores": {"Yes": int(i % 2 == 0), "No": int(i % 2 == 1)}}
+                for i in range(n)]
+    path = cache / "bigbench" / name / "task.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"name": name, "examples": examples}))
+
+
+def test_bigbench_both_scorers_same_rows(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LINCHAIN_CACHE", str(tmp_path / "cache"))
+    _bigbench_task(tmp_path / "cache", "parity", 6)
+    runs = {}
+    for scorer in ("loglik", "generate"):
+        out = tmp_path / scorer
+        assert main(["--model_name_or_path", model_dir, "--data", "bigbench:parity", "--scorer", scorer,
+                     "--limit", "4", "--max_new_tokens", "3", "--num_beams", "1", "--output_dir", str(out),
+                     "--no_progress"]) == 0
+        runs[scorer] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        res = json.loads((out / "results.json").read_text())
+        assert res["tasks"][0]["task"] == "bigbench:parity" and res["tasks"][0]["total"] == 4
+    assert [p["row"] for p in runs["loglik"]] == [p["row"] for p in runs["generate"]] == [0, 1, 2, 3]
+    assert [p["gold"] for p in runs["loglik"]] == ["Yes", "No", "Yes", "No"]
+    assert runs["loglik"][0]["prompt"] == runs["generate"][0]["prompt"]
+    assert runs["loglik"][0]["prompt"].count("\n  choice: ") == 2
+    assert all(p["pred"] in ("Yes", "No") for p in runs["loglik"])
+
+
+def test_saved_hf_dataset_with_column_mapping(model_dir, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path / "ds"
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({
+        "question": ["Is water wet?\n\nAnswer format: true/false"] * 3,
+        "target": ["the correct answer is true"] * 3, "label": ["true", "false", "true"]})}).save_to_disk(str(folder))
+    out = tmp_path / "hf"
+    assert main(["--model_name_or_path", model_dir, "--data", str(folder), "--task", "boolq", "--scorer", "loglik",
+                 "--data_columns", "instruction=question,output=target,answer=label", "--output_dir", str(out),
+                 "--no_progress"]) == 0
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["gold"] for p in preds] == ["true", "false", "true"]

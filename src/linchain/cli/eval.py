@@ -113,7 +113,7 @@ def run(args: Any) -> int:
                              f"{task.kind} task: use --scorer generate")
         plan.append((data, task, inferred))
     loaded = [(data, task, inferred, load_eval_examples(data, limit=args.limit, split=args.split,
-                                                        skip_malformed=args.skip_malformed))
+                                                        skip_malformed=args.skip_malformed, columns=args.columns()))
               for data, task, inferred in plan]
 
     model, tokenizer = load_causal_lm(args.model_name_or_path, args.adapter, dtype=args.dtype, merge=args.merge_adapter)
@@ -122,11 +122,11 @@ def run(args: Any) -> int:
         results.append(evaluate_task(
             model, tokenizer, examples, task, args.scorer, data, batch_size=args.per_device_eval_batch_size,
             num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, normalize=args.normalize,
-            faithful_prompt=args.faithful_prompt, task_inferred=inferred, progress=args.progress,
+            faithful_prompt=args.faithful_prompt, append_choices=args.append_choices, task_inferred=inferred, progress=args.progress,
         ))
     settings = {k: getattr(args, k) for k in (
         "num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize", "faithful_prompt",
-        "split", "dtype", "seed", "merge_adapter")}
+        "append_choices", "data_columns", "split", "dtype", "seed", "merge_adapter")}
     if args.scorer == "loglik":
         settings["num_beams"] = settings["max_new_tokens"] = None  # not used by this scorer
     payload = results_dict(results, model=args.model_name_or_path, adapter=args.adapter, scorer=args.scorer,
@@ -141,6 +141,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     from ..data import DataError
+    from ..offline import OfflineError
 
     try:
         if "--task_type" in argv and argv[argv.index("--task_type") + 1:][:1] == ["seq_cls"]:
@@ -150,6 +151,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         args = parse_args(argv, EvalArguments, prog="linchain eval")
         return run(args)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except (DataError, OfflineError, ValueError, FileNotFoundError) as err:
         print(f"linchain eval: error: {err}", file=sys.stderr)
         return 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from .loading import DTYPES
 from .loglik import NORMALIZE
@@ -37,6 +37,11 @@ class EvalArguments:
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows (generate) or candidates (loglik) per forward pass."})
     normalize: str = field(default="sum", metadata={"help": "loglik: 'sum' of token log-probs, or per-token 'mean'."})
     faithful_prompt: bool = field(default=False, metadata={"help": "Use LLM-Adapters' indented prompt whitespace exactly."})
+    append_choices: bool = field(default=True, metadata={
+        "help": "Option tasks (BIG-bench): list the choices in the prompt as BIG-bench does ('\\n  choice: X')."})
+    data_columns: Optional[str] = field(default=None, metadata={
+        "help": "hf: datasets and JSON files with other column names: our field=their column, e.g. "
+                "'instruction=question,answer=label'."})
     split: str = field(default="test", metadata={"help": "Split of hf: datasets and saved dataset folders."})
     skip_malformed: bool = field(default=False, metadata={"help": "Skip malformed rows (counted in the log) instead of stopping."})
     dtype: str = field(default="float32", metadata={"help": f"Model dtype: {', '.join(DTYPES)}."})
@@ -69,5 +74,16 @@ class EvalArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")
+        if self.data_columns is not None:
+            self.columns()  # validates
         if self.merge_adapter and not self.adapter:
             raise ValueError("merge_adapter=True needs an --adapter")
+
+    def columns(self) -> Optional[Dict[str, str]]:
+        """``data_columns`` as a mapping (``None`` when unset)."""
+        if not self.data_columns:
+            return None
+        pairs = [p.split("=", 1) for p in self.data_columns.split(",") if p.strip()]
+        if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+            raise ValueError(f"data_columns must look like 'instruction=question,answer=label', got {self.data_columns!r}")
+        return {k.strip(): v.strip() for k, v in pairs}

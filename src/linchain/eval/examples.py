@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any, List, Mapping, Optional
 
-from ..data import Example, load_examples
+from ..data import Example, format_prompt, load_examples
 from .tasks import TaskSpec
 
-__all__ = ["candidate_answers", "continuation", "gold_answer", "load_eval_examples"]
+__all__ = ["build_prompt", "candidate_answers", "continuation", "gold_answer", "load_eval_examples"]
 
 _FORMAT_RE = re.compile(r"Answer format:\s*([A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)+)")
 
@@ -74,3 +74,18 @@ def continuation(task: TaskSpec, answer: str) -> str:
         return f"the correct answer is {answer}"
     return answer
 
+
+
+def build_prompt(example: Any, task: TaskSpec, faithful: bool = False, append_choices: bool = True) -> str:
+    """The Alpaca prompt of a row, the same for both scorers.
+
+    For option tasks (BIG-bench) the choices are appended to the instruction in BIG-bench's own
+    format ("\n  choice: X" per option, its ``append_choices_to_input`` default), so a generating
+    model can see what to answer; ``append_choices=False`` leaves the instruction as it is.
+    LLM-Adapters rows already list their answers in the instruction.
+    """
+    instruction = example.instruction
+    options = getattr(example, "options", None) or list(getattr(example, "target_scores", None) or [])
+    if task.kind == "option" and append_choices and options:
+        instruction = instruction.rstrip() + "".join(f"\n  choice: {o}" for o in options)
+    return format_prompt(instruction, example.input, faithful=faithful)

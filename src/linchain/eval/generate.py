@@ -7,9 +7,9 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
-from ..data.prompts import RESPONSE_MARKER, format_prompt
+from ..data.prompts import RESPONSE_MARKER
 from ._torch import eval_mode, model_device
-from .examples import gold_answer
+from .examples import build_prompt, gold_answer
 from .extract import extract_answer, is_correct, response_text
 from .tasks import TaskSpec
 
@@ -93,13 +93,14 @@ def generate_predict(
     batch_size: int = 8,
     max_new_tokens: Optional[int] = None,
     faithful_prompt: bool = False,
+    append_choices: bool = True,
     progress: bool = False,
 ) -> List[GeneratePrediction]:
     """Generate a response per row, extract the answer with the task's rule and judge it.
 
     ``max_new_tokens`` defaults to the task's (32 commonsense, 256 math).
     """
-    prompts = [format_prompt(ex.instruction, ex.input, faithful=faithful_prompt) for ex in examples]
+    prompts = [build_prompt(ex, task, faithful_prompt, append_choices) for ex in examples]
     texts = generate_texts(model, tokenizer, prompts, max_new_tokens or task.max_new_tokens,
                            num_beams=num_beams, batch_size=batch_size, progress=progress)
     out = []

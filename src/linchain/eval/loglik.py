@@ -11,9 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..data.prompts import format_prompt
 from ._torch import eval_mode, model_device
-from .examples import candidate_answers, continuation, gold_answer
+from .examples import build_prompt, candidate_answers, continuation, gold_answer
 from .extract import is_correct
 from .tasks import TaskSpec
 
@@ -134,6 +133,7 @@ def loglik_predict(
     batch_size: int = 8,
     normalize: str = "sum",
     faithful_prompt: bool = False,
+    append_choices: bool = True,
     progress: bool = False,
 ) -> List[LoglikPrediction]:
     """Score every candidate of every row and pick the best (the first one on a tie).
@@ -148,7 +148,7 @@ def loglik_predict(
         raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
     prompts, conts, spans, per_row = [], [], [], []
     for ex in examples:
-        prompt = format_prompt(ex.instruction, ex.input, faithful=faithful_prompt)
+        prompt = build_prompt(ex, task, faithful_prompt, append_choices)
         cands = candidate_answers(task, ex)
         texts = [continuation(task, c) for c in cands]
         spans.append((len(prompts), len(prompts) + len(cands)))

@@ -29,6 +29,7 @@ def evaluate_task(
     max_new_tokens: Optional[int] = None,
     normalize: str = "sum",
     faithful_prompt: bool = False,
+    append_choices: bool = True,
     task_inferred: bool = False,
     progress: bool = False,
 ) -> TaskResult:
@@ -41,13 +42,13 @@ def evaluate_task(
     records = []
     if scorer == "generate":
         preds = generate_predict(model, tokenizer, examples, task, num_beams=num_beams, batch_size=batch_size,
-                                 max_new_tokens=max_new_tokens, faithful_prompt=faithful_prompt, progress=progress)
+                                 max_new_tokens=max_new_tokens, faithful_prompt=faithful_prompt, append_choices=append_choices, progress=progress)
         for ex, p in zip(examples, preds):
             records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
                             "output": p.output, "pred": p.pred, "gold": p.gold, "correct": p.correct})
     else:
         preds = loglik_predict(model, tokenizer, examples, task, batch_size=batch_size, normalize=normalize,
-                               faithful_prompt=faithful_prompt, progress=progress)
+                               faithful_prompt=faithful_prompt, append_choices=append_choices, progress=progress)
         for ex, p in zip(examples, preds):
             records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
                             "output": p.continuations[p.candidates.index(p.pred)], "candidates": p.candidates,
