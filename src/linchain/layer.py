@@ -8,6 +8,7 @@ from typing import Any, Optional
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
+from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 from .config import MIXER_INITS
@@ -30,6 +31,44 @@ def _in_out_features(base_layer: nn.Module) -> tuple[int, int]:
     raise TypeError(
         f"LinChain can only wrap {[c.__name__ for c in SUPPORTED_BASE_LAYERS]}, got {type(base_layer).__name__}."
     )
+
+
+class _DropoutLinear(torch.autograd.Function):
+    """``c * (dropout_p(x) @ A.T)`` with dropout's semantics, saving a bool mask instead of a float copy.
+
+    ``x``: (T, in); ``weight`` (A): (r, in); returns (T, r). Each element is dropped with
+    probability p (kept ones scaled by ``c = 1 / (1 - p)``): exactly ``nn.Dropout(p)`` followed by ``A``, but the 1/(1-p) factor is
+    applied to the r-dim result (r << in: fewer flops), and backward keeps ``x`` (often alive anyway:
+    q, k and v share it) plus a 1-byte mask rather than the 4-byte dropped copy that
+    ``nn.Dropout`` + ``nn.Linear`` keep (PEFT LoRA stores mask and copy), recomputing ``x * keep``
+    for A's gradient. Why: with dropout 0.05 the mask draw and the full-size copies dominate the
+    adapter's cost on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
+        # uniform < p drops with probability p (to float resolution, as torch's own CPU bernoulli);
+        # masked_fill takes the bool mask as is (x * mask would first convert it to a float copy)
+        drop = torch.rand_like(x) < p
+        scale = 1.0 / (1.0 - p)
+        h = x.masked_fill(drop, 0.0) @ weight.t()
+        h.mul_(scale)  # (T, r): cheap, in-place on a fresh tensor
+        ctx.save_for_backward(x, weight, drop)
+        ctx.scale = scale
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: torch.Tensor):
+        x, weight, drop = ctx.saved_tensors
+        g = grad_h * ctx.scale  # (T, r)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g @ weight).masked_fill_(drop, 0.0)  # (T, in): the mask's chain rule, in place on a fresh tensor
+        if ctx.needs_input_grad[1]:
+            # (r, T) @ (T, in): A's gradient needs the dropped input, rebuilt from x and the mask
+            gf, xf = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+            grad_w = gf.t() @ xf.masked_fill(drop.reshape(xf.shape), 0.0)
+        return grad_x, grad_w, None
 
 
 class LinChainLayer(nn.Module, BaseTunerLayer):
@@ -132,45 +171,57 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             nn.init.kaiming_uniform_(self.linchain_B[adapter_name].weight, a=math.sqrt(5))
 
     # ------------------------------------------------------------------ the single source of truth
-    def _chain(self, adapter_name: str) -> tuple[torch.Tensor, torch.Tensor, list[nn.Linear], bool]:
-        A = self.linchain_A[adapter_name].weight
-        B = self.linchain_B[adapter_name].weight
-        mixers = list(self.linchain_mixers[adapter_name])
-        # fp16/bf16 matmuls on CPU are slow and imprecise: build deltas in fp32
-        upcast = A.dtype in _LOW_PRECISION
-        return (A.float() if upcast else A), (B.float() if upcast else B), mixers, upcast
+    def _fold(self, adapter_name: str, upcast: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(M_k ... M_1 A, c)``: the chain folded onto A, (r, in), and its constant (r,) or None.
+
+        ``c = M_k(...(M_2 b_1 + b_2)...) + b_k`` is the chain applied to 0 (None for a linear chain).
+        Differentiable; used by forward, get_delta_weight and get_delta_bias alike. Folding costs
+        O(k r^3 + r^2 in) regardless of the token count, where applying k mixers to the (T, r)
+        activations costs 3k tiny (T, r) x (r, r) matmuls per step (forward + backward), which are
+        slow on CPU for their size. ``upcast``: compute in fp32 when the adapter is fp16/bf16.
+        """
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.float() if upcast and t.dtype in _LOW_PRECISION else t
+
+        M: Optional[torch.Tensor] = None
+        c: Optional[torch.Tensor] = None
+        for mixer in self.linchain_mixers[adapter_name]:
+            W = cast(mixer.weight)
+            M = W if M is None else W @ M  # (r, r)
+            if c is not None:
+                c = W @ c
+            if mixer.bias is not None:
+                c = cast(mixer.bias) if c is None else c + cast(mixer.bias)
+        A = cast(self.linchain_A[adapter_name].weight)
+        return (A if M is None else M @ A), c
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         """The dense update ``s * B M_k ... M_1 A``, shaped like the base weight.
 
         Returns (out, in) for ``nn.Linear`` and (in, out) for ``Conv1D``, in the adapter's dtype
-        (computed in fp32 when the adapter is fp16/bf16).
+        (computed in fp32 when the adapter is fp16/bf16, as fp16/bf16 matmuls on CPU are slow and imprecise).
         """
-        A, B, mixers, upcast = self._chain(adapter_name)
-        core = B
-        for mixer in reversed(mixers):
-            W = mixer.weight.float() if upcast else mixer.weight
-            core = core @ W  # (out, r) @ (r, r)
-        delta = (core @ A) * self.scaling[adapter_name]
+        dtype = self.linchain_A[adapter_name].weight.dtype
+        upcast = dtype in _LOW_PRECISION
+        A_folded, _ = self._fold(adapter_name, upcast)
+        B = self.linchain_B[adapter_name].weight
+        delta = ((B.float() if upcast else B) @ A_folded) * self.scaling[adapter_name]
         if self.fan_in_fan_out:
             delta = delta.T
-        return delta.to(self.linchain_A[adapter_name].weight.dtype)
+        return delta.to(dtype)
 
     def get_delta_bias(self, adapter_name: str) -> Optional[torch.Tensor]:
         """The constant term of an affine chain, shaped (out,), or None for a linear chain.
 
         ``s * B (M_k(...(M_2 b_1 + b_2)...) + b_k)``: the chain applied to x = 0.
         """
-        A, B, mixers, upcast = self._chain(adapter_name)
-        if not any(m.bias is not None for m in mixers):
+        dtype = self.linchain_A[adapter_name].weight.dtype
+        upcast = dtype in _LOW_PRECISION
+        _, c = self._fold(adapter_name, upcast)
+        if c is None:
             return None
-        c = torch.zeros(A.shape[0], dtype=A.dtype, device=A.device)
-        for mixer in mixers:
-            W = mixer.weight.float() if upcast else mixer.weight
-            c = W @ c
-            if mixer.bias is not None:
-                c = c + (mixer.bias.float() if upcast else mixer.bias)
-        return ((B @ c) * self.scaling[adapter_name]).to(self.linchain_A[adapter_name].weight.dtype)
+        B = self.linchain_B[adapter_name].weight
+        return (((B.float() if upcast else B) @ c) * self.scaling[adapter_name]).to(dtype)
 
     # ------------------------------------------------------------------ merge
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
@@ -232,9 +283,16 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             if name not in self.linchain_A:
                 continue
             A = self.linchain_A[name]
-            h = A(self.linchain_dropout[name](self._cast_input_dtype(x, A.weight.dtype)))
-            for mixer in self.linchain_mixers[name]:
-                h = mixer(h)
+            dropout = self.linchain_dropout[name]
+            x_in = self._cast_input_dtype(x, A.weight.dtype)
+            # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
+            A_folded, c = self._fold(name)
+            if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0 and torch.is_grad_enabled():
+                h = _DropoutLinear.apply(x_in, A_folded, dropout.p)  # = A_folded(dropout(x)), cheaper: see _DropoutLinear
+            else:
+                h = F.linear(dropout(x_in), A_folded)
+            if c is not None:
+                h = h + c
             # scale the r-dim activations rather than the out-dim result: same value, fewer flops
             h = self.linchain_B[name](h * self.scaling[name])
             result = result + h.to(result.dtype)

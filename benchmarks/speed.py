@@ -1,0 +1,426 @@
+"""Training-step time and memory of LinChain vs PEFT LoRA vs full fine-tuning, side by side.
+
+    python benchmarks/speed.py [--quick] [--json FILE]
+
+Same model, tokens (batch x length), rank, dropout and targets for every row. Rows:
+
+- ``floor``: the frozen model, forward and backward through the activations only (no weight
+  gradients): the least any adapter can cost;
+- ``peft-lora``: stock PEFT LoRA;
+- ``linchain k=0/1/3`` (k=1 and 3 also with mixer biases);
+- ``full-ft``: every weight trained.
+
+A training step is forward + backward (+ AdamW step for trainable rows). Repeats are interleaved
+(every row once per round, the order rotated each round) and the median is reported, with each
+row's ratio to the floor and to PEFT LoRA measured in the same process: on a shared machine only
+these ratios are meaningful. Memory per row = resident weights + optimiser state it owns (computed)
++ the step's measured peak increment (CPU: VmHWM after resetting it, minus VmRSS before; GPU:
+max_memory_allocated minus memory_allocated before), plus the exact bytes of activations autograd
+saves (counted with saved-tensor hooks, deterministic). Inference rows compare the base model, the
+merged LinChain model and the unmerged adapters. Targets from issue #5 are checked at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+__all__ = ["main", "MODEL_PRESETS"]
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+
+#: Llama shapes (random weights: step time does not depend on the weight values).
+MODEL_PRESETS = {
+    "smollm2-random": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                           num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),  # Llama-3.2-1B
+    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),  # Llama-3-8B
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True),
+}
+
+_libc = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+
+
+# ------------------------------------------------------------------------------------- memory
+def _trim() -> None:
+    gc.collect()
+    if _libc is not None:
+        _libc.malloc_trim(0)  # hand freed heap pages back so RSS reflects live memory
+
+
+def _proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class PeakMemory:
+    """Peak memory increment of a block: CPU via VmHWM (reset through /proc/self/clear_refs), GPU via the allocator."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self) -> "PeakMemory":
+        _trim()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+            except OSError:
+                pass
+            self.before = _proc_status_kb("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.before
+        else:
+            self.peak = _proc_status_kb("VmHWM") * 1024 - self.before
+
+
+def saved_activation_bytes(step: Callable[[], None], params: set[int]) -> int:
+    """Bytes of distinct non-parameter tensors autograd saves for backward during ``step`` (exact)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in params and ptr not in seen:
+            seen[ptr] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(seen.values())
+
+
+# ------------------------------------------------------------------------------------- models
+def load_model(name: str, dtype: torch.dtype, layers: Optional[int], fallback: bool) -> tuple[nn.Module, str]:
+    """The benchmark model and a description; ``smollm2`` is the real offline model (random-shape fallback)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    if name == "smollm2":
+        try:
+            from linchain.offline import smollm2_path
+
+            model = AutoModelForCausalLM.from_pretrained(str(smollm2_path()), dtype=dtype)
+            if layers:
+                model.model.layers = model.model.layers[:layers]
+                model.config.num_hidden_layers = layers
+            return model, "SmolLM2-135M-Instruct (offline weights)"
+        except Exception as err:  # the offline package or its conversion is missing
+            if not fallback:
+                raise
+            print(f"[speed] SmolLM2 unavailable ({type(err).__name__}: {err}); using random weights with its shapes "
+                  "(--no-fallback to fail instead)", file=sys.stderr)
+            name = "smollm2-random"
+    preset = dict(MODEL_PRESETS[name])
+    if layers:
+        preset["num_hidden_layers"] = layers
+    torch.manual_seed(0)
+    config = LlamaConfig(max_position_embeddings=4096, **preset)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model = model.to_empty(device="cpu")
+    # random weights of a realistic scale; the values do not matter for step time
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02) if p.dim() > 1 else p.fill_(1.0)
+    model = model.to(dtype)
+    n = sum(p.numel() for p in model.parameters())
+    return model, f"random Llama, {name} shapes, {config.num_hidden_layers} layers, {n / 1e6:.0f}M parameters"
+
+
+def shared_copy(base: nn.Module) -> nn.Module:
+    """A copy of ``base`` whose (frozen) parameters are the same tensors: adapters cost no second base model."""
+    memo = {id(p): p for p in base.parameters()}
+    memo.update({id(b): b for b in base.buffers()})
+    return copy.deepcopy(base, memo)
+
+
+@dataclass
+class Row:
+    name: str
+    model: nn.Module
+    optimizer: Optional[torch.optim.Optimizer]
+    owned_bytes: int  # weights + optimiser state this row adds on top of the shared frozen base
+    times: list
+    cpu_times: list = field(default_factory=list)  # process CPU time: less hurt by other jobs than wall time
+    peak: int = 0
+    saved: int = 0
+
+
+def build_rows(base: nn.Module, args, device: torch.device) -> list[Row]:
+    from peft import LoraConfig, get_peft_model
+
+    import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
+    from linchain import LinChainConfig
+
+    for p in base.parameters():
+        p.requires_grad_(False)
+    specs: list[tuple[str, Callable[[], nn.Module]]] = []
+
+    def floor():
+        m = shared_copy(base)
+        m.enable_input_require_grads()  # backward runs through every activation, no weight gradients
+        return m
+
+    specs.append(("floor", floor))
+    specs.append(("peft-lora", lambda: get_peft_model(shared_copy(base), LoraConfig(
+        r=args.r, lora_alpha=2 * args.r, lora_dropout=args.dropout, target_modules=TARGETS))))
+    for k, bias in [(0, False), (1, False), (1, True), (3, False), (3, True)]:
+        specs.append((f"linchain-k{k}" + ("-bias" if bias else ""), lambda k=k, bias=bias: get_peft_model(shared_copy(base), LinChainConfig(
+            r=args.r, alpha=2 * args.r, num_mixers=k, mixer_bias=bias, dropout=args.dropout, target_modules=TARGETS))))
+    if args.dropout > 0:
+        def unfused():
+            # the same adapter with the layer's fused dropout path bypassed (a Dropout it does not recognise):
+            # A(dropout(x)) as PEFT LoRA computes it, to show what _DropoutLinear saves
+            m = get_peft_model(shared_copy(base), LinChainConfig(r=args.r, alpha=2 * args.r, num_mixers=3,
+                                                                 dropout=args.dropout, target_modules=TARGETS))
+            for layer in m.modules():
+                if hasattr(layer, "linchain_dropout"):
+                    for key in list(layer.linchain_dropout):
+                        layer.linchain_dropout[key] = nn.Sequential(layer.linchain_dropout[key])
+            return m
+        specs.append(("linchain-k3-unfused", unfused))
+    if not args.no_full_ft:
+        def full():
+            m = copy.deepcopy(base)
+            for p in m.parameters():
+                p.requires_grad_(True)
+            return m
+        specs.append(("full-ft", full))
+    if args.rows:
+        specs = [s for s in specs if s[0] in args.rows or s[0] in ("floor", "peft-lora")]
+
+    rows = []
+    for name, make in specs:
+        torch.manual_seed(1)
+        model = make().to(device).train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-5) if trainable else None
+        nbytes = sum(p.numel() * p.element_size() for p in trainable)
+        # a trained copy owns its weights plus AdamW's two moment buffers of the same size
+        rows.append(Row(name, model, optimizer, owned_bytes=3 * nbytes, times=[]))
+    return rows
+
+
+def make_step(row: Row, batch: torch.Tensor, device: torch.device) -> Callable[[], None]:
+    def step() -> None:
+        out = row.model(input_ids=batch, labels=batch)
+        out.loss.backward()
+        if row.optimizer is not None:
+            row.optimizer.step()
+            row.optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return step
+
+
+def timed(f: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------- main
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller batch and fewer repeats: under 3 minutes on 2 CPU cores")
+    p.add_argument("--json", metavar="FILE", help="also write every figure to this JSON file")
+    p.add_argument("--model", default="smollm2", choices=["smollm2", *MODEL_PRESETS],
+                   help="smollm2: the offline SmolLM2-135M weights (falls back to random weights of its shapes); "
+                        "others: random Llama weights of that architecture (default: %(default)s)")
+    p.add_argument("--no-fallback", action="store_true", help="fail instead of using random weights when SmolLM2 is unavailable")
+    p.add_argument("--layers", type=int, help="keep only this many transformer layers (e.g. Llama-3-8B shapes on a small GPU)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights and activations dtype (default: %(default)s)")
+    p.add_argument("--batch", type=int, help="sequences per step (default: 8; 4 with --quick)")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence (default: 128; 64 with --quick)")
+    p.add_argument("--r", type=int, default=16, help="rank of every adapter (default: %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.05, help="adapter dropout (default: %(default)s, the reference setup)")
+    p.add_argument("--repeats", type=int, help="timed rounds (default: 7; 3 with --quick)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: %(default)s)")
+    p.add_argument("--rows", nargs="+", help="only these rows (floor and peft-lora are always kept)")
+    p.add_argument("--no-full-ft", action="store_true", help="skip the full fine-tuning row (memory)")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference rows")
+    return p
+
+
+def _ratio_table(rows: list[dict], key: str, floor: float, peft: float, fmt: str) -> list[str]:
+    lines = []
+    for r in rows:
+        v = r[key]
+        lines.append(f"  {r['name']:<18} {format(v, fmt):>10} {v / floor:>9.3f}x {v / peft:>9.3f}x")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    args.batch = args.batch or (4 if args.quick else 8)
+    args.seq_len = args.seq_len or (64 if args.quick else 128)
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    if _libc is not None and device.type == "cpu":
+        # M_MMAP_THRESHOLD = -3: fixed 128 KiB, so big tensors are mmapped and returned to the OS on free
+        # (glibc otherwise raises the threshold dynamically and keeps freed activations in its heap)
+        _libc.mallopt(-3, 128 * 1024)
+    started = time.time()
+
+    base, model_desc = load_model(args.model, dtype, args.layers, fallback=not args.no_fallback)
+    base.to(device)
+    rows = build_rows(base, args, device)
+    g = torch.Generator().manual_seed(0)
+    vocab = base.config.vocab_size
+    batch = torch.randint(0, vocab, (args.batch, args.seq_len), generator=g).to(device)
+    steps = {r.name: make_step(r, batch, device) for r in rows}
+    base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
+    param_ptrs = {p.untyped_storage().data_ptr() for r in rows for p in r.model.parameters()}
+    print(f"[speed] {model_desc}; {args.batch}x{args.seq_len} tokens, r={args.r}, dropout={args.dropout}, "
+          f"{args.dtype} on {device}, {torch.get_num_threads()} threads; {len(rows)} rows x "
+          f"({args.warmup} warm-up + {args.repeats}) interleaved rounds", flush=True)
+
+    # warm-up (also creates AdamW's state), memory (one step per row, untimed), then timing rounds
+    for _ in range(args.warmup):
+        for r in rows:
+            steps[r.name]()
+    for r in rows:
+        with PeakMemory(device) as pm:  # the hooks only count tensors: one step measures both
+            r.saved = saved_activation_bytes(steps[r.name], param_ptrs)
+        r.peak = pm.peak
+    for i in range(args.repeats):
+        order = rows[i % len(rows):] + rows[: i % len(rows)]  # rotate: no row always runs first
+        for r in order:
+            cpu = time.process_time()
+            r.times.append(timed(steps[r.name]))
+            r.cpu_times.append(time.process_time() - cpu)
+        print(f"[speed] round {i + 1}/{args.repeats} done ({time.time() - started:.0f} s)", flush=True)
+
+    results = []
+    for r in rows:
+        results.append({
+            "name": r.name, "median_s": statistics.median(r.times), "times_s": r.times,
+            "median_cpu_s": statistics.median(r.cpu_times), "cpu_times_s": r.cpu_times,
+            "trainable_params": sum(p.numel() for p in r.model.parameters() if p.requires_grad),
+            "memory_mb": (base_bytes + r.owned_bytes + r.peak) / 2**20, "step_peak_increment_mb": r.peak / 2**20,
+            "saved_activations_mb": r.saved / 2**20,
+        })
+    by = {r["name"]: r for r in results}
+    floor, peft = by["floor"], by["peft-lora"]
+
+    print(f"\nTraining step, median of {args.repeats} (ratios measured in this process):")
+    print(f"  {'row':<18} {'s/step':>10} {'vs floor':>10} {'vs PEFT':>10}")
+    print("\n".join(_ratio_table(results, "median_s", floor["median_s"], peft["median_s"], ".3f")))
+    if device.type == "cpu":
+        print(f"Process CPU time per step, median (less sensitive to other jobs on the machine):")
+        print(f"  {'row':<18} {'cpu s':>10} {'vs floor':>10} {'vs PEFT':>10}")
+        print("\n".join(_ratio_table(results, "median_cpu_s", floor["median_cpu_s"], peft["median_cpu_s"], ".3f")))
+    print("\nMemory: weights + owned optimiser state + measured step peak (MB), and saved activations (MB, exact):")
+    print(f"  {'row':<18} {'peak MB':>10} {'vs floor':>10} {'vs PEFT':>10} {'saved act':>10} {'vs PEFT':>9}")
+    for r in results:
+        print(f"  {r['name']:<18} {r['memory_mb']:>10.0f} {r['memory_mb'] / floor['memory_mb']:>9.3f}x "
+              f"{r['memory_mb'] / peft['memory_mb']:>9.3f}x {r['saved_activations_mb']:>10.1f} "
+              f"{r['saved_activations_mb'] / max(peft['saved_activations_mb'], 1e-9):>8.3f}x")
+
+    inference = {}
+    if not args.no_inference:
+        inference = run_inference(base, rows, batch, args, device)
+
+    targets = check_targets(by, inference)
+    print("\nTargets (issue #5):")
+    for t in targets:
+        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['what']}: {t['value']:.3f} (target <= {t['limit']:.3f})"
+              + ("" if t["met"] else f", missed by {100 * (t['value'] / t['limit'] - 1):.1f}%"))
+    wall = time.time() - started
+    print(f"\n[speed] wall time {wall:.0f} s")
+    if args.json:
+        report = {
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__},
+            "model": model_desc, "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "training": results, "inference": inference, "targets": targets, "wall_s": wall,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"[speed] wrote {args.json}")
+    return 0
+
+
+@torch.no_grad()
+def run_inference(base: nn.Module, rows: list[Row], batch: torch.Tensor, args, device: torch.device) -> dict:
+    """Forward latency (no grad, eval): base model, unmerged adapters, and the merged LinChain models."""
+    models = {"base": base.eval()}
+    for r in rows:
+        if r.name in ("peft-lora", "linchain-k3", "linchain-k3-bias"):
+            models[r.name + " (unmerged)"] = r.model.eval()
+    for name in ("linchain-k3", "linchain-k3-bias"):
+        src = next((r for r in rows if r.name == name), None)
+        if src is not None:
+            merged = copy.deepcopy(src.model)
+            # trained-looking adapters: random non-zero B so merging really changes the weights
+            for n, p in merged.named_parameters():
+                if "linchain_B" in n:
+                    p.normal_(0, 0.02)
+            models[name + " (merged)"] = merged.merge_and_unload().eval()
+    times = {k: [] for k in models}
+    for i in range(args.repeats + 1):
+        for k, m in models.items():
+            t = timed(lambda: (m(input_ids=batch), torch.cuda.synchronize() if device.type == "cuda" else None))
+            if i:  # round 0 is warm-up
+                times[k].append(t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nInference forward, median of {args.repeats} (no grad):")
+    print(f"  {'model':<30} {'s':>9} {'vs base':>9}")
+    for k, v in med.items():
+        print(f"  {k:<30} {v:>9.4f} {v / med['base']:>8.3f}x")
+    for r in rows:
+        r.model.train()
+    return {k: {"median_s": v, "vs_base": v / med["base"], "times_s": times[k]} for k, v in med.items()}
+
+
+def check_targets(by: dict, inference: dict) -> list[dict]:
+    out = []
+    floor, peft = by["floor"], by["peft-lora"]
+    if "linchain-k3" in by:
+        k3 = by["linchain-k3"]
+        out.append(dict(what="linchain k=3 step time / PEFT LoRA", value=k3["median_s"] / peft["median_s"], limit=1.00))
+        out.append(dict(what="linchain k=3 step time / floor", value=k3["median_s"] / floor["median_s"], limit=1.10))
+        if "median_cpu_s" in k3 and k3["median_cpu_s"] > 0 and peft["median_cpu_s"] > 0:
+            out.append(dict(what="linchain k=3 CPU time / PEFT LoRA", value=k3["median_cpu_s"] / peft["median_cpu_s"], limit=1.00))
+            out.append(dict(what="linchain k=3 CPU time / floor", value=k3["median_cpu_s"] / floor["median_cpu_s"], limit=1.10))
+        out.append(dict(what="linchain k=3 memory / PEFT LoRA", value=k3["memory_mb"] / peft["memory_mb"], limit=1.02))
+    for name in ("linchain-k3 (merged)", "linchain-k3-bias (merged)"):
+        if name in inference:
+            out.append(dict(what=f"{name} inference / base", value=inference[name]["vs_base"], limit=1.01))
+    for t in out:
+        t["met"] = bool(t["value"] <= t["limit"])
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())
