@@ -2,7 +2,7 @@
 
 Flags override ``--config FILE.yaml``; ``--data``/``--task`` may be repeated (pairs, in order).
 ``--task_type seq_cls`` switches to the NLU path (encoder sequence classification), whose flags
-are those of :class:`linchain.eval.nlu_args.NLUArguments`.
+are those of :class:`linchain.nlu.NLUArguments`.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         if "--task_type" in argv and argv[argv.index("--task_type") + 1:][:1] == ["seq_cls"]:
-            from ..eval.nlu_cli import main as nlu_main
-            return nlu_main(argv)
+            from ..nlu.cli import main as nlu_main
+            return nlu_main(argv, prog="linchain eval")
         from ..eval.args import EvalArguments
 
         args = parse_args(argv, EvalArguments, prog="linchain eval")

