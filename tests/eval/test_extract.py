@@ -94,6 +94,21 @@ def test_math_extraction_matches_a_string_split_reference(task_name):
     assert checked > 0.5 * len(rows(task_name))
 
 
+# tasks whose test files are not in the shared data (hellaswag, winogrande, SVAMP, mawps): gold given here
+@pytest.mark.parametrize("task_name,output,gold,expected,correct", [
+    ("hellaswag", "the correct answer is ending4", "ending4", "ending4", True),
+    ("hellaswag", "ending5 then ending2", "ending2", "ending2", True),     # ending5 is no label
+    ("winogrande", "option2, not option1", "option1", "option2", False),
+    ("winogrande", "Option1", "option1", None, False),
+    ("SVAMP", "So she has -2.5 apples left.", "-2.5", "-2.5", True),
+    ("mawps", "1,234,567 in all", "1234567.0", "1234567", True),
+])
+def test_rules_of_tasks_without_shared_files(task_name, output, gold, expected, correct):
+    task = get_task(task_name)
+    pred = extract_answer(task, output)
+    assert pred == expected and is_correct(task, pred, gold) is correct
+
+
 def test_option_rule_takes_earliest_then_longest():
     task = get_task("bigbench:strategyqa")
     assert extract_answer(task, "Yes. No doubt.", ["No", "Yes"]) == "Yes"
