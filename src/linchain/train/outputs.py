@@ -1,0 +1,80 @@
+"""What a run leaves behind besides the adapter: metrics.jsonl, a loss-curve PNG, a summary line."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from transformers import TrainerCallback
+
+from ..io import atomic_write_text
+
+__all__ = ["METRICS_FILE", "PLOT_FILE", "SUMMARY_FILE", "MetricsJsonl", "plot_loss_curve", "read_metrics"]
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss_curve.png"
+SUMMARY_FILE = "summary.txt"
+
+
+class MetricsJsonl(TrainerCallback):
+    """Appends every Trainer log (train loss, lr, grad norm, eval loss, tokens/s) as one JSON line.
+
+    On resume the lines after the checkpoint's step are dropped first, so the file reads as one
+    uninterrupted run.
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= state.global_step] if state.global_step else []
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.append({**logs, "step": state.global_step, "time": round(time.time(), 3)})
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Optional[Path]:
+    """Training and validation loss against the step; None (and nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on servers and CI
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    records = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    png_path = Path(png_path)
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return png_path
