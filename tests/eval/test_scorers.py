@@ -9,7 +9,7 @@ import torch
 from linchain.data.prompts import format_prompt
 from linchain.data import Example
 from linchain.eval.generate import generate_predict, generate_texts
-from linchain.eval.loglik import continuation_logprobs, loglik_accuracy, loglik_predict
+from linchain.eval.loglik import continuation_logprobs, loglik_accuracy, loglik_predict, shared_prompt_logprobs
 from linchain.eval.tasks import get_task
 
 from .helpers import byte_tokenizer, tiny_lm
@@ -42,6 +42,33 @@ def test_loglik_matches_an_unbatched_reference(tok):
     for (score, n), prompt, cont in zip(got, prompts, conts):
         assert n == len(cont.encode())  # one token per byte
         assert score == pytest.approx(_reference_logprob(model, tok, prompt, cont), abs=1e-4)
+
+
+def _tiny_gpt2(vocab_size: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(4)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=256)).eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prompt_cache_matches_the_unbatched_reference(tok, arch):
+    model = tiny_lm(len(tok), seed=3) if arch == "llama" else _tiny_gpt2(len(tok))
+    prompt = "Question: which one?\n\n### Response:\n"
+    conts = ["the correct answer is answer1", "a", "no, it is the second one"]  # different lengths: padding
+    got = shared_prompt_logprobs(model, tok, prompt, conts)
+    for (score, n), cont in zip(got, conts):
+        assert n == len(cont.encode())
+        assert score == pytest.approx(_reference_logprob(model, tok, prompt, cont), abs=1e-4)
+
+
+def test_shared_and_pairwise_loglik_agree(tok):
+    model = tiny_lm(len(tok), seed=7)
+    rows = _rows(5)
+    shared = loglik_predict(model, tok, rows, get_task("boolq"), batch_size=3, share_prompt=True)
+    pairwise = loglik_predict(model, tok, rows, get_task("boolq"), batch_size=3, share_prompt=False)
+    for a, b in zip(shared, pairwise):
+        assert a.scores == pytest.approx(b.scores, abs=1e-4) and a.pred == b.pred
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])

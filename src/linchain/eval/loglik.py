@@ -6,6 +6,7 @@ reported on exactly the same rows as the generate scorer. Only for multiple-choi
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -16,7 +17,7 @@ from .examples import build_prompt, candidate_answers, continuation, gold_answer
 from .extract import is_correct
 from .tasks import TaskSpec
 
-__all__ = ["LoglikPrediction", "continuation_logprobs", "loglik_accuracy", "loglik_predict"]
+__all__ = ["LoglikPrediction", "continuation_logprobs", "loglik_accuracy", "loglik_predict", "shared_prompt_logprobs"]
 
 NORMALIZE = ("sum", "mean")
 
@@ -51,6 +52,54 @@ def _last_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention: tor
     except TypeError:  # a model without logits_to_keep: compute all, keep the tail
         out = model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids)
     return out.logits[:, -keep:]
+
+
+def _cache_argument(model: torch.nn.Module) -> str:
+    """transformers 5.x renamed ``past_key_values`` to ``cache`` (the old name warns, and goes
+    in 5.40); use whichever the underlying model's forward takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def shared_prompt_logprobs(
+    model: torch.nn.Module, tokenizer: Any, prompt: str, continuations: Sequence[str]
+) -> List[Tuple[float, int]]:
+    """What :func:`continuation_logprobs` computes for one prompt and all its candidates, with
+    the prompt run once: its key/value cache is repeated for the n candidates, which then run
+    as one right-padded batch of short sequences. A row with n candidates costs one prompt pass
+    instead of n. The prompt is cut from the left so that it fits with the longest candidate.
+    """
+    cont_ids = [list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations]
+    if any(not ids for ids in cont_ids):
+        raise ValueError(f"a continuation in {list(continuations)!r} has no tokens")
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    longest = max(len(ids) for ids in cont_ids)
+    limit = _max_length(model)
+    if limit is not None and len(prompt_ids) + longest > limit:
+        prompt_ids = prompt_ids[len(prompt_ids) + longest - limit:]
+    if not prompt_ids:
+        raise ValueError("the continuations need at least one prompt token before them")
+    device = model_device(model)
+    first = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1)
+    cache_arg = _cache_argument(model)
+    cache = getattr(first, cache_arg)
+    n, width, p = len(cont_ids), longest, len(prompt_ids)
+    cache.batch_repeat_interleave(n)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, p + width), dtype=torch.long)
+    mask[:, :p] = 1
+    for row, c in enumerate(cont_ids):
+        ids[row, :len(c)] = torch.tensor(c)
+        mask[row, p:p + len(c)] = 1
+    position_ids = torch.arange(p, p + width)[None].expand(n, width)
+    rest = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
+                 use_cache=False, **{cache_arg: cache}).logits  # [n, width, V]
+    # the prompt's last logit predicts each candidate's first token; position j predicts j + 1
+    step_logits = torch.cat([first.logits[:, -1:].expand(n, 1, -1), rest[:, :-1]], dim=1).float()
+    logp = torch.log_softmax(step_logits, dim=-1).gather(2, ids.to(device)[:, :, None])[:, :, 0]  # [n, width]
+    return [(logp[row, :len(c)].sum().item(), len(c)) for row, c in enumerate(cont_ids)]
 
 
 @torch.no_grad()
@@ -134,12 +183,15 @@ def loglik_predict(
     normalize: str = "sum",
     faithful_prompt: bool = False,
     append_choices: bool = True,
+    share_prompt: bool = True,
     progress: bool = False,
 ) -> List[LoglikPrediction]:
     """Score every candidate of every row and pick the best (the first one on a tie).
 
     ``normalize="mean"`` divides by the number of continuation tokens (useful when options have
     very different lengths, e.g. BIG-bench); LLM-Adapters labels all have the same length.
+    ``share_prompt`` runs each prompt once for all its candidates (:func:`shared_prompt_logprobs`;
+    needs a model with a key/value cache); ``False`` batches (prompt, candidate) pairs across rows.
     """
     if not task.multiple_choice:
         raise ValueError(f"the loglik scorer needs a multiple-choice task; {task.name!r} is a {task.kind} "
@@ -156,7 +208,14 @@ def loglik_predict(
         conts += texts
         per_row.append((prompt, cands, texts))
     with eval_mode(model):
-        scored = continuation_logprobs(model, tokenizer, prompts, conts, batch_size=batch_size, progress=progress)
+        if share_prompt:
+            scored = []
+            rows = per_row if not progress else _progress(per_row, "loglik", "row")
+            for prompt, _, texts in rows:
+                for start in range(0, len(texts), batch_size):  # many options: in chunks of batch_size
+                    scored += shared_prompt_logprobs(model, tokenizer, prompt, texts[start:start + batch_size])
+        else:
+            scored = continuation_logprobs(model, tokenizer, prompts, conts, batch_size=batch_size, progress=progress)
     out = []
     for ex, (lo, hi), (prompt, cands, texts) in zip(examples, spans, per_row):
         scores = [s / n if normalize == "mean" else s for s, n in scored[lo:hi]]
@@ -165,6 +224,12 @@ def loglik_predict(
         out.append(LoglikPrediction(prompt, cands, texts, scores, cands[best], gold,
                                     _correct(task, ex, cands[best], gold)))
     return out
+
+
+def _progress(items, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=unit)
 
 
 def _correct(task: TaskSpec, example: Any, pred: str, gold: str) -> bool:
