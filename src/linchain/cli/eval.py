@@ -122,13 +122,16 @@ def run(args: Any) -> int:
         results.append(evaluate_task(
             model, tokenizer, examples, task, args.scorer, data, batch_size=args.per_device_eval_batch_size,
             num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, normalize=args.normalize,
+            share_prompt=args.share_prompt,
             faithful_prompt=args.faithful_prompt, append_choices=args.append_choices, task_inferred=inferred, progress=args.progress,
         ))
     settings = {k: getattr(args, k) for k in (
-        "num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize", "faithful_prompt",
+        "num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize", "share_prompt", "faithful_prompt",
         "append_choices", "data_columns", "split", "dtype", "seed", "merge_adapter")}
     if args.scorer == "loglik":
         settings["num_beams"] = settings["max_new_tokens"] = None  # not used by this scorer
+    else:
+        settings["share_prompt"] = settings["normalize"] = None
     payload = results_dict(results, model=args.model_name_or_path, adapter=args.adapter, scorer=args.scorer,
                            settings=settings, environment=_environment())
     path = write_results(args.output_dir, payload, results)

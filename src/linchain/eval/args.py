@@ -36,6 +36,9 @@ class EvalArguments:
     limit: Optional[int] = field(default=None, metadata={"help": "Score only the first N rows of each data spec."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows (generate) or candidates (loglik) per forward pass."})
     normalize: str = field(default="sum", metadata={"help": "loglik: 'sum' of token log-probs, or per-token 'mean'."})
+    share_prompt: bool = field(default=True, metadata={
+        "help": "loglik: run each prompt once for all its candidates (key/value cache); --no_share_prompt "
+                "batches (prompt, candidate) pairs instead (models without a cache)."})
     faithful_prompt: bool = field(default=False, metadata={"help": "Use LLM-Adapters' indented prompt whitespace exactly."})
     append_choices: bool = field(default=True, metadata={
         "help": "Option tasks (BIG-bench): list the choices in the prompt as BIG-bench does ('\\n  choice: X')."})

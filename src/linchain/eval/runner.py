@@ -28,6 +28,7 @@ def evaluate_task(
     num_beams: int = 4,
     max_new_tokens: Optional[int] = None,
     normalize: str = "sum",
+    share_prompt: bool = True,
     faithful_prompt: bool = False,
     append_choices: bool = True,
     task_inferred: bool = False,
@@ -48,6 +49,7 @@ def evaluate_task(
                             "output": p.output, "pred": p.pred, "gold": p.gold, "correct": p.correct})
     else:
         preds = loglik_predict(model, tokenizer, examples, task, batch_size=batch_size, normalize=normalize,
+                               share_prompt=share_prompt,
                                faithful_prompt=faithful_prompt, append_choices=append_choices, progress=progress)
         for ex, p in zip(examples, preds):
             records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
