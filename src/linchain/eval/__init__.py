@@ -6,21 +6,28 @@ Quick use from Python (e.g. a before/after check in a training run)::
     acc = loglik_accuracy(model, tokenizer, examples, "boolq", batch_size=8)
 """
 
-from .examples import candidate_answers, continuation, gold_answer, load_eval_examples
+from .examples import build_prompt, candidate_answers, continuation, gold_answer, load_eval_examples
 from .extract import extract_answer, is_correct, response_text
 from .generate import GeneratePrediction, generate_predict, generate_texts
-from .loglik import LoglikPrediction, continuation_logprobs, loglik_accuracy, loglik_predict
+from .loglik import LoglikPrediction, continuation_logprobs, loglik_accuracy, loglik_predict, shared_prompt_logprobs
+from .results import TaskResult, format_table, results_dict, write_results
+from .runner import SCORERS, evaluate_task
 from .tasks import TASKS, TaskSpec, get_task, infer_task
 
 __all__ = [
     "GeneratePrediction",
     "LoglikPrediction",
+    "SCORERS",
     "TASKS",
+    "TaskResult",
     "TaskSpec",
+    "build_prompt",
     "candidate_answers",
     "continuation",
     "continuation_logprobs",
+    "evaluate_task",
     "extract_answer",
+    "format_table",
     "generate_predict",
     "generate_texts",
     "get_task",
@@ -31,4 +38,7 @@ __all__ = [
     "loglik_accuracy",
     "loglik_predict",
     "response_text",
+    "results_dict",
+    "shared_prompt_logprobs",
+    "write_results",
 ]

@@ -129,7 +129,7 @@ def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     trainable, total = model.get_nb_trainable_parameters()
     out = Path(args.output_dir)
     training_args = TrainingArguments(
-        output_dir=str(out / "trainer"), learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
+        output_dir=str(out), learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
         max_steps=args.max_steps, per_device_train_batch_size=args.per_device_train_batch_size,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed, data_seed=args.seed,
         save_strategy="no", eval_strategy="no", report_to=[], logging_steps=10, use_cpu=not torch.cuda.is_available(),
