@@ -151,6 +151,18 @@ class DataArguments:
         return mapping
 
 
+def _no_accelerator() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    xpu = getattr(torch, "xpu", None)
+    return not (
+        torch.cuda.is_available()
+        or (mps is not None and mps.is_available())
+        or (xpu is not None and xpu.is_available())
+    )
+
+
 def _tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
 
@@ -190,4 +202,9 @@ class LinChainTrainingArguments(TrainingArguments):
             raise ValueError("LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs.")
         if self.eval_strategy != "no" and self.eval_steps is None:
             self.eval_steps = self.save_steps
+        if not self.use_cpu and _no_accelerator():
+            # Without use_cpu, TrainingArguments on a machine with no accelerator leaves Accelerate in
+            # DistributedType.NO even under torchrun: every rank would then train on the same rows
+            # instead of its shard. use_cpu=True selects Accelerate's multi-CPU (gloo) DDP.
+            self.use_cpu = True
         super().__post_init__()
