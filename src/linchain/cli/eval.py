@@ -98,6 +98,8 @@ def run(args: Any) -> int:
     from ..eval.runner import evaluate_task
 
     torch.manual_seed(args.seed)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     # resolve every task (and reject loglik on numeric tasks) before the model is loaded
     plan = []
     for i, data in enumerate(args.data):
@@ -127,7 +129,7 @@ def run(args: Any) -> int:
         ))
     settings = {k: getattr(args, k) for k in (
         "num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize", "share_prompt", "faithful_prompt",
-        "append_choices", "data_columns", "split", "dtype", "seed", "merge_adapter")}
+        "append_choices", "data_columns", "split", "dtype", "seed", "num_threads", "merge_adapter")}
     if args.scorer == "loglik":
         settings["num_beams"] = settings["max_new_tokens"] = None  # not used by this scorer
     else:

@@ -49,6 +49,9 @@ class EvalArguments:
     skip_malformed: bool = field(default=False, metadata={"help": "Skip malformed rows (counted in the log) instead of stopping."})
     dtype: str = field(default="float32", metadata={"help": f"Model dtype: {', '.join(DTYPES)}."})
     seed: int = field(default=0, metadata={"help": "Seed of reasoning_gym: generators and of torch."})
+    num_threads: Optional[int] = field(default=None, metadata={
+        "help": "torch intra-op CPU threads (default: torch's choice). On a CPU shared with other jobs, 1 can be "
+                "much faster than all cores: idle threads spin while they wait for a busy core."})
     output_dir: str = field(default="runs/eval", metadata={"help": "Where results.json and predictions.jsonl go."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress to hide it)."})
 
@@ -73,7 +76,7 @@ class EvalArguments:
         for name in ("num_beams", "per_device_eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_new_tokens", "limit"):
+        for name in ("max_new_tokens", "limit", "num_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")
