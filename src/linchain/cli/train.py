@@ -64,8 +64,28 @@ def parse_args(argv: Sequence[str]):
     return model_args, data_args, train_args
 
 
+def _pop_task_type(argv: list[str]) -> tuple[Optional[str], list[str]]:
+    """``--task_type X`` (or ``--task_type=X``) taken out of ``argv``."""
+    for i, arg in enumerate(argv):
+        if arg == "--task_type" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if arg.startswith("--task_type="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return None, argv
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    task_type, rest = _pop_task_type(argv)
+    if task_type == "seq_cls":
+        # sequence classification on encoders has its own arguments (NLUArguments) and engine
+        from ..nlu.cli import main as seq_cls_main
+
+        return seq_cls_main(argv, prog="linchain train", do_train=True)
+    if task_type not in (None, "causal_lm"):
+        print(f"linchain train: --task_type={task_type!r} is not valid; use causal_lm (the default) or seq_cls", file=sys.stderr)
+        return 2
+    argv = rest
     try:
         model_args, data_args, train_args = parse_args(argv)
     except ValueError as err:  # a dataclass __post_init__ naming the field and the value

@@ -274,7 +274,9 @@ def run_training(
         _say(f"stopped at step {result.global_step}; checkpoint saved. Continue with the same command plus --resume")
         return result
     if val_set is not None:
-        result.eval_loss = trainer.evaluate()["eval_loss"]
+        # the periodic evaluation may have just run at the last step: reuse it rather than evaluate twice
+        last = [log for log in trainer.state.log_history if "eval_loss" in log and log.get("step") == trainer.state.global_step]
+        result.eval_loss = last[-1]["eval_loss"] if last else trainer.evaluate()["eval_loss"]
 
     # 5. Held-out accuracy after training, then the outputs (main process only).
     if not main_process:
