@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-__all__ = ["DEFAULT_REASONING_GYM_SIZE", "FIELDS", "DataError", "Example", "load_examples"]
+__all__ = ["DEFAULT_REASONING_GYM_SIZE", "FIELDS", "DataError", "Example", "load_examples", "open_hf_dataset"]
 
 logger = logging.getLogger("linchain.data")
 
@@ -208,7 +208,8 @@ def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
     return out
 
 
-def _load_hf(spec: str, split: str, skip: bool, columns: Mapping[str, str]) -> list[Example]:
+def open_hf_dataset(spec: str, split: str):
+    """One split of ``hf:NAME[:CONFIG]`` (``datasets.load_dataset``) or of a ``save_to_disk`` folder."""
     try:
         import datasets
     except ImportError:
@@ -216,13 +217,17 @@ def _load_hf(spec: str, split: str, skip: bool, columns: Mapping[str, str]) -> l
     if spec.startswith("hf:"):
         name, _, config = spec[3:].partition(":")
         # The real hub path; tests use saved local datasets (no hub access at test time).
-        data = datasets.load_dataset(name, config or None, split=split)
-    else:
-        data = datasets.load_from_disk(spec)
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise DataError(f"{spec}: no split {split!r}; splits: {sorted(data)}")
-            data = data[split]
+        return datasets.load_dataset(name, config or None, split=split)
+    data = datasets.load_from_disk(spec)
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise DataError(f"{spec}: no split {split!r}; splits: {sorted(data)}")
+        data = data[split]
+    return data
+
+
+def _load_hf(spec: str, split: str, skip: bool, columns: Mapping[str, str]) -> list[Example]:
+    data = open_hf_dataset(spec, split)
     missing = [columns.get(f, f) for f in ("instruction", "output") if columns.get(f, f) not in data.column_names]
     if missing:
         raise DataError(

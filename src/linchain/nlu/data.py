@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..data import DataError
+from ..data.loaders import open_hf_dataset
 
 __all__ = ["GLUE_TEXT_COLUMNS", "SeqClsData", "load_seq_cls", "split_rows"]
 
@@ -179,20 +180,12 @@ def _bigbench_binary(task: str) -> SeqClsData:
 
 
 def _hf(spec: str, split: str, text_columns, label_column: str) -> SeqClsData:
-    import datasets
-
+    # the real hub path for hf: (GLUE when online); offline, a saved folder
+    data = open_hf_dataset(spec, split)
     if spec.startswith("hf:"):
         name, _, config = spec[3:].partition(":")
-        # the real hub path (GLUE when online); offline use a saved folder instead
-        data = datasets.load_dataset(name, config or None, split=split)
         glue_cols = GLUE_TEXT_COLUMNS.get(config) if name in ("glue", "nyu-mll/glue") else None
         text_columns = text_columns or glue_cols
-    else:
-        data = datasets.load_from_disk(spec)
-        if isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise DataError(f"{spec}: no split {split!r}; splits: {sorted(data)}")
-            data = data[split]
     feature = data.features.get(label_column)
     names = list(feature.names) if hasattr(feature, "names") else None
     return _from_records(spec, data.to_list(), text_columns, label_column, names)
