@@ -312,9 +312,16 @@ def steps_to_target(losses: Sequence[tuple[int, float]], target: float, window: 
     return None
 
 
-def _verdict(a: tuple[float, float], b: tuple[float, float], higher_is_better: bool = True) -> str:
-    """'held' / 'did not hold' when the mean +- std intervals are apart, else inconclusive."""
+def _verdict(a: tuple[float, float], b: tuple[float, float], rows: int, higher_is_better: bool = True) -> str:
+    """'held' / 'did not hold' when the mean +- std intervals (over seeds) are apart AND the difference
+    exceeds twice the binomial standard error of a difference of two accuracies over ``rows`` scored
+    rows each; else inconclusive. With 2 seeds the seed std alone is itself very uncertain, and a
+    few dozen rows per task give several points of sampling noise, so both must be cleared."""
     (ma, sa), (mb, sb) = a, b
+    p = (ma + mb) / 2
+    binomial_se = math.sqrt(2 * p * (1 - p) / rows) if rows else 0.0
+    if abs(ma - mb) <= 2 * binomial_se:
+        return "inconclusive within noise"
     if ma - sa > mb + sb:
         return "held" if higher_is_better else "did not hold"
     if ma + sa < mb - sb:
@@ -377,10 +384,12 @@ def aggregate(records: list[dict[str, Any]], base: Optional[dict[str, Any]], arg
     # Automatic verdicts: mean +- std (over seeds) of the task-averaged accuracy, LinChain vs baselines.
     verdicts = {}
     for name in methods:
+        # scored rows behind one method's average: every task's rows, every seed
+        rows = sum(r["accuracy"][t]["total"] for r in by_method[name] for t in EVAL_TASKS)
         if name.startswith("linchain"):
             for other in ("lora", "moslora", "lora-2r"):
                 if other in methods:
-                    verdicts[f"{name} accuracy vs {other}"] = _verdict(methods[name]["average"], methods[other]["average"])
+                    verdicts[f"{name} accuracy vs {other}"] = _verdict(methods[name]["average"], methods[other]["average"], rows)
     report["verdicts"] = verdicts
     return report
 
@@ -425,7 +434,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"- {c['second']} vs {c['first']}: higher in {c['second_higher']}/{c['shared_layers']} layers, "
                          f"mean difference {c['mean_diff_second_minus_first']:+.3f}, p = {c['sign_test_p']:.3g} ({c['verdict']})")
     if report["verdicts"]:
-        lines += ["", "Automatic verdicts (task-averaged accuracy, mean ± std intervals apart or not):", ""]
+        lines += ["", "Automatic verdicts (task-averaged accuracy: mean ± std over seeds apart, and the difference over "
+                  "2 binomial standard errors of the scored rows; else inconclusive):", ""]
         lines += [f"- {k}: {v}" for k, v in report["verdicts"].items()]
     return "\n".join(lines) + "\n"
 
