@@ -77,3 +77,25 @@ def test_layer_uses_it_only_when_training_with_grad(bias):
         h = m(h)
     want = layer.base_layer(x) + layer.linchain_B["default"](h * layer.scaling["default"])
     torch.testing.assert_close(got, want)
+
+
+def test_mixed_precision_autocast_trains_with_dropout():
+    """--bf16 training runs under autocast: the fused path must give fp32 gradients for fp32
+    inputs and agree with plain autocast math on the same mask (here: p so small nothing drops)."""
+    torch.manual_seed(0)
+    layer = LinChainLayer(nn.Linear(32, 16), "default", r=4, alpha=8, num_mixers=3, dropout=1e-9, init_weights=False)
+    x = torch.randn(2, 5, 32, requires_grad=True)
+    grads = {}
+    for mode in ("train", "eval"):  # train: fused _DropoutLinear; eval: plain F.linear
+        getattr(layer, mode)()
+        layer.zero_grad()
+        x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+        y.float().pow(2).sum().backward()
+        grads[mode] = (x.grad.clone(), layer.linchain_A["default"].weight.grad.clone())
+    assert grads["train"][0].dtype == torch.float32 and grads["train"][1].dtype == torch.float32
+    for got, want in zip(grads["train"], grads["eval"]):
+        # both paths compute in bf16 (8-bit mantissa); rounding order differs slightly
+        torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2)
+        assert got.abs().max() > 0

@@ -60,14 +60,19 @@ class _DropoutLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):
         x, weight, drop = ctx.saved_tensors
+        # Under autocast the forward matmul ran in the autocast dtype (grad_h has it) while x and A
+        # stay fp32: compute in grad_h's dtype and hand back each gradient in its input's dtype,
+        # as autocast's own cast ops would.
+        dtype = grad_h.dtype
         g = grad_h * ctx.scale  # (T, r)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = (g @ weight).masked_fill_(drop, 0.0)  # (T, in): the mask's chain rule, in place on a fresh tensor
+            # (T, in): the mask's chain rule, in place on a fresh tensor
+            grad_x = (g @ weight.to(dtype)).masked_fill_(drop, 0.0).to(x.dtype)
         if ctx.needs_input_grad[1]:
             # (r, T) @ (T, in): A's gradient needs the dropped input, rebuilt from x and the mask
             gf, xf = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-            grad_w = gf.t() @ xf.masked_fill(drop.reshape(xf.shape), 0.0)
+            grad_w = (gf.t() @ xf.to(dtype).masked_fill(drop.reshape(xf.shape), 0.0)).to(weight.dtype)
         return grad_x, grad_w, None
 
 
