@@ -93,6 +93,7 @@ def test_repeated_data_flags_are_all_kept(even_data):
         (["--r", "0"], "ModelArguments.r=0"),
         (["--cutoff_len", "2"], "DataArguments.cutoff_len=2"),
         (["--data_columns", "instruction"], "DataArguments.data_columns='instruction'"),
+        (["--num_threads", "0"], "LinChainTrainingArguments.num_threads=0"),
     ],
 )
 def test_bad_arguments_name_field_and_value(flags, message, capsys):

@@ -110,7 +110,7 @@ class DataArguments:
         default=False,
         metadata={
             "help": "Loss on the prompt as well as the response. The reference used true; our default is false because "
-            "in a short run the one-word answers would get ~2% of the loss (see BENCHMARKS.md, Default run)."
+            "in a short run the one-word answers would get about 2 percent of the loss (see BENCHMARKS.md, Default run)."
         },
     )
     faithful_prompt: bool = field(default=False, metadata={"help": "Use LLM-Adapters' prompt with its exact indentation."})
@@ -196,8 +196,15 @@ class LinChainTrainingArguments(TrainingArguments):
     include_num_input_tokens_seen: str = field(default="non_padding", metadata={"help": "Count tokens for tokens/s."})
     seed: int = field(default=0, metadata={"help": "Seed for initialisation, the data split and the data order."})
     data_seed: Optional[int] = field(default=0, metadata={"help": "Seed of the data order (the split uses --seed)."})
+    num_threads: Optional[int] = field(
+        default=None,
+        metadata={"help": "torch intra-op CPU threads (default: torch's choice). On a CPU shared with other jobs, 1 per job "
+                  "can be much faster: idle threads spin while they wait for a busy core."},
+    )
 
     def __post_init__(self) -> None:
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"LinChainTrainingArguments.num_threads={self.num_threads!r}: must be >= 1 (or left unset).")
         if self.max_steps is not None and self.max_steps == 0:
             raise ValueError("LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs.")
         if self.eval_strategy != "no" and self.eval_steps is None:

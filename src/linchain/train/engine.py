@@ -205,6 +205,8 @@ def run_training(
     started = time.time()
     out = Path(args.output_dir)
     main_process = args.process_index == 0
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     set_seed(args.seed)
 
     # 1. Data: load, split deterministically by --seed, tokenize.
