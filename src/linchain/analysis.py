@@ -23,10 +23,9 @@ from typing import Optional, Union
 
 import torch
 from safetensors.torch import load_file
-from torch import nn
 
 from .config import LINCHAIN
-from .export import adapter_files, group_chain_tensors
+from .export import adapter_files, chain_layers
 from .layer import LinChainLayer
 
 __all__ = [
@@ -127,32 +126,6 @@ def _pattern_value(name: str, pattern: dict, default):
     return default
 
 
-def _chain_layer(A: torch.Tensor, mixers: list[tuple[torch.Tensor, Optional[torch.Tensor]]], B: torch.Tensor,
-                 scaling: float) -> LinChainLayer:
-    """A LinChainLayer holding the given factors around an empty base layer (no memory, never run).
-
-    ``A``: (r, in); ``mixers``: [(weight (r, r), bias (r,) or None)] in application order; ``B``:
-    (out, r). Building the real layer means the update comes from ``get_delta_weight`` /
-    ``get_delta_bias``, the code merging uses, rather than a second copy of the chain product.
-    """
-    r, in_features = A.shape
-    out_features = B.shape[0]
-    base = nn.Linear(in_features, out_features, bias=False, device="meta")
-    has_bias = [b is not None for _, b in mixers]
-    if any(has_bias) and not all(has_bias):
-        raise ValueError("a chain whose mixers have biases only in part is not a LinChain adapter.")
-    layer = LinChainLayer(base, _ADAPTER, r=r, alpha=1.0, num_mixers=len(mixers), mixer_bias=any(has_bias))
-    # the layer was created on the meta device; swap in the saved tensors (no copies are made)
-    layer.linchain_A[_ADAPTER].weight = nn.Parameter(A, requires_grad=False)
-    layer.linchain_B[_ADAPTER].weight = nn.Parameter(B, requires_grad=False)
-    for module, (weight, bias) in zip(layer.linchain_mixers[_ADAPTER], mixers):
-        module.weight = nn.Parameter(weight, requires_grad=False)
-        if bias is not None:
-            module.bias = nn.Parameter(bias, requires_grad=False)
-    layer.scaling[_ADAPTER] = scaling
-    return layer
-
-
 def load_adapter_layers(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, tuple[LinChainLayer, Optional[torch.Tensor]]]]:
     """Read an adapter folder written by ``save_pretrained`` (LinChain or PEFT LoRA).
 
@@ -166,15 +139,8 @@ def load_adapter_layers(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, 
     peft_type = config.get("peft_type")
     layers: dict[str, tuple[LinChainLayer, Optional[torch.Tensor]]] = {}
     if peft_type == LINCHAIN:
-        groups, _ = group_chain_tensors(tensors, source=str(weights_path))
-        for name, entry in groups.items():
-            if "A" not in entry or "B" not in entry:
-                raise ValueError(f"{weights_path}: layer {name!r} lacks linchain_A or linchain_B.")
-            A, B = entry["A"], entry["B"]
-            r = A.shape[0]
-            scaling = config["alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
-            mixers = [(entry["mixers"][i]["weight"], entry["mixers"][i].get("bias")) for i in sorted(entry["mixers"])]
-            layers[_short(name)] = (_chain_layer(A, mixers, B, scaling), None)
+        for name, layer in chain_layers(tensors, config, str(weights_path)).items():
+            layers[_short(name)] = (layer, None)
     elif peft_type == "LORA":
         if config.get("use_dora"):
             raise ValueError(f"{config_path}: DoRA adapters are not supported (their update is not s * B A).")
@@ -193,7 +159,7 @@ def load_adapter_layers(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, 
             alpha = _pattern_value(name, config.get("alpha_pattern"), config.get("lora_alpha", 8))
             scaling = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
             bias = entry.get("lora_B.bias")
-            layers[_short(name)] = (_chain_layer(A, [], B, scaling), None if bias is None else bias * scaling)
+            layers[_short(name)] = (LinChainLayer.from_factors(A, [], B, scaling, _ADAPTER), None if bias is None else bias * scaling)
     else:
         raise ValueError(f"{config_path}: peft_type={peft_type!r}; analyze reads {LINCHAIN!r} and 'LORA' adapters.")
     if not layers:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from peft import LoraConfig
@@ -14,29 +15,15 @@ from safetensors.torch import load_file, save_file
 
 from .config import LINCHAIN
 from .io import atomic_dir
+from .layer import LinChainLayer
 
-__all__ = ["AFFINE_MODES", "export_lora", "adapter_files", "fold_chain", "group_chain_tensors"]
+__all__ = ["AFFINE_MODES", "adapter_files", "chain_layers", "export_lora", "group_chain_tensors"]
 
 AFFINE_MODES = ("error", "lora_bias")
 
+_ADAPTER = "default"
+
 _KEY = re.compile(r"^(?P<layer>.+)\.linchain_(?P<part>A|B|mixers\.(?P<idx>\d+))\.(?P<param>weight|bias)$")
-
-
-def fold_chain(A: torch.Tensor, mixers: list[tuple[torch.Tensor, "torch.Tensor | None"]]) -> tuple[torch.Tensor, "torch.Tensor | None"]:
-    """Fold ``M_k ... M_1 A`` (r x in) and the chain's constant ``c`` (r,) (None for a linear chain).
-
-    ``mixers`` lists (weight (r, r), bias (r,) or None) in application order.
-    """
-    A_folded = A.double()
-    c = None
-    for weight, bias in mixers:
-        W = weight.double()
-        A_folded = W @ A_folded
-        if c is not None:
-            c = W @ c
-        if bias is not None:
-            c = bias.double() if c is None else c + bias.double()
-    return A_folded, c
 
 
 def adapter_files(folder: Union[str, os.PathLike], need: str) -> tuple[Path, Path]:
@@ -77,6 +64,30 @@ def group_chain_tensors(
     return layers, passthrough
 
 
+def chain_layers(
+    tensors: dict[str, torch.Tensor], config: dict, source: str, dtype: Optional[torch.dtype] = None
+) -> dict[str, LinChainLayer]:
+    """Every layer of a saved LinChain adapter as a :meth:`LinChainLayer.from_factors` layer.
+
+    Keyed by the module path as saved (``base_model.model....q_proj``); scaling from ``config``
+    (alpha, r, use_rslora); ``dtype`` converts the factors (None keeps them). Raises ``ValueError``
+    naming ``source`` when a layer lacks A or B.
+    """
+    def cast(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return t if t is None or dtype is None else t.to(dtype)
+
+    groups, _ = group_chain_tensors(tensors, source=source)
+    layers = {}
+    for name, entry in groups.items():
+        if "A" not in entry or "B" not in entry:
+            raise ValueError(f"{source}: layer {name!r} lacks linchain_A or linchain_B.")
+        r = entry["A"].shape[0]
+        scaling = config["alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
+        mixers = [(cast(entry["mixers"][i]["weight"]), cast(entry["mixers"][i].get("bias"))) for i in sorted(entry["mixers"])]
+        layers[name] = LinChainLayer.from_factors(cast(entry["A"]), mixers, cast(entry["B"]), scaling, _ADAPTER)
+    return layers
+
+
 def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error") -> Path:
     """Write the LinChain adapter in ``src`` as a stock PEFT LoRA adapter in ``dst``.
 
@@ -96,20 +107,19 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
     if config.get("peft_type") != LINCHAIN:
         raise ValueError(f"{config_path} has peft_type={config.get('peft_type')!r}; export_lora converts {LINCHAIN!r} adapters.")
 
-    layers, passthrough = group_chain_tensors(load_file(str(weights_path)), source=str(weights_path))
+    tensors = load_file(str(weights_path))
+    _, passthrough = group_chain_tensors(tensors, source=str(weights_path))
     out = dict(passthrough)
     has_affine = False
-    for layer, entry in layers.items():
-        if "A" not in entry or "B" not in entry:
-            raise ValueError(f"{weights_path}: layer {layer!r} lacks linchain_A or linchain_B.")
-        mixers = [(entry["mixers"][i]["weight"], entry["mixers"][i].get("bias")) for i in sorted(entry["mixers"])]
-        A_folded, c = fold_chain(entry["A"], mixers)
-        dtype = entry["A"].dtype
-        out[f"{layer}.lora_A.weight"] = A_folded.to(dtype).contiguous()
-        out[f"{layer}.lora_B.weight"] = entry["B"].contiguous()
+    # float64 factors: folding k mixers adds no rounding of its own
+    for layer_name, layer in chain_layers(tensors, config, str(weights_path), dtype=torch.float64).items():
+        A_folded, c = layer._fold(_ADAPTER)
+        B = tensors[f"{layer_name}.linchain_B.weight"]
+        out[f"{layer_name}.lora_A.weight"] = A_folded.to(tensors[f"{layer_name}.linchain_A.weight"].dtype).contiguous()
+        out[f"{layer_name}.lora_B.weight"] = B.contiguous()
         if c is not None:
             has_affine = True
-            out[f"{layer}.lora_B.bias"] = (entry["B"].double() @ c).to(entry["B"].dtype).contiguous()
+            out[f"{layer_name}.lora_B.bias"] = (layer.linchain_B[_ADAPTER].weight @ c).to(B.dtype).contiguous()
 
     if has_affine and affine == "error":
         raise ValueError(

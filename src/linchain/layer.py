@@ -175,6 +175,38 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         else:
             nn.init.kaiming_uniform_(self.linchain_B[adapter_name].weight, a=math.sqrt(5))
 
+    @classmethod
+    def from_factors(
+        cls,
+        A: torch.Tensor,
+        mixers: list[tuple[torch.Tensor, Optional[torch.Tensor]]],
+        B: torch.Tensor,
+        scaling: float,
+        adapter_name: str = "default",
+    ) -> "LinChainLayer":
+        """A layer holding the given factors around an empty (meta) base layer: no memory, never run.
+
+        ``A``: (r, in); ``mixers``: [(weight (r, r), bias (r,) or None)] in application order;
+        ``B``: (out, r). Lets saved factors go through :meth:`get_delta_weight` /
+        :meth:`get_delta_bias` / :meth:`_fold` (analysis, export) instead of a second copy of the
+        chain product. The tensors are used as they are (no copies, their dtype kept).
+        """
+        r, in_features = A.shape
+        base = nn.Linear(in_features, B.shape[0], bias=False, device="meta")
+        has_bias = [b is not None for _, b in mixers]
+        if any(has_bias) and not all(has_bias):
+            raise ValueError("a chain whose mixers have biases only in part is not a LinChain adapter.")
+        layer = cls(base, adapter_name, r=r, alpha=1.0, num_mixers=len(mixers), mixer_bias=any(has_bias))
+        # the adapter was created on the meta device: swap in the given tensors
+        layer.linchain_A[adapter_name].weight = nn.Parameter(A, requires_grad=False)
+        layer.linchain_B[adapter_name].weight = nn.Parameter(B, requires_grad=False)
+        for module, (weight, bias) in zip(layer.linchain_mixers[adapter_name], mixers):
+            module.weight = nn.Parameter(weight, requires_grad=False)
+            if bias is not None:
+                module.bias = nn.Parameter(bias, requires_grad=False)
+        layer.scaling[adapter_name] = scaling
+        return layer
+
     # ------------------------------------------------------------------ the single source of truth
     def _fold(self, adapter_name: str, upcast: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(M_k ... M_1 A, c)``: the chain folded onto A, (r, in), and its constant (r,) or None.
