@@ -1,64 +1,129 @@
-"""The layer's fused dropout + A path (_DropoutLinear): same values, gradients and distribution as nn.Dropout + A."""
+"""The layer's fused dropout + A path: same values, gradients and distribution as nn.Dropout + A.
+
+_draw_dropped decides what is dropped (dropped positions on CPU for p <= 0.25, a bool mask
+otherwise); _DropoutLinear applies a given record. Both are checked against plain torch.
+"""
+
+import math
 
 import pytest
 import torch
 from torch import nn
 
-from linchain.layer import LinChainLayer, _DropoutLinear
+from linchain.layer import _SPARSE_DROP_MAX_P, LinChainLayer, _draw_dropped, _DropoutLinear
 
 
-def test_matches_dropout_then_linear_exactly():
+def _keep_mask(drop: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Independent rebuild of the keep mask from either record kind."""
+    if drop.dtype == torch.bool:
+        return ~drop
+    keep = torch.ones(like.numel(), dtype=torch.bool)
+    keep[drop] = False
+    return keep.view(like.shape)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_matches_dropout_then_linear_exactly(p):
     torch.manual_seed(0)
     x = torch.randn(3, 50, 40, dtype=torch.float64, requires_grad=True)
     A = torch.randn(8, 40, dtype=torch.float64, requires_grad=True)
-    p = 0.3
-    torch.manual_seed(5)
-    h = _DropoutLinear.apply(x, A, p)
-    torch.manual_seed(5)
-    keep = torch.rand_like(x) >= p  # the same draw (dropped where uniform < p)
+    drop = _draw_dropped(x, p)
+    assert drop.dtype == (torch.int64 if p <= _SPARSE_DROP_MAX_P else torch.bool)
+    h = _DropoutLinear.apply(x, A, drop, 1 / (1 - p))
+    keep = _keep_mask(drop, x)
     ref = (x * keep / (1 - p)) @ A.T
+    torch.testing.assert_close(h, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(h)
+    for got, want in zip(torch.autograd.grad(h, (x, A), g), torch.autograd.grad(ref, (x, A), g)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_non_contiguous_input():
+    torch.manual_seed(1)
+    x = torch.randn(40, 30, dtype=torch.float64).t().requires_grad_()  # (30, 40), transposed strides
+    A = torch.randn(4, 40, dtype=torch.float64, requires_grad=True)
+    drop = _draw_dropped(x, 0.2)
+    h = _DropoutLinear.apply(x, A, drop, 1.25)
+    ref = (x * _keep_mask(drop, x) * 1.25) @ A.T
     torch.testing.assert_close(h, ref)
     g = torch.randn_like(h)
     for got, want in zip(torch.autograd.grad(h, (x, A), g), torch.autograd.grad(ref, (x, A), g)):
         torch.testing.assert_close(got, want)
 
 
-def test_gradcheck():
+@pytest.mark.parametrize("p", [0.1, 0.4])
+def test_gradcheck(p):
+    torch.manual_seed(2)
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     A = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    drop = _draw_dropped(x, p)
+    assert torch.autograd.gradcheck(lambda x, A: _DropoutLinear.apply(x, A, drop, 1 / (1 - p)), (x, A))
 
-    def f(x, A):
-        torch.manual_seed(1)  # the same mask on every evaluation
-        return _DropoutLinear.apply(x, A, 0.4)
 
-    assert torch.autograd.gradcheck(f, (x, A))
+@pytest.mark.parametrize("p", [0.01, 0.05, 0.25, 0.5])
+def test_draw_is_bernoulli(p):
+    """Rate within 6 standard deviations; rate in each of 10 blocks (no position bias); adjacent
+    pairs both dropped at p^2 (independence); the indices sorted, unique and in range."""
+    torch.manual_seed(3)
+    n = 400_000
+    x = torch.empty(n // 400, 400)
+    drop = _draw_dropped(x, p)
+    keep = _keep_mask(drop, x).view(-1)
+    dropped = (~keep).double()
+    sd = math.sqrt(p * (1 - p) / n)
+    assert abs(dropped.mean().item() - p) < 6 * sd
+    for block in dropped.view(10, -1):
+        assert abs(block.mean().item() - p) < 6 * sd * math.sqrt(10)
+    pairs = (dropped[:-1] * dropped[1:]).mean().item()
+    assert abs(pairs - p * p) < 6 * math.sqrt(p * p * (1 - p * p) / n) * 2  # pairs overlap: loose
+    if drop.dtype == torch.int64:
+        assert bool((drop[1:] > drop[:-1]).all()) and drop[0] >= 0 and drop[-1] < n
+
+
+def test_draw_extends_when_the_first_batch_falls_short():
+    torch.manual_seed(4)
+    x = torch.empty(200_000)
+    drop = _draw_dropped(x, 0.05, _first_batch=7)  # ~10_000 needed: many extra rounds
+    assert bool((drop[1:] > drop[:-1]).all()) and drop[-1] < x.numel()
+    assert abs(len(drop) / x.numel() - 0.05) < 6 * math.sqrt(0.05 * 0.95 / x.numel())
+
+
+def test_draw_follows_the_seed():
+    x = torch.empty(1000)
+    torch.manual_seed(5)
+    a = _draw_dropped(x, 0.05)
+    torch.manual_seed(5)
+    torch.testing.assert_close(a, _draw_dropped(x, 0.05))
 
 
 def test_distribution_and_scale():
-    torch.manual_seed(2)
+    torch.manual_seed(6)
     x = torch.ones(400_000, 1)
     A = torch.ones(1, 1)
-    h = _DropoutLinear.apply(x, A, 0.05)
+    h = _DropoutLinear.apply(x, A, _draw_dropped(x, 0.05), 1 / 0.95)
     kept = h != 0
     assert abs(kept.float().mean().item() - 0.95) < 0.002  # 6 standard deviations
     torch.testing.assert_close(h[kept], torch.full_like(h[kept], 1 / 0.95))
 
 
-def test_saves_a_bool_mask_not_a_float_copy():
-    x = torch.randn(16, 32, requires_grad=True)
-    A = torch.randn(4, 32, requires_grad=True)
+def test_saves_neither_a_float_copy_nor_a_dense_mask():
+    """Backward keeps x itself plus the dropped positions (~p of the elements), nothing x-sized."""
+    x = torch.randn(64, 128, requires_grad=True)
+    A = torch.randn(4, 128, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        _DropoutLinear.apply(x, A, 0.1)
-    big = sorted(str(t.dtype) for t in saved if t.shape == x.shape)
-    assert big == ["torch.bool", "torch.float32"]  # the mask and x itself, no dropped float copy
+        _DropoutLinear.apply(x, A, _draw_dropped(x, 0.05), 1 / 0.95)
     assert any(t is x for t in saved)
+    others = [t for t in saved if t is not x and t is not A]
+    assert len(others) == 1 and others[0].dtype == torch.int64
+    assert others[0].numel() < 0.1 * x.numel()
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5])
 @pytest.mark.parametrize("bias", [False, True])
-def test_layer_uses_it_only_when_training_with_grad(bias):
+def test_layer_uses_it_only_when_training_with_grad(bias, p):
     torch.manual_seed(3)
-    layer = LinChainLayer(nn.Linear(12, 10), "default", r=4, alpha=8, num_mixers=2, mixer_bias=bias, dropout=0.5)
+    layer = LinChainLayer(nn.Linear(12, 10), "default", r=4, alpha=8, num_mixers=2, mixer_bias=bias, dropout=p)
     with torch.no_grad():
         layer.linchain_B["default"].weight.normal_()
     x = torch.randn(5, 12)
@@ -71,8 +136,8 @@ def test_layer_uses_it_only_when_training_with_grad(bias):
     torch.manual_seed(7)
     got = layer(x)
     torch.manual_seed(7)
-    keep = torch.rand_like(x) >= 0.5
-    h = layer.linchain_A["default"](x * keep / 0.5)
+    keep = _keep_mask(_draw_dropped(x, p), x)
+    h = layer.linchain_A["default"](x * keep / (1 - p))
     for m in layer.linchain_mixers["default"]:
         h = m(h)
     want = layer.base_layer(x) + layer.linchain_B["default"](h * layer.scaling["default"])

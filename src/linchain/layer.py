@@ -33,26 +33,73 @@ def _in_out_features(base_layer: nn.Module) -> tuple[int, int]:
     )
 
 
-class _DropoutLinear(torch.autograd.Function):
-    """``c * (dropout_p(x) @ A.T)`` with dropout's semantics, saving a bool mask instead of a float copy.
+#: Above this dropout probability the CPU draws a dense mask instead of the dropped positions
+#: (a geometric gap costs ~4 uniform draws, so listing positions stops paying off near p = 0.25).
+_SPARSE_DROP_MAX_P = 0.25
 
-    ``x``: (T, in); ``weight`` (A): (r, in); returns (T, r). Each element is dropped with
-    probability p (kept ones scaled by ``c = 1 / (1 - p)``): exactly ``nn.Dropout(p)`` followed by ``A``, but the 1/(1-p) factor is
-    applied to the r-dim result (r << in: fewer flops), and backward keeps ``x`` (often alive anyway:
-    q, k and v share it) plus a 1-byte mask rather than the 4-byte dropped copy that
-    ``nn.Dropout`` + ``nn.Linear`` keep (PEFT LoRA stores mask and copy), recomputing ``x * keep``
-    for A's gradient. Why: with dropout 0.05 the mask draw and the full-size copies dominate the
-    adapter's cost on CPU.
+
+def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None) -> torch.Tensor:
+    """Which elements of ``x`` dropout removes, each independently with probability ``p``.
+
+    Returns a bool mask shaped like ``x`` (accelerators, or ``p`` > 0.25), or, on CPU, the sorted
+    flat indices (int64, into ``x`` in C order) of the dropped elements. Why the indices: on CPU
+    one uniform draw per element (``rand_like(x) < p``) is the single largest cost of a LoRA-style
+    layer with dropout 0.05, ~4 ns an element, serial. The gaps between successive dropped
+    positions of an i.i.d. Bernoulli(p) sequence are i.i.d. Geometric(p), so drawing ~n*p gaps and
+    summing them gives exactly the same distribution with ~20x fewer draws.
+    ``_first_batch`` (tests only) sets how many gaps the first round draws.
+    """
+    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P:
+        return torch.rand_like(x) < p  # dropped where uniform < p, as torch's own bernoulli
+    n = x.numel()
+    mean = n * p
+    # enough gaps to pass n in all but ~1e-9 of draws; the loop below covers the rest exactly
+    batch = _first_batch or int(mean + 6.0 * math.sqrt(mean) + 16)
+    chunks: list[torch.Tensor] = []
+    last = -1  # index of the last dropped element so far
+    while True:
+        gaps = torch.empty(batch, dtype=torch.int64).geometric_(p)  # values in {1, 2, ...}
+        pos = gaps.cumsum_(0).add_(last)
+        end = int(torch.searchsorted(pos, n))  # positions < n
+        chunks.append(pos[:end])
+        if end < batch:
+            break
+        last = int(pos[-1])
+        batch = int(max(n - last, 1) * p + 6.0 * math.sqrt(max(n - last, 1) * p) + 16)
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
+def _zero_dropped_(t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """Zero, in place, the elements of the contiguous tensor ``t`` that ``drop`` marks (see _draw_dropped)."""
+    if drop.dtype == torch.bool:
+        return t.masked_fill_(drop, 0.0)
+    t.view(-1).index_fill_(0, drop, 0.0)
+    return t
+
+
+def _dropped_copy(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """``x`` with the marked elements zeroed, as a new tensor (``x`` untouched: the base layer and siblings share it)."""
+    if drop.dtype == torch.bool:
+        return x.masked_fill(drop, 0.0)  # takes the bool mask as is; x * mask would convert it to float first
+    return _zero_dropped_(x.clone(memory_format=torch.contiguous_format), drop)
+
+
+class _DropoutLinear(torch.autograd.Function):
+    """``h = scale * ((x with the ``drop`` elements zeroed) @ A.T)``: dropout followed by A.
+
+    ``x``: (..., in); ``weight`` (A): (r, in); ``drop``: from :func:`_draw_dropped`; returns (..., r).
+    With ``scale = 1 / (1 - p)`` this is exactly ``nn.Dropout(p)`` then ``A``, but the scale is
+    applied to the r-dim result (r << in: fewer flops), and backward keeps ``x`` (often alive
+    anyway: q, k and v share it) plus the drop record (on CPU ~p * 8 bytes an element, a bool mask
+    elsewhere) rather than the 4-byte dropped copy and mask that ``nn.Dropout`` + ``nn.Linear``
+    keep, rebuilding the dropped input for A's gradient. Why: with dropout 0.05 the mask draw and
+    the full-size passes over ``x`` dominate the adapter's cost on CPU.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
-        # uniform < p drops with probability p (to float resolution, as torch's own CPU bernoulli);
-        # masked_fill takes the bool mask as is (x * mask would first convert it to a float copy)
-        drop = torch.rand_like(x) < p
-        scale = 1.0 / (1.0 - p)
-        h = x.masked_fill(drop, 0.0) @ weight.t()
-        h.mul_(scale)  # (T, r): cheap, in-place on a fresh tensor
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
+        h = _dropped_copy(x, drop) @ weight.t()
+        h.mul_(scale)  # (..., r): cheap, in place on a fresh tensor
         ctx.save_for_backward(x, weight, drop)
         ctx.scale = scale
         return h
@@ -64,16 +111,16 @@ class _DropoutLinear(torch.autograd.Function):
         # stay fp32: compute in grad_h's dtype and hand back each gradient in its input's dtype,
         # as autocast's own cast ops would.
         dtype = grad_h.dtype
-        g = grad_h * ctx.scale  # (T, r)
+        g = grad_h * ctx.scale  # (..., r)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            # (T, in): the mask's chain rule, in place on a fresh tensor
-            grad_x = (g @ weight.to(dtype)).masked_fill_(drop, 0.0).to(x.dtype)
+            # (..., in): the mask's chain rule, in place on the fresh (contiguous) product
+            grad_x = _zero_dropped_(g @ weight.to(dtype), drop).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            # (r, T) @ (T, in): A's gradient needs the dropped input, rebuilt from x and the mask
-            gf, xf = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-            grad_w = (gf.t() @ xf.to(dtype).masked_fill(drop.reshape(xf.shape), 0.0)).to(weight.dtype)
-        return grad_x, grad_w, None
+            # (r, T) @ (T, in): A's gradient needs the dropped input, rebuilt from x and the record
+            xd = _dropped_copy(x.to(dtype), drop)
+            grad_w = (g.reshape(-1, g.shape[-1]).t() @ xd.reshape(-1, xd.shape[-1])).to(weight.dtype)
+        return grad_x, grad_w, None, None
 
 
 class LinChainLayer(nn.Module, BaseTunerLayer):
@@ -325,7 +372,8 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
             A_folded, c = self._fold(name)
             if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0 and torch.is_grad_enabled():
-                h = _DropoutLinear.apply(x_in, A_folded, dropout.p)  # = A_folded(dropout(x)), cheaper: see _DropoutLinear
+                # = A_folded(dropout(x)), cheaper: see _DropoutLinear and _draw_dropped
+                h = _DropoutLinear.apply(x_in, A_folded, _draw_dropped(x_in, dropout.p), 1.0 / (1.0 - dropout.p))
             else:
                 h = F.linear(dropout(x_in), A_folded)
             if c is not None:
