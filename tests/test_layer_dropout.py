@@ -80,6 +80,20 @@ def test_draw_is_bernoulli(p):
         assert bool((drop[1:] > drop[:-1]).all()) and drop[0] >= 0 and drop[-1] < n
 
 
+def test_draw_edges_and_tiny_p():
+    """The first and last element are dropped with probability p (no off-by-one at either end);
+    a vanishing p draws nothing without overflowing."""
+    torch.manual_seed(7)
+    x = torch.empty(10)
+    hits = torch.zeros(10)
+    trials = 20_000
+    for _ in range(trials):
+        hits[_draw_dropped(x, 0.2)] += 1
+    sd = math.sqrt(0.2 * 0.8 / trials)
+    assert (hits / trials - 0.2).abs().max() < 6 * sd
+    assert len(_draw_dropped(torch.empty(1000), 1e-300)) == 0
+
+
 def test_draw_extends_when_the_first_batch_falls_short():
     torch.manual_seed(4)
     x = torch.empty(200_000)
@@ -106,17 +120,25 @@ def test_distribution_and_scale():
     torch.testing.assert_close(h[kept], torch.full_like(h[kept], 1 / 0.95))
 
 
-def test_saves_neither_a_float_copy_nor_a_dense_mask():
-    """Backward keeps x itself plus the dropped positions (~p of the elements), nothing x-sized."""
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_what_backward_keeps(p):
+    """Dropped positions (CPU, small p): the dropped copy of x plus the indices (~p of the
+    elements), no mask; bool mask: x itself plus the 1-byte mask, no float copy."""
+    torch.manual_seed(8)
     x = torch.randn(64, 128, requires_grad=True)
     A = torch.randn(4, 128, requires_grad=True)
+    drop = _draw_dropped(x, p)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        _DropoutLinear.apply(x, A, _draw_dropped(x, 0.05), 1 / 0.95)
-    assert any(t is x for t in saved)
-    others = [t for t in saved if t is not x and t is not A]
-    assert len(others) == 1 and others[0].dtype == torch.int64
-    assert others[0].numel() < 0.1 * x.numel()
+        _DropoutLinear.apply(x, A, drop, 1 / (1 - p))
+    others = [t for t in saved if t is not A]
+    assert len(others) == 2 and any(t is drop for t in others)
+    (kept_x,) = [t for t in others if t is not drop]
+    if drop.dtype == torch.bool:
+        assert kept_x is x
+    else:
+        assert drop.numel() < 0.1 * x.numel()
+        torch.testing.assert_close(kept_x, x.detach() * _keep_mask(drop, x))
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])

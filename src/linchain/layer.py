@@ -55,11 +55,15 @@ def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None)
     mean = n * p
     # enough gaps to pass n in all but ~1e-9 of draws; the loop below covers the rest exactly
     batch = _first_batch or int(mean + 6.0 * math.sqrt(mean) + 16)
+    log_keep = math.log1p(-p)
     chunks: list[torch.Tensor] = []
     last = -1  # index of the last dropped element so far
     while True:
-        gaps = torch.empty(batch, dtype=torch.int64).geometric_(p)  # values in {1, 2, ...}
-        pos = gaps.cumsum_(0).add_(last)
+        # G = 1 + floor(log(1 - U) / log(1 - p)), U ~ U[0, 1) in float64: P(G > k) = (1 - p)^k. The
+        # same inversion as Tensor.geometric_, vectorised (geometric_ runs a serial loop, ~2x slower).
+        # Gaps >= n all mean "past the end": clamped so the int64 sum cannot overflow for tiny p.
+        gaps = torch.rand(batch, dtype=torch.float64).neg_().log1p_().div_(log_keep).floor_()
+        pos = gaps.clamp_(max=n).to(torch.int64).add_(1).cumsum_(0).add_(last)
         end = int(torch.searchsorted(pos, n))  # positions < n
         chunks.append(pos[:end])
         if end < batch:
@@ -89,24 +93,28 @@ class _DropoutLinear(torch.autograd.Function):
 
     ``x``: (..., in); ``weight`` (A): (r, in); ``drop``: from :func:`_draw_dropped`; returns (..., r).
     With ``scale = 1 / (1 - p)`` this is exactly ``nn.Dropout(p)`` then ``A``, but the scale is
-    applied to the r-dim result (r << in: fewer flops), and backward keeps ``x`` (often alive
-    anyway: q, k and v share it) plus the drop record (on CPU ~p * 8 bytes an element, a bool mask
-    elsewhere) rather than the 4-byte dropped copy and mask that ``nn.Dropout`` + ``nn.Linear``
-    keep, rebuilding the dropped input for A's gradient. Why: with dropout 0.05 the mask draw and
-    the full-size passes over ``x`` dominate the adapter's cost on CPU.
+    applied to the r-dim result (r << in: fewer flops) and the mask is never a float tensor.
+    What backward keeps depends on the record: with dropped positions (CPU) the dropped copy of
+    ``x`` plus ~p * 8 bytes an element of indices, so A's gradient needs no second pass over ``x``
+    (CPU time is what is short there); with a bool mask (accelerators) ``x`` itself, often alive
+    anyway (q, k and v share it), plus the 1-byte mask, rebuilding the dropped copy in backward
+    (memory is what is short there). ``nn.Dropout`` + ``nn.Linear`` (PEFT LoRA) keep both the
+    dropped copy and a mask, and draw one uniform per element.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
-        h = _dropped_copy(x, drop) @ weight.t()
+        xd = _dropped_copy(x, drop)
+        h = xd @ weight.t()
         h.mul_(scale)  # (..., r): cheap, in place on a fresh tensor
-        ctx.save_for_backward(x, weight, drop)
+        ctx.keeps_dropped_copy = drop.dtype != torch.bool
+        ctx.save_for_backward(xd if ctx.keeps_dropped_copy else x, weight, drop)
         ctx.scale = scale
         return h
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):
-        x, weight, drop = ctx.saved_tensors
+        x_or_xd, weight, drop = ctx.saved_tensors
         # Under autocast the forward matmul ran in the autocast dtype (grad_h has it) while x and A
         # stay fp32: compute in grad_h's dtype and hand back each gradient in its input's dtype,
         # as autocast's own cast ops would.
@@ -115,10 +123,12 @@ class _DropoutLinear(torch.autograd.Function):
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # (..., in): the mask's chain rule, in place on the fresh (contiguous) product
-            grad_x = _zero_dropped_(g @ weight.to(dtype), drop).to(x.dtype)
+            grad_x = _zero_dropped_(g @ weight.to(dtype), drop).to(x_or_xd.dtype)
         if ctx.needs_input_grad[1]:
-            # (r, T) @ (T, in): A's gradient needs the dropped input, rebuilt from x and the record
-            xd = _dropped_copy(x.to(dtype), drop)
+            # (r, T) @ (T, in): A's gradient needs the dropped input
+            xd = x_or_xd.to(dtype)
+            if not ctx.keeps_dropped_copy:
+                xd = _dropped_copy(xd, drop)
             grad_w = (g.reshape(-1, g.shape[-1]).t() @ xd.reshape(-1, xd.shape[-1])).to(weight.dtype)
         return grad_x, grad_w, None, None
 
