@@ -59,11 +59,12 @@ def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None)
     chunks: list[torch.Tensor] = []
     last = -1  # index of the last dropped element so far
     while True:
-        # G = 1 + floor(log(1 - U) / log(1 - p)), U ~ U[0, 1) in float64: P(G > k) = (1 - p)^k. The
-        # same inversion as Tensor.geometric_, vectorised (geometric_ runs a serial loop, ~2x slower).
-        # Gaps >= n all mean "past the end": clamped so the int64 sum cannot overflow for tiny p.
-        gaps = torch.rand(batch, dtype=torch.float64).neg_().log1p_().div_(log_keep).floor_()
-        pos = gaps.clamp_(max=n).to(torch.int64).add_(1).cumsum_(0).add_(last)
+        # G = ceil(log(U) / log(1 - p)), U ~ U[0, 1) in float64: P(G > k) = P(U < (1 - p)^k) = (1 - p)^k.
+        # The same inversion as Tensor.geometric_, vectorised (geometric_ runs a serial loop, ~2x
+        # slower). Gaps > n (and U = 0's inf) all mean "past the end": clamped so the int64 sum
+        # cannot overflow.
+        gaps = torch.rand(batch, dtype=torch.float64).log_().div_(log_keep).ceil_().clamp_(max=n + 1)
+        pos = gaps.to(torch.int64).cumsum_(0).add_(last)
         end = int(torch.searchsorted(pos, n))  # positions < n
         chunks.append(pos[:end])
         if end < batch:
@@ -77,7 +78,7 @@ def _zero_dropped_(t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     """Zero, in place, the elements of the contiguous tensor ``t`` that ``drop`` marks (see _draw_dropped)."""
     if drop.dtype == torch.bool:
         return t.masked_fill_(drop, 0.0)
-    t.view(-1).index_fill_(0, drop, 0.0)
+    t.view(-1).index_put_((drop,), t.new_zeros(()))  # parallel over the indices (index_fill_ is not)
     return t
 
 
