@@ -34,7 +34,8 @@ def _in_out_features(base_layer: nn.Module) -> tuple[int, int]:
 
 
 #: Above this dropout probability the CPU draws a dense mask instead of the dropped positions
-#: (a geometric gap costs ~4 uniform draws, so listing positions stops paying off near p = 0.25).
+#: (a gap costs a float64 uniform, a log and an index write, a few times one element of
+#: ``rand_like(x) < p``: listing positions stops paying off somewhere around p = 0.25).
 _SPARSE_DROP_MAX_P = 0.25
 
 
