@@ -24,3 +24,14 @@ def test_speed_benchmark_tiny(tmp_path):
     assert {"base", "linchain-k3 (merged)"} <= set(report["inference"])
     assert any("k=3 step time / PEFT LoRA" in t["what"] for t in report["targets"])
     assert "Targets (issue #5)" in proc.stdout
+
+
+def test_dropout_microbenchmark_tiny():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "dropout_micro.py"), "--tokens", "16", "--features", "32",
+         "--r", "4", "--repeats", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("bare x @ A.T", "linchain (positions)", "F.dropout + matmul", "draw: positions"):
+        assert row in proc.stdout
