@@ -53,9 +53,13 @@ def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None)
     if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P:
         return torch.rand_like(x) < p  # dropped where uniform < p, as torch's own bernoulli
     n = x.numel()
-    mean = n * p
-    # enough gaps to pass n in all but ~1e-9 of draws; the loop below covers the rest exactly
-    batch = _first_batch or int(mean + 6.0 * math.sqrt(mean) + 16)
+
+    def gaps_for(remaining: int) -> int:
+        # enough gaps to pass ``remaining`` elements in all but ~1e-9 of draws; the loop covers the rest exactly
+        mean = max(remaining, 1) * p
+        return int(mean + 6.0 * math.sqrt(mean) + 16)
+
+    batch = _first_batch or gaps_for(n)
     log_keep = math.log1p(-p)
     chunks: list[torch.Tensor] = []
     last = -1  # index of the last dropped element so far
@@ -71,7 +75,7 @@ def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None)
         if end < batch:
             break
         last = int(pos[-1])
-        batch = int(max(n - last, 1) * p + 6.0 * math.sqrt(max(n - last, 1) * p) + 16)
+        batch = gaps_for(n - last)
     return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
@@ -109,8 +113,7 @@ class _DropoutLinear(torch.autograd.Function):
         xd = _dropped_copy(x, drop)
         h = xd @ weight.t()
         h.mul_(scale)  # (..., r): cheap, in place on a fresh tensor
-        ctx.keeps_dropped_copy = drop.dtype != torch.bool
-        ctx.save_for_backward(xd if ctx.keeps_dropped_copy else x, weight, drop)
+        ctx.save_for_backward(x if drop.dtype == torch.bool else xd, weight, drop)
         ctx.scale = scale
         return h
 
@@ -129,7 +132,7 @@ class _DropoutLinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # (r, T) @ (T, in): A's gradient needs the dropped input
             xd = x_or_xd.to(dtype)
-            if not ctx.keeps_dropped_copy:
+            if drop.dtype == torch.bool:  # a mask record kept x itself (see the class docstring)
                 xd = _dropped_copy(xd, drop)
             grad_w = (g.reshape(-1, g.shape[-1]).t() @ xd.reshape(-1, xd.shape[-1])).to(weight.dtype)
         return grad_x, grad_w, None, None
