@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
@@ -57,6 +56,8 @@ def main(argv=None) -> int:
     ap.add_argument("--p", type=float, default=0.05, help="dropout (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=50, help="timed rounds (default: %(default)s)")
     args = ap.parse_args(argv)
+    from speed import rotated, timed  # benchmarks/ is on sys.path when this script runs
+
     torch.manual_seed(0)
     print(f"[dropout_micro] {args.tokens} tokens, r={args.r}, p={args.p}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
@@ -68,11 +69,10 @@ def main(argv=None) -> int:
         times: dict[str, list[float]] = {k: [] for k in rows}
         names = list(rows)
         for i in range(args.repeats + 3):
-            for k in names[i % len(names):] + names[: i % len(names)]:
-                start = time.perf_counter()
-                rows[k]()
+            for k in rotated(names, i):
+                t = timed(rows[k])
                 if i >= 3:  # the first rounds warm up the allocator and caches
-                    times[k].append(time.perf_counter() - start)
+                    times[k].append(t)
             x.grad = A.grad = None
         base = statistics.median(times["bare x @ A.T"])
         print(f"\n  in = {d}: {'ms':>8} {'vs bare':>9}")

@@ -184,6 +184,7 @@ class Row:
     owned_bytes: int  # weights + optimiser state this row adds on top of the shared frozen base
     times: list
     cpu_times: list = field(default_factory=list)  # process CPU time: less hurt by other jobs than wall time
+    faults: list = field(default_factory=list)  # minor page faults per step
     peak: int = 0
     saved: int = 0
 
@@ -253,6 +254,11 @@ def make_step(row: Row, batch: torch.Tensor, device: torch.device) -> Callable[[
         if device.type == "cuda":
             torch.cuda.synchronize()
     return step
+
+
+def rotated(items: list, i: int) -> list:
+    """``items`` starting at position ``i`` (mod len): round ``i``'s order, so no row always runs first."""
+    return items[i % len(items):] + items[: i % len(items)]
 
 
 def timed(f: Callable[[], None]) -> float:
@@ -328,14 +334,12 @@ def main(argv=None) -> int:
     for _ in range(args.warmup):
         for r in rows:
             steps[r.name]()
-    faults = {r.name: [] for r in rows}
     for i in range(args.repeats):
-        order = rows[i % len(rows):] + rows[: i % len(rows)]  # rotate: no row always runs first
-        for r in order:
+        for r in rotated(rows, i):
             cpu, minflt = time.process_time(), _minor_faults()
             r.times.append(timed(steps[r.name]))
             r.cpu_times.append(time.process_time() - cpu)
-            faults[r.name].append(_minor_faults() - minflt)
+            r.faults.append(_minor_faults() - minflt)
         print(f"[speed] round {i + 1}/{args.repeats} done ({time.time() - started:.0f} s)", flush=True)
     _fix_mmap_threshold(device)
     for r in rows:
@@ -348,7 +352,7 @@ def main(argv=None) -> int:
         results.append({
             "name": r.name, "median_s": statistics.median(r.times), "times_s": r.times,
             "median_cpu_s": statistics.median(r.cpu_times), "cpu_times_s": r.cpu_times,
-            "median_page_faults": statistics.median(faults[r.name]),
+            "median_page_faults": statistics.median(r.faults),
             "trainable_params": sum(p.numel() for p in r.model.parameters() if p.requires_grad),
             "memory_mb": (base_bytes + r.owned_bytes + r.peak) / 2**20, "step_peak_increment_mb": r.peak / 2**20,
             "saved_activations_mb": r.saved / 2**20,
@@ -363,10 +367,10 @@ def main(argv=None) -> int:
         print(f"Process CPU time per step, median (less sensitive to other jobs on the machine):")
         print(f"  {'row':<18} {'cpu s':>10} {'vs floor':>10} {'vs PEFT':>10}")
         print("\n".join(_ratio_table(results, "median_cpu_s", floor["median_cpu_s"], peft["median_cpu_s"], ".3f")))
-        print(f"Minor page faults per step, median:")
-        print(f"  {'row':<18} {'faults':>10} {'vs floor':>10} {'vs PEFT':>10}")
+        print("Minor page faults per step, median:")
+        print(f"  {'row':<18} {'faults':>10} {'vs PEFT':>10}")
         for r in results:  # the floor can fault 0 times once the heap is warm: ratios to PEFT only
-            print(f"  {r['name']:<18} {r['median_page_faults']:>10.0f} {'':>10} "
+            print(f"  {r['name']:<18} {r['median_page_faults']:>10.0f} "
                   f"{r['median_page_faults'] / max(peft['median_page_faults'], 1):>9.3f}x")
     print("\nMemory: weights + owned optimiser state + measured step peak (MB), and saved activations (MB, exact):")
     print(f"  {'row':<18} {'peak MB':>10} {'vs floor':>10} {'vs PEFT':>10} {'saved act':>10} {'vs PEFT':>9}")
@@ -423,7 +427,7 @@ def run_inference(base: nn.Module, rows: list[Row], batch: torch.Tensor, args, d
     # (on this shared CPU, identical architectures differed by up to 7% in medians of 7 fixed-order rounds).
     rounds = max(args.repeats, 15)
     for i in range(rounds + 1):
-        for k in names[i % len(names):] + names[: i % len(names)]:
+        for k in rotated(names, i):
             m = models[k]
             t = timed(lambda: (m(input_ids=batch), torch.cuda.synchronize() if device.type == "cuda" else None))
             if i:  # round 0 is warm-up
