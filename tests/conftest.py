@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
+
+
+#: Where tests marked ``device`` run: ``LINCHAIN_TEST_DEVICE`` (default cpu; benchmarks/gpu.sh sets cuda).
+TEST_DEVICE = torch.device(os.environ.get("LINCHAIN_TEST_DEVICE", "cpu"))
+#: Dtypes those tests cover there: half precision matmuls are slow or partial on CPU, so fp32 + bf16 here,
+#: all three on an accelerator.
+TEST_DTYPES = (torch.float32, torch.bfloat16) if TEST_DEVICE.type == "cpu" else (torch.float32, torch.bfloat16, torch.float16)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return TEST_DEVICE
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
