@@ -14,7 +14,6 @@ directions are used.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -22,11 +21,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
-from safetensors.torch import load_file
-
-from .config import LINCHAIN
-from .export import adapter_files, chain_layers
-from .layer import LinChainLayer
+from .saved import ADAPTER as _ADAPTER
+from .saved import SavedLayer, saved_layers
 
 __all__ = [
     "AdapterAnalysis",
@@ -41,7 +37,6 @@ __all__ = [
     "stable_rank",
 ]
 
-_ADAPTER = "default"
 
 
 # ---------------------------------------------------------------------------------------- math
@@ -118,53 +113,11 @@ def _short(name: str) -> str:
     return name
 
 
-def _pattern_value(name: str, pattern: dict, default):
-    """PEFT's rank_pattern / alpha_pattern: the first key that the layer name ends with (or equals)."""
-    for key, value in (pattern or {}).items():
-        if name == key or name.endswith("." + key) or name.endswith(key):
-            return value
-    return default
-
-
-def load_adapter_layers(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, tuple[LinChainLayer, Optional[torch.Tensor]]]]:
-    """Read an adapter folder written by ``save_pretrained`` (LinChain or PEFT LoRA).
-
-    Returns ``(config, layers)`` with ``layers[name] = (LinChainLayer, extra_bias)``: the chain
-    rebuilt on an empty base, and for LoRA with ``lora_bias`` the scaled bias of ``lora_B``
-    (out,), else None. A LoRA adapter becomes the k = 0 chain with LoRA's scaling.
-    """
-    config_path, weights_path = adapter_files(path, "expected an adapter folder written by save_pretrained")
-    config = json.loads(config_path.read_text())
-    tensors = load_file(str(weights_path))
-    peft_type = config.get("peft_type")
-    layers: dict[str, tuple[LinChainLayer, Optional[torch.Tensor]]] = {}
-    if peft_type == LINCHAIN:
-        for name, layer in chain_layers(tensors, config, str(weights_path)).items():
-            layers[_short(name)] = (layer, None)
-    elif peft_type == "LORA":
-        if config.get("use_dora"):
-            raise ValueError(f"{config_path}: DoRA adapters are not supported (their update is not s * B A).")
-        groups: dict[str, dict] = {}
-        for key, value in tensors.items():
-            for part in ("lora_A.weight", "lora_B.weight", "lora_B.bias"):
-                if key.endswith("." + part):
-                    groups.setdefault(key[: -len(part) - 1], {})[part] = value
-        for name, entry in groups.items():
-            if "lora_A.weight" not in entry or "lora_B.weight" not in entry:
-                raise ValueError(f"{weights_path}: layer {name!r} lacks lora_A or lora_B.")
-            A, B = entry["lora_A.weight"], entry["lora_B.weight"]
-            if A.dim() != 2:
-                raise ValueError(f"{weights_path}: layer {name!r} is not a linear LoRA layer (lora_A is {tuple(A.shape)}).")
-            r = A.shape[0]
-            alpha = _pattern_value(name, config.get("alpha_pattern"), config.get("lora_alpha", 8))
-            scaling = alpha / (math.sqrt(r) if config.get("use_rslora") else r)
-            bias = entry.get("lora_B.bias")
-            layers[_short(name)] = (LinChainLayer.from_factors(A, [], B, scaling, _ADAPTER), None if bias is None else bias * scaling)
-    else:
-        raise ValueError(f"{config_path}: peft_type={peft_type!r}; analyze reads {LINCHAIN!r} and 'LORA' adapters.")
-    if not layers:
-        raise ValueError(f"{weights_path} holds no adapter layers.")
-    return config, layers
+def load_adapter_layers(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, SavedLayer]]:
+    """Read an adapter folder written by ``save_pretrained`` (LinChain or PEFT LoRA), see
+    :func:`linchain.saved.saved_layers`; layer names lose PEFT's ``base_model.model.`` prefix."""
+    config, layers = saved_layers(path)
+    return config, {_short(name): entry for name, entry in layers.items()}
 
 
 # ---------------------------------------------------------------------------------------- analysis

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from peft.config import PeftConfig
 
-__all__ = ["LINCHAIN", "MIXER_INITS", "LinChainConfig"]
+__all__ = ["LINCHAIN", "MIXER_INITS", "LinChainConfig", "adapter_scaling"]
 
 #: The peft_type string under which LinChain is registered with PEFT.
 LINCHAIN = "LINCHAIN"
@@ -108,4 +110,10 @@ class LinChainConfig(PeftConfig):
     @property
     def scaling(self) -> float:
         """The factor s applied to the chain's output."""
-        return self.alpha / (self.r**0.5 if self.use_rslora else self.r)
+        return adapter_scaling(self.alpha, self.r, self.use_rslora)
+
+
+def adapter_scaling(alpha: float, r: int, use_rslora: bool = False) -> float:
+    """``s = alpha / r``, or rsLoRA's ``alpha / sqrt(r)``: the one place the formula lives (layers,
+    export, analysis and saved LoRA adapters all call it)."""
+    return alpha / (math.sqrt(r) if use_rslora else r)

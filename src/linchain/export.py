@@ -2,91 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 from peft import LoraConfig
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import LINCHAIN
 from .io import atomic_dir
-from .layer import LinChainLayer
+from .saved import ADAPTER, chain_layers, group_chain_tensors, read_adapter
 
-__all__ = ["AFFINE_MODES", "adapter_files", "chain_layers", "export_lora", "group_chain_tensors"]
+__all__ = ["AFFINE_MODES", "export_lora"]
 
 AFFINE_MODES = ("error", "lora_bias")
-
-_ADAPTER = "default"
-
-_KEY = re.compile(r"^(?P<layer>.+)\.linchain_(?P<part>A|B|mixers\.(?P<idx>\d+))\.(?P<param>weight|bias)$")
-
-
-def adapter_files(folder: Union[str, os.PathLike], need: str) -> tuple[Path, Path]:
-    """``(adapter_config.json, adapter_model.safetensors)`` in ``folder``; FileNotFoundError saying ``need`` if absent."""
-    folder = Path(folder)
-    paths = folder / "adapter_config.json", folder / "adapter_model.safetensors"
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: {need}.")
-    return paths
-
-
-def group_chain_tensors(
-    tensors: dict[str, torch.Tensor], source: str = "adapter"
-) -> tuple[dict[str, dict], dict[str, torch.Tensor]]:
-    """Group a saved LinChain state dict by adapted layer.
-
-    Returns ``(layers, passthrough)``: ``layers[prefix] = {"A": (r, in), "B": (out, r),
-    "mixers": {i: {"weight": (r, r), "bias": (r,)}}}`` keyed by the layer's module path, and the
-    tensors that are not LinChain factors (``modules_to_save`` and the like). Raises
-    ``ValueError`` on a ``.linchain_`` key it does not recognise; ``source`` names the file in it.
-    Shared by :func:`export_lora` and :mod:`linchain.analysis` so the key format is parsed once.
-    """
-    layers: dict[str, dict] = {}
-    passthrough = {}
-    for key, value in tensors.items():
-        m = _KEY.match(key)
-        if m is None:
-            if ".linchain_" in key:
-                raise ValueError(f"{source}: unrecognised LinChain key {key!r}; was it written by linchain >= 0.1?")
-            passthrough[key] = value  # modules_to_save and the like travel unchanged
-            continue
-        entry = layers.setdefault(m["layer"], {"mixers": {}})
-        if m["idx"] is not None:
-            entry["mixers"].setdefault(int(m["idx"]), {})[m["param"]] = value
-        else:
-            entry[m["part"]] = value
-    return layers, passthrough
-
-
-def chain_layers(
-    tensors: dict[str, torch.Tensor], config: dict, source: str, dtype: Optional[torch.dtype] = None
-) -> dict[str, LinChainLayer]:
-    """Every layer of a saved LinChain adapter as a :meth:`LinChainLayer.from_factors` layer.
-
-    Keyed by the module path as saved (``base_model.model....q_proj``); scaling from ``config``
-    (alpha, r, use_rslora); ``dtype`` converts the factors (None keeps them). Raises ``ValueError``
-    naming ``source`` when a layer lacks A or B.
-    """
-    def cast(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return t if t is None or dtype is None else t.to(dtype)
-
-    groups, _ = group_chain_tensors(tensors, source=source)
-    layers = {}
-    for name, entry in groups.items():
-        if "A" not in entry or "B" not in entry:
-            raise ValueError(f"{source}: layer {name!r} lacks linchain_A or linchain_B.")
-        r = entry["A"].shape[0]
-        scaling = config["alpha"] / (math.sqrt(r) if config.get("use_rslora") else r)
-        mixers = [(cast(entry["mixers"][i]["weight"]), cast(entry["mixers"][i].get("bias"))) for i in sorted(entry["mixers"])]
-        layers[name] = LinChainLayer.from_factors(cast(entry["A"]), mixers, cast(entry["B"]), scaling, _ADAPTER)
-    return layers
-
 
 def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error") -> Path:
     """Write the LinChain adapter in ``src`` as a stock PEFT LoRA adapter in ``dst``.
@@ -102,24 +32,22 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
     if affine not in AFFINE_MODES:
         raise ValueError(f"affine must be one of {list(AFFINE_MODES)}, got affine={affine!r}.")
     src = Path(src)
-    config_path, weights_path = adapter_files(src, "export_lora needs a LinChain adapter folder written by save_pretrained")
-    config = json.loads(config_path.read_text())
-    if config.get("peft_type") != LINCHAIN:
-        raise ValueError(f"{config_path} has peft_type={config.get('peft_type')!r}; export_lora converts {LINCHAIN!r} adapters.")
+    config, tensors, weights_path = read_adapter(
+        src, "export_lora needs a LinChain adapter folder written by save_pretrained", peft_types=(LINCHAIN,), reader="export_lora converts"
+    )
 
-    tensors = load_file(str(weights_path))
     _, passthrough = group_chain_tensors(tensors, source=str(weights_path))
     out = dict(passthrough)
     has_affine = False
     # float64 factors: folding k mixers adds no rounding of its own
     for layer_name, layer in chain_layers(tensors, config, str(weights_path), dtype=torch.float64).items():
-        A_folded, c = layer._fold(_ADAPTER)
+        A_folded, c = layer._fold(ADAPTER)
         B = tensors[f"{layer_name}.linchain_B.weight"]
         out[f"{layer_name}.lora_A.weight"] = A_folded.to(tensors[f"{layer_name}.linchain_A.weight"].dtype).contiguous()
         out[f"{layer_name}.lora_B.weight"] = B.contiguous()
         if c is not None:
             has_affine = True
-            out[f"{layer_name}.lora_B.bias"] = (layer.linchain_B[_ADAPTER].weight @ c).to(B.dtype).contiguous()
+            out[f"{layer_name}.lora_B.bias"] = (layer.linchain_B[ADAPTER].weight @ c).to(B.dtype).contiguous()
 
     if has_affine and affine == "error":
         raise ValueError(

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
-from .config import MIXER_INITS
+from .config import MIXER_INITS, adapter_scaling
 
 __all__ = ["LinChainLayer", "SUPPORTED_BASE_LAYERS"]
 
@@ -207,7 +207,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             raise ValueError(f"mixer_init must be one of {list(MIXER_INITS)}, got mixer_init={mixer_init!r}.")
         self.r[adapter_name] = r
         self.alpha[adapter_name] = alpha
-        self.scaling[adapter_name] = alpha / (math.sqrt(r) if use_rslora else r)
+        self.scaling[adapter_name] = adapter_scaling(alpha, r, use_rslora)
         self.linchain_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.linchain_A[adapter_name] = nn.Linear(self.in_features, r, bias=False)
         self.linchain_mixers[adapter_name] = nn.ModuleList(nn.Linear(r, r, bias=mixer_bias) for _ in range(num_mixers))
