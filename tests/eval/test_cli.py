@@ -8,7 +8,8 @@ import json
 import pytest
 import yaml
 
-from linchain.cli.eval import _merge_repeated, main
+from linchain.cli.args import merge_repeated as _merge_repeated
+from linchain.cli.eval import main
 
 from .data import DATA_DIR, rows
 from .helpers import byte_tokenizer, tiny_lm
@@ -171,3 +172,31 @@ def test_adapter_and_merged_adapter_score_the_same(model_dir, tmp_path):
         assert json.loads((out / "results.json").read_text())["adapter"] == (str(adapter) if extra else None)
     assert scores["merged"] == pytest.approx(scores["adapter"], abs=1e-4)
     assert scores["adapter"] != pytest.approx(scores["base"], abs=1e-3)
+
+
+def test_adapter_given_as_a_run_folder(model_dir, tmp_path):
+    """`--adapter runs/x` (a `linchain train` output folder) scores as `--adapter runs/x/adapter`."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from linchain import LinChainConfig
+
+    cfg = LinChainConfig(r=4, alpha=8, num_mixers=1, init_weights=False, target_modules=["q_proj", "v_proj"])
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), cfg).save_pretrained(tmp_path / "run" / "adapter")
+    scores = {}
+    for name, adapter in {"run": tmp_path / "run", "adapter": tmp_path / "run" / "adapter"}.items():
+        assert main(["--model_name_or_path", model_dir, "--adapter", str(adapter), "--data", _data("piqa"),
+                     "--scorer", "loglik", "--limit", "2", "--output_dir", str(tmp_path / name), "--no_progress"]) == 0
+        scores[name] = [p["scores"] for p in map(json.loads, (tmp_path / name / "predictions.jsonl").read_text().splitlines())]
+    assert scores["run"] == scores["adapter"]
+
+
+def test_run_evaluation_returns_the_results(model_dir, tmp_path):
+    from linchain.eval import EvalArguments, run_evaluation
+
+    args = EvalArguments(model_name_or_path=model_dir, data=[_data("boolq")], scorer="loglik", limit=4,
+                         output_dir=str(tmp_path / "ev"), progress=False)
+    run = run_evaluation(args)
+    assert [r.total for r in run.results] == [4] and run.path == tmp_path / "ev" / "results.json"
+    saved = json.loads(run.path.read_text())
+    assert saved["tasks"][0]["correct"] == run.results[0].correct and run.average == run.results[0].accuracy

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from linchain.cli.main import main as cli
+from linchain.cli.args import UsageError
 from linchain.cli.train import parse_args
 from linchain.train import run_training
 
@@ -77,7 +78,7 @@ def test_config_file_values_are_overridden_by_flags(tiny_model_dir, even_data, t
     assert (model_args.r, model_args.alpha, model_args.method, model_args.chain_length) == (2, 4, "moslora", 1)
     assert data_args.data == [str(even_data)] and train_args.output_dir == str(tmp_path / "o")
     cfg.write_text(yaml.safe_dump({"rank": 8}))
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match=r"unknown option\(s\) \['rank'\]"):
         parse_args(["--config", str(cfg)])
 
 

@@ -7,47 +7,46 @@ their effective ranks layer by layer.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
-__all__ = ["main"]
+from ..resolve import find_adapter_dir
+from .args import parse, run_command
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="linchain analyze",
-        description="Singular values, effective rank (Roy & Vetterli 2007), stable rank and Frobenius norm of each "
-        "adapted layer's update, for one adapter or two side by side (LinChain or PEFT LoRA folders).",
-    )
-    parser.add_argument("adapter", help="adapter folder written by save_pretrained (adapter_config.json + adapter_model.safetensors)")
-    parser.add_argument("adapter2", nargs="?", help="a second adapter folder to compare with the first")
-    parser.add_argument("--out", default="linchain-analysis", help="output folder for analysis.json and the PNGs (default: %(default)s)")
-    parser.add_argument("--labels", nargs="+", metavar="LABEL", help="names for the adapters in tables and plots (default: folder names)")
-    parser.add_argument("--max-sv", type=int, default=64, help="singular values kept per layer in the JSON and plots (default: %(default)s)")
-    parser.add_argument("--no-plots", action="store_true", help="write the JSON only")
-    return parser
+__all__ = ["AnalyzeArguments", "main"]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+PROG = "linchain analyze"
+
+
+@dataclass
+class AnalyzeArguments:
+    adapter: str = field(metadata={"help": "ADAPTER: folder written by save_pretrained (adapter_config.json + adapter_model.safetensors)."})
+    adapter2: Optional[str] = field(default=None, metadata={"help": "ADAPTER2: a second adapter folder to compare with the first."})
+    out: str = field(default="linchain-analysis", metadata={"help": "Output folder for analysis.json and the PNGs."})
+    labels: List[str] = field(default_factory=list, metadata={"help": "Names for the adapters in tables and plots (default: folder names)."})
+    max_sv: int = field(default=64, metadata={"help": "Singular values kept per layer in the JSON and plots.", "aliases": ["--max-sv"]})
+    no_plots: bool = field(default=False, metadata={"help": "Write the JSON only.", "aliases": ["--no-plots"]})
+
+
+def _analyze(argv: list[str]) -> int:
+    (args,) = parse(argv, (AnalyzeArguments,), PROG, positional=("adapter", "adapter2"), description=(
+        "Singular values, effective rank (Roy & Vetterli 2007), stable rank and Frobenius norm of each "
+        "adapted layer's update, for one adapter or two side by side (LinChain or PEFT LoRA folders)."))
     from ..analysis import analyze_adapter, compare, method_parameter_counts, plot_analysis
 
     paths = [p for p in (args.adapter, args.adapter2) if p]
     labels = list(args.labels or [])
     if len(labels) > len(paths):
-        print(f"linchain analyze: {len(labels)} labels for {len(paths)} adapters.", file=sys.stderr)
-        return 2
+        raise ValueError(f"--labels: {len(labels)} labels for {len(paths)} adapters")
     labels += [Path(p).resolve().name for p in paths[len(labels):]]
     if len(paths) == 2 and labels[0] == labels[1]:
         labels = [f"{labels[0]} (1)", f"{labels[1]} (2)"]
-    try:
-        analyses = [analyze_adapter(p, label=l, max_values=args.max_sv) for p, l in zip(paths, labels)]
-    except (FileNotFoundError, ValueError) as err:
-        print(f"linchain analyze: {err}", file=sys.stderr)
-        return 2
+    folders = [find_adapter_dir(p, flag=flag) for p, flag in zip(paths, ("ADAPTER", "ADAPTER2"))]
+    analyses = [analyze_adapter(p, label=l, max_values=args.max_sv) for p, l in zip(folders, labels)]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +77,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  {method:<26} {n:>12,}")
     print(f"wrote {out / 'analysis.json'}" + "".join(f", {p}" for p in pngs))
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command(PROG, lambda: _analyze(argv))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,43 @@
-"""``linchain export-lora SRC DST [--affine error|lora_bias]``."""
+"""``linchain export-lora SRC DST [--affine error|lora_bias]``: a LinChain adapter as a stock PEFT LoRA adapter."""
 
 from __future__ import annotations
 
-import argparse
+import sys
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from ..export import AFFINE_MODES, export_lora
+from ..export import AFFINE_MODES
+from ..resolve import find_adapter_dir
+from .args import parse, run_command
 
-__all__ = ["main"]
+__all__ = ["ExportArguments", "main"]
+
+PROG = "linchain export-lora"
+
+
+@dataclass
+class ExportArguments:
+    src: str = field(metadata={"help": "SRC: LinChain adapter folder (adapter_config.json + adapter_model.safetensors)."})
+    dst: str = field(metadata={"help": "DST: folder for the PEFT LoRA adapter."})
+    affine: str = field(default="error", metadata={
+        "help": "Affine chains (mixer_bias): 'error' (default) or 'lora_bias' (exact, LoRA with lora_bias=True).",
+        "choices": list(AFFINE_MODES)})
+
+
+def _export(argv: list[str]) -> int:
+    from ..export import export_lora
+
+    (args,) = parse(argv, (ExportArguments,), PROG, description="Write a LinChain adapter as a standard PEFT LoRA adapter.",
+                    positional=("src", "dst"))
+    out = export_lora(find_adapter_dir(args.src, flag="SRC"), args.dst, affine=args.affine)
+    print(f"wrote a PEFT LoRA adapter to {out}")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="linchain export-lora", description=export_lora.__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="LinChain adapter folder (adapter_config.json + adapter_model.safetensors)")
-    parser.add_argument("dst", help="folder for the PEFT LoRA adapter")
-    parser.add_argument("--affine", choices=AFFINE_MODES, default="error",
-                        help="affine chains: 'error' (default) or 'lora_bias' (exact, LoRA with lora_bias=True)")
-    args = parser.parse_args(argv)
-    out = export_lora(args.src, args.dst, affine=args.affine)
-    print(f"wrote a PEFT LoRA adapter to {out}")
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_command(PROG, lambda: _export(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .loading import DTYPES
+from ..resolve import DTYPES
 from .loglik import NORMALIZE
 from .runner import SCORERS
 

@@ -8,7 +8,7 @@ from .args import OFFLINE_ENCODER, NLUArguments
 from .data import SeqClsData, load_seq_cls
 from .metrics import GLUE_METRICS, compute_metrics
 from .presets import DEBERTA_V3_GLUE, PRESETS, GluePreset
-from .train import evaluate_seq_cls, resolve_encoder_path, run_seq_cls, train_seq_cls
+from .train import evaluate_seq_cls, run_seq_cls, train_seq_cls
 
 __all__ = [
     "DEBERTA_V3_GLUE",
@@ -21,7 +21,6 @@ __all__ = [
     "compute_metrics",
     "evaluate_seq_cls",
     "load_seq_cls",
-    "resolve_encoder_path",
     "run_seq_cls",
     "train_seq_cls",
 ]

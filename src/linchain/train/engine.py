@@ -33,9 +33,9 @@ from transformers.trainer_callback import ProgressCallback
 from ..config import LinChainConfig
 from ..data import Example, load_examples
 from ..io import atomic_dir, atomic_write_text
-from ..offline import smollm2_path
+from ..resolve import resolve_model_path, torch_dtype
 from .accuracy import mc_accuracy
-from .args import OFFLINE_MODEL, DataArguments, LinChainTrainingArguments, ModelArguments
+from .args import DataArguments, LinChainTrainingArguments, ModelArguments
 from .features import SequenceDataset, closed_options, split_examples
 from .outputs import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, MetricsJsonl, plot_loss_curve
 
@@ -148,18 +148,14 @@ def find_complete_checkpoint(output_dir: str | Path) -> Optional[Path]:
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
-def _resolve_model_path(name: str) -> str:
-    return str(smollm2_path()) if name == OFFLINE_MODEL else name
-
-
 def build_model(model_args: ModelArguments, train_args: LinChainTrainingArguments):
     """Base model + tokenizer, wrapped for the chosen method. Returns (model, tokenizer, base_path)."""
-    path = _resolve_model_path(model_args.model_name_or_path)
+    path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # the collator pads labels with -100, so this is never trained on
     tokenizer.padding_side = "right"
-    dtype = getattr(torch, model_args.torch_dtype)
+    dtype = torch_dtype(model_args.torch_dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     if model_args.method == "full":
         return model, tokenizer, path

@@ -1,0 +1,230 @@
+"""The one argument layer of every ``linchain`` command.
+
+Each command declares its options as dataclasses (help in field metadata, validation in
+``__post_init__``) and calls :func:`parse`, which gives every command the same behaviour:
+
+- ``--config FILE.yaml``: a mapping of option names to values; flags on the command line win;
+- list options may be repeated (``--data a --data b`` == ``--data a b``);
+- positional fields (``export-lora SRC DST``) are ordinary fields, also accepted as ``--src``;
+- no prefix matching (``--max_step`` is an error, not ``--max_steps``), and a typo'd flag is
+  answered with the closest valid one, in one line;
+- ``--task_type causal_lm|seq_cls`` picks the causal-LM or the sequence-classification path.
+
+User errors (bad flags or values, missing files, bad data) surface as one line
+``linchain CMD: error: ...`` and exit status 2 through :func:`run_command`;
+``LINCHAIN_TRACEBACK=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+__all__ = [
+    "TASK_TYPES",
+    "UsageError",
+    "merge_repeated",
+    "parse",
+    "pop_task_type",
+    "run_command",
+]
+
+#: --task_type values: the causal-LM path (default) and the encoder sequence-classification path
+TASK_TYPES = ("causal_lm", "seq_cls")
+_BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "t", "f", "y", "n"}
+
+
+class UsageError(ValueError):
+    """A bad command line: the message names the flag or file and what would be valid."""
+
+
+def merge_repeated(argv: list[str], flags: Sequence[str]) -> list[str]:
+    """``--data a --task x --data b --task y`` -> ``--data a b --task x y`` (argparse's
+    ``nargs='+'`` would keep only the last occurrence). ``--flag=value`` counts as one value."""
+    values: dict[str, list[str]] = {f: [] for f in flags}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if arg in values:
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                values[arg].append(argv[i])
+                i += 1
+            continue
+        if eq and name in values:
+            values[name].append(value)
+        else:
+            rest.append(arg)
+        i += 1
+    for flag, vals in values.items():
+        if vals:
+            rest += [flag, *vals]
+    return rest
+
+
+def _pop_flag(argv: list[str], flag: str, needs: str) -> tuple[Optional[str], list[str]]:
+    """``(value, argv without the flag)`` for ``flag value`` or ``flag=value``; ``(None, argv)`` if absent."""
+    for i, arg in enumerate(argv):
+        if arg == flag or arg.startswith(flag + "="):
+            if "=" in arg:
+                return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+            if i + 1 < len(argv):
+                return argv[i + 1], argv[:i] + argv[i + 2:]
+            raise UsageError(f"{flag} needs {needs}")
+    return None, argv
+
+
+def pop_task_type(argv: Sequence[str], prog: str) -> tuple[str, list[str]]:
+    """``(task_type, argv without it)`` from ``--task_type X`` or ``--task_type=X`` (default causal_lm)."""
+    value, rest = _pop_flag(list(argv), "--task_type", f"a value: {' or '.join(TASK_TYPES)}")
+    if value is None:
+        return TASK_TYPES[0], rest
+    if value not in TASK_TYPES:
+        raise UsageError(f"--task_type={value!r} is not valid; use {' or '.join(TASK_TYPES)}")
+    return value, rest
+
+
+def _parser_class():
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        """HfArgumentParser without prefix matching whose errors are exceptions (one line, no usage dump)."""
+
+        def error(self, message: str):
+            raise UsageError(message)
+
+    return Parser
+
+
+def _option_names(parser) -> list[str]:
+    return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+
+
+def _unknown_flag(flag: str, parser) -> UsageError:
+    name = flag.split("=", 1)[0]
+    close = difflib.get_close_matches(name, _option_names(parser), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else f"; see {parser.prog} --help"
+    return UsageError(f"unknown option {name}{hint}")
+
+
+def _takes_value(action, token: str) -> bool:
+    """Whether the token after ``action``'s flag is its value (bool flags take an optional true/false)."""
+    if action.nargs == 0:
+        return False
+    if action.nargs == "?":
+        return token.lower() in _BOOL_WORDS if action.const is True else not token.startswith("--")
+    return not token.startswith("--")
+
+
+def _positionals_to_flags(argv: list[str], parser, positional: Sequence[str]) -> list[str]:
+    """Bare tokens (not flags, not flag values) become ``--field value`` for ``positional`` in order."""
+    by_flag = {s: a for a in parser._actions for s in a.option_strings}
+    flags, bare, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            flags.append(arg)
+            action = by_flag.get(arg)
+            i += 1
+            if action is None or "=" in arg:
+                continue
+            many = action.nargs in ("+", "*")
+            while i < len(argv) and _takes_value(action, argv[i]):
+                flags.append(argv[i])
+                i += 1
+                if not many:
+                    break
+        else:
+            bare.append(arg)
+            i += 1
+    if len(bare) > len(positional):
+        raise UsageError(f"unexpected argument(s) {' '.join(bare[len(positional):])!r}; see {parser.prog} --help")
+    return [tok for name, value in zip(positional, bare) for tok in (f"--{name}", value)] + flags
+
+
+def _config_values(argv: list[str]) -> tuple[list[str], dict[str, Any], Optional[str]]:
+    """Remove ``--config FILE`` from ``argv``; return the YAML mapping it names."""
+    import yaml
+
+    path, rest = _pop_flag(argv, "--config", "a FILE.yaml")
+    if path is None:
+        return argv, {}, None
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UsageError(f"--config {path}: cannot read it as YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: expected a mapping of option names to values, got {type(values).__name__}")
+    return rest, values, path
+
+
+def parse(
+    argv: Sequence[str],
+    types: Sequence[type],
+    prog: str,
+    description: Optional[str] = None,
+    positional: Sequence[str] = (),
+    ignore_config_keys: Sequence[str] = (),
+) -> tuple:
+    """Instances of the dataclasses ``types`` from ``--config`` defaults overridden by ``argv``.
+
+    ``positional`` names fields that may be given bare, in that order. Keys of a config file in
+    ``ignore_config_keys`` are accepted and dropped (records a command writes for itself).
+    Raises :class:`UsageError` (bad flags) or the ``ValueError`` of a dataclass's ``__post_init__``.
+    """
+    parser = _parser_class()(tuple(types), prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("--config", default=None, metavar="FILE.yaml", help="A YAML file of options; flags on the command line override it.")
+    argv, values, config_path = _config_values(list(argv))
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known - set(ignore_config_keys))
+    if unknown:
+        raise UsageError(f"--config {config_path}: unknown option(s) {unknown}; see {prog} --help")
+    for key in ignore_config_keys:
+        values.pop(key, None)
+    parser.set_defaults(**values)
+    for action in parser._actions:
+        if action.dest in values:
+            action.required = False  # given by the file
+    if any(a in ("-h", "--help") for a in argv):
+        parser.print_help()
+        raise SystemExit(0)
+    known_flags = {s for a in parser._actions for s in a.option_strings}
+    for arg in argv:
+        if arg.startswith("--") and arg.split("=", 1)[0] not in known_flags:
+            raise _unknown_flag(arg, parser)  # before any missing-option or value error: a typo is the cause
+    list_flags = [s for a in parser._actions if a.nargs in ("+", "*") for s in a.option_strings if s.startswith("--")]
+    argv = merge_repeated(argv, list_flags)
+    if positional:
+        argv = _positionals_to_flags(argv, parser, positional)
+    *parsed, extra = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    for arg in extra:
+        if arg.startswith("-"):
+            raise _unknown_flag(arg, parser)
+    if extra:
+        raise UsageError(f"unexpected argument(s) {' '.join(extra)!r}; see {prog} --help")
+    return tuple(parsed[: len(types)])
+
+
+def _user_errors() -> tuple[type, ...]:
+    from ..data import DataError
+    from ..offline import OfflineError
+
+    return ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, DataError, OfflineError
+
+
+def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
+    """Run a command's body; a user error becomes one line on stderr and exit status 2."""
+    try:
+        return int(body() or 0)
+    except _user_errors() as err:
+        if os.environ.get("LINCHAIN_TRACEBACK"):
+            raise
+        message = str(err).strip() or type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+

