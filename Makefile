@@ -34,7 +34,7 @@ test-all: setup
 	$(PY) -m pytest -q -m ""
 
 demo: setup-offline
-	$(VENV)/bin/linchain train
+	$(VENV)/bin/linchain train --overwrite
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -43,9 +43,19 @@ def test_tokenizer_from_the_adapter_when_it_has_one(tmp_path):
     assert tokenizer_source(tmp_path, "/base") == str(tmp_path)
 
 
-def test_names_and_dtypes():
+def test_names_and_dtypes(tmp_path, monkeypatch):
     assert set(OFFLINE_MODELS) == {"smollm2", "minilm"}
-    assert resolve_model_path("some/hub-id") == "some/hub-id"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local").mkdir()
+    assert resolve_model_path("local") == str(tmp_path / "local")  # absolute: adapters record it
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: f"/cache/{repo}/{name}")
+    assert resolve_model_path("some/hub-id") == "some/hub-id"  # cached hub ids pass unchanged
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="--model_name_or_path some/hub-id: not a local folder.*HF_HUB_OFFLINE"):
+        resolve_model_path("some/hub-id")
     assert torch_dtype("bfloat16") is torch.bfloat16
     with pytest.raises(ValueError, match="--dtype='fp8': must be one of float32, bfloat16, float16"):
         torch_dtype("fp8", flag="--dtype")

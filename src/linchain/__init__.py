@@ -5,11 +5,18 @@ Importing this package registers the method with PEFT under ``peft_type="LINCHAI
 ``merge_and_unload`` work with :class:`LinChainConfig`.
 """
 
-from .config import LINCHAIN, LinChainConfig
-from .export import export_lora
-from .layer import LinChainLayer
-from .model import LinChainModel
-from .registry import register
+import logging as _logging
+
+# bitsandbytes (the optional quant extra), imported by PEFT, warns at import on CPUs with
+# AVX512-BF16 that the optional `kernels` package is missing: noise on every command. Only that
+# one logger is quietened (to ERROR), before PEFT is imported.
+_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+
+from .config import LINCHAIN, LinChainConfig  # noqa: E402
+from .export import export_lora  # noqa: E402
+from .layer import LinChainLayer  # noqa: E402
+from .model import LinChainModel  # noqa: E402
+from .registry import register  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -12,13 +12,13 @@ from safetensors.torch import save_file
 
 from .config import LINCHAIN
 from .io import atomic_dir
-from .saved import ADAPTER, chain_layers, group_chain_tensors, read_adapter
+from .saved import ADAPTER, chain_layers, check_finite, group_chain_tensors, read_adapter
 
 __all__ = ["AFFINE_MODES", "export_lora"]
 
 AFFINE_MODES = ("error", "lora_bias")
 
-def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error") -> Path:
+def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error", overwrite: bool = False) -> Path:
     """Write the LinChain adapter in ``src`` as a stock PEFT LoRA adapter in ``dst``.
 
     A linear chain (``mixer_bias=False``) is exact: ``A' = M_k ... M_1 A``, ``B' = B``, same r,
@@ -27,7 +27,8 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
     ``affine="lora_bias"`` the constant ships as the bias of ``lora_B`` (PEFT's ``lora_bias=True``,
     which PEFT scales like the rest of the update), which is exact as well.
 
-    Returns the ``dst`` path. ``dst`` is written atomically.
+    Returns the ``dst`` path. ``dst`` is written atomically; a non-empty ``dst`` is refused unless
+    ``overwrite``. Non-finite factors are refused, naming the layer.
     """
     if affine not in AFFINE_MODES:
         raise ValueError(f"affine must be one of {list(AFFINE_MODES)}, got affine={affine!r}.")
@@ -36,6 +37,7 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         src, "export_lora needs a LinChain adapter folder written by save_pretrained", peft_types=(LINCHAIN,), reader="export_lora converts"
     )
 
+    check_finite(tensors.items(), str(weights_path))
     _, passthrough = group_chain_tensors(tensors, source=str(weights_path))
     out = dict(passthrough)
     has_affine = False
@@ -72,7 +74,7 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         task_type=config.get("task_type"),
         inference_mode=True,
     )
-    with atomic_dir(dst) as tmp:
+    with atomic_dir(dst, overwrite=overwrite) as tmp:
         lora_config.save_pretrained(str(tmp))
         save_file(out, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     return Path(dst)

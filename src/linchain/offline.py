@@ -119,7 +119,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             if attr in getattr(obj, "__dict__", {}):
                 with contextlib.suppress(AttributeError):
                     delattr(obj, attr)
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         stat = gguf.stat()

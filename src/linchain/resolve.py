@@ -61,11 +61,41 @@ def _smollm2_path() -> Path:
 OFFLINE_MODELS: dict[str, Callable[[], Path]] = {OFFLINE_MODEL: _smollm2_path, OFFLINE_ENCODER: minilm_path}
 
 
-def resolve_model_path(name: str) -> str:
-    """An offline name's local folder; anything else (a folder or a hub id) unchanged."""
+def resolve_model_path(name: str, flag: str = "--model_name_or_path") -> str:
+    """An offline name's local folder; a local folder as an absolute path (saved adapters name
+    their base so that another working folder finds it); a hub id unchanged, once it is known to
+    be cached or on the Hub (instead of transformers' retries ending in a traceback)."""
     if name in OFFLINE_MODELS:
         return str(OFFLINE_MODELS[name]())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    _check_hub_id(name, flag)
     return name
+
+
+def _check_hub_id(name: str, flag: str) -> None:
+    import os
+
+    import huggingface_hub as hub
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    where = f"{flag} {name}: not a local folder, not an offline name ({', '.join(OFFLINE_MODELS)})"
+    try:
+        if isinstance(hub.try_to_load_from_cache(name, "config.json"), str):
+            return
+    except HFValidationError:
+        raise ValueError(f"{where}, and not a valid Hugging Face Hub id") from None
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "false", "no", ""):
+        raise ValueError(f"{where}, and not in the Hugging Face cache (HF_HUB_OFFLINE is set)")
+    try:
+        hub.model_info(name, timeout=10)
+    except GatedRepoError:
+        return  # exists; transformers reports the access problem itself
+    except RepositoryNotFoundError:
+        raise ValueError(f"{where}, and no such model on the Hugging Face Hub") from None
+    except Exception as err:  # no network: DNS, timeout, proxy
+        raise ValueError(f"{where}, not in the Hugging Face cache, and the Hub is unreachable ({type(err).__name__})") from None
 
 
 def find_adapter_dir(path: Union[str, Path], flag: str = "--adapter") -> Path:

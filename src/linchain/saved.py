@@ -12,7 +12,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -26,7 +26,9 @@ __all__ = [
     "SavedLayer",
     "adapter_files",
     "chain_layers",
+    "check_finite",
     "group_chain_tensors",
+    "load_peft_adapter",
     "read_adapter",
     "saved_layers",
 ]
@@ -68,6 +70,15 @@ def read_adapter(
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file ({err}).") from None
     return config, tensors, weights_path
+
+
+def check_finite(named: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` and the first tensor holding NaN or inf: a broken
+    adapter must stop the command, not score, merge or export as if it were a result."""
+    for name, tensor in named:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
+            raise ValueError(f"{source}: {name} holds {bad} values; the adapter is broken (a diverged run?) and is refused")
 
 
 def group_chain_tensors(
@@ -167,3 +178,20 @@ def saved_layers(
     if not layers:
         raise ValueError(f"{weights_path} holds no adapter layers.")
     return config, layers
+
+
+def load_peft_adapter(model: torch.nn.Module, folder: Union[str, os.PathLike]):
+    """``PeftModel.from_pretrained(model, folder)`` after checking the folder the way a user needs:
+    the config is JSON naming a method PEFT knows (LINCHAIN or one of PEFT's own), the weights are
+    a readable safetensors file, and every tensor is finite; each error names the file or layer."""
+    from peft import PeftModel
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    from .registry import register
+
+    register()
+    known = tuple(str(getattr(k, "value", k)) for k in PEFT_TYPE_TO_CONFIG_MAPPING)
+    _, tensors, weights_path = read_adapter(folder, "expected an adapter folder written by save_pretrained",
+                                            peft_types=known, reader="linchain loads")
+    check_finite(tensors.items(), str(weights_path))
+    return PeftModel.from_pretrained(model, str(folder))

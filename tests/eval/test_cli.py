@@ -15,7 +15,8 @@ from .data import DATA_DIR, rows
 from .helpers import byte_tokenizer, tiny_lm
 
 RESULT_KEYS = {"schema_version", "model", "adapter", "scorer", "settings", "environment", "tasks", "average"}
-TASK_KEYS = {"task", "data", "scorer", "total", "correct", "no_answer", "accuracy", "seconds", "task_inferred"}
+TASK_KEYS = {"task", "data", "scorer", "total", "correct", "no_answer", "accuracy", "seconds", "task_inferred",
+             "unmatchable_gold"}
 SETTING_KEYS = {"num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize", "share_prompt",
                 "faithful_prompt", "append_choices", "data_columns", "split", "dtype", "seed", "num_threads",
                 "merge_adapter"}

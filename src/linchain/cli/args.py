@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -214,11 +216,18 @@ def _user_errors() -> tuple[type, ...]:
     from ..data import DataError
     from ..offline import OfflineError
 
-    return ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, DataError, OfflineError
+    return ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, DataError, OfflineError
 
 
 def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
-    """Run a command's body; a user error becomes one line on stderr and exit status 2."""
+    """Run a command's body; a user error becomes one line on stderr and exit status 2.
+
+    SIGTERM becomes an exit through Python (status 143), so temporary folders are cleaned up."""
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
     try:
         return int(body() or 0)
     except _user_errors() as err:

@@ -22,6 +22,7 @@ class ExportArguments:
     affine: str = field(default="error", metadata={
         "help": "Affine chains (mixer_bias): 'error' (default) or 'lora_bias' (exact, LoRA with lora_bias=True).",
         "choices": list(AFFINE_MODES)})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty DST (refused without it)."})
 
 
 def _export(argv: list[str]) -> int:
@@ -29,7 +30,7 @@ def _export(argv: list[str]) -> int:
 
     (args,) = parse(argv, (ExportArguments,), PROG, description="Write a LinChain adapter as a standard PEFT LoRA adapter.",
                     positional=("src", "dst"))
-    out = export_lora(find_adapter_dir(args.src, flag="SRC"), args.dst, affine=args.affine)
+    out = export_lora(find_adapter_dir(args.src, flag="SRC"), args.dst, affine=args.affine, overwrite=args.overwrite)
     print(f"wrote a PEFT LoRA adapter to {out}")
     return 0
 

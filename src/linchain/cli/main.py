@@ -31,6 +31,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
+    from .noise import quiet_known_noise
+
+    quiet_known_noise()
     if name not in COMMANDS:
         print(f"linchain: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

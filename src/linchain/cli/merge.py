@@ -26,6 +26,7 @@ class MergeArguments:
         default=None, metadata={"help": "Base model folder, hub id or offline name; default: the adapter's base_model_name_or_path."}
     )
     torch_dtype: str = field(default="float32", metadata={"help": f"Dtype to load the base in and save: {', '.join(DTYPES)}."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir (refused without it)."})
 
     def __post_init__(self) -> None:
         if self.torch_dtype not in DTYPES:
@@ -36,7 +37,7 @@ def _merge(argv: list[str]) -> int:
     from ..merge import merge_adapter
 
     (args,) = parse(argv, (MergeArguments,), PROG)
-    out = merge_adapter(args.adapter, args.output_dir, base_model=args.base_model, dtype=args.torch_dtype)
+    out = merge_adapter(args.adapter, args.output_dir, base_model=args.base_model, dtype=args.torch_dtype, overwrite=args.overwrite)
     print(f"{PROG}: wrote a plain transformers model to {out}")
     return 0
 

@@ -218,6 +218,8 @@ def open_hf_dataset(spec: str, split: str):
         name, _, config = spec[3:].partition(":")
         # The real hub path; tests use saved local datasets (no hub access at test time).
         return datasets.load_dataset(name, config or None, split=split)
+    if not any((Path(spec) / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
+        raise DataError(f"{spec}: a folder, but not a dataset saved with save_to_disk; give a .json/.jsonl file in it, or such a folder")
     data = datasets.load_from_disk(spec)
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
@@ -279,4 +281,7 @@ def load_examples(
         )
     if path.suffix not in (".json", ".jsonl"):
         raise DataError(f"{spec}: expected a .json or .jsonl file, got {path.suffix or 'no suffix'!r}")
-    return _load_json_file(path, skip_malformed, columns)
+    try:
+        return _load_json_file(path, skip_malformed, columns)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{spec}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None

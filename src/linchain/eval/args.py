@@ -53,6 +53,7 @@ class EvalArguments:
         "help": "torch intra-op CPU threads (default: torch's choice). On a CPU shared with other jobs, 1 can be "
                 "much faster than all cores: idle threads spin while they wait for a busy core."})
     output_dir: str = field(default="runs/eval", metadata={"help": "Where results.json and predictions.jsonl go."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace results.json/predictions.jsonl already in --output_dir."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress to hide it)."})
 
     def __post_init__(self) -> None:

@@ -31,12 +31,11 @@ def load_causal_lm(model_name_or_path: str, adapter: Optional[str] = None, dtype
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if adapter:
-        import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
-        from peft import PeftModel
+        from ..saved import load_peft_adapter
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_peft_adapter(model, adapter)
         if merge:
-            model = model.merge_and_unload()
+            model = model.merge_and_unload(safe_merge=True)
     if device:
         model = model.to(device)
     return model.eval(), tokenizer

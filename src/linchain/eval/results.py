@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, strict_json
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "TaskResult", "format_table", "results_dict", "write_results"]
 
@@ -27,6 +27,9 @@ class TaskResult:
     correct: int
     no_answer: int
     seconds: float
+    #: rows whose gold answer this task's rule can never produce (empty, 'maybe' for boolq, 'forty'
+    #: for gsm8k, not among the scored candidates): they count as wrong, and are reported
+    unmatchable_gold: int = 0
     task_inferred: bool = False
     predictions: List[Dict[str, Any]] = field(default_factory=list, repr=False)
 
@@ -61,7 +64,7 @@ def write_results(output_dir: str | os.PathLike, payload: Dict[str, Any], result
     """Write ``results.json`` and ``predictions.jsonl`` (one line per row and task) atomically."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(p, ensure_ascii=False) for r in results for p in r.predictions]
+    lines = [strict_json(p, ensure_ascii=False) for r in results for p in r.predictions]
     atomic_write_text(out / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))
     atomic_write_json(out / "results.json", payload)
     return out / "results.json"

@@ -15,6 +15,7 @@ from typing import Any, Dict, List
 
 import torch
 
+from ..io import OutputExistsError
 from .args import EvalArguments
 from .examples import load_eval_examples
 from .loading import load_causal_lm
@@ -81,6 +82,10 @@ def plan_tasks(args: EvalArguments) -> List[tuple[str, TaskSpec, bool]]:
 
 def run_evaluation(args: EvalArguments) -> EvalRun:
     """Evaluate as configured and write ``results.json`` / ``predictions.jsonl`` to ``args.output_dir``."""
+    previous = [name for name in ("results.json", "predictions.jsonl") if (Path(args.output_dir) / name).exists()]
+    if previous and not args.overwrite:
+        raise OutputExistsError(f"--output_dir {args.output_dir} already holds {' and '.join(previous)}; pass --overwrite "
+                                "to replace them, or choose another --output_dir")
     torch.manual_seed(args.seed)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)

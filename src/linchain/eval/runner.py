@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Optional, Sequence
 
 import torch
 
+from .examples import candidate_answers, gold_answer
+from .extract import extract_answer, is_correct
 from .generate import generate_predict
 from .loglik import loglik_predict
 from .results import TaskResult
 from .tasks import TaskSpec
 
-__all__ = ["SCORERS", "evaluate_task"]
+__all__ = ["SCORERS", "evaluate_task", "gold_can_match"]
 
 SCORERS = ("generate", "loglik")
+
+
+def gold_can_match(task: TaskSpec, example: Any, scorer: str) -> bool:
+    """Whether any prediction could be judged correct against this row's gold answer: the gold
+    text must survive the task's own answer extraction (generate) or be a candidate (loglik)."""
+    gold = gold_answer(example)
+    if scorer == "loglik":
+        return any(c.strip().lower() == gold.lower() for c in candidate_answers(task, example))
+    options = getattr(example, "options", None)
+    return bool(gold) and is_correct(task, extract_answer(task, gold, options), gold)
 
 
 def evaluate_task(
@@ -55,8 +68,13 @@ def evaluate_task(
             records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
                             "output": p.continuations[p.candidates.index(p.pred)], "candidates": p.candidates,
                             "scores": p.scores, "pred": p.pred, "gold": p.gold, "correct": p.correct})
+    unmatchable = [ex for ex in examples if not gold_can_match(task, ex, scorer)]
+    if unmatchable:
+        first = unmatchable[0]
+        print(f"linchain eval: {task.name} ({data}): {len(unmatchable)} of {len(examples)} gold answers can never match "
+              f"under {task.name!r}'s rule (e.g. row {first.row}: {gold_answer(first)!r}); they count as wrong", file=sys.stderr)
     return TaskResult(
-        task=task.name, data=data, scorer=scorer, total=len(records),
+        task=task.name, data=data, scorer=scorer, total=len(records), unmatchable_gold=len(unmatchable),
         correct=sum(r["correct"] for r in records),
         no_answer=sum(r["pred"] is None for r in records),
         seconds=round(time.perf_counter() - start, 3), task_inferred=task_inferred, predictions=records,

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, strict_json
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
 from .args import NLUArguments
 from .data import SeqClsData, load_seq_cls
@@ -146,7 +146,7 @@ def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str
               (str(out) if args.do_train else None), "data": args.data, "eval_data": args.eval_data or args.data,
               "glue_task": args.glue_task, "eval_rows": len(evaluation), "label_names": evaluation.label_names,
               "metrics": metrics, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}, **extra}
-    atomic_write_text(out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_text(out / "predictions.jsonl", "".join(strict_json(r) + "\n" for r in records))
     atomic_write_json(out / "results.json", result)
     return result
 
@@ -173,10 +173,9 @@ def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
         problem_type="regression" if regression else "single_label_classification")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, path))
     if adapter:
-        import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
-        from peft import PeftModel
+        from ..saved import load_peft_adapter
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = load_peft_adapter(model, adapter)
     metrics, records = evaluate_seq_cls(model, tokenizer, evaluation, args.glue_task,
                                         args.per_device_eval_batch_size, args.max_length)
     return _write(args, metrics, records, evaluation, {})

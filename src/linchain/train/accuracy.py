@@ -24,17 +24,21 @@ def mc_accuracy(
     examples: Sequence[Example],
     options: Optional[Sequence[str]] = None,
     faithful: bool = False,
+    progress: Optional[str] = None,
 ) -> float:
     """Fraction of ``examples`` whose gold answer gets the highest option log-likelihood.
 
     ``options`` is the shared closed set of answers; an example's own ``options`` take precedence.
-    The model is put in eval mode (no dropout) and restored afterwards.
+    The model is put in eval mode (no dropout) and restored afterwards. ``progress``: a label
+    for a progress bar on stderr (None: no bar).
     """
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
     try:
         correct = 0
-        for example in examples:
+        for example in tqdm(examples, desc=progress, disable=progress is None, unit="row", leave=False):
             choices = list(example.options or options or [])
             if not choices:
                 raise ValueError(f"{example.source} row {example.row}: no options to score")

@@ -103,7 +103,8 @@ class DataArguments:
         default="", metadata={"help": "Column mapping for hf:/saved datasets and JSON files, e.g. 'instruction=question,output=label'."}
     )
     data_split: str = field(default="train", metadata={"help": "Split to read from hf: specs and saved DatasetDicts."})
-    val_set_size: int = field(default=120, metadata={"help": "Rows held out for validation loss and accuracy (120 in the reference)."})
+    val_set_size: Optional[int] = field(default=None, metadata={
+        "help": "Rows held out for validation loss and accuracy (120 in the reference). Default: 20%% of the rows, at most 120."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use at most this many training rows (after the split)."})
     cutoff_len: int = field(default=256, metadata={"help": "Maximum tokens per sequence; longer ones are truncated."})
     train_on_inputs: bool = field(
@@ -131,7 +132,7 @@ class DataArguments:
             self.data = [self.data]
         if not self.data or not all(isinstance(d, str) and d for d in self.data):
             raise _bad("DataArguments", "data", self.data, "needs at least one non-empty spec")
-        if self.val_set_size < 0:
+        if self.val_set_size is not None and self.val_set_size < 0:
             raise _bad("DataArguments", "val_set_size", self.val_set_size, "must be >= 0")
         if self.cutoff_len < 8:
             raise _bad("DataArguments", "cutoff_len", self.cutoff_len, "must be >= 8 tokens")
@@ -177,6 +178,9 @@ class LinChainTrainingArguments(TrainingArguments):
 
     output_dir: Optional[str] = field(default="runs/default", metadata={"help": "Where the adapter, metrics, plot and checkpoints go."})
     resume: bool = field(default=False, metadata={"help": "Continue from the newest complete checkpoint in --output_dir."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Start afresh in an --output_dir that holds a previous run (its checkpoints and metrics are replaced). "
+                "Without it such a folder is refused: nothing of a run is deleted unasked."})
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps (overrides num_train_epochs when > 0)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (3e-4 in the reference)."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "Micro-batch per process."})
@@ -203,6 +207,12 @@ class LinChainTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        for name in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"--{name}={value!r}: must be > 0")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite contradict each other: continue the run, or start it afresh")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"LinChainTrainingArguments.num_threads={self.num_threads!r}: must be >= 1 (or left unset).")
         if self.max_steps is not None and self.max_steps == 0:

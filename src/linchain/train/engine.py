@@ -32,11 +32,11 @@ from transformers.trainer_callback import ProgressCallback
 
 from ..config import LinChainConfig
 from ..data import Example, load_examples
-from ..io import atomic_dir, atomic_write_text
+from ..io import OutputExistsError, atomic_dir, atomic_write_json, atomic_write_text, is_nonempty_dir
 from ..resolve import resolve_model_path, torch_dtype
 from .accuracy import mc_accuracy
 from .args import DataArguments, LinChainTrainingArguments, ModelArguments
-from .features import SequenceDataset, closed_options, split_examples
+from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
 from .outputs import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, MetricsJsonl, plot_loss_curve
 
 __all__ = ["ADAPTER_DIR", "CONFIG_FILE", "MODEL_DIR", "RunResult", "find_complete_checkpoint", "run_training"]
@@ -47,6 +47,8 @@ ADAPTER_DIR = "adapter"  # adapter methods: adapter_config.json + adapter_model.
 MODEL_DIR = "model"  # --method full: the whole model as safetensors + tokenizer
 CONFIG_FILE = "train_config.yaml"  # every resolved argument; `linchain train --config` reads it back
 TRAINER_STATE = "trainer_state.json"
+#: what a run writes into its output_dir besides checkpoint-N folders
+RUN_FILES = {ADAPTER_DIR, MODEL_DIR, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE, "summary.json", "runs"}
 
 
 @dataclasses.dataclass
@@ -85,17 +87,50 @@ class LinChainTrainer(Trainer):
             self._last_tokens = (now, seen)
         super().log(logs, start_time)
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not bool(torch.isfinite(loss).all()):
+            raise _diverged(self.args.output_dir, self.state.global_step + 1, f"the training loss is {loss.item()}")
+        return loss
+
+
+class TrainingDiverged(ValueError):
+    """A non-finite loss or weight: the run stops at once; the message names the last good checkpoint."""
+
+
+def _diverged(output_dir: str, step: int, what: str) -> TrainingDiverged:
+    good = find_complete_checkpoint(output_dir)
+    keep = f"the last good checkpoint is {good} (--resume continues from it)" if good else "no checkpoint was saved yet"
+    return TrainingDiverged(f"step {step}: {what}: training diverged and was stopped, no adapter written; {keep}. "
+                            "Lower --learning_rate, or keep --max_grad_norm > 0")
+
+
+class StopOnNonFinite(TrainerCallback):
+    """After every optimizer step: the trainable weights must be finite (a NaN/inf gradient
+    reaches them through the step), so a diverged run never saves a checkpoint or an adapter."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        for name, p in model.named_parameters():
+            if p.requires_grad and not bool(torch.isfinite(p).all()):
+                raise _diverged(args.output_dir, state.global_step, f"{name} holds NaN/inf after the optimizer step")
+        return control
+
 
 class LossProgress(ProgressCallback):
-    """HF's progress bar, with the latest loss and tokens/s shown on the bar itself."""
+    """HF's progress bar, with the latest loss and tokens/s shown on the bar itself; validation
+    loss as one short line above it. (HF's own bar prints every log dict, which interleaves with
+    the bar; every log is in metrics.jsonl.)"""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+        if not (state.is_world_process_zero and self.training_bar is not None and logs):
+            return
+        if "loss" in logs:
             postfix = {"loss": f"{logs['loss']:.4f}"}
             if "tokens_per_second" in logs:
                 postfix["tok/s"] = f"{logs['tokens_per_second']:.0f}"
             self.training_bar.set_postfix(postfix, refresh=False)
-        super().on_log(args, state, control, logs=logs, **kwargs)
+        if "eval_loss" in logs:
+            self.training_bar.write(f"step {state.global_step}: validation loss {logs['eval_loss']:.4f}")
 
 
 class StopOnInterrupt(TrainerCallback):
@@ -143,6 +178,23 @@ def find_complete_checkpoint(output_dir: str | Path) -> Optional[Path]:
             continue
         candidates.append((step, path))
     return max(candidates)[1] if candidates else None
+
+
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work, to start in a folder that holds something: a previous run needs
+    ``--resume`` (continue) or ``--overwrite`` (start afresh); other files need another folder."""
+    if resume:
+        if find_complete_checkpoint(out) is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint-N folder in {out}; drop --resume to start a new run")
+        return
+    if overwrite or not is_nonempty_dir(out):
+        return
+    ours = [p.name for p in out.iterdir() if p.name.startswith("checkpoint-") or p.name in RUN_FILES]
+    if ours:
+        raise OutputExistsError(f"--output_dir {out} holds a previous run ({', '.join(sorted(ours)[:4])}); pass --resume to "
+                                "continue it, --overwrite to start afresh, or choose another --output_dir")
+    raise OutputExistsError(f"--output_dir {out} already holds other files; choose an empty or new folder "
+                            "(or pass --overwrite: the run's own files are written beside them)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,15 +253,26 @@ def run_training(
     started = time.time()
     out = Path(args.output_dir)
     main_process = args.process_index == 0
+    check_output_dir(out, args.resume, args.overwrite)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     set_seed(args.seed)
 
+    resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data loads
     # 1. Data: load, split deterministically by --seed, tokenize.
     examples = load_data(data_args, args.seed)
-    train_examples, val_examples = split_examples(examples, data_args.val_set_size, args.seed)
-    if len(val_examples) < data_args.val_set_size:
-        _say(f"{data_args.val_set_size - len(val_examples)} validation rows repeat a training prompt; moved to training")
+    val_size = data_args.val_set_size
+    if val_size is None:
+        val_size = default_val_set_size(len(examples))
+        _say(f"--val_set_size not given: holding out {val_size} of {len(examples)} rows (20%, at most 120)")
+    train_examples, val_examples = split_examples(examples, val_size, args.seed)
+    if len(val_examples) < val_size:
+        _say(f"{val_size - len(val_examples)} validation rows repeat a training prompt; moved to training")
+    if val_size and not val_examples:
+        raise ValueError(f"--data: all {val_size} held-out rows repeat a training prompt (duplicated rows), so nothing is "
+                         "held out; deduplicate the data, or pass --val_set_size 0 --eval_strategy no")
+    if not val_examples and args.eval_strategy != "no":
+        raise ValueError(f"--eval_strategy={args.eval_strategy.value} needs held-out rows; pass --eval_strategy no with --val_set_size 0")
     if data_args.max_train_samples:
         train_examples = train_examples[: data_args.max_train_samples]
     _say(f"{len(train_examples)} training rows, {len(val_examples)} held-out rows")
@@ -219,6 +282,13 @@ def run_training(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     _say(f"method {model_args.method}" + (f" (k={model_args.chain_length})" if model_args.chain_length is not None else "") + f": {trainable:,} trainable parameters")
     train_set = SequenceDataset(tokenizer, train_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt)
+    if train_set.answer_cut:
+        first = train_set.answer_cut[0]
+        message = (f"{len(train_set.answer_cut)} of {len(train_set)} training rows have no answer token within "
+                   f"--cutoff_len={data_args.cutoff_len} (e.g. {first.source} row {first.row})")
+        if len(train_set.answer_cut) == len(train_set) and not data_args.train_on_inputs:
+            raise ValueError(f"{message}: nothing would be trained; raise --cutoff_len")
+        _say(f"{message}: they train {'on their prompt only' if data_args.train_on_inputs else 'nothing'}")
     val_set = SequenceDataset(tokenizer, val_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt) if val_examples else None
 
     # 3. Held-out accuracy of the starting model (multiple choice by log-likelihood).
@@ -230,20 +300,18 @@ def run_training(
     result = RunResult(output_dir=str(out), global_step=0, interrupted=False, n_heldout=len(val_examples), trainable_params=trainable)
     # (Also when resuming: the checkpoint is loaded later, inside trainer.train.)
     if measure:
-        result.accuracy_before = mc_accuracy(model, tokenizer, val_examples, options, data_args.faithful_prompt)
+        result.accuracy_before = mc_accuracy(model, tokenizer, val_examples, options, data_args.faithful_prompt,
+                                             progress="accuracy before" if not args.disable_tqdm else None)
         _say(f"held-out accuracy before training: {result.accuracy_before:.1%} ({len(val_examples)} rows)")
 
     # 4. Train with the HF Trainer.
-    resume_from = None
+    resume_from = find_complete_checkpoint(out) if args.resume else None
     if args.resume:
-        resume_from = find_complete_checkpoint(out)
-        if resume_from is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint-N folder in {out}")
         _say(f"resuming from {resume_from}")
-    elif main_process:
+    elif main_process and args.overwrite:
         stale = sorted(out.glob("checkpoint-*"))
         if stale:
-            _say(f"starting afresh (no --resume): removing {len(stale)} old checkpoint folder(s) in {out}")
+            _say(f"--overwrite: removing {len(stale)} old checkpoint folder(s) in {out}")
             for path in stale:
                 shutil.rmtree(path)
         (out / METRICS_FILE).unlink(missing_ok=True)
@@ -256,7 +324,7 @@ def run_training(
         eval_dataset=val_set,
         # Pads input_ids with the pad token and labels with -100 (no loss on padding).
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=None),
-        callbacks=[MetricsJsonl(out), interrupt, *callbacks],
+        callbacks=[MetricsJsonl(out), StopOnNonFinite(), interrupt, *callbacks],
     )
     trainer.remove_callback(ProgressCallback)
     if not args.disable_tqdm:
@@ -280,7 +348,8 @@ def run_training(
     if not main_process:
         return result
     if measure:
-        result.accuracy_after = mc_accuracy(model, tokenizer, val_examples, options, data_args.faithful_prompt)
+        result.accuracy_after = mc_accuracy(model, tokenizer, val_examples, options, data_args.faithful_prompt,
+                                            progress="accuracy after" if not args.disable_tqdm else None)
         _say(f"held-out accuracy after training:  {result.accuracy_after:.1%} ({len(val_examples)} rows)")
     result.wall_s = round(time.time() - started, 1)
     write_outputs(trainer.model, tokenizer, model_args, data_args, args, result, base_path)
@@ -291,11 +360,11 @@ def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResu
     """Adapter (or full model), resolved config, metrics record, loss-curve PNG, one-line summary."""
     out = Path(args.output_dir)
     if model_args.method == "full":
-        with atomic_dir(out / MODEL_DIR) as tmp:
+        with atomic_dir(out / MODEL_DIR, overwrite=True) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
     else:
-        with atomic_dir(out / ADAPTER_DIR) as tmp:
+        with atomic_dir(out / ADAPTER_DIR, overwrite=True) as tmp:
             model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
             tokenizer.save_pretrained(tmp)
     config = {**dataclasses.asdict(model_args), **dataclasses.asdict(data_args), **_init_fields(args)}
@@ -303,7 +372,7 @@ def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResu
     atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=True))
     summary = dataclasses.asdict(result)
     MetricsJsonl(out).append({"summary": summary, "step": result.global_step})
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out / "summary.json", summary)
     plot_loss_curve(out / METRICS_FILE, out / PLOT_FILE, title=f"{model_args.method} on {', '.join(data_args.data)}")
     line = (
         f"{model_args.method}"

@@ -12,7 +12,16 @@ import torch
 
 from ..data import Example, format_prompt
 
-__all__ = ["SequenceDataset", "closed_options", "split_examples", "tokenize_example"]
+__all__ = ["SequenceDataset", "closed_options", "default_val_set_size", "split_examples", "tokenize_example"]
+
+
+#: the default held-out share and cap (the reference holds out 120 rows)
+VAL_FRACTION, VAL_MAX = 0.2, 120
+
+
+def default_val_set_size(n_rows: int) -> int:
+    """20% of the rows, at most 120: fits a 30-row file as well as a 170k-row one."""
+    return min(VAL_MAX, int(n_rows * VAL_FRACTION))
 
 
 def split_examples(examples: Sequence[Example], val_set_size: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -23,7 +32,8 @@ def split_examples(examples: Sequence[Example], val_set_size: int, seed: int) ->
     scraped datasets repeat questions) are moved to training, so held-out numbers stay held out.
     """
     if val_set_size >= len(examples):
-        raise ValueError(f"val_set_size={val_set_size} leaves no training rows out of {len(examples)}")
+        raise ValueError(f"--val_set_size={val_set_size} leaves no training rows out of {len(examples)}; use at most "
+                         f"{len(examples) - 1}, or leave it unset (20% of the rows, at most {VAL_MAX})")
     order = list(examples)
     random.Random(seed).shuffle(order)
     val, train = order[:val_set_size], order[val_set_size:]
@@ -42,7 +52,8 @@ def closed_options(examples: Sequence[Example], max_options: int) -> Optional[li
 def tokenize_example(
     tokenizer: Any, example: Example, cutoff_len: int, train_on_inputs: bool, faithful: bool = False
 ) -> dict[str, list[int]]:
-    """``input_ids``/``labels`` (length <= cutoff_len) for prompt + output + EOS.
+    """``input_ids``/``labels`` (length <= cutoff_len) for prompt + output + EOS, and
+    ``has_answer``: whether any token of the output survived the cut.
 
     The EOS token is appended only when the sequence fits (as LLM-Adapters does), so a truncated
     sequence never teaches the model to stop mid-answer. With ``train_on_inputs=False`` the prompt
@@ -54,10 +65,11 @@ def tokenize_example(
     if len(full_ids) < cutoff_len and tokenizer.eos_token_id is not None and (not full_ids or full_ids[-1] != tokenizer.eos_token_id):
         full_ids = full_ids + [tokenizer.eos_token_id]
     labels = list(full_ids)
+    has_answer = len(full_ids) > len(prompt_ids)
     if not train_on_inputs:
         n_prompt = min(len(prompt_ids), len(labels))
         labels[:n_prompt] = [-100] * n_prompt
-    return {"input_ids": full_ids, "labels": labels}
+    return {"input_ids": full_ids, "labels": labels, "has_answer": has_answer}
 
 
 class SequenceDataset(torch.utils.data.Dataset):
@@ -65,6 +77,8 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def __init__(self, tokenizer: Any, examples: Sequence[Example], cutoff_len: int, train_on_inputs: bool, faithful: bool = False):
         self.items = [tokenize_example(tokenizer, e, cutoff_len, train_on_inputs, faithful) for e in examples]
+        #: rows whose answer lies wholly past cutoff_len: no answer token is trained on
+        self.answer_cut = [e for e, item in zip(examples, self.items) if not item.pop("has_answer")]
 
     def __len__(self) -> int:
         return len(self.items)

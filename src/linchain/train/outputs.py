@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from transformers import TrainerCallback
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, strict_json
 
 __all__ = ["METRICS_FILE", "PLOT_FILE", "SUMMARY_FILE", "MetricsJsonl", "plot_loss_curve", "read_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss_curve.png"
 SUMMARY_FILE = "summary.txt"
+
+
+def _finite(record: dict) -> dict:
+    """Strict JSON: a non-finite logged value (HF may log a NaN grad norm) is written as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
 class MetricsJsonl(TrainerCallback):
@@ -32,7 +38,7 @@ class MetricsJsonl(TrainerCallback):
         if not state.is_world_process_zero:
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= state.global_step] if state.global_step else []
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.path, "".join(strict_json(r) + "\n" for r in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
@@ -40,7 +46,7 @@ class MetricsJsonl(TrainerCallback):
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(strict_json(_finite(record)) + "\n")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

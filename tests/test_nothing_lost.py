@@ -1,0 +1,258 @@
+"""Nothing lost, nothing silent (issue 11), as a table: each case runs a real command on a tiny
+model and checks the exit status, that stderr ends in ONE line naming the flag, file or value
+(no traceback), and that nothing the user did not ask to replace was touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM
+
+from linchain import LinChainConfig
+from linchain.cli.main import main as cli
+from linchain.io import atomic_dir, atomic_write_json
+
+from .train.conftest import base_args, build_tiny_model, make_rows
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "even.json"
+    path.write_text(json.dumps(make_rows(48)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter(model_dir, tmp_path_factory) -> Path:
+    """A saved LinChain adapter with random non-zero factors, inside a run folder."""
+    torch.manual_seed(0)
+    cfg = LinChainConfig(r=2, alpha=4, num_mixers=1, init_weights=False, target_modules=["q_proj", "v_proj"])
+    run = tmp_path_factory.mktemp("run")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), cfg).save_pretrained(run / "adapter")
+    (run / "metrics.jsonl").write_text("{}\n")
+    return run / "adapter"
+
+
+def _copy_adapter(adapter: Path, dest: Path, poison: str | None = None) -> Path:
+    dest.mkdir(parents=True)
+    (dest / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    if poison:
+        key = next(k for k in sorted(tensors) if "linchain_B" in k)
+        tensors[key][0, 0] = float(poison)
+    save_file(tensors, str(dest / "adapter_model.safetensors"))
+    return dest
+
+
+def _error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"linchain {command}: error: "), err
+    return last
+
+
+# ------------------------------------------------------------------------------- data loss
+def test_merge_and_export_refuse_a_non_empty_folder_and_keep_its_files(model_dir, adapter, tmp_path, capsys):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    assert cli(["merge", "--adapter", str(adapter), "--output_dir", str(target)]) == 2
+    assert "pass --overwrite" in _error_line(capsys, "merge")
+    assert cli(["export-lora", str(adapter), str(target)]) == 2
+    assert "pass --overwrite" in _error_line(capsys, "export-lora")
+    assert (target / "notes.txt").read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["mine"]
+    assert cli(["export-lora", str(adapter), str(target), "--overwrite"]) == 0  # asked for: replaced
+    assert (target / "adapter_config.json").exists()
+
+
+def test_merge_into_the_adapters_own_run_folder_is_refused_even_with_overwrite(adapter, capsys):
+    before = sorted(os.listdir(adapter.parent))
+    assert cli(["merge", "--adapter", str(adapter.parent), "--output_dir", str(adapter.parent), "--overwrite"]) == 2
+    assert "holds the adapter being merged" in _error_line(capsys, "merge")
+    assert sorted(os.listdir(adapter.parent)) == before
+
+
+def test_train_refuses_a_folder_with_a_previous_run(model_dir, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "metrics.jsonl").write_text('{"loss": 1.0}\n')
+    assert cli(["train", *base_args(model_dir, data, out)]) == 2
+    assert "pass --resume to continue it, --overwrite to start afresh" in _error_line(capsys, "train")
+    assert (out / "checkpoint-2").is_dir() and (out / "metrics.jsonl").read_text() == '{"loss": 1.0}\n'
+
+
+def test_temporary_folders_are_cleaned_and_outputs_get_ordinary_permissions(tmp_path):
+    target = tmp_path / "out"
+    stale = tmp_path / ".out.tmp-999999999-abc"  # left by a killed process (no such pid)
+    stale.mkdir()
+    with pytest.raises(SystemExit):  # SIGTERM becomes SystemExit in run_command
+        with atomic_dir(target):
+            raise SystemExit(143)
+    assert os.listdir(tmp_path) == []  # its own temporary folder and the stale one are gone
+    with atomic_dir(target) as tmp:
+        (tmp / "f").write_text("x")
+    assert os.listdir(tmp_path) == ["out"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~umask
+
+
+# ------------------------------------------------------------------------------- silently wrong
+@pytest.mark.parametrize("value", ["nan", "inf"])
+@pytest.mark.parametrize("command", ["eval", "eval-merged", "merge", "export-lora"])
+def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_dir, adapter, tmp_path, capsys):
+    bad = _copy_adapter(adapter, tmp_path / "bad", poison=value)
+    rows = tmp_path / "boolq.json"
+    rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
+    argv = {
+        "eval": ["eval", "--model_name_or_path", str(model_dir), "--adapter", str(bad), "--data", str(rows),
+                 "--task", "boolq", "--scorer", "loglik", "--output_dir", str(tmp_path / "e")],
+        "merge": ["merge", "--adapter", str(bad), "--output_dir", str(tmp_path / "m")],
+        "export-lora": ["export-lora", str(bad), str(tmp_path / "x")],
+    }
+    argv["eval-merged"] = argv["eval"] + ["--merge_adapter"]
+    assert cli(argv[command]) == 2
+    line = _error_line(capsys, command.split("-merged")[0])
+    assert "linchain_B" in line and ("NaN" if value == "nan" else "inf") in line
+    assert not (tmp_path / "e").exists() and not (tmp_path / "m").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_diverging_run_stops_with_an_error_and_writes_no_adapter(model_dir, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(model_dir, data, out), "--learning_rate", "1e30", "--max_grad_norm", "0"]) == 2
+    assert "training diverged" in _error_line(capsys, "train")
+    assert not (out / "adapter").exists()
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+
+
+def test_cutoff_that_cuts_every_answer_is_an_error(model_dir, data, tmp_path, capsys):
+    assert cli(["train", *base_args(model_dir, data, tmp_path / "run"), "--cutoff_len", "8"]) == 2
+    assert "have no answer token within --cutoff_len=8" in _error_line(capsys, "train")
+
+
+def test_gold_answers_that_can_never_match_are_counted(model_dir, tmp_path, capsys):
+    rows = [{"instruction": f"Q{i}?", "input": "", "output": a, "answer": a} for i, a in enumerate(["true", "maybe", "", "false"])]
+    path = tmp_path / "boolq.json"
+    path.write_text(json.dumps(rows))
+    assert cli(["eval", "--model_name_or_path", str(model_dir), "--data", str(path), "--task", "boolq", "--scorer",
+                "generate", "--num_beams", "1", "--max_new_tokens", "2", "--output_dir", str(tmp_path / "e"), "--no_progress"]) == 0
+    assert "2 of 4 gold answers can never match" in capsys.readouterr().err
+    assert json.loads((tmp_path / "e" / "results.json").read_text())["tasks"][0]["unmatchable_gold"] == 2
+
+
+def test_local_base_model_path_is_saved_absolute(model_dir, data, tmp_path, monkeypatch):
+    monkeypatch.chdir(model_dir.parent)
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(Path(model_dir.name), data, out), "--max_steps", "1", "--eval_strategy", "no"]) == 0
+    saved = json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(saved).is_absolute() and Path(saved) == model_dir.resolve()
+
+
+def test_strict_json_refuses_nan(tmp_path):
+    with pytest.raises(ValueError, match="non-finite"):
+        atomic_write_json(tmp_path / "x.json", {"accuracy": float("nan")})
+    assert not (tmp_path / "x.json").exists()
+
+
+# ------------------------------------------------------------------------------- one line, not a traceback
+def _duplicates(tmp_path):
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps([make_rows(1)[0]] * 40))
+    return path
+
+
+def _folder(tmp_path):
+    (tmp_path / "folder").mkdir()
+    return tmp_path / "folder"
+
+
+def _not_utf8(tmp_path):
+    (tmp_path / "latin1.json").write_bytes('[{"instruction": "caf\xe9"}]'.encode("latin-1"))
+    return tmp_path / "latin1.json"
+
+
+TRAIN_CASES = {
+    "duplicates leave nothing held out": (_duplicates, [], "all 8 held-out rows repeat a training prompt"),
+    "a folder as --data": (_folder, [], "not a dataset saved with save_to_disk"),
+    "non-UTF-8 data": (_not_utf8, [], "latin1.json: not UTF-8 text"),
+    "negative learning rate": (None, ["--learning_rate", "-1"], "--learning_rate=-1.0: must be > 0"),
+    "batch size 0": (None, ["--per_device_train_batch_size", "0"], "--per_device_train_batch_size=0: must be > 0"),
+    "r larger than a layer": (None, ["--r", "4096"], "r=4096 is larger than layer"),
+    "unknown mixer_init": (None, ["--mixer_init", "zeros"], "mixer_init"),
+    "targets matching nothing": (None, ["--target_modules", "nope_proj"], "nope_proj"),
+    "resume without a checkpoint": (None, ["--resume"], "--resume: no complete checkpoint-N folder"),
+    "typo'd flag": (None, ["--learnig_rate", "1"], "unknown option --learnig_rate; did you mean --learning_rate?"),
+    "no prefix matching": (None, ["--max_step", "1"], "unknown option --max_step; did you mean --max_steps?"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_train_user_errors_are_one_line(case, model_dir, data, tmp_path, capsys):
+    make, extra, message = TRAIN_CASES[case]
+    argv = base_args(model_dir, make(tmp_path) if make else data, tmp_path / "run", *extra)
+    if make is _duplicates:
+        argv[argv.index("--val_set_size") + 1] = "8"
+    assert cli(["train", *argv]) == 2
+    line = _error_line(capsys, "train")
+    assert message in line, line
+
+
+def test_small_data_gets_a_fitting_default_validation_split(model_dir, tmp_path, capsys):
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(make_rows(30)))
+    argv = [a for a in base_args(model_dir, path, tmp_path / "run", "--max_steps", "1") if a not in ("--val_set_size", "16")]
+    assert cli(["train", *argv]) == 0
+    assert "holding out 6 of 30 rows" in capsys.readouterr().err
+
+
+def test_unknown_model_name_is_one_line_without_retries(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli(["train", "--model_name_or_path", "tiny-nowhere", "--data", str(data), "--output_dir", str(tmp_path / "r")]) == 2
+    assert "--model_name_or_path tiny-nowhere: not a local folder, not an offline name" in _error_line(capsys, "train")
+
+
+def _truncated(adapter, tmp_path):
+    bad = _copy_adapter(adapter, tmp_path / "a")
+    blob = (bad / "adapter_model.safetensors").read_bytes()
+    (bad / "adapter_model.safetensors").write_bytes(blob[: len(blob) // 2])
+    return bad, "adapter_model.safetensors: not a readable safetensors file"
+
+
+def _corrupt_config(adapter, tmp_path):
+    bad = _copy_adapter(adapter, tmp_path / "a")
+    (bad / "adapter_config.json").write_text('{"peft_type": "LINCHAIN", ')
+    return bad, "adapter_config.json: not a valid JSON adapter config"
+
+
+def _unknown_type(adapter, tmp_path):
+    bad = _copy_adapter(adapter, tmp_path / "a")
+    config = json.loads((bad / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "NOPE"}))
+    return bad, "peft_type='NOPE'"
+
+
+@pytest.mark.parametrize("make", [_truncated, _corrupt_config, _unknown_type])
+@pytest.mark.parametrize("command", ["eval", "merge"])
+def test_broken_adapter_folders_are_named(command, make, model_dir, adapter, tmp_path, capsys):
+    bad, message = make(adapter, tmp_path)
+    rows = tmp_path / "boolq.json"
+    rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
+    argv = {"eval": ["eval", "--model_name_or_path", str(model_dir), "--adapter", str(bad), "--data", str(rows),
+                     "--task", "boolq", "--scorer", "loglik", "--output_dir", str(tmp_path / "e")],
+            "merge": ["merge", "--adapter", str(bad), "--base_model", str(model_dir), "--output_dir", str(tmp_path / "m")]}
+    assert cli(argv[command]) == 2
+    assert message in _error_line(capsys, command)
