@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..resolve import DTYPES
+from ..threads import THREADS_HELP
 from .loglik import NORMALIZE
 from .runner import SCORERS
 
@@ -49,9 +50,7 @@ class EvalArguments:
     skip_malformed: bool = field(default=False, metadata={"help": "Skip malformed rows (counted in the log) instead of stopping."})
     dtype: str = field(default="float32", metadata={"help": f"Model dtype: {', '.join(DTYPES)}."})
     seed: int = field(default=0, metadata={"help": "Seed of reasoning_gym: generators and of torch."})
-    num_threads: Optional[int] = field(default=None, metadata={
-        "help": "torch intra-op CPU threads (default: torch's choice). On a CPU shared with other jobs, 1 can be "
-                "much faster than all cores: idle threads spin while they wait for a busy core."})
+    num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
     output_dir: str = field(default="runs/eval", metadata={"help": "Where results.json and predictions.jsonl go."})
     overwrite: bool = field(default=False, metadata={"help": "Replace results.json/predictions.jsonl already in --output_dir."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar (--no_progress to hide it)."})

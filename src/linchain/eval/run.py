@@ -16,6 +16,7 @@ from typing import Any, Dict, List
 import torch
 
 from ..io import OutputExistsError
+from ..threads import set_threads
 from .args import EvalArguments
 from .examples import load_eval_examples
 from .loading import load_causal_lm
@@ -87,8 +88,7 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
         raise OutputExistsError(f"--output_dir {args.output_dir} already holds {' and '.join(previous)}; pass --overwrite "
                                 "to replace them, or choose another --output_dir")
     torch.manual_seed(args.seed)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    set_threads(args.num_threads, "linchain eval")
     loaded = [(data, task, inferred, load_eval_examples(data, limit=args.limit, split=args.split,
                                                         skip_malformed=args.skip_malformed, columns=args.columns()))
               for data, task, inferred in plan_tasks(args)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..resolve import OFFLINE_ENCODER
+from ..threads import THREADS_HELP
 from .presets import PRESETS
 
 __all__ = ["NLUArguments", "OFFLINE_ENCODER"]
@@ -57,8 +58,7 @@ class NLUArguments:
     warmup_steps: float = field(default=0.06, metadata={"help": "Linear warm-up steps (a float < 1 is a fraction of all steps)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Seed of the data split, initialisation and shuffling."})
-    num_threads: Optional[int] = field(default=None, metadata={
-        "help": "torch intra-op CPU threads (default: torch's choice); 1 per job on a CPU shared with other jobs."})
+    num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
     do_train: bool = field(default=False, metadata={"help": "Fine-tune before evaluating (`linchain train` sets it)."})
     output_dir: str = field(default="runs/seq_cls", metadata={"help": "Adapter, results.json and predictions.jsonl go here."})
 

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ..io import atomic_write_json, atomic_write_text, strict_json
+from ..threads import set_threads
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
 from .args import NLUArguments
 from .data import SeqClsData, load_seq_cls
@@ -153,8 +154,7 @@ def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str
 
 def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     """Train then evaluate (``do_train``), or evaluate a base classifier or a saved adapter."""
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    set_threads(args.num_threads, "linchain seq_cls")
     if args.do_train:
         return train_seq_cls(args)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -14,6 +14,7 @@ from typing import Optional
 from transformers import TrainingArguments
 
 from ..resolve import DTYPES, OFFLINE_MODEL
+from ..threads import THREADS_HELP
 
 __all__ = [
     "DEFAULT_DATA",
@@ -202,8 +203,7 @@ class LinChainTrainingArguments(TrainingArguments):
     data_seed: Optional[int] = field(default=0, metadata={"help": "Seed of the data order (the split uses --seed)."})
     num_threads: Optional[int] = field(
         default=None,
-        metadata={"help": "torch intra-op CPU threads (default: torch's choice). On a CPU shared with other jobs, 1 per job "
-                  "can be much faster: idle threads spin while they wait for a busy core."},
+        metadata={"help": THREADS_HELP},
     )
 
     def __post_init__(self) -> None:

@@ -34,6 +34,7 @@ from ..config import LinChainConfig
 from ..data import Example, load_examples
 from ..io import OutputExistsError, atomic_dir, atomic_write_json, atomic_write_text, is_nonempty_dir
 from ..resolve import resolve_model_path, torch_dtype
+from ..threads import set_threads
 from .accuracy import mc_accuracy
 from .args import DataArguments, LinChainTrainingArguments, ModelArguments
 from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
@@ -254,8 +255,7 @@ def run_training(
     out = Path(args.output_dir)
     main_process = args.process_index == 0
     check_output_dir(out, args.resume, args.overwrite)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    set_threads(args.num_threads, "linchain train")
     set_seed(args.seed)
 
     resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data loads
