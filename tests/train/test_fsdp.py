@@ -35,6 +35,18 @@ from linchain import LinChainConfig
 from ..conftest import tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _has_fsdp2() -> bool:
+    try:  # public from torch 2.6 (pyproject allows 2.4)
+        from torch.distributed.fsdp import fully_shard  # noqa: F401
+    except ImportError:
+        return False
+    return torch.distributed.is_available()
+
+
+pytestmark = pytest.mark.skipif(not _has_fsdp2(), reason="needs torch >= 2.6 with torch.distributed (FSDP2's fully_shard)")
+
 STEPS, ROWS, LENGTH, LR, TOL = 3, 4, 12, 1e-2, 1e-5
 #: AdamW eps above the smallest gradients (attention q/k get ~1e-9..1e-7 on this random model): with the
 #: default 1e-8, Adam would blow float32 summation noise in those up to lr-sized steps
