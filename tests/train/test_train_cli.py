@@ -157,3 +157,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_
         torch.testing.assert_close(b[key], a[key], atol=0, rtol=0)
     records = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no step logged twice
+
+
+def test_fsdp_without_a_gpu_says_it_runs_ddp(capsys, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file accelerate_fsdp.yaml` sets
+    parse_args(["--output_dir", "o"])
+    assert "FSDP was asked for, but there is no GPU: accelerate runs plain DDP on CPU" in capsys.readouterr().err

@@ -8,6 +8,8 @@ with no arguments): SmolLM2-135M-Instruct on reasoning-gym's ``family_relationsh
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -219,6 +221,12 @@ class LinChainTrainingArguments(TrainingArguments):
             raise ValueError("LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs.")
         if self.eval_strategy != "no" and self.eval_steps is None:
             self.eval_steps = self.save_steps
+        fsdp_asked = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
+        if fsdp_asked and _no_accelerator():
+            # accelerate turns FSDP on only for GPU backends: on CPU the same config runs plain DDP
+            print("linchain train: FSDP was asked for, but there is no GPU: accelerate runs plain DDP on CPU "
+                  "(every process holds the whole model; nothing is sharded). See README, Several processes.",
+                  file=sys.stderr, flush=True)
         if not self.use_cpu and _no_accelerator():
             # Without use_cpu, TrainingArguments on a machine with no accelerator leaves Accelerate in
             # DistributedType.NO even under torchrun: every rank would then train on the same rows
