@@ -4,6 +4,7 @@ Trainer and LinChain, save, reload the adapter through `linchain eval --task_typ
 from __future__ import annotations
 
 import csv
+import os
 import json
 import random
 
@@ -114,3 +115,16 @@ def test_linchain_train_task_type_seq_cls_runs_the_encoder_path(encoder_dir, tmp
     assert rc == 0
     assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     assert train_main(["--task_type", "token_cls", "--output_dir", str(tmp_path / "x")]) == 2
+
+
+def test_seq_cls_refuses_a_non_empty_output_folder(encoder_dir, tmp_path, capsys):
+    from linchain.cli.train import main as train_main
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    data = _sentiment_csv(tmp_path / "sent.csv", 20)
+    assert train_main(["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data,
+                       "--max_steps", "1", "--output_dir", str(out)]) == 2
+    assert "notes.txt; pass --overwrite" in capsys.readouterr().err
+    assert os.listdir(out) == ["notes.txt"]

@@ -61,6 +61,7 @@ class NLUArguments:
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
     do_train: bool = field(default=False, metadata={"help": "Fine-tune before evaluating (`linchain train` sets it)."})
     output_dir: str = field(default="runs/seq_cls", metadata={"help": "Adapter, results.json and predictions.jsonl go here."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace what --output_dir already holds (refused without it)."})
 
     def __post_init__(self) -> None:
         if self.task_type != "seq_cls":

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..io import atomic_write_json, atomic_write_text, strict_json
+from ..io import OutputExistsError, atomic_write_json, atomic_write_text, is_nonempty_dir, strict_json
 from ..threads import set_threads
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
 from .args import NLUArguments
@@ -154,6 +154,12 @@ def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str
 
 def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     """Train then evaluate (``do_train``), or evaluate a base classifier or a saved adapter."""
+    out = Path(args.output_dir)
+    held = [p.name for p in out.iterdir()] if is_nonempty_dir(out) and args.do_train else \
+        [n for n in ("results.json", "predictions.jsonl") if (out / n).exists()]
+    if held and not args.overwrite:
+        raise OutputExistsError(f"--output_dir {out} already holds {', '.join(sorted(held)[:4])}; pass --overwrite to "
+                                "replace it, or choose another --output_dir")
     set_threads(args.num_threads, "linchain seq_cls")
     if args.do_train:
         return train_seq_cls(args)
