@@ -314,3 +314,70 @@ def test_integer_weights_of_an_unknown_quantizer_are_refused_at_injection():
     up.weight = nn.Parameter(torch.zeros(up.weight.shape, dtype=torch.int8), requires_grad=False)
     with pytest.raises(ValueError, match=r"'model\.layers\.0\.mlp\.up_proj'.*torch\.int8 weights"):
         get_peft_model(model, LinChainConfig(r=2, target_modules=["up_proj"]))
+
+
+# ------------------------------------------------------------------ linchain train --load_in_4bit / --load_in_8bit
+@pytest.fixture(scope="module")
+def train_model_dir(tmp_path_factory):
+    """tests/train's tiny Llama and tokenizer, 64 wide (see base_dir for why)."""
+    from tests.train.conftest import build_tiny_model
+
+    folder = build_tiny_model(tmp_path_factory.mktemp("tiny-llama-train-64"))
+    config = LlamaConfig.from_pretrained(folder)
+    config.hidden_size, config.intermediate_size, config.head_dim = 64, 128, 16
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("flags, layer_type", [
+    (["--load_in_4bit", "true", "--bnb_4bit_quant_type", "fp4", "--bnb_4bit_use_double_quant", "false"], "Linear4bit"),
+    (["--load_in_8bit", "true"], "Linear8bitLt"),
+])
+def test_train_cli_quantized_base_is_the_qlora_recipe(bnb, train_model_dir, tmp_path, flags, layer_type):
+    import json
+
+    from linchain.cli.main import main as cli
+    from linchain.cli.train import parse_args
+    from linchain.train.engine import build_model
+    from tests.train.conftest import base_args, make_rows
+
+    data = tmp_path / "even.json"
+    data.write_text(json.dumps(make_rows(48)))
+    args = base_args(train_model_dir, data, tmp_path / "run", "--num_mixers", "2", "--eval_strategy", "no", "--save_strategy", "no", *flags)
+    model_args, _, train_args = parse_args(args)
+    model, _, _ = build_model(model_args, train_args)
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj, LinChainLayer) and type(q_proj.base_layer).__name__ == layer_type
+    if layer_type == "Linear4bit":
+        assert (q_proj.base_layer.weight.quant_type, q_proj.base_layer.weight.compress_statistics) == ("fp4", False)
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    if layer_type == "Linear8bitLt":
+        return  # one end-to-end run is enough (a few seconds on a loaded CPU); build_model is the only branch
+    assert cli(["train", *args]) == 0
+    adapter = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert adapter["peft_type"] == "LINCHAIN" and adapter["num_mixers"] == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--load_in_4bit", "true", "--load_in_8bit", "true"], "not both"),
+    (["--load_in_8bit", "true", "--method", "full"], "ModelArguments.method='full'"),
+    (["--bnb_4bit_quant_type", "int4"], "ModelArguments.bnb_4bit_quant_type='int4'"),
+    (["--bnb_4bit_compute_dtype", "float64"], "ModelArguments.bnb_4bit_compute_dtype='float64'"),
+])
+def test_train_cli_refuses_bad_quantization_flags(flags, message, capsys):
+    from linchain.cli.main import main as cli
+
+    assert cli(["train", "--output_dir", "o", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quantized_loading_without_bitsandbytes_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from linchain.quant import load_base_model
+    from linchain.train.args import ModelArguments
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    with pytest.raises(ImportError, match=r"--load_in_4bit needs bitsandbytes.*pip install 'linchain\[quant\]'"):
+        load_base_model("unused", torch.float32, ModelArguments(load_in_4bit=True))

@@ -214,7 +214,7 @@ def load_base_model(path: str, dtype: torch.dtype, model_args: Any, gradient_che
             load_in_4bit=True,
             bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=model_args.bnb_4bit_use_double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, model_args.bnb_4bit_compute_dtype),
+            bnb_4bit_compute_dtype=getattr(torch, model_args.bnb_4bit_compute_dtype or model_args.torch_dtype),
         )
     else:
         config = BitsAndBytesConfig(load_in_8bit=True)
