@@ -194,6 +194,23 @@ def test_merge_unmerge_merge_and_unload_keep_the_outputs_within_quantization_err
         torch.testing.assert_close(logits(again, tokens), out, rtol=0, atol=tol / 2)
 
 
+@pytest.mark.parametrize("kind", ["nf4", "nf4-dq", "fp4-dq"])
+def test_merge_after_eval_reads_the_4bit_weights_back(bnb, base_dir, kind, tokens):
+    """On CPUs with AVX512-BF16 a 4-bit layer's first eval forward without grad repacks its weight for
+    bitsandbytes' CPU kernel (block scales rounded to bf16). Merging must read those weights back;
+    bitsandbytes' own inverse (0.50.2) misplaces the scales of weights without double quantization once
+    a row has several blocks (down_proj here: 128 inputs), a 30% error. With B = 0 the merge must give
+    the weights back up to the bf16 / double-quantized scale rounding (1% of the largest weight).
+    Without AVX512-BF16 nothing is repacked and this checks the plain path."""
+    model = get_peft_model(quantized(base_dir, kind), LinChainConfig(r=4, alpha=8, num_mixers=1, target_modules=TARGETS))
+    layers = [m.base_layer for _, m in _linchain_layers(model)]
+    before = [dequant(bnb, layer) for layer in layers]
+    logits(model, tokens)
+    model.merge_adapter()
+    for layer, weight in zip(layers, before):
+        torch.testing.assert_close(dequant(bnb, layer), weight, rtol=0, atol=0.01 * weight.abs().max().item())
+
+
 def test_safe_merge_refuses_nan_and_leaves_the_quantized_base_untouched(bnb, base_dir):
     model = get_peft_model(quantized(base_dir, "nf4-dq"), LinChainConfig(r=4, alpha=8, num_mixers=2, target_modules=TARGETS))
     randomise(model)

@@ -68,8 +68,14 @@ def _unpack_cpu_4bit_(layer: nn.Module) -> None:
             f"bitsandbytes {_bnb_version()} repacked this 4-bit weight for its CPU kernel and offers no way back; "
             f"LinChain cannot merge into it. Merge before running the model in eval mode, or use bitsandbytes 0.50."
         )
-    weight.data, weight.quant_state = unpack(weight.data, weight.quant_state)
-    layer.quant_state = weight.quant_state
+    weight.data, state = unpack(weight.data, weight.quant_state)
+    if state.absmax.dim() == 2:
+        # bitsandbytes <= 0.50.2 restores the block scales' layout only for double-quantized weights: the
+        # others stay (in / blocksize, out), transposed, and would scale the wrong blocks once a row has more
+        # than one block. Flatten them back to one scale per block in row order (values are the bf16 ones
+        # the packed kernel computed with).
+        state.absmax = state.absmax.t().reshape(-1).float()
+    weight.quant_state = layer.quant_state = state
 
 
 def dequantized_weight(layer: nn.Module) -> torch.Tensor:
