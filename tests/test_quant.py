@@ -398,3 +398,24 @@ def test_quantized_loading_without_bitsandbytes_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
     with pytest.raises(ImportError, match=r"--load_in_4bit needs bitsandbytes.*pip install 'linchain\[quant\]'"):
         load_base_model("unused", torch.float32, ModelArguments(load_in_4bit=True))
+
+
+@pytest.mark.slow
+def test_quant_memory_benchmark_tiny(bnb, tmp_path):
+    """benchmarks/quant_memory.py end to end on the tiny shapes, so that it does not rot (nothing timed is asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "quant.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "quant_memory.py"
+    proc = subprocess.run([sys.executable, str(script), "--model", "tiny", "--steps", "1", "--batch", "2", "--seq-len", "16",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["variant"] for r in report["memory"]] == ["fp32", "8bit", "4bit", "8bit+lora", "4bit+lora"]
+    weights = {r["variant"]: r["weight_mb"] for r in report["memory"]}
+    assert weights["4bit"] < weights["8bit"] < weights["fp32"]
+    assert [r["base"] for r in report["requant"]] == ["8bit", "nf4", "nf4-dq", "fp4"]
+    assert all(r["merged_q"] < 2 and r["adapter_effect_q"] > 2 for r in report["requant"])
