@@ -388,16 +388,19 @@ def test_train_cli_refuses_bad_quantization_flags(flags, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_quantized_loading_without_bitsandbytes_names_the_extra(monkeypatch):
+def test_quantized_loading_without_bitsandbytes_names_the_extra(monkeypatch, capsys):
     import importlib.util
+    from types import SimpleNamespace
 
+    from linchain.cli.main import main as cli
     from linchain.quant import load_base_model
-    from linchain.train.args import ModelArguments
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    assert cli(["train", "--output_dir", "o", "--load_in_8bit", "true"]) == 2  # before any data or model is loaded
+    assert "ModelArguments.load_in_8bit=True: needs bitsandbytes" in capsys.readouterr().err
     with pytest.raises(ImportError, match=r"--load_in_4bit needs bitsandbytes.*pip install 'linchain\[quant\]'"):
-        load_base_model("unused", torch.float32, ModelArguments(load_in_4bit=True))
+        load_base_model("unused", torch.float32, SimpleNamespace(load_in_4bit=True))
 
 
 @pytest.mark.slow

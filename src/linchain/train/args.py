@@ -91,6 +91,11 @@ class ModelArguments:
             raise _bad("ModelArguments", "bnb_4bit_quant_type", self.bnb_4bit_quant_type, "must be nf4 or fp4")
         if self.bnb_4bit_compute_dtype not in (None, "float32", "bfloat16", "float16"):
             raise _bad("ModelArguments", "bnb_4bit_compute_dtype", self.bnb_4bit_compute_dtype, "must be float32, bfloat16 or float16")
+        if (self.load_in_4bit or self.load_in_8bit) and importlib.util.find_spec("bitsandbytes") is None:
+            from ..quant import INSTALL_HINT
+
+            flag = "load_in_4bit" if self.load_in_4bit else "load_in_8bit"
+            raise _bad("ModelArguments", flag, True, f"needs bitsandbytes, which is not installed: {INSTALL_HINT}")
 
     def target_list(self):
         """``target_modules`` as PEFT wants it: 'all-linear' or a list of names."""
