@@ -359,8 +359,8 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
     def unmerge(self) -> None:
         """Subtract every merged adapter again; a bias that merging created is removed.
 
-        Exact for float bases; a quantized base is requantized again, so it comes back within one
-        quantization step of its original codes, not bit for bit.
+        Exact for float bases; a quantized base is requantized again, so its original codes do not
+        come back exactly (README, "QLinChain", gives the size).
         """
         base = self.get_base_layer()
         while self.merged_adapters:
