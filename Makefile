@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test,data,offline,plot]"
+	$(PY) -m pip install -q -e ".[test,data,offline,plot,quant]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 from .config import MIXER_INITS, adapter_scaling
+from .quant import dequantized_weight, float_dtype, store_weight_
 
 __all__ = ["LinChainLayer", "SUPPORTED_BASE_LAYERS"]
 
@@ -327,25 +328,26 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         """Add the active (or given) adapters' deltas to the base weight and bias.
 
         Idempotent: an adapter already merged is skipped. With ``safe_merge`` the result is checked
-        for NaN/inf before the base layer is touched.
+        for NaN/inf before the base layer is touched. A quantized (bitsandbytes) base weight is
+        dequantized, updated and requantized: exact only up to one quantization step (quant.py).
         """
         adapter_names = check_adapters_to_merge(self, adapter_names)
         base = self.get_base_layer()
         for name in adapter_names:
             if name not in self.linchain_A:
                 continue
-            delta_w = self.get_delta_weight(name).to(base.weight.dtype)
+            weight = dequantized_weight(base)  # base.weight.data itself unless the base is quantized (quant.py)
+            new_w = weight + self.get_delta_weight(name).to(weight.dtype)
             delta_b = self.get_delta_bias(name)
-            new_w = base.weight.data + delta_w
             new_b = None
             if delta_b is not None:
-                old_b = base.bias.data if base.bias is not None else torch.zeros_like(delta_b, dtype=base.weight.dtype)
+                old_b = base.bias.data if base.bias is not None else torch.zeros_like(delta_b, dtype=float_dtype(base))
                 new_b = old_b + delta_b.to(old_b.dtype)
             if safe_merge and (
                 not torch.isfinite(new_w).all() or (new_b is not None and not torch.isfinite(new_b).all())
             ):
                 raise ValueError(f"NaN or inf found in the merged weights of adapter {name!r}; the base layer is left unchanged.")
-            base.weight.data = new_w
+            store_weight_(base, new_w)  # requantizes a quantized base
             if new_b is not None:
                 if base.bias is None:
                     base.bias = nn.Parameter(new_b, requires_grad=False)
@@ -355,13 +357,18 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
-        """Subtract every merged adapter again; a bias that merging created is removed."""
+        """Subtract every merged adapter again; a bias that merging created is removed.
+
+        Exact for float bases; a quantized base is requantized again, so its original codes do not
+        come back exactly (README, "QLinChain", gives the size).
+        """
         base = self.get_base_layer()
         while self.merged_adapters:
             name = self.merged_adapters.pop()
             if name not in self.linchain_A:
                 continue
-            base.weight.data -= self.get_delta_weight(name).to(base.weight.dtype)
+            weight = dequantized_weight(base)
+            store_weight_(base, weight - self.get_delta_weight(name).to(weight.dtype))
             delta_b = self.get_delta_bias(name)
             if delta_b is not None and base.bias is not None:
                 base.bias.data -= delta_b.to(base.bias.dtype)

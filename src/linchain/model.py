@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import LinChainConfig
 from .layer import SUPPORTED_BASE_LAYERS, LinChainLayer
+from .quant import check_base_layer, float_dtype
 
 __all__ = ["LinChainModel", "linear_layer_names"]
 
@@ -75,6 +76,7 @@ class LinChainModel(BaseTuner):
         if isinstance(target, LinChainLayer):
             target.update_layer(adapter_name, **kwargs)
             return
+        check_base_layer(target, current_key)  # torchao/HQQ and other foreign quantized layers: refused here, not at merge
         if not isinstance(target, SUPPORTED_BASE_LAYERS):
             raise ValueError(
                 f"LinChainConfig.target_modules matched {current_key!r}, a {type(target).__name__}; LinChain wraps "
@@ -186,7 +188,8 @@ def _declare_merged_biases(model: nn.Module) -> None:
     modules = dict(model.named_modules())
     for name in expected - actual:
         layer = modules[name]
-        out_features = layer.weight.shape[0] if isinstance(layer, nn.Linear) else layer.weight.shape[1]
+        # out_features, not weight.shape: a 4-bit weight is stored packed
+        out_features = layer.out_features if isinstance(layer, nn.Linear) else layer.weight.shape[1]
         layer.bias = nn.Parameter(
-            torch.zeros(out_features, dtype=layer.weight.dtype, device=layer.weight.device), requires_grad=False
+            torch.zeros(out_features, dtype=float_dtype(layer), device=layer.weight.device), requires_grad=False
         )

@@ -62,6 +62,14 @@ class ModelArguments:
     torch_dtype: str = field(
         default="float32", metadata={"help": "Dtype the weights are loaded in: float32, bfloat16 or float16 (mixed precision: --bf16/--fp16)."}
     )
+    # QLoRA-style quantized base (bitsandbytes; pip install 'linchain[quant]'): linchain.quant.load_base_model
+    load_in_4bit: bool = field(default=False, metadata={"help": "Load the base model's linear layers in 4 bits (bitsandbytes; the QLoRA recipe)."})
+    load_in_8bit: bool = field(default=False, metadata={"help": "Load the base model's linear layers in 8 bits (bitsandbytes LLM.int8)."})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": "4-bit data type: nf4 (QLoRA) or fp4."})
+    bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": "Quantize the 4-bit block scales too (QLoRA's double quantization)."})
+    bnb_4bit_compute_dtype: Optional[str] = field(
+        default=None, metadata={"help": "Dtype of the 4-bit layers' matmuls: float32, bfloat16 or float16 (default: --torch_dtype)."}
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -78,6 +86,19 @@ class ModelArguments:
             raise _bad("ModelArguments", "torch_dtype", self.torch_dtype, f"must be one of {', '.join(DTYPES)}")
         if not self.target_list():
             raise _bad("ModelArguments", "target_modules", self.target_modules, "names no module")
+        if self.load_in_4bit and self.load_in_8bit:
+            raise _bad("ModelArguments", "load_in_8bit", True, "give --load_in_4bit or --load_in_8bit, not both")
+        if (self.load_in_4bit or self.load_in_8bit) and self.method == "full":
+            raise _bad("ModelArguments", "method", "full", "a quantized base cannot be fully fine-tuned; use an adapter method with --load_in_4bit/8bit")
+        if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
+            raise _bad("ModelArguments", "bnb_4bit_quant_type", self.bnb_4bit_quant_type, "must be nf4 or fp4")
+        if self.bnb_4bit_compute_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise _bad("ModelArguments", "bnb_4bit_compute_dtype", self.bnb_4bit_compute_dtype, "must be float32, bfloat16 or float16")
+        if (self.load_in_4bit or self.load_in_8bit) and importlib.util.find_spec("bitsandbytes") is None:
+            from ..quant import INSTALL_HINT
+
+            flag = "load_in_4bit" if self.load_in_4bit else "load_in_8bit"
+            raise _bad("ModelArguments", flag, True, f"needs bitsandbytes, which is not installed: {INSTALL_HINT}")
 
     def target_list(self):
         """``target_modules`` as PEFT wants it: 'all-linear' or a list of names."""

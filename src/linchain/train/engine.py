@@ -21,7 +21,6 @@ from typing import Any, Optional, Sequence
 import torch
 import yaml
 from transformers import (
-    AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     Trainer,
@@ -35,6 +34,7 @@ from ..data import Example, load_examples
 from ..io import OutputExistsError, atomic_dir, atomic_write_json, atomic_write_text, is_nonempty_dir
 from ..resolve import resolve_model_path, torch_dtype
 from ..threads import set_threads
+from ..quant import load_base_model
 from .accuracy import mc_accuracy
 from .args import DataArguments, LinChainTrainingArguments, ModelArguments
 from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
@@ -209,7 +209,7 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
         tokenizer.pad_token = tokenizer.eos_token  # the collator pads labels with -100, so this is never trained on
     tokenizer.padding_side = "right"
     dtype = torch_dtype(model_args.torch_dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = load_base_model(path, dtype, model_args, train_args.gradient_checkpointing)  # bitsandbytes-quantized on request
     if model_args.method == "full":
         return model, tokenizer, path
     if train_args.gradient_checkpointing:
