@@ -36,16 +36,21 @@ _SPARSE_DROP_MAX_P = 0.25
 def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None) -> torch.Tensor:
     """Which elements of ``x`` dropout removes, each independently with probability ``p``.
 
-    Returns a bool mask shaped like ``x`` (accelerators, or ``p`` > 0.25), or, on CPU, the sorted
-    flat indices (int64, into ``x`` in C order) of the dropped elements. Why the indices: on CPU
-    one uniform draw per element (``rand_like(x) < p``) is the single largest cost of a LoRA-style
-    layer with dropout 0.05, ~4 ns an element, serial. The gaps between successive dropped
-    positions of an i.i.d. Bernoulli(p) sequence are i.i.d. Geometric(p), so drawing ~n*p gaps and
-    summing them gives exactly the same distribution with ~20x fewer draws. The draw depends only
-    on the RNG state, the shape, the device and ``p``, never on whether autograd records.
+    Returns a bool mask shaped like ``x`` (accelerators, ``p`` > 0.25, or under torch.compile), or,
+    on CPU, the sorted flat indices (int64, into ``x`` in C order) of the dropped elements. Why the
+    indices: on CPU one uniform draw per element (``rand_like(x) < p``) is the single largest cost
+    of a LoRA-style layer with dropout 0.05, ~4 ns an element, serial. The gaps between successive
+    dropped positions of an i.i.d. Bernoulli(p) sequence are i.i.d. Geometric(p), so drawing ~n*p
+    gaps and summing them gives exactly the same distribution with ~20x fewer draws.
+
+    Under torch.compile the positions' data-dependent count and loop would break the graph (each
+    ``int(tensor)`` is a graph break), so a compiled model draws the bool mask: the same Bernoulli(p)
+    distribution from another random stream (inductor's own generator), so a compiled and an eager
+    run with the same seed drop different elements. Either way the draw depends only on the RNG
+    state, the shape, the device and ``p``, never on whether autograd records.
     ``_first_batch`` (tests only) sets how many gaps the first round draws.
     """
-    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P:
+    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P or torch.compiler.is_compiling():
         return torch.rand_like(x) < p  # dropped where uniform < p, as torch's own bernoulli
     n = x.numel()
 
