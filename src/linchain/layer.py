@@ -272,12 +272,18 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         ``x``: (..., in), any leading dims; ``A``: r x in; ``M_i``: r x r (+ bias (r,)); ``B``: out x r;
         ``s`` = scaling; returns (..., out) in the base layer's output dtype. The chain is folded
         onto A first (``(M_k ... M_1 A) x + c``, see :meth:`_fold`); the adapter computes in its own
-        dtype (fp32 adapters on a bf16 base, as PEFT).
+        dtype (fp32 adapters on a bf16 base, as PEFT). ``adapter_names`` (a keyword PEFT's forward
+        hook passes for mixed-adapter batches; see ``LinChainModel._enable_peft_forward_hooks``):
+        one adapter name per row of ``x`` (dim 0), ``"__base__"`` for the base layer alone.
         """
+        adapter_names = kwargs.pop("adapter_names", None)
+        self._check_forward_args(x, adapter_names)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         if self.merged:
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
@@ -302,6 +308,30 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             h = h + c
         # scale the r-dim activations rather than the out-dim result: same value, fewer flops
         return self.linchain_B[name](h * self.scaling[name])
+
+    def _check_forward_args(self, x: torch.Tensor, adapter_names: Optional[list[str]]) -> None:
+        if adapter_names is None:
+            return
+        if len(adapter_names) != len(x):
+            raise ValueError(
+                f"adapter_names has {len(adapter_names)} names for a batch of {len(x)} rows: give one adapter name "
+                "(or '__base__') per row (generate's beam search repeats each name num_beams times itself)."
+            )
+        if self.merged:
+            raise ValueError(
+                f"adapter_names cannot route rows while adapters are merged ({self.merged_adapters}): the merged "
+                "weights apply to every row. Call model.unmerge_adapter() first."
+            )
+
+    def _mixed_batch_forward(self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any) -> torch.Tensor:
+        """Row ``i`` of ``x`` through adapter ``adapter_names[i]`` alone ("__base__", or one this layer lacks: the base layer)."""
+        result = self.base_layer(x, *args, **kwargs)
+        for name in dict.fromkeys(adapter_names):  # distinct names, in order
+            if name == "__base__" or name not in self.linchain_A:
+                continue
+            rows = torch.tensor([i for i, n in enumerate(adapter_names) if n == name], device=x.device)
+            result = result.index_add(0, rows, self._adapter_output(x[rows], name).to(result.dtype))
+        return result
 
     def __repr__(self) -> str:
         return "linchain." + super().__repr__()

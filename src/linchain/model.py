@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -12,6 +13,7 @@ from peft.tuners.tuners_utils import (
     _get_tuner_state_dict_key_prefixes,
 )
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from peft.utils import AuxiliaryTrainingWrapper
 from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 
@@ -86,6 +88,58 @@ class LinChainModel(BaseTuner):
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
+    # ------------------------------------------------------------------ mixed-adapter batches
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """Route each row to its adapter: ``model(..., adapter_names=[...])`` and ``generate(..., adapter_names=...)``.
+
+        PeftModel enters this around forward/generate. ``adapter_names`` holds one name per row,
+        ``"__base__"`` for the base model; every adapter layer (and ``modules_to_save`` wrapper) gets
+        it as a keyword through a forward pre-hook while the context is open. Inference only, as in
+        PEFT LoRA. Beam search runs ``num_beams`` copies of each row, so each name is repeated as often.
+        """
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("adapter_names (mixed-adapter batches) is for inference only: call model.eval() first.")
+        if isinstance(adapter_names, str) or not all(isinstance(n, str) for n in adapter_names):
+            raise TypeError(
+                f"adapter_names must be a list with one adapter name (or '__base__') per row, got {adapter_names!r}."
+            )
+        known = set()
+        for layer in self.modules():
+            if isinstance(layer, LinChainLayer):
+                known |= layer.linchain_A.keys()
+        unknown = sorted(set(adapter_names) - known - {"__base__"})
+        if unknown:
+            raise ValueError(
+                f"adapter_names has unknown adapter(s) {unknown}; this model has {sorted(known)} "
+                "(and '__base__' for the base model)."
+            )
+        num_beams = kwargs.get("num_beams")
+        if num_beams is None:  # generate(generation_config=...) can ask for beams too
+            num_beams = getattr(kwargs.get("generation_config"), "num_beams", None)
+        per_row = list(adapter_names)
+        if isinstance(num_beams, int) and num_beams > 1:
+            per_row = [name for name in adapter_names for _ in range(num_beams)]
+        targets = [m for m in self.modules() if isinstance(m, (LinChainLayer, AuxiliaryTrainingWrapper))]
+        handles = [m.register_forward_pre_hook(_pass_adapter_names(per_row), with_kwargs=True) for m in targets]
+        encoder = _encoder_of(self.model)
+        if per_row != list(adapter_names) and encoder is not None:
+            # an encoder sees each input row once; only the decoder runs the beams
+            handles += [
+                m.register_forward_pre_hook(_pass_adapter_names(list(adapter_names)), with_kwargs=True)
+                for m in encoder.modules()
+                if isinstance(m, (LinChainLayer, AuxiliaryTrainingWrapper))
+            ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
     # ------------------------------------------------------------------ saving and loading
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
@@ -131,6 +185,21 @@ class LinChainModel(BaseTuner):
         if merge:
             _declare_merged_biases(model)
         return model
+
+
+def _pass_adapter_names(adapter_names: list[str]):
+    def hook(module, args, kwargs):
+        kwargs["adapter_names"] = adapter_names
+        return args, kwargs
+
+    return hook
+
+
+def _encoder_of(model: nn.Module) -> Optional[nn.Module]:
+    """The encoder of an encoder-decoder model, else None (transformers 5 returns the model itself then)."""
+    get_encoder = getattr(model, "get_encoder", None)
+    encoder = get_encoder() if callable(get_encoder) else None
+    return None if encoder is model else encoder
 
 
 def _show(value) -> str:
