@@ -6,7 +6,7 @@ from peft import LoraConfig, get_peft_model
 from transformers.pytorch_utils import Conv1D
 
 from linchain import LinChainConfig, LinChainLayer
-from tests.conftest import MODELS, layer_factors, reference_delta
+from tests.conftest import MODELS, TEST_DTYPES, layer_factors, reference_delta
 
 
 def _randomise(model, seed=3):
@@ -53,27 +53,36 @@ def test_every_layer_matches_reference_fp32(arch, k, bias, r, tokens):
         assert (y - base).abs().max() > 1e-3
 
 
+#: Forward tolerance per base dtype: the fp32 adapter output is added to the base output and rounded
+#: once to the base dtype (bf16: 8-bit mantissa, rel. 2^-8; fp16: 11 bits, rel. 2^-11).
+FORWARD_TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 2e-2), torch.float16: (2e-3, 2e-3)}
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("dtype", TEST_DTYPES, ids=str)
 @pytest.mark.parametrize("k", [0, 3])
 @pytest.mark.parametrize("bias", [False, True])
-def test_bf16_base_keeps_dtype_and_matches_reference(k, bias, tokens):
+def test_forward_per_dtype_keeps_dtype_and_matches_reference(k, bias, dtype, device, tokens):
     build, targets = MODELS["llama"]
-    model = get_peft_model(build().to(torch.bfloat16),
+    model = get_peft_model(build().to(device=device, dtype=dtype),
                            LinChainConfig(r=4, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=targets, init_weights=False))
     _randomise(model)
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LinChainLayer)}
     seen, hooks = _capture_inputs(model, layers)
     with torch.no_grad():
-        model(tokens)
+        model(tokens.to(device))
     for h in hooks:
         h.remove()
+    rtol, atol = FORWARD_TOL[dtype]
     for name, layer in layers.items():
         assert layer.linchain_A["default"].weight.dtype == torch.float32  # adapters stay fp32, as PEFT
         x, y = seen[name]
-        assert y.dtype == torch.bfloat16
+        assert y.dtype == dtype and y.device.type == device.type
         A, mixers, B = layer_factors(layer)
-        expected = layer.base_layer(x).double() + reference_delta(x, A, mixers, B, 2.0)
-        # bf16 has an 8-bit mantissa: the output is rounded once to bf16 (rel. 2^-8)
-        torch.testing.assert_close(y.double(), expected, rtol=1e-2, atol=2e-2, msg=name)
+        with torch.no_grad():
+            expected = layer.base_layer(x).double() + reference_delta(x, A, mixers, B, 2.0)
+        torch.testing.assert_close(y.double(), expected, rtol=rtol, atol=atol, msg=name)
+        assert (y.double() - layer.base_layer(x).double()).abs().max() > 1e-2  # the adapter really acts
 
 
 def test_k0_equals_peft_lora_with_the_same_factors(tokens):

@@ -1,7 +1,9 @@
-"""The layer's fused dropout + A path: same values, gradients and distribution as nn.Dropout + A.
+"""The layer's fused dropout + A path (linchain.dropout): same values, gradients and distribution as nn.Dropout + A.
 
 _draw_dropped decides what is dropped (dropped positions on CPU for p <= 0.25, a bool mask
-otherwise); _DropoutLinear applies a given record. Both are checked against plain torch.
+otherwise); _DropoutLinear applies a given record. Both are checked against plain torch. The
+layer takes this path whenever dropout is active, with or without autograd, so both draw the
+same elements from the same RNG state (what gradient checkpointing's recompute relies on).
 """
 
 import math
@@ -10,25 +12,29 @@ import pytest
 import torch
 from torch import nn
 
-from linchain.layer import _SPARSE_DROP_MAX_P, LinChainLayer, _draw_dropped, _DropoutLinear
+from linchain import LinChainLayer
+from linchain.dropout import _SPARSE_DROP_MAX_P, _draw_dropped, _DropoutLinear
+from tests.conftest import TEST_DTYPES
 
 
 def _keep_mask(drop: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Independent rebuild of the keep mask from either record kind."""
     if drop.dtype == torch.bool:
         return ~drop
-    keep = torch.ones(like.numel(), dtype=torch.bool)
+    keep = torch.ones(like.numel(), dtype=torch.bool, device=like.device)
     keep[drop] = False
     return keep.view(like.shape)
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("p", [0.05, 0.5])
-def test_matches_dropout_then_linear_exactly(p):
+def test_matches_dropout_then_linear_exactly(p, device):
     torch.manual_seed(0)
-    x = torch.randn(3, 50, 40, dtype=torch.float64, requires_grad=True)
-    A = torch.randn(8, 40, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 50, 40, dtype=torch.float64, device=device, requires_grad=True)
+    A = torch.randn(8, 40, dtype=torch.float64, device=device, requires_grad=True)
     drop = _draw_dropped(x, p)
-    assert drop.dtype == (torch.int64 if p <= _SPARSE_DROP_MAX_P else torch.bool)
+    positions = device.type == "cpu" and p <= _SPARSE_DROP_MAX_P
+    assert drop.dtype == (torch.int64 if positions else torch.bool)
     h = _DropoutLinear.apply(x, A, drop, 1 / (1 - p))
     keep = _keep_mask(drop, x)
     ref = (x * keep / (1 - p)) @ A.T
@@ -60,13 +66,14 @@ def test_gradcheck(p):
     assert torch.autograd.gradcheck(lambda x, A: _DropoutLinear.apply(x, A, drop, 1 / (1 - p)), (x, A))
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("p", [0.01, 0.05, 0.25, 0.5])
-def test_draw_is_bernoulli(p):
+def test_draw_is_bernoulli(p, device):
     """Rate within 6 standard deviations; rate in each of 10 blocks (no position bias); adjacent
     pairs both dropped at p^2 (independence); the indices sorted, unique and in range."""
     torch.manual_seed(3)
     n = 400_000
-    x = torch.empty(n // 400, 400)
+    x = torch.empty(n // 400, 400, device=device)
     drop = _draw_dropped(x, p)
     keep = _keep_mask(drop, x).view(-1)
     dropped = (~keep).double()
@@ -141,14 +148,15 @@ def test_what_backward_keeps(p):
         torch.testing.assert_close(kept_x, x.detach() * _keep_mask(drop, x))
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("p", [0.1, 0.5])
 @pytest.mark.parametrize("bias", [False, True])
-def test_layer_uses_it_only_when_training_with_grad(bias, p):
+def test_layer_uses_it_when_training(bias, p, device):
     torch.manual_seed(3)
-    layer = LinChainLayer(nn.Linear(12, 10), "default", r=4, alpha=8, num_mixers=2, mixer_bias=bias, dropout=p)
+    layer = LinChainLayer(nn.Linear(12, 10), "default", r=4, alpha=8, num_mixers=2, mixer_bias=bias, dropout=p).to(device)
     with torch.no_grad():
         layer.linchain_B["default"].weight.normal_()
-    x = torch.randn(5, 12)
+    x = torch.randn(5, 12, device=device)
     layer.eval()
     torch.testing.assert_close(layer(x), layer(x))  # no dropout in eval
     layer.train()
@@ -186,3 +194,30 @@ def test_mixed_precision_autocast_trains_with_dropout():
         # both paths compute in bf16 (8-bit mantissa); rounding order differs slightly
         torch.testing.assert_close(got, want, rtol=3e-2, atol=3e-2)
         assert got.abs().max() > 0
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("dtype", TEST_DTYPES, ids=str)
+@pytest.mark.parametrize("p", [0.1, 0.5])  # on CPU: dropped positions, then a bool mask
+def test_no_grad_and_grad_draw_the_same_elements(p, dtype, device):
+    """From the same RNG state the layer drops the same elements whether autograd records or not
+    (reentrant checkpointing runs the forward under no_grad, then recomputes it with grad), and
+    leaves the generator in the same state (the next layers' draws match too)."""
+    torch.manual_seed(0)
+    layer = LinChainLayer(nn.Linear(24, 16), "default", r=4, alpha=8, num_mixers=2, mixer_bias=True, dropout=p,
+                          init_weights=False).to(device=device, dtype=dtype).train()
+    x = torch.randn(3, 7, 24, device=device, dtype=dtype, requires_grad=True)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        y_no_grad = layer(x)
+    after_no_grad = torch.rand(4, device=device)
+    torch.manual_seed(1)
+    y_grad = layer(x)
+    after_grad = torch.rand(4, device=device)
+    assert y_grad.grad_fn is not None
+    assert torch.equal(y_no_grad, y_grad.detach())
+    assert torch.equal(after_no_grad, after_grad)
+    # and dropout really acts: another seed drops other elements
+    torch.manual_seed(2)
+    with torch.no_grad():
+        assert not torch.equal(layer(x), y_no_grad)

@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 import linchain
 from linchain import LinChainConfig, LinChainLayer
-from tests.conftest import MODELS
+from tests.conftest import MODELS, TEST_DTYPES
 
 ATOL = 1e-5
 
@@ -38,10 +38,12 @@ def _logits(model, tokens):
 CASES = [(arch, k, bias) for arch in ("llama", "gpt2") for k in (0, 1, 3) for bias in (False, True)]
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("arch, k, bias", CASES)
-def test_merge_is_exact_idempotent_and_unmerge_restores(arch, k, bias, tokens):
-    model = _adapted(arch, k, bias)
-    base_logits = _logits(MODELS[arch][0](), tokens)
+def test_merge_is_exact_idempotent_and_unmerge_restores(arch, k, bias, tokens, device):
+    model = _adapted(arch, k, bias).to(device)
+    tokens = tokens.to(device)
+    base_logits = _logits(MODELS[arch][0]().to(device), tokens)
     adapted = _logits(model, tokens)
     assert (adapted - base_logits).abs().max() > 1e-3
     weights_before = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
@@ -59,6 +61,42 @@ def test_merge_is_exact_idempotent_and_unmerge_restores(arch, k, bias, tokens):
         if isinstance(layer, LinChainLayer) and arch == "llama":
             assert layer.base_layer.bias is None  # a bias merging created is gone again
     torch.testing.assert_close(_logits(model, tokens), adapted, rtol=ATOL, atol=ATOL)
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("dtype", TEST_DTYPES, ids=str)
+@pytest.mark.parametrize("bias", [False, True])
+def test_merge_unmerge_per_dtype(dtype, bias, tokens, device):
+    """Merging into a bf16/fp16 base rounds W + delta once: each layer's merged output stays within a few
+    units of the dtype's eps (relative to |W + delta| |x|) of the unmerged one, and unmerging
+    restores W within 2 eps of |W| + |delta| elementwise."""
+    build, targets = MODELS["llama"]
+    model = get_peft_model(build().to(device=device, dtype=dtype), LinChainConfig(
+        r=4, alpha=8, num_mixers=3, mixer_bias=bias, target_modules=targets, init_weights=False))
+    _randomise(model)
+    model.eval()
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LinChainLayer)}
+    seen = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, (i[0], o))) for n, m in layers.items()]
+    _logits(model, tokens.to(device))
+    for h in hooks:
+        h.remove()
+    weights = {n: m.base_layer.weight.detach().clone() for n, m in layers.items()}
+    deltas = {n: m.get_delta_weight("default").to(dtype) for n, m in layers.items()}
+    model.merge_adapter()
+    eps = torch.finfo(dtype).eps
+    with torch.no_grad():
+        for n, layer in layers.items():
+            x, y = seen[n]
+            assert layer.merged and layer.base_layer.weight.dtype == dtype
+            scale = x.double().abs() @ layer.base_layer.weight.double().abs().T + y.double().abs()
+            assert ((layer(x).double() - y.double()).abs() <= 4 * eps * scale + 1e-6).all(), n
+    model.unmerge_adapter()
+    for n, layer in layers.items():
+        restored = layer.base_layer.weight.detach().double()
+        bound = 2 * eps * (weights[n].double().abs() + deltas[n].double().abs()) + 1e-12
+        assert ((restored - weights[n].double()).abs() <= bound).all(), n
+        assert layer.base_layer.bias is None  # a bias merging created is gone again
 
 
 @pytest.mark.parametrize("arch, k, bias", CASES)

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 from .config import MIXER_INITS, adapter_scaling
+from .dropout import dropout_linear
 from .quant import dequantized_weight, float_dtype, store_weight_
 
 __all__ = ["LinChainLayer", "SUPPORTED_BASE_LAYERS"]
@@ -32,111 +33,6 @@ def _in_out_features(base_layer: nn.Module) -> tuple[int, int]:
     raise TypeError(
         f"LinChain can only wrap {[c.__name__ for c in SUPPORTED_BASE_LAYERS]}, got {type(base_layer).__name__}."
     )
-
-
-#: Above this dropout probability the CPU draws a dense mask instead of the dropped positions
-#: (a gap costs a float64 uniform, a log and an index write, a few times one element of
-#: ``rand_like(x) < p``: listing positions stops paying off somewhere around p = 0.25).
-_SPARSE_DROP_MAX_P = 0.25
-
-
-def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None) -> torch.Tensor:
-    """Which elements of ``x`` dropout removes, each independently with probability ``p``.
-
-    Returns a bool mask shaped like ``x`` (accelerators, or ``p`` > 0.25), or, on CPU, the sorted
-    flat indices (int64, into ``x`` in C order) of the dropped elements. Why the indices: on CPU
-    one uniform draw per element (``rand_like(x) < p``) is the single largest cost of a LoRA-style
-    layer with dropout 0.05, ~4 ns an element, serial. The gaps between successive dropped
-    positions of an i.i.d. Bernoulli(p) sequence are i.i.d. Geometric(p), so drawing ~n*p gaps and
-    summing them gives exactly the same distribution with ~20x fewer draws.
-    ``_first_batch`` (tests only) sets how many gaps the first round draws.
-    """
-    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P:
-        return torch.rand_like(x) < p  # dropped where uniform < p, as torch's own bernoulli
-    n = x.numel()
-
-    def gaps_for(remaining: int) -> int:
-        # enough gaps to pass ``remaining`` elements in all but ~1e-9 of draws; the loop covers the rest exactly
-        mean = max(remaining, 1) * p
-        return int(mean + 6.0 * math.sqrt(mean) + 16)
-
-    batch = _first_batch or gaps_for(n)
-    log_keep = math.log1p(-p)
-    chunks: list[torch.Tensor] = []
-    last = -1  # index of the last dropped element so far
-    while True:
-        # G = ceil(log(U) / log(1 - p)), U ~ U[0, 1) in float64: P(G > k) = P(U < (1 - p)^k) = (1 - p)^k.
-        # The same inversion as Tensor.geometric_, vectorised (geometric_ runs a serial loop, ~2x
-        # slower). Gaps > n (and U = 0's inf) all mean "past the end": clamped so the int64 sum
-        # cannot overflow.
-        gaps = torch.rand(batch, dtype=torch.float64).log_().div_(log_keep).ceil_().clamp_(max=n + 1)
-        pos = gaps.to(torch.int64).cumsum_(0).add_(last)
-        end = int(torch.searchsorted(pos, n))  # positions < n
-        chunks.append(pos[:end])
-        if end < batch:
-            break
-        last = int(pos[-1])
-        batch = gaps_for(n - last)
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
-
-
-def _zero_dropped_(t: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """Zero, in place, the elements of the contiguous tensor ``t`` that ``drop`` marks (see _draw_dropped)."""
-    if drop.dtype == torch.bool:
-        return t.masked_fill_(drop, 0.0)
-    t.view(-1).index_put_((drop,), t.new_zeros(()))  # parallel over the indices (index_fill_ is not)
-    return t
-
-
-def _dropped_copy(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-    """``x`` with the marked elements zeroed, as a new tensor (``x`` untouched: the base layer and siblings share it)."""
-    if drop.dtype == torch.bool:
-        return x.masked_fill(drop, 0.0)  # takes the bool mask as is; x * mask would convert it to float first
-    return _zero_dropped_(x.clone(memory_format=torch.contiguous_format), drop)
-
-
-class _DropoutLinear(torch.autograd.Function):
-    """``h = scale * ((x with the ``drop`` elements zeroed) @ A.T)``: dropout followed by A.
-
-    ``x``: (..., in); ``weight`` (A): (r, in); ``drop``: from :func:`_draw_dropped`; returns (..., r).
-    With ``scale = 1 / (1 - p)`` this is exactly ``nn.Dropout(p)`` then ``A``, but the scale is
-    applied to the r-dim result (r << in: fewer flops) and the mask is never a float tensor.
-    What backward keeps depends on the record: with dropped positions (CPU) the dropped copy of
-    ``x`` plus ~p * 8 bytes an element of indices, so A's gradient needs no second pass over ``x``
-    (CPU time is what is short there); with a bool mask (accelerators) ``x`` itself, often alive
-    anyway (q, k and v share it), plus the 1-byte mask, rebuilding the dropped copy in backward
-    (memory is what is short there). ``nn.Dropout`` + ``nn.Linear`` (PEFT LoRA) keep both the
-    dropped copy and a mask, and draw one uniform per element.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, drop: torch.Tensor, scale: float) -> torch.Tensor:
-        xd = _dropped_copy(x, drop)
-        h = xd @ weight.t()
-        h.mul_(scale)  # (..., r): cheap, in place on a fresh tensor
-        ctx.save_for_backward(x if drop.dtype == torch.bool else xd, weight, drop)
-        ctx.scale = scale
-        return h
-
-    @staticmethod
-    def backward(ctx, grad_h: torch.Tensor):
-        x_or_xd, weight, drop = ctx.saved_tensors
-        # Under autocast the forward matmul ran in the autocast dtype (grad_h has it) while x and A
-        # stay fp32: compute in grad_h's dtype and hand back each gradient in its input's dtype,
-        # as autocast's own cast ops would.
-        dtype = grad_h.dtype
-        g = grad_h * ctx.scale  # (..., r)
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            # (..., in): the mask's chain rule, in place on the fresh (contiguous) product
-            grad_x = _zero_dropped_(g @ weight.to(dtype), drop).to(x_or_xd.dtype)
-        if ctx.needs_input_grad[1]:
-            # (r, T) @ (T, in): A's gradient needs the dropped input
-            xd = x_or_xd.to(dtype)
-            if drop.dtype == torch.bool:  # a mask record kept x itself (see the class docstring)
-                xd = _dropped_copy(xd, drop)
-            grad_w = (g.reshape(-1, g.shape[-1]).t() @ xd.reshape(-1, xd.shape[-1])).to(weight.dtype)
-        return grad_x, grad_w, None, None
 
 
 class LinChainLayer(nn.Module, BaseTunerLayer):
@@ -378,31 +274,70 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``y = base_layer(x) + sum over active adapters of s * B(M_k(...M_1(A(dropout(x)))...))``.
+
+        ``x``: (..., in), any leading dims; ``A``: r x in; ``M_i``: r x r (+ bias (r,)); ``B``: out x r;
+        ``s`` = scaling; returns (..., out) in the base layer's output dtype. The chain is folded
+        onto A first (``(M_k ... M_1 A) x + c``, see :meth:`_fold`); the adapter computes in its own
+        dtype (fp32 adapters on a bf16 base, as PEFT). ``adapter_names`` (a keyword PEFT's forward
+        hook passes for mixed-adapter batches; see ``LinChainModel._enable_peft_forward_hooks``):
+        one adapter name per row of ``x`` (dim 0), ``"__base__"`` for the base layer alone.
+        """
+        adapter_names = kwargs.pop("adapter_names", None)
+        self._check_forward_args(x, adapter_names)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         if self.merged:
             return self.base_layer(x, *args, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         for name in self.active_adapters:
-            if name not in self.linchain_A:
+            if name in self.linchain_A:
+                result = result + self._adapter_output(x, name).to(result.dtype)
+        return result
+
+    def _adapter_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """``s * B(M_k(...M_1(A(dropout(x)))...))`` of adapter ``name``: (..., in) -> (..., out), in the adapter's dtype."""
+        A = self.linchain_A[name]
+        dropout = self.linchain_dropout[name]
+        x = self._cast_input_dtype(x, A.weight.dtype)
+        # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
+        A_folded, c = self._fold(name)
+        if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0:
+            # = A_folded(dropout(x)), cheaper, and the same draw with or without autograd (checkpointing)
+            h = dropout_linear(x, A_folded, dropout.p)
+        else:
+            h = F.linear(dropout(x), A_folded)
+        if c is not None:
+            h = h + c
+        # scale the r-dim activations rather than the out-dim result: same value, fewer flops
+        return self.linchain_B[name](h * self.scaling[name])
+
+    def _check_forward_args(self, x: torch.Tensor, adapter_names: Optional[list[str]]) -> None:
+        if adapter_names is None:
+            return
+        if len(adapter_names) != len(x):
+            raise ValueError(
+                f"adapter_names has {len(adapter_names)} names for a batch of {len(x)} rows: give one adapter name "
+                "(or '__base__') per row (generate's beam search repeats each name num_beams times itself)."
+            )
+        if self.merged:
+            raise ValueError(
+                f"adapter_names cannot route rows while adapters are merged ({self.merged_adapters}): the merged "
+                "weights apply to every row. Call model.unmerge_adapter() first."
+            )
+
+    def _mixed_batch_forward(self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any) -> torch.Tensor:
+        """Row ``i`` of ``x`` through adapter ``adapter_names[i]`` alone ("__base__", or one this layer lacks: the base layer)."""
+        result = self.base_layer(x, *args, **kwargs)
+        for name in dict.fromkeys(adapter_names):  # distinct names, in order
+            if name == "__base__" or name not in self.linchain_A:
                 continue
-            A = self.linchain_A[name]
-            dropout = self.linchain_dropout[name]
-            x_in = self._cast_input_dtype(x, A.weight.dtype)
-            # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
-            A_folded, c = self._fold(name)
-            if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0 and torch.is_grad_enabled():
-                # = A_folded(dropout(x)), cheaper: see _DropoutLinear and _draw_dropped
-                h = _DropoutLinear.apply(x_in, A_folded, _draw_dropped(x_in, dropout.p), 1.0 / (1.0 - dropout.p))
-            else:
-                h = F.linear(dropout(x_in), A_folded)
-            if c is not None:
-                h = h + c
-            # scale the r-dim activations rather than the out-dim result: same value, fewer flops
-            h = self.linchain_B[name](h * self.scaling[name])
-            result = result + h.to(result.dtype)
+            rows = torch.tensor([i for i, n in enumerate(adapter_names) if n == name], device=x.device)
+            result = result.index_add(0, rows, self._adapter_output(x[rows], name).to(result.dtype))
         return result
 
     def __repr__(self) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -12,14 +14,15 @@ from peft.tuners.tuners_utils import (
     _get_tuner_state_dict_key_prefixes,
 )
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from peft.utils import AuxiliaryTrainingWrapper
 from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 
-from .config import LinChainConfig
+from .config import LINCHAIN, LinChainConfig
 from .layer import SUPPORTED_BASE_LAYERS, LinChainLayer
 from .quant import check_base_layer, float_dtype
 
-__all__ = ["LinChainModel", "linear_layer_names"]
+__all__ = ["LinChainModel", "guard_lora_only_tools", "linear_layer_names"]
 
 _PREFIX = "linchain_"
 
@@ -88,6 +91,67 @@ class LinChainModel(BaseTuner):
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
 
+    # ------------------------------------------------------------------ mixed-adapter batches
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """Route each row to its adapter: ``model(..., adapter_names=[...])`` and ``generate(..., adapter_names=...)``.
+
+        PeftModel enters this around forward/generate. ``adapter_names`` holds one name per row,
+        ``"__base__"`` for the base model; every adapter layer (and ``modules_to_save`` wrapper) gets
+        it as a keyword through a forward pre-hook while the context is open. Inference only, as in
+        PEFT LoRA. Beam search runs ``num_beams`` copies of each row, so each name is repeated as often.
+        """
+        adapter_names = kwargs.pop("adapter_names", None)
+        if adapter_names is None:
+            yield
+            return
+        if self.training:
+            raise ValueError("adapter_names (mixed-adapter batches) is for inference only: call model.eval() first.")
+        if isinstance(adapter_names, str) or not all(isinstance(n, str) for n in adapter_names):
+            raise TypeError(
+                f"adapter_names must be a list with one adapter name (or '__base__') per row, got {adapter_names!r}."
+            )
+        known = set()
+        for layer in self.modules():
+            if isinstance(layer, LinChainLayer):
+                known |= layer.linchain_A.keys()
+        unknown = sorted(set(adapter_names) - known - {"__base__"})
+        if unknown:
+            raise ValueError(
+                f"adapter_names has unknown adapter(s) {unknown}; this model has {sorted(known)} "
+                "(and '__base__' for the base model)."
+            )
+        num_beams = kwargs.get("num_beams")
+        if num_beams is None:  # generate(generation_config=...) can ask for beams too
+            num_beams = getattr(kwargs.get("generation_config"), "num_beams", None)
+        per_row = list(adapter_names)
+        if isinstance(num_beams, int) and num_beams > 1:
+            per_row = [name for name in adapter_names for _ in range(num_beams)]
+        targets = [m for m in self.modules() if isinstance(m, (LinChainLayer, AuxiliaryTrainingWrapper))]
+        handles = [m.register_forward_pre_hook(_pass_adapter_names(per_row), with_kwargs=True) for m in targets]
+        encoder = _encoder_of(self.model)
+        if per_row != list(adapter_names) and encoder is not None:
+            # an encoder sees each input row once; only the decoder runs the beams
+            handles += [
+                m.register_forward_pre_hook(_pass_adapter_names(list(adapter_names)), with_kwargs=True)
+                for m in encoder.modules()
+                if isinstance(m, (LinChainLayer, AuxiliaryTrainingWrapper))
+            ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    # ------------------------------------------------------------------ LoRA-only PEFT tools
+    def add_weighted_adapter(self, *args, **kwargs):
+        """Not available: PEFT LoRA's tool combines ``lora_A``/``lora_B`` factors."""
+        raise NotImplementedError(_lora_only("add_weighted_adapter"))
+
+    def subtract_mutated_init(self, *args, **kwargs):
+        """Not available: PEFT LoRA's PiSSA/OLoRA conversion."""
+        raise NotImplementedError(_lora_only("subtract_mutated_init"))
+
     # ------------------------------------------------------------------ saving and loading
     @classmethod
     def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
@@ -133,6 +197,104 @@ class LinChainModel(BaseTuner):
         if merge:
             _declare_merged_biases(model)
         return model
+
+
+def _pass_adapter_names(adapter_names: list[str]):
+    def hook(module, args, kwargs):
+        kwargs["adapter_names"] = adapter_names
+        return args, kwargs
+
+    return hook
+
+
+def _encoder_of(model: nn.Module) -> Optional[nn.Module]:
+    """The encoder of an encoder-decoder model, else None (transformers 5 returns the model itself then)."""
+    get_encoder = getattr(model, "get_encoder", None)
+    encoder = get_encoder() if callable(get_encoder) else None
+    return None if encoder is model else encoder
+
+
+def _lora_only(tool: str) -> str:
+    return (
+        f"{tool} is a PEFT LoRA tool and does not support LinChain adapters (peft_type LINCHAIN). Convert the "
+        "adapter first with linchain.export_lora(src, dst) (exact for a linear chain; affine='lora_bias' for "
+        f"mixer biases), load the result as a PEFT LoRA adapter and use {tool} on that."
+    )
+
+
+_MIXED_MODEL = (
+    "get_peft_model(..., mixed=True) (PeftMixedModel) supports only PEFT's own LoRA-family tuners, not LinChain "
+    "(peft_type LINCHAIN). Several LinChain adapters live in one PeftModel (add_adapter, set_adapter, "
+    "adapter_names=[...] for mixed batches); or convert with linchain.export_lora(src, dst) first."
+)
+
+
+def _has_linchain(model) -> bool:
+    return isinstance(model, nn.Module) and any(isinstance(m, LinChainLayer) for m in model.modules())
+
+
+def _is_linchain_config(config) -> bool:
+    return getattr(config, "peft_type", None) == LINCHAIN
+
+
+def guard_lora_only_tools() -> None:
+    """Make PEFT's free-standing LoRA-only tools refuse LinChain with a clear error, and its status report name it.
+
+    PEFT's ``PeftType`` is a closed enum, so a LinChain config carries the plain string
+    ``"LINCHAIN"``; the hot-swap and mixed-model checks then fail on ``.value`` with an
+    AttributeError, and ``get_model_status()`` reports an empty peft_type. The functions are
+    wrapped in their modules, the inner checks too, so a name imported before ``import linchain``
+    is covered (except ``hotswap_adapter_from_state_dict``, which has no inner check to wrap).
+    Idempotent; a function a PEFT version lacks is skipped.
+    """
+    import peft
+    from peft import mixed_model, peft_model
+    from peft.utils import hotswap
+
+    def wrap(module, name: str, before=None, after=None) -> None:
+        original = getattr(module, name, None)
+        if original is None or getattr(original, "_linchain_guard", False):
+            return
+
+        @functools.wraps(original)
+        def guarded(*args, **kwargs):
+            if before is not None:
+                before(*args, **kwargs)
+            result = original(*args, **kwargs)
+            return after(result, *args, **kwargs) if after is not None else result
+
+        guarded._linchain_guard = True
+        setattr(module, name, guarded)
+
+    def refuse_configs(message):
+        def check(*configs, **kwargs):
+            if any(_is_linchain_config(c) for c in (*configs, *kwargs.values())):
+                raise ValueError(message)
+
+        return check
+
+    def refuse_model(tool):
+        def check(model=None, *args, **kwargs):
+            if _has_linchain(kwargs.get("model", model)):
+                raise ValueError(_lora_only(tool))
+
+        return check
+
+    def name_peft_types(status, model=None, *args, **kwargs):
+        configs = getattr(kwargs.get("model", model), "peft_config", None)
+        if isinstance(configs, dict):
+            for adapter, config in configs.items():
+                if _is_linchain_config(config) and adapter in status.peft_types:
+                    status.peft_types[adapter] = LINCHAIN
+        return status
+
+    for tool in ("hotswap_adapter", "hotswap_adapter_from_state_dict", "prepare_model_for_compiled_hotswap"):
+        wrap(hotswap, tool, before=refuse_model(tool))
+    wrap(hotswap, "check_hotswap_configs_compatible", before=refuse_configs(_lora_only("hotswap_adapter")))
+    wrap(hotswap, "_convert_scalings_to_tensor", before=refuse_model("prepare_model_for_compiled_hotswap"))
+    wrap(mixed_model, "_check_config_compatible", before=refuse_configs(_MIXED_MODEL))
+    wrap(peft_model, "get_model_status", after=name_peft_types)  # what PeftModel.get_model_status() calls
+    peft.get_model_status = peft_model.get_model_status
 
 
 def _show(value) -> str:

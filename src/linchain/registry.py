@@ -5,7 +5,7 @@ from __future__ import annotations
 from peft import mapping
 
 from .config import LINCHAIN, LinChainConfig
-from .model import LinChainModel
+from .model import LinChainModel, guard_lora_only_tools
 
 __all__ = ["register"]
 
@@ -21,3 +21,4 @@ def register() -> None:
     mapping.PEFT_TYPE_TO_CONFIG_MAPPING[LINCHAIN] = LinChainConfig
     mapping.PEFT_TYPE_TO_TUNER_MAPPING[LINCHAIN] = LinChainModel
     mapping.PEFT_TYPE_TO_PREFIX_MAPPING[LINCHAIN] = LinChainModel.prefix
+    guard_lora_only_tools()

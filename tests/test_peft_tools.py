@@ -1,0 +1,78 @@
+"""PEFT's LoRA-only tools refuse LinChain with an error naming the tool and the way round it
+(``linchain.export_lora`` first); PEFT's status reports name the method."""
+
+import peft
+import pytest
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import hotswap
+
+import linchain
+from linchain import LinChainConfig
+from tests.conftest import MODELS
+
+
+def _linchain(adapter="default"):
+    build, targets = MODELS["llama"]
+    return get_peft_model(build(), LinChainConfig(r=4, alpha=8, num_mixers=2, target_modules=targets, init_weights=False),
+                          adapter_name=adapter)
+
+
+def test_add_weighted_adapter_refuses_and_export_lora_is_the_way_round(tmp_path):
+    model = _linchain()
+    model.add_adapter("other", LinChainConfig(r=4, alpha=8, num_mixers=1, target_modules=["q_proj"]))
+    with pytest.raises(NotImplementedError, match=r"add_weighted_adapter is a PEFT LoRA tool.*export_lora"):
+        model.add_weighted_adapter(["default", "other"], [0.5, 0.5], "mix")
+    # what the message says works: export, load as LoRA, combine there
+    model.save_pretrained(tmp_path / "lc", selected_adapters=["default"])
+    linchain.export_lora(tmp_path / "lc", tmp_path / "lora")
+    lora = PeftModel.from_pretrained(MODELS["llama"][0](), tmp_path / "lora", adapter_name="one")
+    lora.load_adapter(tmp_path / "lora", adapter_name="two")
+    lora.add_weighted_adapter(["one", "two"], [0.5, 0.5], "mix", combination_type="linear")
+    assert "mix" in lora.peft_config
+
+
+def test_subtract_mutated_init_refuses():
+    with pytest.raises(NotImplementedError, match="subtract_mutated_init.*export_lora"):
+        _linchain().base_model.subtract_mutated_init({}, "default")
+
+
+def test_hotswap_tools_refuse(tmp_path):
+    model = _linchain()
+    model.save_pretrained(tmp_path / "lc")
+    message = "is a PEFT LoRA tool and does not support LinChain.*export_lora"
+    with pytest.raises(ValueError, match="hotswap_adapter " + message):
+        hotswap.hotswap_adapter(model, tmp_path / "lc", adapter_name="default", torch_device="cpu")
+    with pytest.raises(ValueError, match="prepare_model_for_compiled_hotswap " + message):
+        hotswap.prepare_model_for_compiled_hotswap(model, target_rank=8)
+    with pytest.raises(ValueError, match="hotswap_adapter_from_state_dict " + message):
+        hotswap.hotswap_adapter_from_state_dict(model, {}, "default", model.peft_config["default"])
+    # a PEFT LoRA model asked to swap in a LinChain adapter: refused by the config check
+    lora = get_peft_model(MODELS["llama"][0](), LoraConfig(r=4, target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match="hotswap_adapter " + message):
+        hotswap.hotswap_adapter(lora, tmp_path / "lc", adapter_name="default", torch_device="cpu")
+
+
+def test_mixed_model_refuses():
+    with pytest.raises(ValueError, match=r"PeftMixedModel.*not LinChain"):
+        get_peft_model(MODELS["llama"][0](), LinChainConfig(r=4, target_modules=["q_proj"]), mixed=True)
+
+
+def test_model_and_layer_status_name_linchain():
+    model = _linchain("first")
+    model.add_adapter("second", LinChainConfig(r=2, num_mixers=1, target_modules=["q_proj"]))
+    lora = get_peft_model(MODELS["llama"][0](), LoraConfig(r=4, target_modules=["q_proj"]))
+    for status in (model.get_model_status(), peft.get_model_status(model)):
+        assert status.peft_types == {"first": "LINCHAIN", "second": "LINCHAIN"}
+        assert status.adapter_model_type == "LinChainModel" and status.available_adapters == ["first", "second"]
+    assert lora.get_model_status().peft_types == {"default": "LORA"}  # the same field, as PEFT fills it for LoRA
+    layers = model.get_layer_status()
+    assert layers and all(s.module_type == "linchain.LinChainLayer" for s in layers)
+    q = next(s for s in layers if s.name.endswith("q_proj"))
+    assert q.available_adapters == ["first", "second"] and q.active_adapters == ["first"]
+    assert next(s for s in lora.get_layer_status()).module_type == "lora.Linear"
+
+
+def test_guards_are_installed_once():
+    before = (hotswap.hotswap_adapter, hotswap.check_hotswap_configs_compatible, peft.get_model_status)
+    linchain.register()  # registering again wraps nothing twice
+    assert (hotswap.hotswap_adapter, hotswap.check_hotswap_configs_compatible, peft.get_model_status) == before
