@@ -45,3 +45,17 @@ def test_every_field_has_help():
     for f in fields(LinChainConfig):
         if f.name in own:
             assert f.metadata.get("help"), f.name
+
+
+def test_peft_type_is_a_string_with_value(tmp_path):
+    """PEFT reads config.peft_type.value (status reports, messages): LINCHAIN answers it, saved as a plain string."""
+    import json
+
+    from linchain import LINCHAIN, LinChainConfig
+
+    cfg = LinChainConfig(r=2, target_modules=["q_proj"])
+    assert cfg.peft_type == "LINCHAIN" and cfg.peft_type.value == "LINCHAIN" and LINCHAIN.value == "LINCHAIN"
+    cfg.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "LINCHAIN"
+    again = LinChainConfig.from_pretrained(tmp_path)
+    assert again.peft_type.value == "LINCHAIN" and {again.peft_type: 1}["LINCHAIN"] == 1

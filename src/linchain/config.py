@@ -11,8 +11,18 @@ from peft.config import PeftConfig
 
 __all__ = ["LINCHAIN", "MIXER_INITS", "LinChainConfig", "adapter_scaling"]
 
+class PeftTypeName(str):
+    """A peft_type string that also answers ``.value``, as the members of PEFT's closed
+    ``PeftType`` enum do: PEFT reads ``config.peft_type.value`` in status reports and error
+    messages, so a plain string would turn those into AttributeErrors."""
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+
 #: The peft_type string under which LinChain is registered with PEFT.
-LINCHAIN = "LINCHAIN"
+LINCHAIN = PeftTypeName("LINCHAIN")
 
 #: Valid values of ``mixer_init``.
 MIXER_INITS = ("kaiming", "orthogonal", "identity")
