@@ -270,7 +270,7 @@ def timed(f: Callable[[], None]) -> float:
 # ------------------------------------------------------------------------------------- main
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller batch and fewer repeats: under 3 minutes on 2 CPU cores")
+    p.add_argument("--quick", action="store_true", help="smaller batch and fewer repeats: about 1.5-2 minutes on 2 idle CPU cores, 5-8 on a shared machine")
     p.add_argument("--json", metavar="FILE", help="also write every figure to this JSON file")
     p.add_argument("--model", default="smollm2", choices=["smollm2", *MODEL_PRESETS],
                    help="smollm2: the offline SmolLM2-135M weights (falls back to random weights of its shapes); "
@@ -332,8 +332,9 @@ def main(argv=None) -> int:
     if args.fixed_mmap_threshold:
         _fix_mmap_threshold(device)
     for _ in range(args.warmup):
-        for r in rows:
+        for j, r in enumerate(rows):
             steps[r.name]()
+            print(f"[speed] warm-up {j + 1}/{len(rows)} rows ({time.time() - started:.0f} s)", flush=True)
     for i in range(args.repeats):
         for r in rotated(rows, i):
             cpu, minflt = time.process_time(), _minor_faults()
@@ -342,6 +343,7 @@ def main(argv=None) -> int:
             r.faults.append(_minor_faults() - minflt)
         print(f"[speed] round {i + 1}/{args.repeats} done ({time.time() - started:.0f} s)", flush=True)
     _fix_mmap_threshold(device)
+    print(f"[speed] memory: one measured step per row ({time.time() - started:.0f} s)", flush=True)
     for r in rows:
         with PeakMemory(device) as pm:  # the hooks only count tensors: one step measures both
             r.saved = saved_activation_bytes(steps[r.name], param_ptrs)
@@ -426,6 +428,7 @@ def run_inference(base: nn.Module, rows: list[Row], batch: torch.Tensor, args, d
     # and each model's ratio to the base taken within the round, then the median of those ratios
     # (on this shared CPU, identical architectures differed by up to 7% in medians of 7 fixed-order rounds).
     rounds = max(args.repeats, 15)
+    print(f"[speed] inference: {len(names)} models x {rounds + 1} rounds", flush=True)
     for i in range(rounds + 1):
         for k in rotated(names, i):
             m = models[k]
