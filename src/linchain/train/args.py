@@ -51,6 +51,10 @@ class ModelArguments:
     alpha: float = field(default=32.0, metadata={"help": "Adapter scaling numerator: the update is scaled by alpha / r."})
     mixer_bias: bool = field(default=False, metadata={"help": "Mixers with biases (the reference code's affine chain)."})
     mixer_init: str = field(default="kaiming", metadata={"help": "Mixer initialisation: kaiming, orthogonal or identity."})
+    freeze_mixers: bool = field(
+        default=False,
+        metadata={"help": "Keep the mixers at their initial values (only A and B train): the frozen-mixer control."},
+    )
     adapter_dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter's input (0.05 in the reference)."})
     target_modules: str = field(
         default="q_proj,k_proj,v_proj,up_proj,down_proj",
@@ -75,6 +79,9 @@ class ModelArguments:
             raise _bad("ModelArguments", "torch_dtype", self.torch_dtype, f"must be one of {', '.join(DTYPES)}")
         if not self.target_list():
             raise _bad("ModelArguments", "target_modules", self.target_modules, "names no module")
+        if self.freeze_mixers and not self.chain_length:
+            raise _bad("ModelArguments", "freeze_mixers", self.freeze_mixers,
+                       f"method {self.method!r} has no mixers to freeze; use linchain (k >= 1) or moslora")
 
     def target_list(self):
         """``target_modules`` as PEFT wants it: 'all-linear' or a list of names."""
