@@ -19,6 +19,7 @@ on without it (it is retried on the next call).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -176,7 +177,10 @@ class Grid:
 
             result = RunResult(**json.loads(summary.read_text()))
         else:
-            result = self.train_fn(model_args, data_args, train_args)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            # the Trainer prints every log line when its bar is off (ours is on): those go to a file
+            with open(run_dir / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+                result = self.train_fn(model_args, data_args, train_args)
         if result.interrupted:
             raise KeyboardInterrupt(f"{spec.name} lr {lr:g} seed {seed} stopped at step {result.global_step}; run again to resume")
         losses = [(r["step"], r["loss"]) for r in read_metrics(train_dir / METRICS_FILE) if "loss" in r]
