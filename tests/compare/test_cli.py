@@ -32,6 +32,9 @@ def test_shared_train_flags_and_lists(tmp_path):
     (["--methods", "lora"], "--eval_data is required"),
     (["--preset", "nope", "--eval_data", "x"], "--preset='nope': use one of paper-commonsense, paper-math, cpu-study"),
     (["--eval_data", "x", "--learning_rate", "1e-3", "--max_step", "3"], "unknown option --max_step; did you mean --max_steps?"),
+    (["--eval_data", "x", "--method", "lora", "--output_dir", "o"], "the methods come from --methods"),
+    (["--eval_data", "x", "--val_set_size", "10", "--output_dir", "o"], "use --validation_size"),
+    (["--eval_data", "x"], "--output_dir is required"),
 ])
 def test_errors_are_one_line(argv, message, capsys):
     assert cli(["compare", *argv]) == 2

@@ -75,6 +75,13 @@ class Grid:
     def __init__(self, compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments,
                  train_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None) -> None:
         self.args, self.model, self.data, self.train = compare, model, data, train
+        # shared options that the grid sets per run: refuse rather than silently ignore them
+        if model.method != "linchain" or model.freeze_mixers:
+            raise ValueError("--method/--freeze_mixers: the methods come from --methods (e.g. lora,linchain-k3-frozen)")
+        if data.val_set_size != DataArguments.val_set_size or data.eval_accuracy != DataArguments.eval_accuracy:
+            raise ValueError("--val_set_size/--eval_accuracy: the grid holds out its own rows; use --validation_size")
+        if train.output_dir in (None, LinChainTrainingArguments.output_dir):
+            raise ValueError("--output_dir is required: the folder of the grid's runs and report")
         self.out = Path(train.output_dir)
         self.methods = parse_methods(compare.methods)
         self.seeds = int_list("seeds", compare.seeds) or [train.seed]
