@@ -17,23 +17,29 @@ arithmetic script otherwise (k 3, r 16, alpha 32, 3 epochs, batch 16, cutoff 256
 (``--model_name_or_path smollm2``). Choices:
 
 - Task: the three 4-option tasks with training files (ARC-Easy, ARC-Challenge, openbookqa;
-  "the correct answer is answerN"), trained together and tested on their own test sets. Their
-  label priors are nearly flat (the majority label is 26-28% of the test rows), so an accuracy
-  above ~30% is knowledge, not a prior. BoolQ is left out: in the quality benchmark its 62% "true"
-  prior made every run flip between ~25% and ~77% with the seed, and its passages make its
-  sequences ~2x longer (slower steps).
-- Methods lora, moslora, linchain-k3, linchain-k3-frozen (the control), lora-2r (fewer parameters);
-  2 learning rates (3e-4, the reference's, and 2e-3: at 30-300 steps 1e-3 learned, and the chain's
-  smaller initial gain wants a larger rate); 2 seeds (the statistics pair rows, so more test rows
-  buy more power per second than more seeds; 2 seeds show whether seeds agree).
-- Arithmetic (measured on this machine, BENCHMARKS.md "linchain compare"; step = 8 sequences of
-  these tasks' ~150 tokens, loglik row = one prompt + 4 short candidates):
-  training runs = 5 methods x (2 rates + 1 more seed) = 15; validation scoring: 10 sweep runs x
-  200 rows; test scoring: (5 methods x 2 seeds + base) x 3 tasks x 250 rows.
-  With t_step ~= 1.3 s and t_row ~= 0.12 s on 2 idle cores (2 threads):
-  15 x 300 x 1.3 = 5,850 s training + 10 x 200 x 0.12 = 240 s validation + 11 x 750 x 0.12 = 990 s
-  test + ~26 model loads x ~4 s ~= 100 s + effective-rank analysis ~60 s: ~7,240 s ~= 2.0 h,
-  leaving ~25% headroom for the estimate's error (one shared-machine measurement) in 2.5 h.
+  "the correct answer is answerN"), trained together and tested on their own test sets (the first
+  150 rows of each). Their label priors are nearly flat (the majority label is 26-28% of each full
+  test set), so accuracy well above ~30% is more than a label prior. BoolQ is left out: in the
+  quality benchmark its 62% "true" prior made every run flip between ~25% and ~77% with the seed.
+- Methods lora, moslora, linchain-k3, linchain-k3-frozen (the control), lora-2r (fewer
+  parameters); rates 1e-3 (it learned in the 30-300-step quality runs) and 3e-3 (a short run, and
+  the chain's smaller initial gain, may want more); 2 seeds (the statistics pair rows, so test
+  rows buy power more cheaply than seeds; 2 seeds show whether seeds agree).
+- Arithmetic. Costs on 2 idle cores, 2 threads: a step of 8 of these rows (~110 tokens each,
+  ~870 non-padding tokens a step) t_step ~= 4.5 s (BENCHMARKS.md: 3.66 s/step for the quality
+  preset's 4-task mix, scaled up for these longer rows); a loglik test row t_row ~= 0.35 s with
+  the model load (the quick quality re-run: 85 s for 240 rows). A 10-step, 2-method mini grid of
+  this preset on the shared machine (load 3.4-4.6, 1 thread) measured 11.6 s/step and 0.6 s/row:
+  so expect 1.5-2.5x longer there.
+  Trainings: 5 methods x (2 rates + 1 more seed) = 15 x 100 steps x 4.5 s = 6,750 s;
+  validation: 10 sweep runs x 150 rows x 0.35 s = 525 s; test: (10 runs + base) x 450 rows x
+  0.35 s = 1,730 s; effective rank and extra model loads ~230 s. Total ~9,240 s ~= 2.6 h.
+- Resolution: a paired difference of ~6 points (task-averaged) is detectable with 80% power at
+  450 rows x 2 seeds if the methods disagree on ~40% of the rows; smaller differences will read
+  "no detectable difference". 100 steps x 8 = 800 training rows (~10% of an epoch) is short:
+  if the first-seed sweep shows the methods near the label prior, a longer run with 1 seed
+  (``--seeds 0 --max_steps 150``: the same 1,500 training steps, 6 test scorings instead of 11)
+  resolves more.
 """
 
 from __future__ import annotations
@@ -91,10 +97,10 @@ def _cpu_study(d: Path) -> dict[str, Any]:
         "model_name_or_path": "smollm2",
         "data": [str(d / t / "train.json") for t in _STUDY_TASKS],
         "eval_data": [str(d / t / "test.json") for t in _STUDY_TASKS],
-        "eval_limit": 250, "scorer": "loglik", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0,1",
-        "learning_rates": "3e-4,2e-3", "max_steps": 300, "warmup_steps": 30, "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32, "validation_size": 200,
-        "per_device_eval_batch_size": 8, "save_steps": 75, "save_total_limit": 1,
+        "eval_limit": 150, "scorer": "loglik", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0,1",
+        "learning_rates": "1e-3,3e-3", "max_steps": 100, "warmup_steps": 10, "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32, "validation_size": 150,
+        "per_device_eval_batch_size": 8, "save_steps": 25, "save_total_limit": 1, "num_threads": 2,
     }
 
 
