@@ -15,6 +15,7 @@ COMMANDS = {
     "merge": ("merge", "merge an adapter into its base model and save a plain transformers model"),
     "export-lora": ("export_lora", "export a LinChain adapter as a standard PEFT LoRA adapter"),
     "analyze": ("analyze", "spectra and effective rank of adapter updates"),
+    "compare": ("compare", "compare methods: per-method learning rates, seeds, paired statistics, report"),
 }
 
 

@@ -54,6 +54,10 @@ class ModelArguments:
     alpha: float = field(default=32.0, metadata={"help": "Adapter scaling numerator: the update is scaled by alpha / r."})
     mixer_bias: bool = field(default=False, metadata={"help": "Mixers with biases (the reference code's affine chain)."})
     mixer_init: str = field(default="kaiming", metadata={"help": "Mixer initialisation: kaiming, orthogonal or identity."})
+    freeze_mixers: bool = field(
+        default=False,
+        metadata={"help": "Keep the mixers at their initial values (only A and B train): the frozen-mixer control."},
+    )
     adapter_dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter's input (0.05 in the reference)."})
     target_modules: str = field(
         default="q_proj,k_proj,v_proj,up_proj,down_proj",
@@ -99,6 +103,9 @@ class ModelArguments:
 
             flag = "load_in_4bit" if self.load_in_4bit else "load_in_8bit"
             raise _bad("ModelArguments", flag, True, f"needs bitsandbytes, which is not installed: {INSTALL_HINT}")
+        if self.freeze_mixers and not self.chain_length:
+            raise _bad("ModelArguments", "freeze_mixers", self.freeze_mixers,
+                       f"method {self.method!r} has no mixers to freeze; use linchain (k >= 1) or moslora")
 
     def target_list(self):
         """``target_modules`` as PEFT wants it: 'all-linear' or a list of names."""

@@ -228,7 +228,13 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
             r=model_args.r, alpha=model_args.alpha, num_mixers=model_args.chain_length, mixer_bias=model_args.mixer_bias,
             mixer_init=model_args.mixer_init, dropout=model_args.adapter_dropout, target_modules=targets, task_type="CAUSAL_LM",
         )
-    return get_peft_model(model, config), tokenizer, path
+    model = get_peft_model(model, config)
+    if model_args.freeze_mixers:
+        # the control of the mixer ablation: the chain keeps its initial (random) mixers, A and B train
+        for name, param in model.named_parameters():
+            if ".linchain_mixers." in name:
+                param.requires_grad_(False)
+    return model, tokenizer, path
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""``linchain compare``: flags (over ``--preset`` and ``--config FILE.yaml``) -> :func:`linchain.compare.compare`.
+
+Its own options (:class:`linchain.compare.CompareArguments`) plus every ``linchain train`` option
+for the settings the runs share. Precedence: preset < ``--config`` < command line.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .args import _config_values, _pop_flag, parse, run_command
+
+__all__ = ["main", "parse_args"]
+
+PROG = "linchain compare"
+
+
+def parse_args(argv: Sequence[str]):
+    """(CompareArguments, ModelArguments, DataArguments, LinChainTrainingArguments)."""
+    import yaml
+
+    from ..compare import CompareArguments
+    from ..compare.presets import preset_values
+    from ..train.args import DataArguments, LinChainTrainingArguments, ModelArguments
+
+    types = (CompareArguments, ModelArguments, DataArguments, LinChainTrainingArguments)
+    description = "Compare fine-tuning methods: learning rate tuned per method, paired statistics over rows and seeds."
+    argv = list(argv)
+    preset, argv = _pop_flag(argv, "--preset", "a preset name")
+    if preset is None or any(a in ("-h", "--help") for a in argv):
+        return parse(argv, types, PROG, description=description)
+    # the preset sits under --config: both go into one file that the shared parser reads
+    values = preset_values(preset)
+    argv, config, _ = _config_values(argv)
+    values.update(config)
+    values["preset"] = preset
+    with tempfile.TemporaryDirectory(prefix="linchain-compare-") as folder:
+        merged = Path(folder) / f"preset-{preset}.yaml"
+        merged.write_text(yaml.safe_dump(values, sort_keys=True), encoding="utf-8")
+        return parse(["--config", str(merged), *argv], types, PROG, description=description)
+
+
+def _compare(argv: list[str]) -> int:
+    from ..compare import compare
+
+    args = parse_args(argv)
+    report, path = compare(*args)
+    print(path.read_text())
+    print(f"wrote {path}, {path.with_suffix('.json')}, convergence.png and lr_sweep.png in {path.parent}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_command(PROG, lambda: _compare(argv))
+    except KeyboardInterrupt as err:
+        print(f"{PROG}: interrupted ({err}); run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``linchain compare``'s own options; the shared training settings are ``linchain train``'s dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..eval.runner import SCORERS
+from .methods import parse_methods
+
+__all__ = ["CompareArguments", "float_list", "int_list"]
+
+
+def _items(flag: str, text: str, kind, what: str) -> list:
+    try:
+        values = [kind(x.strip()) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--{flag}={text!r}: expected comma-separated {what}, e.g. {'0,1,2' if kind is int else '3e-4,1e-3'}") from None
+    if len(set(values)) != len(values):
+        raise ValueError(f"--{flag}={text!r} repeats a value")
+    return values
+
+
+def int_list(flag: str, text: str) -> list[int]:
+    return _items(flag, text, int, "integers")
+
+
+def float_list(flag: str, text: str) -> list[float]:
+    values = _items(flag, text, float, "numbers")
+    if any(not v > 0 for v in values):
+        raise ValueError(f"--{flag}={text!r}: learning rates must be > 0")
+    return values
+
+
+@dataclass
+class CompareArguments:
+    """The grid (methods x learning rates x seeds), the test data and the statistics."""
+
+    methods: str = field(default="lora,moslora,linchain-k3", metadata={
+        "help": "Comma-separated methods: lora, moslora, linchain (k = --num_mixers), linchain-kK, lora-2r, peft-lora, "
+                "full; suffixes -bias, -orthogonal, -identity, -frozen (mixers frozen at initialisation)."})
+    baseline: str = field(default="lora", metadata={"help": "The method every other one is compared with (one of --methods)."})
+    seeds: str = field(default="", metadata={"help": "Comma-separated seeds (default: --seed). The first one sweeps the learning rates."})
+    learning_rates: str = field(default="", metadata={
+        "help": "Comma-separated learning rates swept per method on the validation split (default: --learning_rate alone)."})
+    eval_data: list[str] = field(default_factory=list, metadata={
+        "help": "Test data specs (repeatable), e.g. ../shared/data/llm-adapters/ARC-Easy/test.json. Never trained on."})
+    eval_task: list[str] = field(default_factory=list, metadata={"help": "Answer rules per --eval_data, in order (default: inferred from the path)."})
+    eval_limit: Optional[int] = field(default=None, metadata={"help": "Score the first N rows of each --eval_data (the same rows for every run)."})
+    scorer: str = field(default="loglik", metadata={"help": "loglik (rank the answer labels; cheap on CPU) or generate (the paper's beam search)."})
+    validation_size: int = field(default=200, metadata={
+        "help": "Rows carved from the training data (seed 0) to choose each method's learning rate; never trained on."})
+    validation_task: Optional[str] = field(default=None, metadata={
+        "help": "Answer rules of the validation rows when they cannot be inferred from the training file names."})
+    eval_base: bool = field(default=True, metadata={"help": "Also score the base model without fine-tuning (the floor)."})
+    target_loss: Optional[float] = field(default=None, metadata={
+        "help": "Training loss for steps-to-target (default: the baseline's smoothed final loss, mean over seeds)."})
+    n_resamples: int = field(default=10000, metadata={"help": "Bootstrap and randomisation draws of the paired statistics."})
+    preset: Optional[str] = field(default=None, metadata={
+        "help": "paper-commonsense, paper-math or cpu-study: fills in data, methods, rates, seeds and sizes; flags and --config override it."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eval_data, str):
+            self.eval_data = [self.eval_data]
+        if isinstance(self.eval_task, str):
+            self.eval_task = [self.eval_task]
+        specs = parse_methods(self.methods)
+        if self.baseline not in [s.name for s in specs]:
+            raise ValueError(f"--baseline={self.baseline!r} is not in --methods ({self.methods})")
+        int_list("seeds", self.seeds)
+        float_list("learning_rates", self.learning_rates)
+        if not self.eval_data:
+            raise ValueError("--eval_data is required: at least one test data spec (or a --preset)")
+        if self.eval_task and len(self.eval_task) != len(self.eval_data):
+            raise ValueError(f"--eval_task: give one per --eval_data or none; got {len(self.eval_task)} for {len(self.eval_data)}")
+        if self.scorer not in SCORERS:
+            raise ValueError(f"--scorer={self.scorer!r}: use one of {', '.join(SCORERS)}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError(f"--eval_limit={self.eval_limit}: must be >= 1 or unset")
+        if self.validation_size < 0:
+            raise ValueError(f"--validation_size={self.validation_size}: must be >= 0")
+        if self.n_resamples < 100:
+            raise ValueError(f"--n_resamples={self.n_resamples}: use at least 100 (10000 for reported numbers)")

@@ -1,0 +1,346 @@
+"""The grid of ``linchain compare``: data split, learning-rate sweep, seeds, reuse and resume.
+
+Layout under the output folder::
+
+    data/train.json, data/validation-<task>.json     the training rows and the carved-off validation rows
+    settings.json                                    what every run shares (a rerun must match it)
+    base/test.json                                   the base model's scores (no fine-tuning)
+    runs/<method>/lr<rate>/seed<s>/train/            a ``linchain train`` run folder
+                                  /train.json        done marker of the training (losses, params, times)
+                                  /validation.json   validation scores (sweep runs)
+                                  /test.json         test scores, per row (runs at the chosen rate)
+
+Per method every rate is trained with the first seed and scored on the validation rows; the rate
+with the best validation accuracy (ties: the lower final training loss) is chosen and the other
+seeds train at it. A step whose marker exists is reused; a training cut short resumes from its
+newest complete checkpoint; a failed step is recorded (report.json "failures") and the grid goes
+on without it (it is retried on the next call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..io import atomic_write_json
+from ..train.args import DataArguments, LinChainTrainingArguments, ModelArguments
+from .args import CompareArguments, float_list, int_list
+from .methods import MethodSpec, parse_methods
+
+__all__ = ["Grid", "GridResult", "run_grid"]
+
+SETTINGS_FILE = "settings.json"
+SPLIT_SEED = 0  # the validation rows are the same for every seed and method
+# Training fields that change speed or bookkeeping, not results (or are set per run by the grid).
+_NOT_RESULTS = {"output_dir", "logging_dir", "resume", "num_threads", "disable_tqdm", "report_to", "per_device_eval_batch_size",
+                "save_steps", "save_total_limit", "learning_rate", "seed", "data_seed", "run_name", "logging_steps",
+                "eval_strategy", "eval_steps", "dataloader_num_workers"}
+
+
+def _say(message: str) -> None:
+    print(f"linchain compare: {message}", file=sys.stderr, flush=True)
+
+
+def _rate_name(lr: float) -> str:
+    return f"lr{lr:g}"
+
+
+@dataclass
+class GridResult:
+    """What the grid produced; :mod:`linchain.compare.report` turns it into report.json/report.md."""
+
+    out: Path
+    methods: list[MethodSpec]
+    seeds: list[int]
+    learning_rates: list[float]
+    sweep: dict[str, list[dict]] = field(default_factory=dict)  #: method -> one record per rate (seed 0)
+    chosen: dict[str, Optional[float]] = field(default_factory=dict)  #: method -> chosen learning rate
+    runs: dict[str, list[dict]] = field(default_factory=dict)  #: method -> per-seed records at the chosen rate
+    base: Optional[dict] = None
+    failures: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+class Grid:
+    """Runs the grid; ``train_fn``/``eval_fn`` are injectable for tests (default: run_training / run_evaluation)."""
+
+    def __init__(self, compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments,
+                 train_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None) -> None:
+        self.args, self.model, self.data, self.train = compare, model, data, train
+        # shared options that the grid sets per run: refuse rather than silently ignore them
+        if model.method != "linchain" or model.freeze_mixers:
+            raise ValueError("--method/--freeze_mixers: the methods come from --methods (e.g. lora,linchain-k3-frozen)")
+        if data.val_set_size != DataArguments.val_set_size or data.eval_accuracy != DataArguments.eval_accuracy:
+            raise ValueError("--val_set_size/--eval_accuracy: the grid holds out its own rows; use --validation_size")
+        if train.output_dir in (None, LinChainTrainingArguments.output_dir):
+            raise ValueError("--output_dir is required: the folder of the grid's runs and report")
+        self.out = Path(train.output_dir)
+        self.methods = parse_methods(compare.methods)
+        self.seeds = int_list("seeds", compare.seeds) or [train.seed]
+        self.rates = float_list("learning_rates", compare.learning_rates) or [train.learning_rate]
+        if len(self.rates) > 1 and compare.validation_size == 0:
+            raise ValueError("--learning_rates lists several rates: choosing one needs --validation_size > 0")
+        if train_fn is None:
+            from ..train.engine import run_training as train_fn
+        if eval_fn is None:
+            from ..eval import run_evaluation as eval_fn
+        self.train_fn, self.eval_fn = train_fn, eval_fn
+        self.validation: list[tuple[str, str]] = []  # (file, task)
+        self.bar = None
+
+    # ------------------------------------------------------------------------------ settings and data
+    def settings(self) -> dict[str, Any]:
+        """Everything shared by the runs that changes results; a rerun into the same folder must match."""
+        from ..train.engine import _init_fields
+
+        train = {k: v for k, v in _init_fields(self.train).items() if k not in _NOT_RESULTS}
+        model = {k: v for k, v in dataclasses.asdict(self.model).items() if k not in ("method",)}
+        keys = ("eval_data", "eval_task", "eval_limit", "scorer", "validation_size", "validation_task")
+        return json.loads(json.dumps({"model": model, "data": dataclasses.asdict(self.data), "train": train,
+                                      "eval": {k: getattr(self.args, k) for k in keys}, "split_seed": SPLIT_SEED}, default=str))
+
+    def check_settings(self) -> dict[str, Any]:
+        settings = self.settings()
+        path = self.out / SETTINGS_FILE
+        if path.exists():
+            old = json.loads(path.read_text())
+            diff = sorted(f"{group}.{k}" for group, values in settings.items() if isinstance(values, dict)
+                          for k in set(values) | set(old.get(group, {})) if values.get(k) != old.get(group, {}).get(k))
+            diff += [k for k, v in settings.items() if not isinstance(v, dict) and old.get(k) != v]
+            if diff:
+                raise ValueError(f"{self.out} holds a comparison made with other settings ({', '.join(diff[:6])}); "
+                                 f"use another --output_dir, or the same settings to reuse its runs")
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, settings)
+        return settings
+
+    def prepare_data(self) -> None:
+        """data/train.json (training rows minus validation rows) and data/validation-<task>.json."""
+        from ..eval.tasks import infer_task
+        from ..train.engine import load_data
+        from ..train.features import split_examples
+
+        folder = self.out / "data"
+        train_file = folder / "train.json"
+        if not train_file.exists():
+            examples = load_data(self.data, SPLIT_SEED)
+            if any(e.options for e in examples):
+                raise ValueError("--data: compare needs rows without per-row options (LLM-Adapters .json/.jsonl, "
+                                 "reasoning_gym:, hf: with columns); bigbench: rows are not supported")
+            size = self.args.validation_size
+            train, val = split_examples(examples, size, SPLIT_SEED) if size else (list(examples), [])
+            groups: dict[str, list] = {}
+            for e in val:
+                task = self.args.validation_task or infer_task(e.source)
+                if task is None:
+                    raise ValueError(f"--data {e.source}: cannot infer the validation rows' task from the path; pass --validation_task")
+                groups.setdefault(task, []).append(e)
+            row = lambda e: {"instruction": e.instruction, "input": e.input, "output": e.output, "answer": e.answer}  # noqa: E731
+            for task, rows in groups.items():
+                atomic_write_json(folder / f"validation-{task}.json", [row(e) for e in rows])
+            atomic_write_json(train_file, [row(e) for e in train])  # last: its presence marks the data as prepared
+            _say(f"{len(train)} training rows, {len(val)} validation rows ({', '.join(f'{t}: {len(r)}' for t, r in groups.items())})")
+        self.validation = [(str(p), p.stem.split("-", 1)[1]) for p in sorted(folder.glob("validation-*.json"))]
+
+    # ------------------------------------------------------------------------------ one step each
+    def run_dir(self, spec: MethodSpec, lr: float, seed: int) -> Path:
+        return self.out / "runs" / spec.name / _rate_name(lr) / f"seed{seed}"
+
+    def _train(self, spec: MethodSpec, lr: float, seed: int) -> dict:
+        from ..train.engine import _init_fields, find_complete_checkpoint
+        from ..train.outputs import METRICS_FILE, read_metrics
+
+        run_dir = self.run_dir(spec, lr, seed)
+        marker = run_dir / "train.json"
+        if marker.exists():
+            return json.loads(marker.read_text())
+        train_dir = run_dir / "train"
+        summary = train_dir / "summary.json"  # written by run_training once the adapter is saved
+        checkpoint = find_complete_checkpoint(train_dir)
+        # Resuming from the final checkpoint would train one step past max_steps (HF Trainer), so a
+        # run that got that far without writing its outputs trains again from the start.
+        resume = checkpoint is not None and (self.train.max_steps <= 0 or int(checkpoint.name.split("-")[1]) < self.train.max_steps)
+        if not summary.exists():
+            _say(f"{spec.name} lr {lr:g} seed {seed}: training" + (f" (resuming from {checkpoint.name})" if resume else ""))
+        model_args = spec.model_arguments(self.model)
+        data_args = dataclasses.replace(self.data, data=[str(self.out / "data" / "train.json")], data_columns="", val_set_size=0,
+                                        eval_accuracy="no", skip_malformed=False)
+        fields = {**_init_fields(self.train), "output_dir": str(train_dir), "resume": resume, "learning_rate": lr, "seed": seed,
+                  "data_seed": seed, "logging_steps": 1, "eval_strategy": "no", "disable_tqdm": True}
+        fields.pop("logging_dir", None)
+        train_args = type(self.train)(**fields)
+        started = time.time()
+        if summary.exists():  # trained, outputs written, marker not (killed in between)
+            from ..train.engine import RunResult
+
+            result = RunResult(**json.loads(summary.read_text()))
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            # the Trainer prints every log line when its bar is off (ours is on): those go to a file
+            with open(run_dir / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+                result = self.train_fn(model_args, data_args, train_args)
+        if result.interrupted:
+            raise KeyboardInterrupt(f"{spec.name} lr {lr:g} seed {seed} stopped at step {result.global_step}; run again to resume")
+        losses = [(r["step"], r["loss"]) for r in read_metrics(train_dir / METRICS_FILE) if "loss" in r]
+        record = {"method": spec.name, "learning_rate": lr, "seed": seed, "trainable_params": result.trainable_params,
+                  "train_loss": result.train_loss, "losses": losses, "global_step": result.global_step,
+                  "train_wall_s": round(time.time() - started, 1), "model_arguments": dataclasses.asdict(model_args)}
+        atomic_write_json(marker, record)
+        return record
+
+    def _evaluate(self, where: Path, name: str, data: list[tuple[str, Optional[str]]], adapter: Optional[Path],
+                  model_path: Optional[str] = None) -> dict:
+        """Score and keep per-row correctness (``name``: validation or test)."""
+        from ..eval import EvalArguments
+
+        marker = where / f"{name}.json"
+        if marker.exists():
+            return json.loads(marker.read_text())
+        tasks = [t for _, t in data]
+        args = EvalArguments(
+            model_name_or_path=model_path or self.model.model_name_or_path, adapter=str(adapter) if adapter else None,
+            data=[d for d, _ in data], task=tasks if all(tasks) else [], scorer=self.args.scorer,
+            limit=self.args.eval_limit if name == "test" else None, per_device_eval_batch_size=self.train.per_device_eval_batch_size,
+            dtype=self.model.torch_dtype, num_threads=self.train.num_threads, faithful_prompt=self.data.faithful_prompt,
+            output_dir=str(where / name), progress=False,
+        )
+        started = time.time()
+        run = self.eval_fn(args)
+        tasks_out = {r.task: {"accuracy": r.accuracy, "correct": r.correct, "total": r.total,
+                              "rows": [p["row"] for p in r.predictions], "per_row": [int(bool(p["correct"])) for p in r.predictions],
+                              "gold": [p["gold"] for p in r.predictions]} for r in run.results}
+        record = {"tasks": tasks_out, "average": sum(t["accuracy"] for t in tasks_out.values()) / len(tasks_out),
+                  "eval_wall_s": round(time.time() - started, 1)}
+        atomic_write_json(marker, record)
+        return record
+
+    def _step(self, result: GridResult, what: str, fn: Callable[[], dict], weight: float) -> Optional[dict]:
+        """Run one step; a failure is recorded (failed.json, result.failures) and None returned."""
+        try:
+            return fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - the grid goes on; the error is recorded and shown
+            message = f"{type(err).__name__}: {err}".strip()
+            _say(f"FAILED {what}: {message.splitlines()[0]}")
+            result.failures.append({"step": what, "error": message})
+            return None
+        finally:
+            if self.bar is not None:
+                self.bar.update(weight)
+
+    def _adapter_of(self, spec: MethodSpec, lr: float, seed: int) -> tuple[Optional[Path], Optional[str]]:
+        train_dir = self.run_dir(spec, lr, seed) / "train"
+        if spec.method == "full":
+            return None, str(train_dir / "model")
+        return train_dir / "adapter", None
+
+    # ------------------------------------------------------------------------------ the grid
+    def _test_data(self) -> list[tuple[str, Optional[str]]]:
+        tasks = self.args.eval_task or [None] * len(self.args.eval_data)
+        return list(zip(self.args.eval_data, tasks))
+
+    def run(self) -> GridResult:
+        settings = self.check_settings()
+        self.prepare_data()
+        result = GridResult(out=self.out, methods=self.methods, seeds=self.seeds, learning_rates=self.rates, settings=settings)
+        steps, sweep_val = self.train.max_steps, len(self.rates) > 1
+        val_rows = self.args.validation_size
+        test_rows = (self.args.eval_limit or 500) * len(self.args.eval_data)
+        # weights in "training step" units: one scored row costs roughly a quarter of an 8-sequence step
+        w_train, w_val, w_test = steps, val_rows / 4, test_rows / 4
+        total = (w_test if self.args.eval_base else 0) + len(self.methods) * (
+            len(self.rates) * (w_train + (w_val if sweep_val else 0)) + w_test + (len(self.seeds) - 1) * (w_train + w_test))
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=round(total), desc="compare", unit="step-eq", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}")
+        try:
+            if self.args.eval_base:
+                self.bar.set_postfix_str("base model")
+                result.base = self._step(result, "base model test", lambda: self._evaluate(self.out / "base", "test", self._test_data(), None), w_test)
+            for spec in self.methods:
+                self._sweep(spec, result, w_train, w_val if sweep_val else 0)
+            for spec in self.methods:
+                self._seeds(spec, result, w_train, w_test)
+        finally:
+            self.bar.close()
+            self.bar = None
+        return result
+
+    def _sweep(self, spec: MethodSpec, result: GridResult, w_train: float, w_val: float) -> None:
+        seed = self.seeds[0]
+        records = []
+        for lr in self.rates:
+            self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
+            trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), w_train)
+            record = {"learning_rate": lr, "status": "failed" if trained is None else "ok", "validation": None,
+                      "final_loss": _final_loss(trained["losses"]) if trained else None}
+            if trained is not None and w_val:
+                adapter, model_path = self._adapter_of(spec, lr, seed)
+                record["validation"] = self._step(result, f"{spec.name} lr {lr:g} validation", lambda: self._evaluate(
+                    self.run_dir(spec, lr, seed), "validation", self.validation, adapter, model_path), w_val)
+                if record["validation"] is None:
+                    record["status"] = "failed"
+            elif w_val:
+                self.bar.update(w_val)
+            records.append(record)
+        result.sweep[spec.name] = records
+        ok = [r for r in records if r["status"] == "ok"]
+        if not ok:
+            result.chosen[spec.name] = None
+            return
+        if len(self.rates) == 1:
+            result.chosen[spec.name] = ok[0]["learning_rate"]
+            return
+        best = max(ok, key=lambda r: (r["validation"]["average"], -(r["final_loss"] if r["final_loss"] is not None else float("inf"))))
+        result.chosen[spec.name] = best["learning_rate"]
+
+    def _seeds(self, spec: MethodSpec, result: GridResult, w_train: float, w_test: float) -> None:
+        lr = result.chosen.get(spec.name)
+        runs = []
+        for i, seed in enumerate(self.seeds):
+            if lr is None:
+                self.bar.update(w_test + (w_train if i else 0))
+                continue
+            self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
+            if i:
+                trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), w_train)
+            else:
+                trained = json.loads((self.run_dir(spec, lr, seed) / "train.json").read_text())
+            if trained is None:
+                self.bar.update(w_test)
+                continue
+            adapter, model_path = self._adapter_of(spec, lr, seed)
+            tested = self._step(result, f"{spec.name} lr {lr:g} seed {seed} test", lambda: self._evaluate(
+                self.run_dir(spec, lr, seed), "test", self._test_data(), adapter, model_path), w_test)
+            if tested is not None:
+                runs.append({**trained, "test": tested, "adapter": str(adapter) if adapter else None})
+        result.runs[spec.name] = runs
+
+
+def _final_loss(losses: list, window: Optional[int] = None) -> Optional[float]:
+    if not losses:
+        return None
+    window = window or max(1, len(losses) // 10)
+    tail = [loss for _, loss in losses[-window:]]
+    return sum(tail) / len(tail)
+
+
+def run_grid(compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments, **kwargs) -> GridResult:
+    """Run (or complete) the grid of ``compare`` and return what it produced."""
+    if train.num_threads:
+        import torch
+
+        torch.set_num_threads(train.num_threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return Grid(compare, model, data, train, **kwargs).run()

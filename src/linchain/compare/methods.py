@@ -1,0 +1,90 @@
+"""Method names of ``linchain compare`` -> the :class:`ModelArguments` of one ``linchain train`` run.
+
+A name is a base method with optional suffixes, in any order::
+
+    lora | moslora | linchain | linchain-kK | lora-2r | peft-lora | full      base
+    -bias          mixers with biases (the reference code's affine chain)
+    -orthogonal    orthogonal mixer initialisation (default: kaiming, as the reference)
+    -identity      identity mixer initialisation
+    -frozen        mixers frozen at their initial values: only A and B train (the control
+                   asked for when MoSLoRA was proposed to PEFT)
+
+``linchain`` takes k from the shared ``--num_mixers``; ``lora-2r`` is LoRA at twice the shared
+rank with alpha doubled too, so ``alpha / r`` (the update's scale) is unchanged: the "fewer
+parameters for the same quality" comparison of LinChain at r against LoRA at 2r.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from ..train.args import ModelArguments
+
+__all__ = ["MethodSpec", "parse_method", "parse_methods"]
+
+_BASES = ("lora-2r", "lora", "moslora", "peft-lora", "full", "linchain")
+_SUFFIXES = {"bias", "orthogonal", "identity", "frozen"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method of the comparison: a ``linchain train --method`` plus its chain shape and rank multiplier."""
+
+    name: str
+    method: str  #: linchain train --method
+    num_mixers: Optional[int] = None  #: k for --method linchain; None = the shared --num_mixers
+    mixer_bias: bool = False
+    mixer_init: Optional[str] = None  #: None = the shared --mixer_init
+    freeze_mixers: bool = False
+    rank_mult: int = 1  #: 2 = LoRA at 2r (alpha doubled too)
+
+    def model_arguments(self, shared: ModelArguments) -> ModelArguments:
+        """The shared model settings with this method's overrides (validated by ModelArguments)."""
+        changes = {"method": self.method, "mixer_bias": self.mixer_bias or shared.mixer_bias,
+                   "freeze_mixers": self.freeze_mixers,
+                   "r": shared.r * self.rank_mult, "alpha": shared.alpha * self.rank_mult}
+        if self.num_mixers is not None:
+            changes["num_mixers"] = self.num_mixers
+        if self.mixer_init is not None:
+            changes["mixer_init"] = self.mixer_init
+        return dataclasses.replace(shared, **changes)
+
+
+def parse_method(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` called ``name``; a ``ValueError`` naming what is valid otherwise."""
+    base = next((b for b in _BASES if name == b or name.startswith(b + "-")), None)
+    k: Optional[int] = None
+    rest = name[len(base):] if base else ""
+    if base == "linchain":
+        m = re.match(r"-k(\d+)", rest)
+        if m:
+            k, rest = int(m.group(1)), rest[m.end():]
+    suffixes = [s for s in rest.split("-") if s]
+    bad = [s for s in suffixes if s not in _SUFFIXES]
+    if base is None or bad or len(set(suffixes)) != len(suffixes):
+        raise ValueError(f"--methods: {name!r} is not a method; use lora, moslora, linchain, linchain-kK, lora-2r, "
+                         f"peft-lora or full, optionally with -bias, -orthogonal, -identity, -frozen")
+    method = "lora" if base == "lora-2r" else base
+    has_mixers = method == "moslora" or (method == "linchain" and k != 0)
+    if suffixes and not has_mixers:
+        raise ValueError(f"--methods: {name!r}: {base} has no mixers, so -{suffixes[0]} does not apply "
+                         f"(suffixes go with moslora and linchain-kK, K >= 1)")
+    if "orthogonal" in suffixes and "identity" in suffixes:
+        raise ValueError(f"--methods: {name!r}: choose one of -orthogonal and -identity")
+    init = "orthogonal" if "orthogonal" in suffixes else "identity" if "identity" in suffixes else None
+    return MethodSpec(name=name, method=method, num_mixers=k, mixer_bias="bias" in suffixes, mixer_init=init,
+                      freeze_mixers="frozen" in suffixes, rank_mult=2 if base == "lora-2r" else 1)
+
+
+def parse_methods(names: str) -> list[MethodSpec]:
+    """A comma-separated list of method names, in order, without repeats."""
+    specs = [parse_method(n.strip()) for n in names.split(",") if n.strip()]
+    if not specs:
+        raise ValueError("--methods: give at least one method, e.g. lora,moslora,linchain-k3")
+    seen = [s.name for s in specs]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"--methods: {names!r} repeats a method")
+    return specs

@@ -1,0 +1,298 @@
+"""From a finished grid to ``report.json``, ``report.md``, ``convergence.png`` and ``lr_sweep.png``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..io import atomic_write_json, atomic_write_text
+from .grid import GridResult
+from .stats import paired_comparison
+
+__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "loss_auc", "markdown", "smooth", "steps_to_target", "write_report"]
+
+REPORT_SCHEMA_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------- convergence
+def smooth(losses: Sequence[tuple[int, float]], window: int) -> list[tuple[int, float]]:
+    """Trailing moving average of per-step losses (single steps are too noisy to compare)."""
+    out, values = [], []
+    for step, loss in losses:
+        values.append(loss)
+        tail = values[-window:]
+        out.append((step, sum(tail) / len(tail)))
+    return out
+
+
+def steps_to_target(losses: Sequence[tuple[int, float]], target: float, window: int) -> Optional[int]:
+    """First step whose smoothed loss is <= target; None if the run never gets there."""
+    return next((step for step, loss in smooth(losses, window) if loss <= target), None)
+
+
+def loss_auc(losses: Sequence[tuple[int, float]]) -> Optional[float]:
+    """Area under the training-loss curve per step (trapezoids over the logged steps / steps covered):
+    the mean loss over the run, lower = faster convergence."""
+    if len(losses) < 2:
+        return losses[0][1] if losses else None
+    area = sum((s2 - s1) * (l1 + l2) / 2 for (s1, l1), (s2, l2) in zip(losses, losses[1:]))
+    return area / (losses[-1][0] - losses[0][0])
+
+
+def _mean_std(values: Sequence[float]) -> Optional[list[float]]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+# ---------------------------------------------------------------------------------------- report
+def _effective_rank(run: dict) -> Optional[float]:
+    """Mean effective rank of the run's ΔW over layers (``linchain analyze``), cached beside the run."""
+    if not run.get("adapter"):
+        return None
+    cache = Path(run["adapter"]).parent.parent / "effective_rank.json"
+    if cache.exists():
+        return json.loads(cache.read_text())["mean_effective_rank"]
+    from ..analysis import analyze_adapter
+
+    try:
+        value = analyze_adapter(run["adapter"]).summary()["all"]["mean_effective_rank"]
+    except (ValueError, OSError, KeyError):  # e.g. a format analyze does not read; the report says "-"
+        return None
+    atomic_write_json(cache, {"mean_effective_rank": value})
+    return value
+
+
+def _correct(run: dict, tasks: list[str]) -> dict[str, list[int]]:
+    return {t: run["test"]["tasks"][t]["per_row"] for t in tasks}
+
+
+def _check_rows(runs: dict[str, list[dict]], tasks: list[str]) -> None:
+    ref = None
+    for name, rs in runs.items():
+        for r in rs:
+            rows = {t: r["test"]["tasks"][t]["rows"] for t in tasks}
+            if ref is None:
+                ref = rows
+            elif rows != ref:
+                raise ValueError(f"{name} seed {r['seed']} was scored on other test rows; rerun in a fresh --output_dir")
+
+
+def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, target_loss: Optional[float] = None,
+                 effective_rank: bool = True) -> dict[str, Any]:
+    """Everything the report shows, as one JSON-able dict (see ``REPORT_SCHEMA_VERSION``)."""
+    runs = {name: rs for name, rs in grid.runs.items() if rs}
+    any_run = next((r for rs in runs.values() for r in rs), None)
+    source = any_run["test"] if any_run else grid.base
+    tasks = list(source["tasks"]) if source else []
+    _check_rows(runs, tasks)
+    max_steps = max((r["losses"][-1][0] for rs in runs.values() for r in rs if r["losses"]), default=1)
+    window = max(1, max_steps // 10)
+    final = {name: _mean_std([smooth(r["losses"], window)[-1][1] for r in rs if r["losses"]]) for name, rs in runs.items()}
+    if target_loss is None and final.get(baseline):
+        target_loss = final[baseline][0]  # the paper's claim: reaching the baseline's end-of-run loss in fewer steps
+    methods: dict[str, Any] = {}
+    for spec in grid.methods:
+        rs = runs.get(spec.name, [])
+        per_seed = [{"seed": r["seed"], "per_task": {t: r["test"]["tasks"][t]["accuracy"] for t in tasks},
+                     "average": r["test"]["average"]} for r in rs]
+        methods[spec.name] = {
+            "learning_rate": grid.chosen.get(spec.name),
+            "sweep": [{"learning_rate": s["learning_rate"], "status": s["status"], "final_loss": s["final_loss"],
+                       "validation_accuracy": s["validation"]["average"] if s.get("validation") else None,
+                       "validation_per_task": {t: v["accuracy"] for t, v in s["validation"]["tasks"].items()} if s.get("validation") else None}
+                      for s in grid.sweep.get(spec.name, [])],
+            "seeds": [r["seed"] for r in rs],
+            "per_seed": per_seed,
+            "per_task": {t: _mean_std([p["per_task"][t] for p in per_seed]) for t in tasks},
+            "average": _mean_std([p["average"] for p in per_seed]),
+            "trainable_params": rs[0]["trainable_params"] if rs else None,
+            "effective_rank": _mean_std([_effective_rank(r) for r in rs]) if effective_rank else None,
+            "convergence": {
+                "final_loss": final.get(spec.name),
+                "steps_to_target": [steps_to_target(r["losses"], target_loss, window) if target_loss is not None else None for r in rs],
+                "loss_auc": _mean_std([loss_auc(r["losses"]) for r in rs]),
+            },
+            "train_wall_s": _mean_std([r["train_wall_s"] for r in rs]),
+            "eval_wall_s": _mean_std([r["test"]["eval_wall_s"] for r in rs]),
+        }
+    comparisons = []
+    base_runs = {r["seed"]: r for r in runs.get(baseline, [])}
+    for spec in grid.methods:
+        if spec.name == baseline or spec.name not in runs or not base_runs:
+            continue
+        seeds = [r["seed"] for r in runs[spec.name] if r["seed"] in base_runs]
+        if not seeds:
+            continue
+        mine = {r["seed"]: r for r in runs[spec.name]}
+        a = {t: [mine[s]["test"]["tasks"][t]["per_row"] for s in seeds] for t in tasks}
+        b = {t: [base_runs[s]["test"]["tasks"][t]["per_row"] for s in seeds] for t in tasks}
+        overall = paired_comparison(a, b, n_resamples=n_resamples)
+        per_task = {t: {k: v for k, v in paired_comparison({t: a[t]}, {t: b[t]}, n_resamples=n_resamples).items()
+                        if k in ("difference", "ci_low", "ci_high", "p_value", "verdict")} for t in tasks}
+        comparisons.append({"method": spec.name, "baseline": baseline, "paired_seeds": seeds, **overall, "per_task": per_task})
+    prior = {}
+    if source:
+        for t in tasks:
+            gold = Counter(source["tasks"][t]["gold"])
+            prior[t] = max(gold.values()) / sum(gold.values())
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "settings": {**grid.settings, "methods": [s.name for s in grid.methods], "baseline": baseline, "seeds": grid.seeds,
+                     "learning_rates": grid.learning_rates, "n_resamples": n_resamples},
+        "eval_tasks": tasks,
+        "base": None if not grid.base else {"per_task": {t: grid.base["tasks"][t]["accuracy"] for t in tasks}, "average": grid.base["average"]},
+        "label_prior": {"per_task": prior, "average": statistics.fmean(prior.values()) if prior else None},
+        "smoothing_window": window,
+        "target_loss": target_loss,
+        "methods": methods,
+        "comparisons": comparisons,
+        "failures": grid.failures,
+    }
+
+
+# ---------------------------------------------------------------------------------------- markdown
+def _pct(ms: Optional[Sequence[float]]) -> str:
+    return "-" if ms is None else f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
+
+
+def _num(ms: Optional[Sequence[float]], fmt: str = ".3f") -> str:
+    return "-" if ms is None else f"{ms[0]:{fmt}} ± {ms[1]:{fmt}}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """report.md: readable alone (settings, tables, verdicts, how to read them)."""
+    s, tasks, methods = report["settings"], report["eval_tasks"], report["methods"]
+    train, model = s.get("train", {}), s.get("model", {})
+    lines = ["# linchain compare", "",
+             f"Model `{model.get('model_name_or_path')}`, r = {model.get('r')}, alpha = {model.get('alpha')}, targets "
+             f"`{model.get('target_modules')}`; {train.get('max_steps')} steps of {train.get('per_device_train_batch_size')} x "
+             f"{train.get('gradient_accumulation_steps')} sequences (cutoff {s.get('data', {}).get('cutoff_len')}), training data "
+             f"{', '.join('`' + d + '`' for d in s.get('data', {}).get('data', []))}.",
+             f"Methods {', '.join(s['methods'])}; baseline **{s['baseline']}**; seeds {s['seeds']}; learning rates swept "
+             f"{s['learning_rates']} (first seed, {s['eval']['validation_size']} validation rows carved from the training data).",
+             f"Test: {', '.join(s['eval']['eval_data'])} ("
+             + (f"first {s['eval']['eval_limit']} rows each" if s['eval']['eval_limit'] else "all rows") + ", the same for every run), "
+             f"scorer `{s['eval']['scorer']}`.", "",
+             "## Accuracy (%), mean ± std over seeds", "",
+             "| method | lr | params | " + " | ".join(tasks) + " | average |", "|---|---:|---:|" + "---:|" * (len(tasks) + 1)]
+    if report["label_prior"]["per_task"]:
+        p = report["label_prior"]
+        lines.append("| majority label (prior) | | | " + " | ".join(f"{100 * p['per_task'][t]:.1f}" for t in tasks) + f" | {100 * p['average']:.1f} |")
+    if report["base"]:
+        b = report["base"]
+        lines.append("| base model (no fine-tuning) | | 0 | " + " | ".join(f"{100 * b['per_task'][t]:.1f}" for t in tasks) + f" | {100 * b['average']:.1f} |")
+    for name, m in methods.items():
+        params = f"{m['trainable_params']:,}" if m["trainable_params"] else "-"
+        lr = "-" if m["learning_rate"] is None else f"{m['learning_rate']:g}"
+        lines.append(f"| {name} | {lr} | {params} | " + " | ".join(_pct(m["per_task"].get(t)) for t in tasks) + f" | **{_pct(m['average'])}** |")
+    lines += ["", f"## Against {s['baseline']} (paired over the same test rows and seeds)", "",
+              "| method | difference (points) | 95% CI | p | verdict | detectable at this n | per seed |", "|---|---:|---|---:|---|---:|---|"]
+    for c in report["comparisons"]:
+        lines.append(f"| {c['method']} | {100 * c['difference']:+.1f} | [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] | "
+                     f"{c['p_value']:.3g} | **{c['verdict']}** | ±{100 * c['min_detectable_difference']:.1f} | "
+                     + ", ".join(f"{100 * d:+.1f}" for d in c["per_seed_difference"]) + " |")
+    lines += ["", "How to read: the difference is the method's task-averaged accuracy minus the baseline's. The interval is a "
+              "paired bootstrap over test rows (seeds kept together), p a sign-flip randomisation test over rows (McNemar's "
+              "test for one seed). *better*/*worse* need p < 0.05 and an interval that excludes 0; otherwise *no detectable "
+              "difference*, which is not evidence of equality: differences smaller than the 'detectable' column (80% power) "
+              "are likely to be missed. Rows are resampled, seeds are not: look at 'per seed' to see whether seeds agree.", "",
+              "## Learning-rate sweep (validation accuracy %, first seed)", "",
+              "| method | " + " | ".join(f"{lr:g}" for lr in s["learning_rates"]) + " | chosen |", "|---|" + "---:|" * (len(s["learning_rates"]) + 1)]
+    for name, m in methods.items():
+        by_lr = {x["learning_rate"]: x for x in m["sweep"]}
+        cells = []
+        for lr in s["learning_rates"]:
+            x = by_lr.get(lr)
+            cells.append("-" if x is None else "failed" if x["status"] != "ok" else
+                         "-" if x["validation_accuracy"] is None else f"{100 * x['validation_accuracy']:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if m['learning_rate'] is None else format(m['learning_rate'], 'g')} |")
+    target = report["target_loss"]
+    lines += ["", "## Convergence, parameters, effective rank", "",
+              f"| method | final train loss (smoothed, window {report['smoothing_window']}) | steps to "
+              + (f"{target:.4f}" if target is not None else "target") + " per seed | loss AUC (mean loss per step) | "
+              "trainable params | mean effective rank of ΔW | train s | test eval s |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for name, m in methods.items():
+        c = m["convergence"]
+        steps = ", ".join("never" if x is None else str(x) for x in c["steps_to_target"]) or "-"
+        params = f"{m['trainable_params']:,}" if m["trainable_params"] else "-"
+        lines.append(f"| {name} | {_num(c['final_loss'])} | {steps} | {_num(c['loss_auc'])} | {params} | {_num(m['effective_rank'], '.2f')} | "
+                     f"{_num(m['train_wall_s'], '.0f')} | {_num(m['eval_wall_s'], '.0f')} |")
+    lines += ["", f"Steps to target: the first step whose moving-average training loss reaches the baseline's final one "
+              f"('never' = not within the run). Effective rank: `linchain analyze` (exp of the entropy of the normalised "
+              f"singular values), averaged over layers. Plots: convergence.png, lr_sweep.png."]
+    if report["failures"]:
+        lines += ["", "## Failures (retried on the next call)", ""] + [f"- {f['step']}: {f['error'].splitlines()[0]}" for f in report["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- plots
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on servers
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def plot_convergence(grid: GridResult, window: int, target: Optional[float], png: Path) -> Optional[Path]:
+    """Training loss vs step per method at its chosen rate (smoothed mean over seeds, band = seed min..max)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for spec in grid.methods:
+        curves = [smooth(r["losses"], window) for r in grid.runs.get(spec.name, []) if r["losses"]]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        steps = [curves[0][i][0] for i in range(n)]
+        values = [[c[i][1] for c in curves] for i in range(n)]
+        line, = ax.plot(steps, [statistics.fmean(v) for v in values], label=f"{spec.name} ({len(curves)} seeds)")
+        ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:.3f}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"training loss (moving average of {window})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def plot_sweep(report: dict[str, Any], png: Path) -> Optional[Path]:
+    """Validation accuracy against the learning rate, one line per method (first seed)."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name, m in report["methods"].items():
+        points = [(x["learning_rate"], x["validation_accuracy"]) for x in m["sweep"] if x["validation_accuracy"] is not None]
+        if points:
+            ax.plot(*zip(*points), "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation accuracy (first seed)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def write_report(grid: GridResult, report: dict[str, Any]) -> Path:
+    """report.json, report.md and the two plots in the grid's folder; returns report.md's path."""
+    out = grid.out
+    plot_convergence(grid, report["smoothing_window"], report["target_loss"], out / "convergence.png")
+    plot_sweep(report, out / "lr_sweep.png")
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", markdown(report))
+    return out / "report.md"

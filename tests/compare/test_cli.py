@@ -1,0 +1,42 @@
+"""`linchain compare` argument handling: presets under --config under flags, shared train flags, errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from linchain.cli.compare import parse_args
+from linchain.cli.main import main as cli
+
+
+def test_preset_then_config_then_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "llm"))
+    config = tmp_path / "c.yaml"
+    config.write_text("max_steps: 7\nseeds: '3,4'\n")
+    c, m, d, t = parse_args(["--preset", "cpu-study", "--config", str(config), "--seeds", "5", "--r", "8", "--output_dir", str(tmp_path)])
+    assert c.preset == "cpu-study" and c.methods.startswith("lora,moslora,linchain-k3,linchain-k3-frozen")
+    assert c.eval_data[0] == str(tmp_path / "llm" / "ARC-Easy" / "test.json") and d.data[0].endswith("ARC-Easy/train.json")
+    assert t.max_steps == 7 and c.seeds == "5" and m.r == 8 and m.model_name_or_path == "smollm2"
+
+
+def test_shared_train_flags_and_lists(tmp_path):
+    c, m, d, t = parse_args(["--eval_data", "a/boolq/test.json", "--eval_data", "b/piqa/test.json", "--methods", "lora,lora-2r",
+                             "--learning_rates", "1e-4,1e-3", "--bf16", "false", "--cutoff_len", "128", "--num_mixers", "2"])
+    assert c.eval_data == ["a/boolq/test.json", "b/piqa/test.json"] and d.cutoff_len == 128 and m.num_mixers == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--eval_data", "x/boolq/test.json", "--methods", "lora,moslora", "--baseline", "linchain"], "--baseline='linchain' is not in --methods"),
+    (["--eval_data", "x/boolq/test.json", "--seeds", "0,a"], "--seeds='0,a': expected comma-separated integers"),
+    (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be > 0"),
+    (["--eval_data", "x/boolq/test.json", "--methods", "lora-frozen"], "has no mixers"),
+    (["--methods", "lora"], "--eval_data is required"),
+    (["--preset", "nope", "--eval_data", "x"], "--preset='nope': use one of paper-commonsense, paper-math, cpu-study"),
+    (["--eval_data", "x", "--learning_rate", "1e-3", "--max_step", "3"], "unknown option --max_step; did you mean --max_steps?"),
+    (["--eval_data", "x", "--method", "lora", "--output_dir", "o"], "the methods come from --methods"),
+    (["--eval_data", "x", "--val_set_size", "10", "--output_dir", "o"], "use --validation_size"),
+    (["--eval_data", "x"], "--output_dir is required"),
+])
+def test_errors_are_one_line(argv, message, capsys):
+    assert cli(["compare", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("linchain compare: error:") and message in err and "\n" not in err

@@ -1,0 +1,159 @@
+"""The grid: learning-rate choice on the validation split, seeds at the chosen rate, reuse, resume,
+failures; first with stand-in train/eval functions (exact control of the scores), then end to end on
+a tiny Llama (real run_training and run_evaluation)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from linchain.cli.compare import parse_args
+from linchain.compare import compare
+from linchain.eval.results import TaskResult
+from linchain.eval.run import EvalRun
+from linchain.train.engine import RunResult
+
+#: validation accuracy of (method, learning rate): lora is best at 1e-3, linchain-k3 at 1e-2
+VALIDATION = {("lora", "lr0.001"): 0.75, ("lora", "lr0.01"): 0.5, ("linchain-k3", "lr0.001"): 0.25, ("linchain-k3", "lr0.01"): 1.0}
+
+
+class Fakes:
+    """run_training / run_evaluation stand-ins that record their calls and write what the grid reads."""
+
+    def __init__(self, fail: str = ""):
+        self.trained, self.evaluated, self.fail = [], [], fail
+
+    def train(self, model_args, data_args, train_args):
+        out = Path(train_args.output_dir)
+        method = out.parts[-4]
+        self.trained.append((method, train_args.learning_rate, train_args.seed, train_args.resume))
+        assert data_args.val_set_size == 0 and data_args.data == [str(out.parents[4] / "data" / "train.json")]
+        if method == self.fail:
+            raise RuntimeError(f"{method} diverged")
+        (out / "adapter").mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"loss": 2.0 / step, "step": step}) for step in range(1, train_args.max_steps + 1)]
+        (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        return RunResult(output_dir=str(out), global_step=train_args.max_steps, interrupted=False, train_loss=1.0,
+                         trainable_params=1000 if model_args.method == "lora" else 1200)
+
+    def eval(self, args):
+        self.evaluated.append(args.output_dir)
+        run_dir = Path(args.output_dir).parent
+        method, rate, seed = run_dir.parts[-3], run_dir.parts[-2], int(run_dir.parts[-1][4:]) if "seed" in run_dir.name else 0
+        results = []
+        for data in args.data:
+            n = 4 if "validation" in data else 40
+            if "validation" in data:
+                right = round(VALIDATION[(method, rate)] * n)
+            else:  # test: linchain-k3 right on 30 of 40 rows, lora on 10 (+ the seed), the base model on 20
+                right = {"lora": 10 + seed, "linchain-k3": 30}.get(method, 20)
+            preds = [{"row": i, "correct": i < right, "gold": "true" if i % 2 else "false"} for i in range(n)]
+            results.append(TaskResult(task="boolq", data=data, scorer=args.scorer, total=n, correct=right, no_answer=0,
+                                      seconds=0.0, predictions=preds))
+        return EvalRun(results=results, payload={}, path=Path(args.output_dir) / "results.json")
+
+
+def _argv(boolq_dir, out, *extra):
+    return ["--model_name_or_path", "unused", "--data", str(boolq_dir / "boolq" / "train.json"),
+            "--eval_data", str(boolq_dir / "boolq" / "test.json"), "--methods", "lora,linchain-k3", "--seeds", "0,1",
+            "--learning_rates", "1e-3,1e-2", "--max_steps", "10", "--validation_size", "4", "--output_dir", str(out),
+            "--n_resamples", "500", *extra]
+
+
+def test_grid_chooses_rates_on_validation_and_reuses_runs(boolq_dir, tmp_path):
+    out = tmp_path / "cmp"
+    fakes = Fakes()
+    report, md = compare(*parse_args(_argv(boolq_dir, out)), train_fn=fakes.train, eval_fn=fakes.eval)
+    assert report["methods"]["lora"]["learning_rate"] == 1e-3
+    assert report["methods"]["linchain-k3"]["learning_rate"] == 1e-2
+    # sweep with seed 0 at both rates, then seed 1 at the chosen rate only
+    assert sorted(fakes.trained) == sorted([("lora", 1e-3, 0, False), ("lora", 1e-2, 0, False), ("lora", 1e-3, 1, False),
+                                            ("linchain-k3", 1e-3, 0, False), ("linchain-k3", 1e-2, 0, False), ("linchain-k3", 1e-2, 1, False)])
+    assert [x["validation_accuracy"] for x in report["methods"]["linchain-k3"]["sweep"]] == [0.25, 1.0]
+    # the validation rows are carved from the training data and never trained on
+    train_rows = json.loads((out / "data" / "train.json").read_text())
+    val_rows = json.loads((out / "data" / "validation-boolq.json").read_text())
+    assert len(val_rows) == 4 and len(train_rows) == 56 and not {r["instruction"] for r in val_rows} & {r["instruction"] for r in train_rows}
+    c = report["comparisons"][0]
+    assert (c["method"], c["baseline"], c["paired_seeds"]) == ("linchain-k3", "lora", [0, 1])
+    assert c["difference"] == pytest.approx((30 - 10.5) / 40) and c["verdict"] == "better" and c["ci_low"] > 0
+    assert report["methods"]["lora"]["per_seed"][1]["per_task"]["boolq"] == pytest.approx(11 / 40)
+    assert report["base"]["average"] == pytest.approx(0.5) and report["label_prior"]["average"] == pytest.approx(0.5)
+    assert report["methods"]["linchain-k3"]["trainable_params"] == 1200
+    assert report["methods"]["lora"]["convergence"]["steps_to_target"] == [10, 10]
+    assert "**better**" in md.read_text() and (out / "lr_sweep.png").exists() and (out / "convergence.png").exists()
+
+    # a rerun reuses every step: nothing trained or scored again, the same report
+    again = Fakes()
+    report2, _ = compare(*parse_args(_argv(boolq_dir, out)), train_fn=again.train, eval_fn=again.eval)
+    assert again.trained == [] and again.evaluated == []
+    assert report2["comparisons"][0]["difference"] == c["difference"]
+
+    # other settings into the same folder are refused (the runs would not be comparable)
+    with pytest.raises(ValueError, match="other settings.*train.max_steps"):
+        compare(*parse_args(_argv(boolq_dir, out, "--max_steps", "20")), train_fn=again.train, eval_fn=again.eval)
+
+
+def test_a_failed_run_is_recorded_and_the_grid_goes_on(boolq_dir, tmp_path):
+    out = tmp_path / "cmp"
+    fakes = Fakes(fail="linchain-k3")
+    report, md = compare(*parse_args(_argv(boolq_dir, out)), train_fn=fakes.train, eval_fn=fakes.eval)
+    assert report["methods"]["lora"]["learning_rate"] == 1e-3 and len(report["methods"]["lora"]["per_seed"]) == 2
+    assert report["methods"]["linchain-k3"]["learning_rate"] is None and report["comparisons"] == []
+    assert [f["step"] for f in report["failures"]] == ["linchain-k3 lr 0.001 seed 0 training", "linchain-k3 lr 0.01 seed 0 training"]
+    assert "diverged" in md.read_text()
+    # the next call retries what failed and reuses the rest
+    fixed = Fakes()
+    report, _ = compare(*parse_args(_argv(boolq_dir, out)), train_fn=fixed.train, eval_fn=fixed.eval)
+    assert {m for m, *_ in fixed.trained} == {"linchain-k3"} and report["failures"] == []
+
+
+def test_tiny_llama_end_to_end_and_resume(tiny_model_dir, boolq_dir, tmp_path):
+    """Real training and scoring: 2 methods x 2 rates x 2 seeds, 3 steps each (6 trainings)."""
+    from linchain.train import engine
+
+    out = tmp_path / "cmp"
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--data", str(boolq_dir / "boolq" / "train.json"),
+            "--eval_data", str(boolq_dir / "boolq" / "test.json"), "--methods", "lora,linchain-k2-frozen", "--seeds", "0,1",
+            "--learning_rates", "1e-3,3e-2", "--max_steps", "3", "--validation_size", "8", "--output_dir", str(out),
+            "--r", "2", "--alpha", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+            "--cutoff_len", "64", "--save_steps", "2", "--report_to", "none", "--n_resamples", "500"]
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[2].resume)
+        return engine.run_training(*args, **kwargs)
+
+    report, md = compare(*parse_args(argv), train_fn=counted)
+    assert calls == [False] * 6
+    for name in ("lora", "linchain-k2-frozen"):
+        m = report["methods"][name]
+        sweep = {x["learning_rate"]: x["validation_accuracy"] for x in m["sweep"]}
+        best = max(sweep.values())
+        assert sweep[m["learning_rate"]] == best  # the chosen rate has the best validation score
+        assert [p["seed"] for p in m["per_seed"]] == [0, 1] and m["trainable_params"] > 0
+        assert m["effective_rank"] is not None and m["effective_rank"][0] > 0
+        assert all(len(s) == 2 for s in [m["convergence"]["steps_to_target"]])
+    c = report["comparisons"][0]
+    assert set(c) >= {"difference", "ci_low", "ci_high", "p_value", "verdict", "min_detectable_difference"}
+    assert report["schema_version"] == 1 and json.loads((out / "report.json").read_text())["comparisons"][0]["verdict"] == c["verdict"]
+    # frozen mixers: fewer trainable parameters than the same chain would have, more than LoRA at r=2 (A, B only)
+    assert report["methods"]["linchain-k2-frozen"]["trainable_params"] == report["methods"]["lora"]["trainable_params"]
+
+    # a run whose outputs were written but not its marker is reused, not trained again
+    run = out / "runs" / "lora" / f"lr{report['methods']['lora']['learning_rate']:g}" / "seed1"
+    (run / "train.json").unlink()
+    calls.clear()
+    compare(*parse_args(argv), train_fn=counted)
+    assert calls == [] and (run / "train.json").exists()
+    # an interrupted run resumes from its newest complete checkpoint (here checkpoint-2 of 3 steps)
+    (run / "train.json").unlink()
+    (run / "train" / "summary.json").unlink()
+    shutil.rmtree(run / "train" / "checkpoint-3")
+    compare(*parse_args(argv), train_fn=counted)
+    assert calls == [True]
+    marker = json.loads((run / "train.json").read_text())
+    assert [step for step, _ in marker["losses"]] == [1, 2, 3] and marker["global_step"] == 3
