@@ -163,3 +163,14 @@ def test_fsdp_without_a_gpu_says_it_runs_ddp(capsys, monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file accelerate_fsdp.yaml` sets
     parse_args(["--output_dir", "o"])
     assert "FSDP was asked for, but there is no GPU: accelerate runs plain DDP on CPU" in capsys.readouterr().err
+
+
+def test_resume_from_the_final_checkpoint_trains_nothing_more(tiny_model_dir, even_data, tmp_path):
+    """HF's loop trains one step past max_steps when resumed at it; the run must stay at max_steps, same adapter."""
+    out = tmp_path / "run"
+    first = run_training(*parse_args(base_args(tiny_model_dir, even_data, out)))
+    before = read_adapter(out)
+    again = run_training(*parse_args([*base_args(tiny_model_dir, even_data, out), "--resume"]))
+    assert first.global_step == again.global_step == 4
+    after = read_adapter(out)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -27,7 +27,7 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_callback import ProgressCallback, TrainerState
 
 from ..config import LinChainConfig
 from ..data import Example, load_examples
@@ -162,6 +162,11 @@ class StopOnInterrupt(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+def _finished_checkpoint(checkpoint: Path, max_steps: int) -> bool:
+    """Whether ``checkpoint`` already holds the run's last step (``max_steps`` > 0)."""
+    return max_steps > 0 and json.loads((checkpoint / TRAINER_STATE).read_text()).get("global_step", 0) >= max_steps
 
 
 def find_complete_checkpoint(output_dir: str | Path) -> Optional[Path]:
@@ -335,12 +340,20 @@ def run_training(
     trainer.remove_callback(ProgressCallback)
     if not args.disable_tqdm:
         trainer.add_callback(LossProgress())
-    with interrupt:
-        # HF checkpoints hold optimizer/scheduler/RNG state written with torch.save; the Trainer
-        # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
-        train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finished = resume_from is not None and _finished_checkpoint(resume_from, args.max_steps)
+    if finished:
+        # HF's loop trains one step past max_steps when resumed from the final checkpoint: load it instead
+        _say(f"{resume_from.name} is already at --max_steps={args.max_steps}: nothing left to train, writing the outputs")
+        trainer._load_from_checkpoint(str(resume_from))
+        trainer.state = TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        result.train_loss = sum(losses) / len(losses) if losses else None  # the mean of the logged losses
+    else:
+        with interrupt:
+            # HF checkpoints hold optimizer/scheduler/RNG state written with torch.save; the Trainer
+            # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
+            result.train_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
     result.global_step = trainer.state.global_step
-    result.train_loss = train_output.training_loss
     if interrupt.requested:
         result.interrupted = True
         _say(f"stopped at step {result.global_step}; checkpoint saved. Continue with the same command plus --resume")
