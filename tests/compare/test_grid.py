@@ -34,6 +34,7 @@ class Fakes:
         if method == self.fail:
             raise RuntimeError(f"{method} diverged")
         (out / "adapter").mkdir(parents=True, exist_ok=True)
+        (out / "adapter" / "adapter_config.json").write_text("{}")
         lines = [json.dumps({"loss": 2.0 / step, "step": step}) for step in range(1, train_args.max_steps + 1)]
         (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
         return RunResult(output_dir=str(out), global_step=train_args.max_steps, interrupted=False, train_loss=1.0,
@@ -157,3 +158,18 @@ def test_tiny_llama_end_to_end_and_resume(tiny_model_dir, boolq_dir, tmp_path):
     assert calls == [True]
     marker = json.loads((run / "train.json").read_text())
     assert [step for step, _ in marker["losses"]] == [1, 2, 3] and marker["global_step"] == 3
+
+
+def test_markers_without_adapters_retrain_only_what_still_needs_testing(boolq_dir, tmp_path):
+    """A study carried to another machine keeps its small markers but not its adapters: runs whose test
+    scores exist are reused, a run whose test is still missing trains again instead of failing."""
+    import shutil
+
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    for adapter in out.glob("runs/*/*/*/train/adapter"):
+        shutil.rmtree(adapter)
+    (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()
+    again = Fakes()
+    report, _ = compare(*parse_args(_argv(boolq_dir, out)), train_fn=again.train, eval_fn=again.eval)
+    assert again.trained == [("lora", 1e-3, 1, False)] and report["failures"] == []

@@ -166,15 +166,15 @@ class Grid:
         train_dir = run_dir / "train"
         summary = train_dir / "summary.json"  # written by run_training once the adapter is saved
         checkpoint = find_complete_checkpoint(train_dir)
-        # Resuming from the final checkpoint would train one step past max_steps (HF Trainer), so a
-        # run that got that far without writing its outputs trains again from the start.
-        resume = checkpoint is not None and (self.train.max_steps <= 0 or int(checkpoint.name.split("-")[1]) < self.train.max_steps)
+        resume = checkpoint is not None  # from the final one, run_training only writes the outputs
         if not summary.exists():
             _say(f"{spec.name} lr {lr:g} seed {seed}: training" + (f" (resuming from {checkpoint.name})" if resume else ""))
         model_args = spec.model_arguments(self.model)
         data_args = dataclasses.replace(self.data, data=[str(self.out / "data" / "train.json")], data_columns="", val_set_size=0,
                                         eval_accuracy="no", skip_malformed=False)
-        fields = {**_init_fields(self.train), "output_dir": str(train_dir), "resume": resume, "learning_rate": lr, "seed": seed,
+        # the grid owns train_dir: a run cut short before its first checkpoint starts afresh there
+        fields = {**_init_fields(self.train), "output_dir": str(train_dir), "resume": resume, "overwrite": not resume,
+                  "learning_rate": lr, "seed": seed,
                   "data_seed": seed, "logging_steps": 1, "eval_strategy": "no", "disable_tqdm": True}
         fields.pop("logging_dir", None)
         train_args = type(self.train)(**fields)
@@ -321,6 +321,13 @@ class Grid:
                 self.bar.update(w_test)
                 continue
             adapter, model_path = self._adapter_of(spec, lr, seed)
+            if (adapter is not None and not (adapter / "adapter_config.json").exists()
+                    and not (self.run_dir(spec, lr, seed) / "test.json").exists()):
+                # only the small markers were kept (a study carried to another machine): train it again
+                (self.run_dir(spec, lr, seed) / "train.json").unlink(missing_ok=True)
+                trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), 0)
+                if trained is None:
+                    continue
             tested = self._step(result, f"{spec.name} lr {lr:g} seed {seed} test", lambda: self._evaluate(
                 self.run_dir(spec, lr, seed), "test", self._test_data(), adapter, model_path), w_test)
             if tested is not None:
