@@ -259,3 +259,16 @@ def test_saved_keys_carry_no_adapter_name_and_load_under_another_name(tokens, tm
     other.load_adapter(saved, adapter_name="third")
     other.set_adapter("third")
     torch.testing.assert_close(_logits(other, tokens), adapted, rtol=ATOL, atol=ATOL)
+
+
+def test_linear_layer_names_skip_the_adapters_own_layers():
+    from peft import get_peft_model
+
+    from linchain import LinChainConfig
+    from linchain.model import linear_layer_names
+
+    from .conftest import tiny_llama
+
+    plain = linear_layer_names(tiny_llama())
+    wrapped = get_peft_model(tiny_llama(), LinChainConfig(r=2, num_mixers=2, target_modules=["q_proj", "v_proj"]))
+    assert linear_layer_names(wrapped) == plain and "q_proj" in plain and "0" not in plain and "base_layer" not in plain

@@ -29,7 +29,13 @@ _PREFIX = "linchain_"
 
 def linear_layer_names(model: nn.Module) -> list[str]:
     """Sorted distinct short names of the layers LinChain can wrap (e.g. ``['k_proj', 'q_proj']``)."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, SUPPORTED_BASE_LAYERS)})
+    names = set()
+    for name, m in model.named_modules():
+        if not isinstance(m, SUPPORTED_BASE_LAYERS) or _PREFIX in name:
+            continue  # an adapter's own A/B/mixer layers are not targets
+        parts = name.split(".")
+        names.add(parts[-2] if parts[-1] == "base_layer" and len(parts) > 1 else parts[-1])  # a wrapped layer: its own name
+    return sorted(names)
 
 
 class LinChainModel(BaseTuner):
