@@ -65,3 +65,22 @@ def layer_factors(layer, adapter: str = "default"):
 def tokens() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     return torch.randint(0, 97, (2, 11), generator=g)
+
+
+# A tiny Llama + tokenizer saved to a folder, and a closed-label data file: for every end-to-end command test.
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from .train.conftest import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def even_data(tmp_path_factory):
+    import json
+
+    from .train.conftest import make_rows
+
+    path = tmp_path_factory.mktemp("data") / "even.json"
+    path.write_text(json.dumps(make_rows(96)))
+    return path

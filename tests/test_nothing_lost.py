@@ -19,28 +19,26 @@ from linchain import LinChainConfig
 from linchain.cli.main import main as cli
 from linchain.io import atomic_dir, atomic_write_json
 
-from .train.conftest import base_args, build_tiny_model, make_rows
+from .train.conftest import base_args, make_rows
+
+
+@pytest.fixture
+def model_dir(tiny_model_dir) -> Path:
+    return tiny_model_dir
+
+
+@pytest.fixture
+def data(even_data) -> Path:
+    return even_data
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "even.json"
-    path.write_text(json.dumps(make_rows(48)))
-    return path
-
-
-@pytest.fixture(scope="module")
-def adapter(model_dir, tmp_path_factory) -> Path:
+def adapter(tiny_model_dir, tmp_path_factory) -> Path:
     """A saved LinChain adapter with random non-zero factors, inside a run folder."""
     torch.manual_seed(0)
     cfg = LinChainConfig(r=2, alpha=4, num_mixers=1, init_weights=False, target_modules=["q_proj", "v_proj"])
     run = tmp_path_factory.mktemp("run")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), cfg).save_pretrained(run / "adapter")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg).save_pretrained(run / "adapter")
     (run / "metrics.jsonl").write_text("{}\n")
     return run / "adapter"
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from ..eval.conftest import _one_thread  # noqa: F401  (autouse: one torch thread)
-from ..train.conftest import even_data, tiny_model_dir  # noqa: F401  (fixtures shared with tests/train)
 
 
 def boolq_rows(n: int, seed: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""A tiny Llama with a tiny tokenizer saved to a temp folder, and a small closed-label data file."""
+"""Builders of a tiny Llama with a tiny tokenizer and of a small closed-label data file (their session fixtures are in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import random
 from pathlib import Path
 
-import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -43,18 +42,6 @@ def build_tiny_model(folder: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="session")
-def even_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "even.json"
-    path.write_text(json.dumps(make_rows(96)))
-    return path
 
 
 def base_args(model_dir: Path, data: Path, out: Path, *extra: str) -> list[str]:
