@@ -111,9 +111,11 @@ class StopOnNonFinite(TrainerCallback):
     reaches them through the step), so a diverged run never saves a checkpoint or an adapter."""
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        for name, p in model.named_parameters():
-            if p.requires_grad and not bool(torch.isfinite(p).all()):
-                raise _diverged(args.output_dir, state.global_step, f"{name} holds NaN/inf after the optimizer step")
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        # one reduction and one host sync per step; the culprit is looked up only when there is one
+        if not bool(torch.stack([torch.isfinite(p).all() for _, p in trainable]).all()):
+            name = next(name for name, p in trainable if not bool(torch.isfinite(p).all()))
+            raise _diverged(args.output_dir, state.global_step, f"{name} holds NaN/inf after the optimizer step")
         return control
 
 
@@ -206,9 +208,10 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
-def build_model(model_args: ModelArguments, train_args: LinChainTrainingArguments):
-    """Base model + tokenizer, wrapped for the chosen method. Returns (model, tokenizer, base_path)."""
-    path = resolve_model_path(model_args.model_name_or_path)
+def build_model(model_args: ModelArguments, train_args: LinChainTrainingArguments, path: Optional[str] = None):
+    """Base model + tokenizer, wrapped for the chosen method. Returns (model, tokenizer, base_path).
+    ``path``: the already resolved model folder or hub id (default: resolved here)."""
+    path = path or resolve_model_path(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # the collator pads labels with -100, so this is never trained on
@@ -269,7 +272,7 @@ def run_training(
     set_threads(args.num_threads, "linchain train")
     set_seed(args.seed)
 
-    resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data loads
+    base_path = resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data loads
     # 1. Data: load, split deterministically by --seed, tokenize.
     examples = load_data(data_args, args.seed)
     val_size = data_args.val_set_size
@@ -289,7 +292,7 @@ def run_training(
     _say(f"{len(train_examples)} training rows, {len(val_examples)} held-out rows")
 
     # 2. Model and tokenizer, wrapped for the method (adapters start at the base model: B = 0).
-    model, tokenizer, base_path = build_model(model_args, args)
+    model, tokenizer, base_path = build_model(model_args, args, base_path)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     _say(f"method {model_args.method}" + (f" (k={model_args.chain_length})" if model_args.chain_length is not None else "") + f": {trainable:,} trainable parameters")
     train_set = SequenceDataset(tokenizer, train_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt)
