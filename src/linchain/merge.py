@@ -24,8 +24,8 @@ def merge_adapter(adapter: Union[str, os.PathLike], output_dir: Union[str, os.Pa
     from .saved import load_peft_adapter
 
     adapter = find_adapter_dir(adapter)
-    out = Path(output_dir).resolve()
-    if out == adapter.resolve() or out in adapter.resolve().parents or (adapter.name == "adapter" and out == adapter.resolve().parent):
+    out, source = Path(output_dir).resolve(), adapter.resolve()
+    if out == source or out in source.parents:  # the adapter folder, its run folder, or above
         raise OutputExistsError(f"--output_dir {output_dir} holds the adapter being merged ({adapter}); choose another folder")
     if is_nonempty_dir(out) and not overwrite:  # checked before the model loads
         raise OutputExistsError(f"--output_dir {output_dir} already holds files; pass --overwrite to replace them, or choose another folder")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional, Tuple
 
 import torch
@@ -11,7 +10,6 @@ from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source, to
 
 __all__ = ["load_causal_lm"]
 
-logger = logging.getLogger("linchain.eval")
 
 def load_causal_lm(model_name_or_path: str, adapter: Optional[str] = None, dtype: str = "float32",
                    merge: bool = False, device: Optional[str] = None) -> Tuple[torch.nn.Module, Any]:
