@@ -18,6 +18,15 @@ def test_preset_then_config_then_flags(tmp_path, monkeypatch):
     assert t.max_steps == 7 and c.seeds == "5" and m.r == 8 and m.model_name_or_path == "smollm2"
 
 
+def test_gpu_study_is_the_cpu_study_scaled_up_in_bf16(tmp_path, monkeypatch):
+    monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "llm"))
+    cpu = parse_args(["--preset", "cpu-study", "--output_dir", str(tmp_path)])
+    gpu = parse_args(["--preset", "gpu-study", "--output_dir", str(tmp_path)])
+    assert (gpu[0].methods, gpu[0].eval_data, gpu[2].data) == (cpu[0].methods, cpu[0].eval_data, cpu[2].data)
+    assert gpu[3].bf16 and not cpu[3].bf16 and gpu[3].max_steps * gpu[3].per_device_train_batch_size == 3200
+    assert gpu[0].seeds == "0,1,2" and gpu[0].learning_rates == "1e-3,3e-3,1e-2" and gpu[0].eval_limit == 500
+
+
 def test_shared_train_flags_and_lists(tmp_path):
     c, m, d, t = parse_args(["--eval_data", "a/boolq/test.json", "--eval_data", "b/piqa/test.json", "--methods", "lora,lora-2r",
                              "--learning_rates", "1e-4,1e-3", "--bf16", "false", "--cutoff_len", "128", "--num_mixers", "2"])
@@ -30,7 +39,7 @@ def test_shared_train_flags_and_lists(tmp_path):
     (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be > 0"),
     (["--eval_data", "x/boolq/test.json", "--methods", "lora-frozen"], "has no mixers"),
     (["--methods", "lora"], "--eval_data is required"),
-    (["--preset", "nope", "--eval_data", "x"], "--preset='nope': use one of paper-commonsense, paper-math, cpu-study"),
+    (["--preset", "nope", "--eval_data", "x"], "--preset='nope': use one of paper-commonsense, paper-math, cpu-study, gpu-study"),
     (["--eval_data", "x", "--learning_rate", "1e-3", "--max_step", "3"], "unknown option --max_step; did you mean --max_steps?"),
     (["--eval_data", "x", "--method", "lora", "--output_dir", "o"], "the methods come from --methods"),
     (["--eval_data", "x", "--val_set_size", "10", "--output_dir", "o"], "use --validation_size"),

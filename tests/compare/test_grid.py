@@ -173,3 +173,49 @@ def test_markers_without_adapters_retrain_only_what_still_needs_testing(boolq_di
     again = Fakes()
     report, _ = compare(*parse_args(_argv(boolq_dir, out)), train_fn=again.train, eval_fn=again.eval)
     assert again.trained == [("lora", 1e-3, 1, False)] and report["failures"] == []
+
+
+def test_report_only_reports_the_finished_steps_and_runs_nothing(boolq_dir, tmp_path):
+    """--report_only on a grid cut short: the finished steps are reported, the missing ones listed, none run;
+    on a folder with no comparison it refuses."""
+    out = tmp_path / "cmp"
+    with pytest.raises(ValueError, match="report_only.*no settings.json"):
+        compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    # as if cut off (or run in parallel parts): linchain-k3's first rate never trained, lora's seed 1 never tested
+    shutil.rmtree(out / "runs" / "linchain-k3" / "lr0.001")
+    (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()
+    idle = Fakes()
+    report, md = compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
+    assert idle.trained == [] and idle.evaluated == [] and report["failures"] == []
+    assert report["not_run"] == ["linchain-k3 lr 0.001 seed 0 training", "lora lr 0.001 seed 1 test"]
+    assert [x["status"] for x in report["methods"]["linchain-k3"]["sweep"]] == ["not run", "ok"]
+    # provisional: linchain-k3's only finished rate; its two seeds paired with lora's one tested seed
+    assert report["methods"]["linchain-k3"]["learning_rate"] == 1e-2 and report["methods"]["lora"]["seeds"] == [0]
+    assert report["methods"]["linchain-k3"]["seeds"] == [0, 1]
+    assert report["comparisons"][0]["paired_seeds"] == [0]
+    assert "Not run yet (2 steps" in md.read_text() and "not run |" in md.read_text()
+
+
+def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):
+    """One --sweep_only call per (method, rate), then one call with all rates: it only chooses and runs the
+    seeds, and the report equals that of one whole call."""
+    whole, _ = compare(*parse_args(_argv(boolq_dir, tmp_path / "whole")), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    out = tmp_path / "split"
+    parts = Fakes()
+    for method in ("lora", "linchain-k3"):
+        for rate in ("1e-3", "1e-2"):
+            compare(*parse_args(_argv(boolq_dir, out, "--methods", method, "--baseline", method, "--learning_rates", rate,
+                                      "--sweep_only")), train_fn=parts.train, eval_fn=parts.eval)
+    assert sorted(parts.trained) == sorted((m, r, 0, False) for m in ("lora", "linchain-k3") for r in (1e-3, 1e-2))
+    assert not list(out.glob("runs/*/*/*/test.json")) and len(list(out.glob("runs/*/*/seed0/validation.json"))) == 4
+    rest = Fakes()
+    split, _ = compare(*parse_args(_argv(boolq_dir, out)), train_fn=rest.train, eval_fn=rest.eval)
+    assert sorted(rest.trained) == [("linchain-k3", 1e-2, 1, False), ("lora", 1e-3, 1, False)]
+    assert not any("validation" in e for e in rest.evaluated)
+    assert split["comparisons"] == whole["comparisons"] and split["methods"] == whole["methods"]
+
+
+def test_sweep_only_needs_validation_rows(boolq_dir, tmp_path):
+    with pytest.raises(ValueError, match="--sweep_only needs --validation_size > 0"):
+        parse_args(_argv(boolq_dir, tmp_path, "--sweep_only", "--validation_size", "0"))

@@ -55,9 +55,15 @@ class CompareArguments:
     eval_base: bool = field(default=True, metadata={"help": "Also score the base model without fine-tuning (the floor)."})
     target_loss: Optional[float] = field(default=None, metadata={
         "help": "Training loss for steps-to-target (default: the baseline's smoothed final loss, mean over seeds)."})
+    sweep_only: bool = field(default=False, metadata={
+        "help": "Stop after the learning-rate sweep (first seed, each rate scored on the validation rows, also a "
+                "single rate): no test scores, no further seeds. For splitting a grid across processes or machines."})
+    report_only: bool = field(default=False, metadata={
+        "help": "Train and score nothing: write the report from the finished steps in --output_dir (a study still "
+                "running, or parts of one run in parallel); the steps not run yet are listed."})
     n_resamples: int = field(default=10000, metadata={"help": "Bootstrap and randomisation draws of the paired statistics."})
     preset: Optional[str] = field(default=None, metadata={
-        "help": "paper-commonsense, paper-math or cpu-study: fills in data, methods, rates, seeds and sizes; flags and --config override it."})
+        "help": "paper-commonsense, paper-math, cpu-study or gpu-study: fills in data, methods, rates, seeds and sizes; flags and --config override it."})
 
     def __post_init__(self) -> None:
         if isinstance(self.eval_data, str):
@@ -79,5 +85,9 @@ class CompareArguments:
             raise ValueError(f"--eval_limit={self.eval_limit}: must be >= 1 or unset")
         if self.validation_size < 0:
             raise ValueError(f"--validation_size={self.validation_size}: must be >= 0")
+        if self.sweep_only and self.report_only:
+            raise ValueError("--sweep_only and --report_only: choose one (--report_only runs nothing)")
+        if self.sweep_only and self.validation_size == 0:
+            raise ValueError("--sweep_only needs --validation_size > 0: the sweep scores each rate on the validation rows")
         if self.n_resamples < 100:
             raise ValueError(f"--n_resamples={self.n_resamples}: use at least 100 (10000 for reported numbers)")

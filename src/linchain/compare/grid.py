@@ -15,6 +15,11 @@ with the best validation accuracy (ties: the lower final training loss) is chose
 seeds train at it. A step whose marker exists is reused; a training cut short resumes from its
 newest complete checkpoint; a failed step is recorded (report.json "failures") and the grid goes
 on without it (it is retried on the next call).
+
+A grid can be split across processes that share the output folder (every step is its own file,
+written atomically): ``--sweep_only`` stops after the first seed's sweep (one process per method and
+rate), a call with all the rates then chooses and runs the seeds, and ``--report_only`` writes the
+report from whatever has finished (``benchmarks/gpu_compare.sh``).
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ _NOT_RESULTS = {"output_dir", "logging_dir", "resume", "num_threads", "disable_t
                 "eval_strategy", "eval_steps", "dataloader_num_workers"}
 
 
+class NotRun(Exception):
+    """A step without its marker under ``--report_only``: listed in the report, not run, not a failure."""
+
+
 def _say(message: str) -> None:
     print(f"linchain compare: {message}", file=sys.stderr, flush=True)
 
@@ -66,6 +75,7 @@ class GridResult:
     runs: dict[str, list[dict]] = field(default_factory=dict)  #: method -> per-seed records at the chosen rate
     base: Optional[dict] = None
     failures: list[dict] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  #: steps without markers under --report_only
     settings: dict = field(default_factory=dict)
 
 
@@ -131,7 +141,7 @@ class Grid:
 
         folder = self.out / "data"
         train_file = folder / "train.json"
-        if not train_file.exists():
+        if not train_file.exists() and not self.args.report_only:
             examples = load_data(self.data, SPLIT_SEED)
             if any(e.options for e in examples):
                 raise ValueError("--data: compare needs rows without per-row options (LLM-Adapters .json/.jsonl, "
@@ -163,6 +173,8 @@ class Grid:
         marker = run_dir / "train.json"
         if marker.exists():
             return json.loads(marker.read_text())
+        if self.args.report_only:
+            raise NotRun
         train_dir = run_dir / "train"
         summary = train_dir / "summary.json"  # written by run_training once the adapter is saved
         checkpoint = find_complete_checkpoint(train_dir)
@@ -205,6 +217,8 @@ class Grid:
         marker = where / f"{name}.json"
         if marker.exists():
             return json.loads(marker.read_text())
+        if self.args.report_only:
+            raise NotRun
         tasks = [t for _, t in data]
         args = EvalArguments(
             model_name_or_path=model_path or self.model.model_name_or_path, adapter=str(adapter) if adapter else None,
@@ -229,6 +243,9 @@ class Grid:
             return fn()
         except KeyboardInterrupt:
             raise
+        except NotRun:
+            result.not_run.append(what)
+            return None
         except Exception as err:  # noqa: BLE001 - the grid goes on; the error is recorded and shown
             message = f"{type(err).__name__}: {err}".strip()
             _say(f"FAILED {what}: {message.splitlines()[0]}")
@@ -250,16 +267,19 @@ class Grid:
         return list(zip(self.args.eval_data, tasks))
 
     def run(self) -> GridResult:
+        if self.args.report_only and not (self.out / SETTINGS_FILE).exists():
+            raise ValueError(f"--report_only: {self.out} holds no comparison yet (no {SETTINGS_FILE}); run it without --report_only first")
         settings = self.check_settings()
         self.prepare_data()
         result = GridResult(out=self.out, methods=self.methods, seeds=self.seeds, learning_rates=self.rates, settings=settings)
-        steps, sweep_val = self.train.max_steps, len(self.rates) > 1
+        steps, sweep_val = self.train.max_steps, len(self.rates) > 1 or self.args.sweep_only
         val_rows = self.args.validation_size
         test_rows = (self.args.eval_limit or 500) * len(self.args.eval_data)
         # weights in "training step" units: one scored row costs roughly a quarter of an 8-sequence step
         w_train, w_val, w_test = steps, val_rows / 4, test_rows / 4
+        seeds_part = 0 if self.args.sweep_only else w_test + (len(self.seeds) - 1) * (w_train + w_test)
         total = (w_test if self.args.eval_base else 0) + len(self.methods) * (
-            len(self.rates) * (w_train + (w_val if sweep_val else 0)) + w_test + (len(self.seeds) - 1) * (w_train + w_test))
+            len(self.rates) * (w_train + (w_val if sweep_val else 0)) + seeds_part)
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=round(total), desc="compare", unit="step-eq", dynamic_ncols=True,
@@ -271,7 +291,8 @@ class Grid:
             for spec in self.methods:
                 self._sweep(spec, result, w_train, w_val if sweep_val else 0)
             for spec in self.methods:
-                self._seeds(spec, result, w_train, w_test)
+                if not self.args.sweep_only:
+                    self._seeds(spec, result, w_train, w_test)
         finally:
             self.bar.close()
             self.bar = None
@@ -283,14 +304,15 @@ class Grid:
         for lr in self.rates:
             self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
             trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), w_train)
-            record = {"learning_rate": lr, "status": "failed" if trained is None else "ok", "validation": None,
+            missing = "not run" if result.not_run and result.not_run[-1].startswith(f"{spec.name} lr {lr:g} ") else "failed"
+            record = {"learning_rate": lr, "status": missing if trained is None else "ok", "validation": None,
                       "final_loss": _final_loss(trained["losses"]) if trained else None}
             if trained is not None and w_val:
                 adapter, model_path = self._adapter_of(spec, lr, seed)
                 record["validation"] = self._step(result, f"{spec.name} lr {lr:g} validation", lambda: self._evaluate(
                     self.run_dir(spec, lr, seed), "validation", self.validation, adapter, model_path), w_val)
                 if record["validation"] is None:
-                    record["status"] = "failed"
+                    record["status"] = "not run" if result.not_run and result.not_run[-1] == f"{spec.name} lr {lr:g} validation" else "failed"
             elif w_val:
                 self.bar.update(w_val)
             records.append(record)
@@ -321,7 +343,7 @@ class Grid:
                 self.bar.update(w_test)
                 continue
             adapter, model_path = self._adapter_of(spec, lr, seed)
-            if (adapter is not None and not (adapter / "adapter_config.json").exists()
+            if (adapter is not None and not self.args.report_only and not (adapter / "adapter_config.json").exists()
                     and not (self.run_dir(spec, lr, seed) / "test.json").exists()):
                 # only the small markers were kept (a study carried to another machine): train it again
                 (self.run_dir(spec, lr, seed) / "train.json").unlink(missing_ok=True)

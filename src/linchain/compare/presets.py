@@ -40,6 +40,12 @@ arithmetic script otherwise (k 3, r 16, alpha 32, 3 epochs, batch 16, cutoff 256
   if the first-seed sweep shows the methods near the label prior, a longer run with 1 seed
   (``--seeds 0 --max_steps 150``: the same 1,500 training steps, 6 test scorings instead of 11)
   resolves more.
+
+``gpu-study``: the cpu-study's question on one GPU in bf16 mixed precision, larger: 200 steps of 16
+rows (3,200 training rows, 4x the cpu-study), three rates (1e-3, 3e-3, 1e-2), three seeds, 300
+validation rows, the first 500 test rows of each task (1,500). `benchmarks/gpu_compare.sh` runs it
+as parallel processes (one per method and rate, then one per method and seed) that share the output
+folder, then writes the report with ``--report_only``.
 """
 
 from __future__ import annotations
@@ -104,8 +110,14 @@ def _cpu_study(d: Path) -> dict[str, Any]:
     }
 
 
+def _gpu_study(d: Path) -> dict[str, Any]:
+    return {**_cpu_study(d), "eval_limit": 500, "seeds": "0,1,2", "learning_rates": "1e-3,3e-3,1e-2", "max_steps": 200,
+            "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "validation_size": 300,
+            "per_device_eval_batch_size": 32, "save_steps": 50, "bf16": True, "num_threads": 1}
+
+
 #: name -> function of the data folder giving option values
-PRESETS = {"paper-commonsense": _paper_commonsense, "paper-math": _paper_math, "cpu-study": _cpu_study}
+PRESETS = {"paper-commonsense": _paper_commonsense, "paper-math": _paper_math, "cpu-study": _cpu_study, "gpu-study": _gpu_study}
 
 
 def preset_values(name: str, folder: Optional[Path] = None) -> dict[str, Any]:

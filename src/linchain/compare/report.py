@@ -152,6 +152,7 @@ def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, targ
         "methods": methods,
         "comparisons": comparisons,
         "failures": grid.failures,
+        "not_run": grid.not_run,
     }
 
 
@@ -208,7 +209,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = []
         for lr in s["learning_rates"]:
             x = by_lr.get(lr)
-            cells.append("-" if x is None else "failed" if x["status"] != "ok" else
+            cells.append("-" if x is None else x["status"] if x["status"] != "ok" else
                          "-" if x["validation_accuracy"] is None else f"{100 * x['validation_accuracy']:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if m['learning_rate'] is None else format(m['learning_rate'], 'g')} |")
     target = report["target_loss"]
@@ -225,6 +226,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Steps to target: the first step whose moving-average training loss reaches the baseline's final one "
               f"('never' = not within the run). Effective rank: `linchain analyze` (exp of the entropy of the normalised "
               f"singular values), averaged over layers. Plots: convergence.png, lr_sweep.png."]
+    if report["not_run"]:
+        lines += ["", f"## Not run yet ({len(report['not_run'])} steps; a partial report, written with --report_only)", "",
+                  "A method whose sweep is incomplete has a provisional learning rate.", ""] + [f"- {step}" for step in report["not_run"]]
     if report["failures"]:
         lines += ["", "## Failures (retried on the next call)", ""] + [f"- {f['step']}: {f['error'].splitlines()[0]}" for f in report["failures"]]
     return "\n".join(lines) + "\n"
