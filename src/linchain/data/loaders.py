@@ -7,7 +7,9 @@ Data specs understood by :func:`load_examples`:
   math_10k, the files in ``shared/data/llm-adapters``);
 - ``bigbench:TASK`` (or ``bigbench:TASK/SUBTASK``): a BIG-bench ``task.json`` (see
   :func:`linchain.offline.bigbench_task_path`), multiple choice when it has ``target_scores``;
-- ``reasoning_gym:NAME[:N]``: ``N`` (default 1000) rows from a seeded reasoning-gym generator;
+- ``reasoning_gym:NAME[:N[:SEED]]``: ``N`` (default 1000) rows from a seeded reasoning-gym generator
+  (``SEED`` overrides the caller's seed; row i is drawn with seed + i, so a test set drawn with a seed
+  far above the training rows' count shares no row with them);
 - ``hf:NAME[:CONFIG]``: ``datasets.load_dataset(NAME, CONFIG, split=split)``, or a path to a
   dataset saved with ``save_to_disk``; ``columns`` maps our fields to the dataset's columns.
 
@@ -185,12 +187,17 @@ def _bigbench_row(rows: _Rows, index: int, row: Any) -> Example:
 
 def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
     name, _, size = rest.partition(":")
+    size, _, fixed_seed = size.partition(":")
     try:
         n = int(size) if size else DEFAULT_REASONING_GYM_SIZE
     except ValueError:
         raise DataError(f"reasoning_gym:{rest}: the size after the second ':' must be an integer, got {size!r}") from None
     if n <= 0:
         raise DataError(f"reasoning_gym:{rest}: the size must be positive, got {n}")
+    if fixed_seed:
+        if not fixed_seed.isdigit():
+            raise DataError(f"reasoning_gym:{rest}: the seed after the third ':' must be a non-negative integer, got {fixed_seed!r}")
+        seed = int(fixed_seed)
     try:
         import reasoning_gym
     except ImportError:
@@ -199,7 +206,7 @@ def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
         dataset = reasoning_gym.create_dataset(name, size=n, seed=seed)
     except (KeyError, ValueError) as err:
         raise DataError(f"reasoning_gym:{rest}: {err}") from None
-    source = f"reasoning_gym:{name}:{n}"
+    source = f"reasoning_gym:{name}:{n}" + (f":{seed}" if fixed_seed else "")
     out = []
     for index in range(n):
         item = dataset[index]

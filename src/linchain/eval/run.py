@@ -6,6 +6,8 @@ merged) -> each task scored -> ``results.json`` and ``predictions.jsonl`` in ``o
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime
 import platform
 import sys
@@ -18,11 +20,11 @@ import torch
 from ..io import OutputExistsError
 from ..threads import set_threads
 from .args import EvalArguments
-from .examples import load_eval_examples
+from .examples import gold_answer, load_eval_examples
 from .loading import load_causal_lm
 from .results import TaskResult, format_table, results_dict, write_results
 from .runner import evaluate_task
-from .tasks import TaskSpec, get_task, infer_task
+from .tasks import CLOSED_TASK, MAX_CLOSED_ANSWERS, TaskSpec, get_task, infer_task
 
 __all__ = ["EvalRun", "run_evaluation"]
 
@@ -81,6 +83,18 @@ def plan_tasks(args: EvalArguments) -> List[tuple[str, TaskSpec, bool]]:
     return plan
 
 
+def _closed_set(data: str, examples: list, args: EvalArguments) -> list:
+    """``--task closed``: each row's options are the sorted distinct gold answers of all the rows of ``data``
+    (not only the ``--limit`` rows scored, so a small limit cannot shrink the set and inflate accuracy)."""
+    every = examples if args.limit is None else load_eval_examples(data, split=args.split, skip_malformed=args.skip_malformed,
+                                                                   columns=args.columns())
+    answers = sorted({gold_answer(e) for e in every})
+    if not 2 <= len(answers) <= MAX_CLOSED_ANSWERS:
+        raise ValueError(f"--task closed: {data} has {len(answers)} distinct answers; closed-set scoring needs "
+                         f"2 to {MAX_CLOSED_ANSWERS} (use another task, e.g. --scorer generate with its answer rule)")
+    return [dataclasses.replace(e, options=answers) for e in examples]
+
+
 def run_evaluation(args: EvalArguments) -> EvalRun:
     """Evaluate as configured and write ``results.json`` / ``predictions.jsonl`` to ``args.output_dir``."""
     previous = [name for name in ("results.json", "predictions.jsonl") if (Path(args.output_dir) / name).exists()]
@@ -93,12 +107,16 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
                                                         skip_malformed=args.skip_malformed, columns=args.columns()))
               for data, task, inferred in plan_tasks(args)]
 
+    loaded = [(data, task, inferred, _closed_set(data, examples, args) if task is CLOSED_TASK else examples)
+              for data, task, inferred, examples in loaded]
+
     model, tokenizer = load_causal_lm(args.model_name_or_path, args.adapter, dtype=args.dtype, merge=args.merge_adapter)
     results = [
         evaluate_task(
             model, tokenizer, examples, task, args.scorer, data, batch_size=args.per_device_eval_batch_size,
             num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, normalize=args.normalize,
-            share_prompt=args.share_prompt, faithful_prompt=args.faithful_prompt, append_choices=args.append_choices,
+            share_prompt=args.share_prompt, faithful_prompt=args.faithful_prompt,
+            append_choices=args.append_choices and task is not CLOSED_TASK,  # trained without a list of choices
             task_inferred=inferred, progress=args.progress,
         )
         for data, task, inferred, examples in loaded

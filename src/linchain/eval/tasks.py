@@ -22,6 +22,8 @@ from typing import Dict, Optional, Tuple
 __all__ = [
     "COMMONSENSE_TASKS",
     "MATH_TASKS",
+    "CLOSED_TASK",
+    "MAX_CLOSED_ANSWERS",
     "TASKS",
     "TaskSpec",
     "get_task",
@@ -88,7 +90,12 @@ MATH_TASKS: Dict[str, TaskSpec] = {
 #: Multiple choice with per-example options (BIG-bench target_scores, hf: datasets with choices).
 OPTION_TASK = TaskSpec("multiple_choice", "option", max_new_tokens=COMMONSENSE_MAX_NEW_TOKENS)
 
-TASKS: Dict[str, TaskSpec] = {**COMMONSENSE_TASKS, **MATH_TASKS, OPTION_TASK.name: OPTION_TASK}
+#: Closed-set answers without listed options (reasoning_gym:family_relationships: son, wife, ...): every
+#: row is scored against the distinct gold answers of the rows scored with it (see run_evaluation).
+CLOSED_TASK = TaskSpec("closed", "option", max_new_tokens=COMMONSENSE_MAX_NEW_TOKENS)
+MAX_CLOSED_ANSWERS = 32
+
+TASKS: Dict[str, TaskSpec] = {**COMMONSENSE_TASKS, **MATH_TASKS, OPTION_TASK.name: OPTION_TASK, CLOSED_TASK.name: CLOSED_TASK}
 
 # lower-cased aliases, so `--task arc-easy` or `--task svamp` work; the canonical name is kept
 _ALIASES = {name.lower(): name for name in TASKS}
