@@ -13,16 +13,16 @@ and response) with the reference rate 3e-4 swept a factor ~3 each way, 3 seeds. 
 (gsm8k, AddSub, MultiArith, SingleEq, AQuA, mathqa) with the generate scorer; the reference's
 arithmetic script otherwise (k 3, r 16, alpha 32, 3 epochs, batch 16, cutoff 256). A GPU job.
 
-``cpu-study``: sized to finish in about 2 hours on 2 idle CPU cores with SmolLM2-135M
+``cpu-study``: sized to finish in about 2.5 hours on 2 idle CPU cores with SmolLM2-135M
 (``--model_name_or_path smollm2``), on a task that the model demonstrably learns at this scale.
 
 - Task: reasoning-gym ``family_relationships`` (``make demo``'s task; the package installs from
   PyPI): "What relation is Liam to Jennifer? Answer with a single word." over a closed set of ~12
-  answers (son, wife, mother-in-law, ...; the most frequent is ~13%). Training rows: the generator's
-  rows 0-2999 (seed 0), of which 150 are carved off for validation; test rows: 600 rows drawn with
-  seed 100000 (row i uses seed + i, so no test row is a training row). Scored by log-likelihood over
-  the closed set (``--eval_task closed``). In ``make demo`` 40 steps of 8 rows took LinChain k=3 from
-  10.8% to 25.8%, so 80 steps leave the base model and the label prior clearly behind.
+  answers (son, wife, mother-in-law, ...; the most frequent is 13.5% of the test rows). Training
+  rows: the generator's rows 0-2999 (seed 0), of which 150 are carved off for validation; test rows:
+  600 rows drawn with seed 100000 (row i uses seed + i, so no test row is a training row). Scored
+  by log-likelihood over the closed set (``--eval_task closed``). Measured: the base model scores
+  6.3%, LoRA 50.2% after 80 steps of 8 rows.
 - Why not ARC/openbookqa (the first version of this preset): after 100 steps of 8 rows (CPU) and 200
   steps of 16 rows (GPU, every method and rate), every run's training loss settled at 0.198-0.207,
   which is ln 4 / 7: the response "the correct answer is answerN" is 7 tokens, six learned exactly
@@ -30,14 +30,16 @@ arithmetic script otherwise (k 3, r 16, alpha 32, 3 epochs, batch 16, cutoff 256
   chance (17.9-28.4%, 150-300 rows). SmolLM2-135M does not learn those tasks in such runs, so no
   method can be told apart there (BENCHMARKS.md).
 - Methods lora, moslora, linchain-k3, linchain-k3-frozen (the control), lora-2r (fewer
-  parameters); rates 1e-3 (the demo's) and 3e-3; 3 seeds (``--seeds 0,1`` for a ~1.4 h run; the full
-  command later adds seed 2 and reuses the rest). The statistics pair rows, so test rows buy power
-  more cheaply than seeds.
-- Cost on 2 idle cores (2 threads): a step of 8 of these short rows ~3 s (the demo: 40 steps in ~2
-  min), so a run of 80 steps ~4-5 min with its model load; 5 methods x (2 rates + 2 more seeds) = 20
-  runs ~1.5 h; scoring 10 x 150 validation and 16 x 600 test rows over 12 answers adds ~20 min.
-- Resolution: a paired difference of ~5 points is detectable with 80% power at 600 rows x 3 seeds
-  if the methods disagree on ~40% of the rows; smaller differences read "no detectable difference".
+  parameters); rates 1e-3, 3e-3 and 1e-2 (at 1e-3 and 3e-3 alone every method chose 3e-3, the top
+  of the range, so the range was extended); one seed: the statistics pair test rows (McNemar's test
+  for one seed), and 600 rows buy more power than seeds at this cost. ``--seeds 0,1,2`` adds seeds
+  later (about 2 more hours) and reuses everything finished.
+- Cost on 2 idle cores (2 threads), measured: a training run of 80 steps ~5 min, scoring its 150
+  validation rows ~2 min, 600 test rows ~7.7 min (log-likelihood over 12 answers, ~0.77 s a row).
+  15 sweep runs ~105 min + 5 tests and the base model ~46 min: ~2.5 h.
+- Resolution: with one seed, a paired difference of ~4-5 points on 600 rows is detectable with 80%
+  power (the report prints the exact figure per comparison); smaller ones read "no detectable
+  difference".
 
 ``gpu-study``: the cpu-study's question on one GPU in bf16 mixed precision, larger: 200 steps of 16
 rows (3,200 training rows, 5x the cpu-study) from 8,000 generated, three rates (1e-3, 3e-3, 1e-2),
@@ -102,8 +104,8 @@ def _cpu_study(d: Optional[Path]) -> dict[str, Any]:
         "model_name_or_path": "smollm2",
         "data": [f"reasoning_gym:{_STUDY_TASK}:3000"], "validation_size": 150, "validation_task": "closed",
         "eval_data": [f"reasoning_gym:{_STUDY_TASK}:600:{_STUDY_TEST_SEED}"], "eval_task": ["closed"],
-        "scorer": "loglik", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0,1,2",
-        "learning_rates": "1e-3,3e-3", "max_steps": 80, "warmup_steps": 8, "per_device_train_batch_size": 4,
+        "scorer": "loglik", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0",
+        "learning_rates": "1e-3,3e-3,1e-2", "max_steps": 80, "warmup_steps": 8, "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32,
         "per_device_eval_batch_size": 8, "save_steps": 20, "save_total_limit": 1, "num_threads": 2,
     }
@@ -111,7 +113,7 @@ def _cpu_study(d: Optional[Path]) -> dict[str, Any]:
 
 def _gpu_study(d: Optional[Path]) -> dict[str, Any]:
     return {**_cpu_study(d), "data": [f"reasoning_gym:{_STUDY_TASK}:8000"], "validation_size": 300,
-            "eval_data": [f"reasoning_gym:{_STUDY_TASK}:1500:{_STUDY_TEST_SEED}"], "learning_rates": "1e-3,3e-3,1e-2",
+            "eval_data": [f"reasoning_gym:{_STUDY_TASK}:1500:{_STUDY_TEST_SEED}"], "seeds": "0,1,2",
             "max_steps": 200, "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
             "per_device_eval_batch_size": 32, "save_steps": 50, "bf16": True, "num_threads": 1}
 
