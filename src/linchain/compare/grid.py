@@ -303,16 +303,18 @@ class Grid:
         records = []
         for lr in self.rates:
             self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
-            trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), w_train)
-            missing = "not run" if result.not_run and result.not_run[-1].startswith(f"{spec.name} lr {lr:g} ") else "failed"
-            record = {"learning_rate": lr, "status": missing if trained is None else "ok", "validation": None,
+            what = f"{spec.name} lr {lr:g} seed {seed} training"
+            trained = self._step(result, what, lambda: self._train(spec, lr, seed), w_train)
+            record = {"learning_rate": lr, "status": "ok" if trained is not None else "not run" if what in result.not_run else "failed",
+                      "validation": None,
                       "final_loss": _final_loss(trained["losses"]) if trained else None}
             if trained is not None and w_val:
                 adapter, model_path = self._adapter_of(spec, lr, seed)
-                record["validation"] = self._step(result, f"{spec.name} lr {lr:g} validation", lambda: self._evaluate(
+                what = f"{spec.name} lr {lr:g} validation"
+                record["validation"] = self._step(result, what, lambda: self._evaluate(
                     self.run_dir(spec, lr, seed), "validation", self.validation, adapter, model_path), w_val)
                 if record["validation"] is None:
-                    record["status"] = "not run" if result.not_run and result.not_run[-1] == f"{spec.name} lr {lr:g} validation" else "failed"
+                    record["status"] = "not run" if what in result.not_run else "failed"
             elif w_val:
                 self.bar.update(w_val)
             records.append(record)

@@ -83,12 +83,10 @@ def plan_tasks(args: EvalArguments) -> List[tuple[str, TaskSpec, bool]]:
     return plan
 
 
-def _closed_set(data: str, examples: list, args: EvalArguments) -> list:
+def _closed_set(data: str, examples: list) -> list:
     """``--task closed``: each row's options are the sorted distinct gold answers of all the rows of ``data``
     (not only the ``--limit`` rows scored, so a small limit cannot shrink the set and inflate accuracy)."""
-    every = examples if args.limit is None else load_eval_examples(data, split=args.split, skip_malformed=args.skip_malformed,
-                                                                   columns=args.columns())
-    answers = sorted({gold_answer(e) for e in every})
+    answers = sorted({gold_answer(e) for e in examples})
     if not 2 <= len(answers) <= MAX_CLOSED_ANSWERS:
         raise ValueError(f"--task closed: {data} has {len(answers)} distinct answers; closed-set scoring needs "
                          f"2 to {MAX_CLOSED_ANSWERS} (use another task, e.g. --scorer generate with its answer rule)")
@@ -103,12 +101,15 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
                                 "to replace them, or choose another --output_dir")
     torch.manual_seed(args.seed)
     set_threads(args.num_threads, "linchain eval")
-    loaded = [(data, task, inferred, load_eval_examples(data, limit=args.limit, split=args.split,
-                                                        skip_malformed=args.skip_malformed, columns=args.columns()))
-              for data, task, inferred in plan_tasks(args)]
+    loaded = []
+    for data, task, inferred in plan_tasks(args):
+        # closed tasks read every row (their answer set), then keep the first --limit, as load_eval_examples does
+        examples = load_eval_examples(data, limit=None if task is CLOSED_TASK else args.limit, split=args.split,
+                                      skip_malformed=args.skip_malformed, columns=args.columns())
+        if task is CLOSED_TASK:
+            examples = _closed_set(data, examples)[:args.limit]
+        loaded.append((data, task, inferred, examples))
 
-    loaded = [(data, task, inferred, _closed_set(data, examples, args) if task is CLOSED_TASK else examples)
-              for data, task, inferred, examples in loaded]
 
     model, tokenizer = load_causal_lm(args.model_name_or_path, args.adapter, dtype=args.dtype, merge=args.merge_adapter)
     results = [
