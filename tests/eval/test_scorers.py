@@ -9,7 +9,8 @@ import torch
 from linchain.data.prompts import format_prompt
 from linchain.data import Example
 from linchain.eval.generate import generate_predict, generate_texts
-from linchain.eval.loglik import continuation_logprobs, loglik_accuracy, loglik_predict, shared_prompt_logprobs
+from linchain.eval.loglik import (continuation_logprobs, loglik_accuracy, loglik_predict, shared_prompt_logprobs,
+                                  shared_prompts_logprobs)
 from linchain.eval.tasks import get_task
 
 from .helpers import byte_tokenizer, tiny_lm
@@ -60,6 +61,23 @@ def test_shared_prompt_cache_matches_the_unbatched_reference(tok, arch):
     for (score, n), cont in zip(got, conts):
         assert n == len(cont.encode())
         assert score == pytest.approx(_reference_logprob(model, tok, prompt, cont), abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
+def test_rows_batched_through_one_cache_match_the_unbatched_reference(tok, arch, batch_size):
+    """Prompts of different lengths (left padding in the prompt pass), rows with 1-4 candidates of
+    different lengths, and batch sizes that split a row's candidates over chunks (copies of the
+    cache), put several rows in one chunk, or everything in one pass."""
+    model = tiny_lm(len(tok), seed=11) if arch == "llama" else _tiny_gpt2(len(tok))
+    prompts = ["Q: one?\n", "A much longer question, so that the shorter ones are padded on the left?\n", "Mid-size?", "x"]
+    conts = [["yes", "no", "maybe not", "z"], [" a"], ["first answer", "second"], ["b", "cc", "ddd"]]
+    got = shared_prompts_logprobs(model, tok, prompts, conts, batch_size=batch_size)
+    assert [len(g) for g in got] == [len(c) for c in conts]
+    for prompt, row_conts, row in zip(prompts, conts, got):
+        for cont, (score, n) in zip(row_conts, row):
+            assert n == len(cont.encode())
+            assert score == pytest.approx(_reference_logprob(model, tok, prompt, cont), abs=1e-4)
 
 
 def test_shared_and_pairwise_loglik_agree(tok):

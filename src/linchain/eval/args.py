@@ -35,7 +35,7 @@ class EvalArguments:
     num_beams: int = field(default=4, metadata={"help": "Beam width of the generate scorer (4 = LLM-Adapters; 1 = greedy)."})
     max_new_tokens: Optional[int] = field(default=None, metadata={"help": "Generation budget; default per task (32 commonsense, 256 math)."})
     limit: Optional[int] = field(default=None, metadata={"help": "Score only the first N rows of each data spec."})
-    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows (generate) or candidates (loglik) per forward pass."})
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Rows (generate) or (prompt, candidate) pairs (loglik) per forward pass."})
     normalize: str = field(default="sum", metadata={"help": "loglik: 'sum' of token log-probs, or per-token 'mean'."})
     share_prompt: bool = field(default=True, metadata={
         "help": "loglik: run each prompt once for all its candidates (key/value cache); --no_share_prompt "

@@ -6,6 +6,7 @@ reported on exactly the same rows as the generate scorer. Only for multiple-choi
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -17,7 +18,8 @@ from .examples import build_prompt, candidate_answers, continuation, gold_answer
 from .extract import is_correct
 from .tasks import TaskSpec
 
-__all__ = ["LoglikPrediction", "continuation_logprobs", "loglik_accuracy", "loglik_predict", "shared_prompt_logprobs"]
+__all__ = ["LoglikPrediction", "continuation_logprobs", "loglik_accuracy", "loglik_predict", "shared_prompt_logprobs",
+           "shared_prompts_logprobs"]
 
 NORMALIZE = ("sum", "mean")
 
@@ -66,40 +68,118 @@ def shared_prompt_logprobs(
     model: torch.nn.Module, tokenizer: Any, prompt: str, continuations: Sequence[str]
 ) -> List[Tuple[float, int]]:
     """What :func:`continuation_logprobs` computes for one prompt and all its candidates, with
-    the prompt run once: its key/value cache is repeated for the n candidates, which then run
-    as one right-padded batch of short sequences. A row with n candidates costs one prompt pass
-    instead of n. The prompt is cut from the left so that it fits with the longest candidate.
+    the prompt run once (:func:`shared_prompts_logprobs` for one row)."""
+    return shared_prompts_logprobs(model, tokenizer, [prompt], [continuations], batch_size=max(len(continuations), 1))[0]
+
+
+@torch.no_grad()
+def shared_prompts_logprobs(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[str]],
+    batch_size: int = 8,
+    progress: bool = False,
+) -> List[List[Tuple[float, int]]]:
+    """``(sum of log p(c | prompt), tokens in c)`` for every candidate ``c`` of every row, each
+    prompt run once: what :func:`continuation_logprobs` gives for the (prompt, candidate) pairs.
+
+    Rows are sorted by prompt length and grouped so that a group's pairs fill ``batch_size``
+    (a row with more candidates is a group alone). A group's prompts run as one LEFT-padded batch
+    ([R, P], explicit position ids) that fills the key/value cache and gives each prompt's last
+    logit, which predicts its candidates' first tokens. The candidates then run in chunks of at
+    most ``batch_size`` RIGHT-padded sequences ([n, W]) against the cache rows of their prompts
+    (``reorder_cache`` picks them, repeats allowed); the attention mask is the prompt's mask
+    followed by the candidate's. A row with n candidates costs a share of one prompt pass instead
+    of n, and a GPU sees batches of ``batch_size`` pairs instead of one row's candidates. A prompt
+    is cut from the left so that it fits with its longest candidate.
     """
-    cont_ids = [list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations]
-    if any(not ids for ids in cont_ids):
-        raise ValueError(f"a continuation in {list(continuations)!r} has no tokens")
-    prompt_ids = list(tokenizer(prompt)["input_ids"])
-    longest = max(len(ids) for ids in cont_ids)
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} candidate lists")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     limit = _max_length(model)
-    if limit is not None and len(prompt_ids) + longest > limit:
-        prompt_ids = prompt_ids[len(prompt_ids) + longest - limit:]
-    if not prompt_ids:
-        raise ValueError("the continuations need at least one prompt token before them")
+    rows = []  # (prompt ids, [candidate ids])
+    for prompt, conts in zip(prompts, continuations):
+        cont_ids = [list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in conts]
+        if not cont_ids or any(not ids for ids in cont_ids):
+            raise ValueError(f"a row needs candidates with tokens; got {list(conts)!r}")
+        prompt_ids = list(tokenizer(prompt)["input_ids"])
+        longest = max(len(ids) for ids in cont_ids)
+        if limit is not None and len(prompt_ids) + longest > limit:
+            prompt_ids = prompt_ids[len(prompt_ids) + longest - limit:]
+        if not prompt_ids:
+            raise ValueError("the continuations need at least one prompt token before them")
+        rows.append((prompt_ids, cont_ids))
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))
+    groups, current, pairs = [], [], 0
+    for i in order:
+        n = len(rows[i][1])
+        if current and pairs + n > batch_size:
+            groups.append(current)
+            current, pairs = [], 0
+        current.append(i)
+        pairs += n
+    if current:
+        groups.append(current)
+    results: List[List[Tuple[float, int]]] = [[] for _ in rows]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(rows), desc="loglik", unit="row")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for group in groups:
+        scored = _score_group(model, [rows[i] for i in group], batch_size, pad_id)
+        for i, row_scores in zip(group, scored):
+            results[i] = row_scores
+        if bar is not None:
+            bar.update(len(group))
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _score_group(model: torch.nn.Module, rows: List[Tuple[List[int], List[List[int]]]], batch_size: int,
+                 pad_id: int) -> List[List[Tuple[float, int]]]:
+    """One prompt pass for ``rows``, then their candidates in chunks of ``batch_size`` (see
+    :func:`shared_prompts_logprobs`)."""
     device = model_device(model)
-    first = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1)
+    width = max(len(p) for p, _ in rows)
+    prompt_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (p, _) in enumerate(rows):
+        prompt_ids[r, width - len(p):] = torch.tensor(p)
+        prompt_mask[r, width - len(p):] = 1
+    lengths = prompt_mask.sum(-1)
+    first = model(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
+                  position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True, logits_to_keep=1)
     cache_arg = _cache_argument(model)
     cache = getattr(first, cache_arg)
-    n, width, p = len(cont_ids), longest, len(prompt_ids)
-    cache.batch_repeat_interleave(n)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, p + width), dtype=torch.long)
-    mask[:, :p] = 1
-    for row, c in enumerate(cont_ids):
-        ids[row, :len(c)] = torch.tensor(c)
-        mask[row, p:p + len(c)] = 1
-    position_ids = torch.arange(p, p + width)[None].expand(n, width)
-    rest = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
-                 use_cache=False, **{cache_arg: cache}).logits  # [n, width, V]
-    # the prompt's last logit predicts each candidate's first token; position j predicts j + 1
-    step_logits = torch.cat([first.logits[:, -1:].expand(n, 1, -1), rest[:, :-1]], dim=1).float()
-    logp = torch.log_softmax(step_logits, dim=-1).gather(2, ids.to(device)[:, :, None])[:, :, 0]  # [n, width]
-    return [(logp[row, :len(c)].sum().item(), len(c)) for row, c in enumerate(cont_ids)]
+    last = first.logits[:, -1]  # [R, V]: the prompt's last position predicts the first candidate token
+    pairs = [(r, ids) for r, (_, conts) in enumerate(rows) for ids in conts]
+    out: List[List[Tuple[float, int]]] = [[] for _ in rows]
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        # the forward appends the candidates to the cache it is given: later chunks need the prompts' own
+        chunk_cache = cache if start + batch_size >= len(pairs) else copy.deepcopy(cache)
+        which = torch.tensor([r for r, _ in chunk])
+        chunk_cache.reorder_cache(which.to(device))
+        n, cwidth = len(chunk), max(len(ids) for _, ids in chunk)
+        ids = torch.full((n, cwidth), pad_id, dtype=torch.long)
+        mask = torch.cat([prompt_mask[which], torch.zeros((n, cwidth), dtype=torch.long)], dim=1)
+        for j, (_, c) in enumerate(chunk):
+            ids[j, :len(c)] = torch.tensor(c)
+            mask[j, width:width + len(c)] = 1
+        position_ids = lengths[which][:, None] + torch.arange(cwidth)[None]
+        ids = ids.to(device)
+        rest = model(input_ids=ids, attention_mask=mask.to(device), position_ids=position_ids.to(device),
+                     use_cache=False, **{cache_arg: chunk_cache}).logits  # [n, W, V]
+        # position j of a candidate predicts its token j + 1
+        step_logits = torch.cat([last[which.to(device)][:, None], rest[:, :-1]], dim=1).float()
+        logp = step_logits.gather(2, ids[:, :, None])[:, :, 0] - torch.logsumexp(step_logits, dim=-1)  # [n, W]
+        for j, (r, c) in enumerate(chunk):
+            out[r].append((logp[j, :len(c)].sum().item(), len(c)))
+    return out
 
 
 @torch.no_grad()
@@ -190,8 +270,9 @@ def loglik_predict(
 
     ``normalize="mean"`` divides by the number of continuation tokens (useful when options have
     very different lengths, e.g. BIG-bench); LLM-Adapters labels all have the same length.
-    ``share_prompt`` runs each prompt once for all its candidates (:func:`shared_prompt_logprobs`;
-    needs a model with a key/value cache); ``False`` batches (prompt, candidate) pairs across rows.
+    ``batch_size`` counts (prompt, candidate) pairs per forward pass. ``share_prompt`` runs each
+    prompt once for all its candidates (:func:`shared_prompts_logprobs`; needs a model with a
+    key/value cache); ``False`` runs every pair whole (:func:`continuation_logprobs`).
     """
     if not task.multiple_choice:
         raise ValueError(f"the loglik scorer needs a multiple-choice task; {task.name!r} is a {task.kind} "
@@ -209,11 +290,9 @@ def loglik_predict(
         per_row.append((prompt, cands, texts))
     with eval_mode(model):
         if share_prompt:
-            scored = []
-            rows = per_row if not progress else _progress(per_row, "loglik", "row")
-            for prompt, _, texts in rows:
-                for start in range(0, len(texts), batch_size):  # many options: in chunks of batch_size
-                    scored += shared_prompt_logprobs(model, tokenizer, prompt, texts[start:start + batch_size])
+            per_prompt = shared_prompts_logprobs(model, tokenizer, [p for p, _, _ in per_row], [t for _, _, t in per_row],
+                                                 batch_size=batch_size, progress=progress)
+            scored = [pair for row in per_prompt for pair in row]
         else:
             scored = continuation_logprobs(model, tokenizer, prompts, conts, batch_size=batch_size, progress=progress)
     out = []
@@ -224,12 +303,6 @@ def loglik_predict(
         out.append(LoglikPrediction(prompt, cands, texts, scores, cands[best], gold,
                                     _correct(task, ex, cands[best], gold)))
     return out
-
-
-def _progress(items, desc: str, unit: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit=unit)
 
 
 def _correct(task: TaskSpec, example: Any, pred: str, gold: str) -> bool:

@@ -83,7 +83,7 @@ def plan_tasks(args: EvalArguments) -> List[tuple[str, TaskSpec, bool]]:
     return plan
 
 
-def _closed_set(data: str, examples: list) -> list:
+def closed_set(data: str, examples: list) -> list:
     """``--task closed``: each row's options are the sorted distinct gold answers of all the rows of ``data``
     (not only the ``--limit`` rows scored, so a small limit cannot shrink the set and inflate accuracy)."""
     answers = sorted({gold_answer(e) for e in examples})
@@ -107,7 +107,7 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
         examples = load_eval_examples(data, limit=None if task is CLOSED_TASK else args.limit, split=args.split,
                                       skip_malformed=args.skip_malformed, columns=args.columns())
         if task is CLOSED_TASK:
-            examples = _closed_set(data, examples)[:args.limit]
+            examples = closed_set(data, examples)[:args.limit]
         loaded.append((data, task, inferred, examples))
 
 
