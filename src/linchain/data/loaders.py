@@ -59,6 +59,11 @@ class Example:
     options: Optional[list[str]] = None
     target_scores: Optional[dict] = None
 
+    def adapters_row(self) -> dict[str, str]:
+        """The row as an LLM-Adapters .json file holds it (what loading that file gives back, less
+        ``source``/``row``; options are not part of that format)."""
+        return {"instruction": self.instruction, "input": self.input, "output": self.output, "answer": self.answer}
+
 
 class _Rows:
     """Turns raw rows into Examples, raising or counting (with ``skip``) the malformed ones."""
