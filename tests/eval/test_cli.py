@@ -97,6 +97,7 @@ def test_malformed_data_names_file_and_row(model_dir, tmp_path, capsys):
     (["--data", "a.json", "b.json", "--task", "boolq"], "one --task per --data"),
     (["--data", "a.json", "--task", "boolq", "--num_beams", "0"], "num_beams must be >= 1, got 0"),
     (["--data", "a.json", "--task", "boolq", "--scorer", "vote"], "scorer must be one of"),
+    (["--data", "a.json", "--task", "boolq", "--device", "gpu0"], "device must be auto, cpu, cuda, cuda:N or mps, got 'gpu0'"),
 ])
 def test_argument_errors(model_dir, capsys, argv, message):
     assert main(["--model_name_or_path", model_dir, *argv]) == 2
@@ -201,6 +202,46 @@ def test_run_evaluation_returns_the_results(model_dir, tmp_path):
     assert [r.total for r in run.results] == [4] and run.path == tmp_path / "ev" / "results.json"
     saved = json.loads(run.path.read_text())
     assert saved["tasks"][0]["correct"] == run.results[0].correct and run.average == run.results[0].accuracy
+
+
+def test_auto_device_scores_on_the_gpu_when_there_is_one(model_dir, tmp_path, monkeypatch):
+    """The model goes where --device says, auto meaning the GPU when one is present (as the trainer
+    does): a GPU machine once scored a whole study on its CPU. CUDA is faked here; the load records
+    the device it was asked for and loads on the CPU."""
+    import torch
+
+    import linchain.eval.run as run_module
+    from linchain.eval import EvalArguments, run_evaluation
+
+    asked = []
+    real = run_module.load_causal_lm
+    monkeypatch.setattr(run_module, "load_causal_lm", lambda *a, device=None, **k: asked.append(device) or real(*a, **k))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for device, expected in (("auto", "cuda"), ("cpu", "cpu"), ("cuda:1", "cuda:1")):
+        args = EvalArguments(model_name_or_path=model_dir, data=[_data("boolq")], scorer="loglik", limit=2, device=device,
+                             output_dir=str(tmp_path / device.replace(":", "")), progress=False)
+        assert args.torch_device() == expected
+        run = run_evaluation(args)
+        assert asked[-1] == expected and run.payload["environment"]["device"] == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert EvalArguments(model_name_or_path=model_dir, data=["a.json"], device="auto").torch_device() in ("cpu", "mps")
+    with pytest.raises(ValueError, match="--device cuda: this machine has no CUDA GPU"):
+        EvalArguments(model_name_or_path=model_dir, data=["a.json"], device="cuda").torch_device()
+
+
+@pytest.mark.device
+def test_scores_on_the_test_device_match_the_cpu(model_dir, tmp_path, device):
+    from linchain.eval import EvalArguments, run_evaluation
+
+    runs = {}
+    for name, where in (("reference", "cpu"), ("device", str(device))):
+        args = EvalArguments(model_name_or_path=model_dir, data=[_data("boolq")], scorer="loglik", limit=6, device=where,
+                             output_dir=str(tmp_path / name), progress=False)
+        runs[name] = run_evaluation(args)
+    assert runs["device"].payload["environment"]["device"] == str(device)
+    cpu, dev = (runs[name].results[0].predictions for name in ("reference", "device"))
+    # float32 on both; a GPU's kernels differ in the last bits, not in the ranking of these options
+    assert [p["pred"] for p in cpu] == [p["pred"] for p in dev]
 
 
 def test_closed_task_ranks_the_distinct_gold_answers(model_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -49,6 +50,8 @@ class EvalArguments:
     split: str = field(default="test", metadata={"help": "Split of hf: datasets and saved dataset folders."})
     skip_malformed: bool = field(default=False, metadata={"help": "Skip malformed rows (counted in the log) instead of stopping."})
     dtype: str = field(default="float32", metadata={"help": f"Model dtype: {', '.join(DTYPES)}."})
+    device: str = field(default="auto", metadata={
+        "help": "Where to score: auto (the GPU when there is one, as the trainer does; else the CPU), cpu, cuda, cuda:N or mps."})
     seed: int = field(default=0, metadata={"help": "Seed of reasoning_gym: generators and of torch."})
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
     output_dir: str = field(default="runs/eval", metadata={"help": "Where results.json and predictions.jsonl go."})
@@ -82,8 +85,25 @@ class EvalArguments:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")
         if self.data_columns is not None:
             self.columns()  # validates
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.merge_adapter and not self.adapter:
             raise ValueError("merge_adapter=True needs an --adapter")
+
+    def torch_device(self) -> str:
+        """The device to score on: ``auto`` resolved (CUDA, else Apple's MPS, else the CPU); a named
+        accelerator that this machine lacks is an error, not a silent CPU run."""
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        has_mps = mps is not None and mps.is_available()
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: this machine has no CUDA GPU (use --device cpu or auto)")
+        if self.device == "mps" and not has_mps:
+            raise ValueError("--device mps: this machine has no MPS device (use --device cpu or auto)")
+        return self.device
 
     def columns(self) -> Optional[Dict[str, str]]:
         """``data_columns`` as a mapping (``None`` when unset)."""

@@ -50,8 +50,8 @@ class EvalRun:
         return format_table(self.results)
 
 
-def environment() -> Dict[str, Any]:
-    """Versions and machine, recorded with every result."""
+def environment(device: str = "cpu") -> Dict[str, Any]:
+    """Versions and machine (``device``: where the model scored), recorded with every result."""
     import peft
     import transformers
 
@@ -61,7 +61,7 @@ def environment() -> Dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "linchain": linchain.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
         "peft": peft.__version__, "python": platform.python_version(), "machine": platform.machine(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu", "cpu_threads": torch.get_num_threads(),
+        "device": device, "cpu_threads": torch.get_num_threads(),
     }
 
 
@@ -111,7 +111,9 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
         loaded.append((data, task, inferred, examples))
 
 
-    model, tokenizer = load_causal_lm(args.model_name_or_path, args.adapter, dtype=args.dtype, merge=args.merge_adapter)
+    device = args.torch_device()
+    model, tokenizer = load_causal_lm(args.model_name_or_path, args.adapter, dtype=args.dtype, merge=args.merge_adapter,
+                                      device=device)
     results = [
         evaluate_task(
             model, tokenizer, examples, task, args.scorer, data, batch_size=args.per_device_eval_batch_size,
@@ -128,5 +130,5 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
     else:
         settings["share_prompt"] = settings["normalize"] = None
     payload = results_dict(results, model=args.model_name_or_path, adapter=args.adapter, scorer=args.scorer,
-                           settings=settings, environment=environment())
+                           settings=settings, environment=environment(device))
     return EvalRun(results=results, payload=payload, path=write_results(args.output_dir, payload, results))
