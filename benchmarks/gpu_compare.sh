@@ -10,6 +10,8 @@
 #   2. one per method: the chosen rate, the first seed's test;
 #   3. one per (method, further seed): training and test at the chosen rate;
 #   4. `linchain compare --report_only`: report.md/json and the plots from the finished steps.
+# PHASES (default "sweep choose seeds") names the phases to run: "choose" alone, on a RUN_DIR holding a finished
+# sweep's markers, finishes the sweep per method and tests the chosen rates (and scores the base model).
 # Each phase gets what is left of BUDGET_S (default 400 s) less a reserve for step 4; a phase cut off
 # leaves its finished steps, and the report lists what did not run.
 #
@@ -106,15 +108,17 @@ for m in "${METHODS[@]}"; do
     first=0
   done
 done
-phase sweep
+PHASES=${PHASES:-sweep choose seeds}
+[[ " $PHASES " == *" sweep "* ]] && phase sweep
 : >"$SCRATCH/queue"
-for m in "${METHODS[@]}"; do echo "--methods $m --baseline $m --learning_rates $ALL_RATES --seeds 0 --eval_base false" >>"$SCRATCH/queue"; done
-phase choose
+base=$([[ " $PHASES " == *" sweep "* ]] && echo false || echo true)  # the base model is scored by the first process
+for m in "${METHODS[@]}"; do echo "--methods $m --baseline $m --learning_rates $ALL_RATES --seeds 0 --eval_base $base" >>"$SCRATCH/queue"; base=false; done
+[[ " $PHASES " == *" choose "* ]] && phase choose
 : >"$SCRATCH/queue"
 for m in "${METHODS[@]}"; do
   for s in "${SEEDS[@]}"; do echo "--methods $m --baseline $m --learning_rates $ALL_RATES --seeds 0,$s --eval_base false" >>"$SCRATCH/queue"; done
 done
-phase seeds
+[[ " $PHASES " == *" seeds "* ]] && phase seeds
 
 echo "=== report (--report_only) at $(($(date +%s) - START))s"
 "$PY" -m linchain compare "${COMMON[@]}" --report_only >"$LOGS/report.log" 2>&1 || tail -5 "$LOGS/report.log"

@@ -175,6 +175,28 @@ def test_markers_without_adapters_retrain_only_what_still_needs_testing(boolq_di
     assert again.trained == [("lora", 1e-3, 1, False)] and report["failures"] == []
 
 
+def test_a_retraining_cut_short_keeps_the_sweep_record(boolq_dir, tmp_path):
+    """Retraining a carried run whose adapter is gone must not lose its marker first: cut off there,
+    the sweep (and a --report_only report) still has that rate's training record and choice."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    for adapter in out.glob("runs/*/*/*/train/adapter"):
+        shutil.rmtree(adapter)
+    (out / "runs" / "lora" / "lr0.001" / "seed0" / "test.json").unlink()
+    before = json.loads((out / "runs" / "lora" / "lr0.001" / "seed0" / "train.json").read_text())
+
+    def cut_off(model_args, data_args, train_args):
+        raise KeyboardInterrupt("the budget ran out")
+
+    with pytest.raises(KeyboardInterrupt):
+        compare(*parse_args(_argv(boolq_dir, out)), train_fn=cut_off, eval_fn=Fakes().eval)
+    assert json.loads((out / "runs" / "lora" / "lr0.001" / "seed0" / "train.json").read_text()) == before
+    idle = Fakes()
+    report, _ = compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
+    assert [x["status"] for x in report["methods"]["lora"]["sweep"]] == ["ok", "ok"]
+    assert report["methods"]["lora"]["learning_rate"] == 1e-3 and report["not_run"] == ["lora lr 0.001 seed 0 test"]
+
+
 def test_report_only_reports_the_finished_steps_and_runs_nothing(boolq_dir, tmp_path):
     """--report_only on a grid cut short: the finished steps are reported, the missing ones listed, none run;
     on a folder with no comparison it refuses."""

@@ -164,13 +164,13 @@ class Grid:
     def run_dir(self, spec: MethodSpec, lr: float, seed: int) -> Path:
         return self.out / "runs" / spec.name / _rate_name(lr) / f"seed{seed}"
 
-    def _train(self, spec: MethodSpec, lr: float, seed: int) -> dict:
+    def _train(self, spec: MethodSpec, lr: float, seed: int, again: bool = False) -> dict:
         from ..train.engine import _init_fields, find_complete_checkpoint
         from ..train.outputs import METRICS_FILE, read_metrics
 
         run_dir = self.run_dir(spec, lr, seed)
         marker = run_dir / "train.json"
-        if marker.exists():
+        if marker.exists() and not again:
             return json.loads(marker.read_text())
         if self.args.report_only:
             raise NotRun
@@ -346,9 +346,10 @@ class Grid:
             adapter, model_path = self._adapter_of(spec, lr, seed)
             if (adapter is not None and not self.args.report_only and not (adapter / "adapter_config.json").exists()
                     and not (self.run_dir(spec, lr, seed) / "test.json").exists()):
-                # only the small markers were kept (a study carried to another machine): train it again
-                (self.run_dir(spec, lr, seed) / "train.json").unlink(missing_ok=True)
-                trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), 0)
+                # only the small markers were kept (a study carried to another machine): train it again; the
+                # marker stays until the new one replaces it, so a retraining cut short loses no sweep record
+                trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training",
+                                     lambda: self._train(spec, lr, seed, again=True), 0)
                 if trained is None:
                     continue
             tested = self._step(result, f"{spec.name} lr {lr:g} seed {seed} test", lambda: self._evaluate(
