@@ -175,6 +175,22 @@ def test_markers_without_adapters_retrain_only_what_still_needs_testing(boolq_di
     assert again.trained == [("lora", 1e-3, 1, False)] and report["failures"] == []
 
 
+def test_a_study_moves_between_cpu_and_gpu_but_not_between_step_counts(boolq_dir, tmp_path):
+    """settings.json from a GPU machine (use_cpu false, pinned memory) is the same comparison on a CPU;
+    a setting that changes results is not."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    settings = json.loads((out / "settings.json").read_text())
+    settings["train"].update(use_cpu=False, dataloader_pin_memory=True)
+    (out / "settings.json").write_text(json.dumps(settings))
+    idle = Fakes()
+    compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
+    settings["train"]["max_steps"] = 11
+    (out / "settings.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="other settings.*train.max_steps"):
+        compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
+
+
 def test_a_retraining_cut_short_keeps_the_sweep_record(boolq_dir, tmp_path):
     """Retraining a carried run whose adapter is gone must not lose its marker first: cut off there,
     the sweep (and a --report_only report) still has that rate's training record and choice."""

@@ -47,7 +47,8 @@ SPLIT_SEED = 0  # the validation rows are the same for every seed and method
 # Training fields that change speed or bookkeeping, not results (or are set per run by the grid).
 _NOT_RESULTS = {"output_dir", "logging_dir", "resume", "num_threads", "disable_tqdm", "report_to", "per_device_eval_batch_size",
                 "save_steps", "save_total_limit", "learning_rate", "seed", "data_seed", "run_name", "logging_steps",
-                "eval_strategy", "eval_steps", "dataloader_num_workers"}
+                "eval_strategy", "eval_steps", "dataloader_num_workers",
+                "use_cpu", "dataloader_pin_memory"}  # these two follow the machine: a study moves between CPU and GPU
 
 
 class NotRun(Exception):
@@ -122,6 +123,8 @@ class Grid:
         path = self.out / SETTINGS_FILE
         if path.exists():
             old = json.loads(path.read_text())
+            # a settings.json written before a field joined _NOT_RESULTS still holds it
+            old["train"] = {k: v for k, v in old.get("train", {}).items() if k not in _NOT_RESULTS}
             diff = sorted(f"{group}.{k}" for group, values in settings.items() if isinstance(values, dict)
                           for k in set(values) | set(old.get(group, {})) if values.get(k) != old.get(group, {}).get(k))
             diff += [k for k, v in settings.items() if not isinstance(v, dict) and old.get(k) != v]
