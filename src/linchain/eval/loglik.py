@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -79,7 +79,7 @@ def shared_prompts_logprobs(
     prompts: Sequence[str],
     continuations: Sequence[Sequence[str]],
     batch_size: int = 8,
-    progress: bool = False,
+    progress: Union[bool, str] = False,
 ) -> List[List[Tuple[float, int]]]:
     """``(sum of log p(c | prompt), tokens in c)`` for every candidate ``c`` of every row, each
     prompt run once: what :func:`continuation_logprobs` gives for the (prompt, candidate) pairs.
@@ -92,7 +92,8 @@ def shared_prompts_logprobs(
     (``reorder_cache`` picks them, repeats allowed); the attention mask is the prompt's mask
     followed by the candidate's. A row with n candidates costs a share of one prompt pass instead
     of n, and a GPU sees batches of ``batch_size`` pairs instead of one row's candidates. A prompt
-    is cut from the left so that it fits with its longest candidate.
+    is cut from the left so that it fits with its longest candidate. ``progress``: a bar over the
+    rows (a string labels it).
     """
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts but {len(continuations)} candidate lists")
@@ -126,7 +127,7 @@ def shared_prompts_logprobs(
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(rows), desc="loglik", unit="row")
+        bar = tqdm(total=len(rows), desc=progress if isinstance(progress, str) else "loglik", unit="row", leave=not isinstance(progress, str))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for group in groups:
         scored = _score_group(model, [rows[i] for i in group], batch_size, pad_id)

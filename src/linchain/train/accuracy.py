@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..data import Example, format_prompt
-from ..eval.loglik import shared_prompt_logprobs
+from ..eval.loglik import shared_prompts_logprobs
 
 __all__ = ["mc_accuracy"]
 
@@ -25,26 +25,29 @@ def mc_accuracy(
     options: Optional[Sequence[str]] = None,
     faithful: bool = False,
     progress: Optional[str] = None,
+    batch_size: int = 64,
 ) -> float:
     """Fraction of ``examples`` whose gold answer gets the highest option log-likelihood.
 
     ``options`` is the shared closed set of answers; an example's own ``options`` take precedence.
     The model is put in eval mode (no dropout) and restored afterwards. ``progress``: a label
-    for a progress bar on stderr (None: no bar).
+    for a progress bar on stderr (None: no bar). ``batch_size``: (prompt, option) pairs a pass.
     """
-    from tqdm.auto import tqdm
-
     was_training = model.training
     model.eval()
     try:
-        correct = 0
-        for example in tqdm(examples, desc=progress, disable=progress is None, unit="row", leave=False):
+        prompts, choice_lists = [], []
+        for example in examples:
             choices = list(example.options or options or [])
             if not choices:
                 raise ValueError(f"{example.source} row {example.row}: no options to score")
-            prompt = format_prompt(example.instruction, example.input, faithful=faithful)
-            # the prompt runs once, its KV cache shared by the options (linchain eval's scorer)
-            scores = [total for total, _ in shared_prompt_logprobs(model, tokenizer, prompt, choices)]
+            prompts.append(format_prompt(example.instruction, example.input, faithful=faithful))
+            choice_lists.append(choices)
+        # each prompt runs once, its KV cache shared by the options, several rows a pass (linchain eval's scorer)
+        scored = shared_prompts_logprobs(model, tokenizer, prompts, choice_lists, batch_size=batch_size, progress=progress or False)
+        correct = 0
+        for example, choices, row in zip(examples, choice_lists, scored):
+            scores = [total for total, _ in row]
             correct += choices[max(range(len(choices)), key=scores.__getitem__)] == example.answer
         return correct / len(examples)
     finally:
