@@ -5,11 +5,14 @@
 #   .gpu-carry2/study/          the gpu-study preset's rows as LLM-Adapters files (train.json: the 8,000
 #                               generated training rows; test.json: the 1,500 test rows): the preset
 #                               generates them with reasoning-gym, which the device lacks
+#   .gpu-carry2/run/            a copy of benchmarks/results/gpu-study/ (the grid's committed markers), so
+#                               that RUN_DIR=.gpu-carry2/run resumes the grid there instead of starting over
 # Both folders are ignored by git. Two back-to-back calls on the same warm machine (it goes back ~30 s idle):
 #   run(command="mkdir -p /root/stash && cp .gpu-carry1/* /root/stash/ && python3 -m pip install -q --no-index --no-deps
 #                --no-compile --target /root/site .gpu-wheels/*.whl && bash benchmarks/gpu.sh", carry=[".gpu-wheels", ".gpu-carry1"])
 #   run(command="PYTHONPATH=/root/site GGUF_PARTS='/root/stash/smollm2.part1 .gpu-carry2/smollm2.part2'
-#                STUDY_DATA=.gpu-carry2/study bash benchmarks/gpu_compare.sh", carry=[".gpu-carry2"])
+#                STUDY_DATA=.gpu-carry2/study RUN_DIR=.gpu-carry2/run bash benchmarks/gpu_compare.sh", carry=[".gpu-carry2"])
+#   (RUN_DIR: resume the committed grid; PHASES="choose seeds" skips a sweep that is already complete)
 # with the wheels: PYTHON=.venv/bin/python bash benchmarks/gpu_wheels.sh peft==0.21.2 transformers==5.24.0 gguf==0.19.0
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,4 +38,8 @@ for name, (spec,) in (("train", values["data"]), ("test", values["eval_data"])):
     atomic_write_json(f".gpu-carry2/study/{name}.json", rows)
     print(f"{spec}: {len(rows)} rows -> .gpu-carry2/study/{name}.json")
 PYEOF
+if [ -d benchmarks/results/gpu-study ]; then
+  cp -r benchmarks/results/gpu-study .gpu-carry2/run
+  echo "benchmarks/results/gpu-study -> .gpu-carry2/run ($(find .gpu-carry2/run -name '*.json' | wc -l) markers)"
+fi
 du -sh .gpu-carry1 .gpu-carry2 .gpu-wheels 2>/dev/null || true  # .gpu-wheels: see above
