@@ -233,9 +233,14 @@ def test_auto_device_scores_on_the_gpu_when_there_is_one(model_dir, tmp_path, mo
 def test_scores_on_the_test_device_match_the_cpu(model_dir, tmp_path, device):
     from linchain.eval import EvalArguments, run_evaluation
 
+    # rows written here: the device machine has no ../shared data
+    data = tmp_path / "boolq" / "test.json"
+    data.parent.mkdir()
+    data.write_text(json.dumps([{"instruction": f"Is {i} {'odd' if i % 3 else 'even'}?\n\nAnswer format: true/false", "input": "",
+                                 "output": "", "answer": ["true", "false"][i % 2]} for i in range(6)]))
     runs = {}
     for name, where in (("reference", "cpu"), ("device", str(device))):
-        args = EvalArguments(model_name_or_path=model_dir, data=[_data("boolq")], scorer="loglik", limit=6, device=where,
+        args = EvalArguments(model_name_or_path=model_dir, data=[str(data)], scorer="loglik", limit=6, device=where,
                              output_dir=str(tmp_path / name), progress=False)
         runs[name] = run_evaluation(args)
     assert runs["device"].payload["environment"]["device"] == str(device)
