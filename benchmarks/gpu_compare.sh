@@ -109,16 +109,17 @@ for m in "${METHODS[@]}"; do
   done
 done
 PHASES=${PHASES:-sweep choose seeds}
-[[ " $PHASES " == *" sweep "* ]] && phase sweep
+wants() { [[ " $PHASES " == *" $1 "* ]]; }
+wants sweep && phase sweep
 : >"$SCRATCH/queue"
-base=$([[ " $PHASES " == *" sweep "* ]] && echo false || echo true)  # the base model is scored by the first process
+base=$(wants sweep && echo false || echo true)  # the base model is scored by the first process
 for m in "${METHODS[@]}"; do echo "--methods $m --baseline $m --learning_rates $ALL_RATES --seeds 0 --eval_base $base" >>"$SCRATCH/queue"; base=false; done
-[[ " $PHASES " == *" choose "* ]] && phase choose
+wants choose && phase choose
 : >"$SCRATCH/queue"
 for m in "${METHODS[@]}"; do
   for s in "${SEEDS[@]}"; do echo "--methods $m --baseline $m --learning_rates $ALL_RATES --seeds 0,$s --eval_base false" >>"$SCRATCH/queue"; done
 done
-[[ " $PHASES " == *" seeds "* ]] && phase seeds
+wants seeds && phase seeds
 
 echo "=== report (--report_only) at $(($(date +%s) - START))s"
 "$PY" -m linchain compare "${COMMON[@]}" --report_only >"$LOGS/report.log" 2>&1 || tail -5 "$LOGS/report.log"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from tqdm.auto import tqdm
 
 from ._torch import eval_mode, model_device
 from .examples import build_prompt, candidate_answers, continuation, gold_answer
@@ -124,19 +125,14 @@ def shared_prompts_logprobs(
     if current:
         groups.append(current)
     results: List[List[Tuple[float, int]]] = [[] for _ in rows]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(rows), desc=progress if isinstance(progress, str) else "loglik", unit="row", leave=not isinstance(progress, str))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for group in groups:
-        scored = _score_group(model, [rows[i] for i in group], batch_size, pad_id)
-        for i, row_scores in zip(group, scored):
-            results[i] = row_scores
-        if bar is not None:
+    label = isinstance(progress, str)
+    with tqdm(total=len(rows), desc=progress if label else "loglik", unit="row", leave=not label, disable=not progress) as bar:
+        for group in groups:
+            scored = _score_group(model, [rows[i] for i in group], batch_size, pad_id)
+            for i, row_scores in zip(group, scored):
+                results[i] = row_scores
             bar.update(len(group))
-    if bar is not None:
-        bar.close()
     return results
 
 
@@ -164,7 +160,8 @@ def _score_group(model: torch.nn.Module, rows: List[Tuple[List[int], List[List[i
         # the forward appends the candidates to the cache it is given: later chunks need the prompts' own
         chunk_cache = cache if start + batch_size >= len(pairs) else copy.deepcopy(cache)
         which = torch.tensor([r for r, _ in chunk])
-        chunk_cache.reorder_cache(which.to(device))
+        which_on_device = which.to(device)
+        chunk_cache.reorder_cache(which_on_device)
         n, cwidth = len(chunk), max(len(ids) for _, ids in chunk)
         ids = torch.full((n, cwidth), pad_id, dtype=torch.long)
         mask = torch.cat([prompt_mask[which], torch.zeros((n, cwidth), dtype=torch.long)], dim=1)
@@ -176,7 +173,7 @@ def _score_group(model: torch.nn.Module, rows: List[Tuple[List[int], List[List[i
         rest = model(input_ids=ids, attention_mask=mask.to(device), position_ids=position_ids.to(device),
                      use_cache=False, **{cache_arg: chunk_cache}).logits  # [n, W, V]
         # position j of a candidate predicts its token j + 1
-        step_logits = torch.cat([last[which.to(device)][:, None], rest[:, :-1]], dim=1).float()
+        step_logits = torch.cat([last[which_on_device][:, None], rest[:, :-1]], dim=1).float()
         logp = step_logits.gather(2, ids[:, :, None])[:, :, 0] - torch.logsumexp(step_logits, dim=-1)  # [n, W]
         for j, (r, c) in enumerate(chunk):
             out[r].append((logp[j, :len(c)].sum().item(), len(c)))
@@ -227,31 +224,25 @@ def continuation_logprobs(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
     results: List[Tuple[float, int]] = [(0.0, 0)] * len(items)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(items), desc="loglik", unit="option")
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        width = max(len(items[i][0]) for i in batch)
-        keep = max(items[i][1] for i in batch) + 1
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids = items[i][0]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        logits = _last_logits(model, input_ids.to(device), attention.to(device), keep)  # [B, keep, V]
-        for row, i in enumerate(batch):
-            ids, n_cont = items[i]
-            # token t is predicted by the logits at t - 1; the last logit predicts past the end
-            step_logits = logits[row, keep - n_cont - 1:keep - 1].float()  # [n_cont, V]
-            targets = torch.tensor(ids[len(ids) - n_cont:], device=step_logits.device)
-            results[i] = (torch.log_softmax(step_logits, dim=-1).gather(1, targets[:, None]).sum().item(), n_cont)
-        if bar is not None:
+    with tqdm(total=len(items), desc="loglik", unit="option", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = max(len(items[i][0]) for i in batch)
+            keep = max(items[i][1] for i in batch) + 1
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids = items[i][0]
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                attention[row, width - len(ids):] = 1
+            logits = _last_logits(model, input_ids.to(device), attention.to(device), keep)  # [B, keep, V]
+            for row, i in enumerate(batch):
+                ids, n_cont = items[i]
+                # token t is predicted by the logits at t - 1; the last logit predicts past the end
+                step_logits = logits[row, keep - n_cont - 1:keep - 1].float()  # [n_cont, V]
+                targets = torch.tensor(ids[len(ids) - n_cont:], device=step_logits.device)
+                results[i] = (torch.log_softmax(step_logits, dim=-1).gather(1, targets[:, None]).sum().item(), n_cont)
             bar.update(len(batch))
-    if bar is not None:
-        bar.close()
     return results
 
 

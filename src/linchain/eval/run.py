@@ -110,7 +110,6 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
             examples = closed_set(data, examples)[:args.limit]
         loaded.append((data, task, inferred, examples))
 
-
     device = args.torch_device()
     model, tokenizer = load_causal_lm(args.model_name_or_path, args.adapter, dtype=args.dtype, merge=args.merge_adapter,
                                       device=device)

@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..data import Example, format_prompt
+from ..eval._torch import eval_mode
 from ..eval.loglik import shared_prompts_logprobs
 
 __all__ = ["mc_accuracy"]
@@ -33,22 +34,18 @@ def mc_accuracy(
     The model is put in eval mode (no dropout) and restored afterwards. ``progress``: a label
     for a progress bar on stderr (None: no bar). ``batch_size``: (prompt, option) pairs a pass.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        prompts, choice_lists = [], []
-        for example in examples:
-            choices = list(example.options or options or [])
-            if not choices:
-                raise ValueError(f"{example.source} row {example.row}: no options to score")
-            prompts.append(format_prompt(example.instruction, example.input, faithful=faithful))
-            choice_lists.append(choices)
+    prompts, choice_lists = [], []
+    for example in examples:
+        choices = list(example.options or options or [])
+        if not choices:
+            raise ValueError(f"{example.source} row {example.row}: no options to score")
+        prompts.append(format_prompt(example.instruction, example.input, faithful=faithful))
+        choice_lists.append(choices)
+    with eval_mode(model):
         # each prompt runs once, its KV cache shared by the options, several rows a pass (linchain eval's scorer)
         scored = shared_prompts_logprobs(model, tokenizer, prompts, choice_lists, batch_size=batch_size, progress=progress or False)
-        correct = 0
-        for example, choices, row in zip(examples, choice_lists, scored):
-            scores = [total for total, _ in row]
-            correct += choices[max(range(len(choices)), key=scores.__getitem__)] == example.answer
-        return correct / len(examples)
-    finally:
-        model.train(was_training)
+    correct = 0
+    for example, choices, row in zip(examples, choice_lists, scored):
+        scores = [total for total, _ in row]
+        correct += choices[max(range(len(choices)), key=scores.__getitem__)] == example.answer
+    return correct / len(examples)
