@@ -28,7 +28,7 @@ def test_speed_benchmark_tiny(tmp_path):
         assert r["median_s"] > 0 and r["memory_mb"] > 0 and r["saved_activations_mb"] >= 0
     assert {"base", "linchain-k3 (merged)"} <= set(report["inference"])
     assert any("k=3 step time / PEFT LoRA" in t["what"] for t in report["targets"])
-    assert "Targets (issue #5)" in proc.stdout
+    assert "Targets (issue 18)" in proc.stdout and "linchain-k3-reference" in names
 
 
 def test_dropout_microbenchmark_tiny():

@@ -50,8 +50,11 @@ def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None)
     state, the shape, the device and ``p``, never on whether autograd records.
     ``_first_batch`` (tests only) sets how many gaps the first round draws.
     """
-    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
         return torch.rand_like(x) < p  # dropped where uniform < p, as torch's own bernoulli
+    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P:
+        # one kernel writing the 1-byte mask (rand_like + compare are two, with a T-sized float between)
+        return torch.empty_like(x, dtype=torch.bool).bernoulli_(p)
     n = x.numel()
 
     def gaps_for(remaining: int) -> int:

@@ -12,7 +12,8 @@ from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 from .config import MIXER_INITS, adapter_scaling
-from .dropout import dropout_linear
+from . import fused
+from .dropout import _draw_dropped, dropout_linear
 from .quant import dequantized_weight, float_dtype, store_weight_
 
 __all__ = ["LinChainLayer", "SUPPORTED_BASE_LAYERS"]
@@ -293,11 +294,43 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             return self._mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         if self.merged:
             return self.base_layer(x, *args, **kwargs)
+        fused_name = self._fused_adapter(x, args, kwargs)
+        if fused_name is not None:
+            return self._fused_output(x, fused_name)
         result = self.base_layer(x, *args, **kwargs)
         for name in self.active_adapters:
             if name in self.linchain_A:
                 result = result + self._adapter_output(x, name).to(result.dtype)
         return result
+
+    def _fused_adapter(self, x: torch.Tensor, args: tuple, kwargs: dict) -> Optional[str]:
+        """The one active adapter when the fused path applies (see fused.py), else None.
+
+        It applies to a plain frozen float base (:func:`fused.fusable_base`) with exactly one active
+        adapter of this layer, outside autocast (autocast's per-op casts would have to be redone by
+        hand), without extra forward arguments, and with the layer's own dropout module.
+        """
+        if not fused.enabled() or args or kwargs:
+            return None
+        names = [n for n in self.active_adapters if n in self.linchain_A]
+        if len(names) != 1 or torch.is_autocast_enabled(x.device.type):
+            return None
+        if not fused.fusable_base(self.base_layer) or not x.dtype.is_floating_point:
+            return None
+        if not isinstance(self.linchain_dropout[names[0]], (nn.Dropout, nn.Identity)):
+            return None  # a dropout module of the user's: the reference path applies it as given
+        return names[0]
+
+    def _fused_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """``base_layer(x) + s * B(M_k(...M_1(A(dropout(x)))...))`` in one autograd Function (fused.py)."""
+        dropout = self.linchain_dropout[name]
+        A_f, c = self._fold(name)
+        p, drop = 0.0, None
+        if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0:
+            # drawn here, with or without autograd, so a checkpoint recompute draws the same elements
+            p, drop = dropout.p, _draw_dropped(x, dropout.p)
+        return fused.fused_forward(x, self.base_layer, A_f, c, self.linchain_B[name].weight,
+                                   self.scaling[name], p, drop)
 
     def _adapter_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``s * B(M_k(...M_1(A(dropout(x)))...))`` of adapter ``name``: (..., in) -> (..., out), in the adapter's dtype."""

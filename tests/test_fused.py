@@ -1,0 +1,234 @@
+"""The fused adapter path (linchain/fused.py) against plain torch and against the layer's reference path.
+
+Each check builds a layer with random non-zero factors (B too), runs it with the fused path on and
+off from the same RNG state (so dropout drops the same elements), and compares outputs and every
+gradient. Tolerances: fp32, 1e-5 relative (the fused path adds the adapter into the base GEMM's
+buffer and applies both scales at once: same products, other rounding order); float64 against the
+plain-torch formula, 1e-10; bf16 activations with fp32 adapters (the split-precision Function,
+emulated on CPU), fp32 gradients within 1e-5 of the float64 formula and the bf16 output within one
+bf16 rounding step of it.
+"""
+
+import pytest
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from linchain import LinChainLayer, fused
+from linchain.dropout import _draw_dropped
+from tests.conftest import layer_factors
+
+ADAPTER = "default"
+
+
+def _layer(base: nn.Module, k: int, bias: bool, p: float, adapter_dtype=None) -> LinChainLayer:
+    base.requires_grad_(False)
+    layer = LinChainLayer(base, ADAPTER, r=4, alpha=8, num_mixers=k, mixer_bias=bias, dropout=p)
+    with torch.no_grad():
+        for name, param in layer.named_parameters():
+            if "linchain" in name:
+                param.normal_(0, 0.5)  # random non-zero factors, biases and B included
+                if adapter_dtype is not None:
+                    param.data = param.data.to(adapter_dtype)
+    return layer.train()
+
+
+def _run(layer: LinChainLayer, x: torch.Tensor, fused_on: bool, seed: int = 5):
+    """Output and gradients (x first, then the trainable parameters) from one RNG state."""
+    with fused.use_fused(fused_on):
+        torch.manual_seed(seed)
+        y = layer(x)
+        path = type(y.grad_fn).__name__
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
+        params = [q for q in layer.parameters() if q.requires_grad]
+        grads = torch.autograd.grad(y, [x, *params], g)
+    return y, grads, path
+
+
+def _float64_reference(layer: LinChainLayer, x: torch.Tensor, keep: torch.Tensor, p: float):
+    """The layer's formula in float64 plain torch, with the given keep mask: output and gradients."""
+    base = layer.base_layer
+    W = base.weight.double()
+    W = W.t() if isinstance(base, Conv1D) else W
+    A, mixers, B = layer_factors(layer)
+    s = layer.scaling[ADAPTER]
+    leaves = [A.double().requires_grad_()]
+    mix = []
+    for w, b in mixers:
+        w = w.double().requires_grad_()
+        b = None if b is None else b.double().requires_grad_()
+        mix.append((w, b))
+        leaves += [w] + ([b] if b is not None else [])
+    Bd = B.double().requires_grad_()
+    xd = x.detach().double().requires_grad_()
+    h = (xd * keep / (1 - p)) @ leaves[0].T
+    for w, b in mix:
+        h = h @ w.T + (b if b is not None else 0)
+    y = xd @ W.T + (base.bias.double() if base.bias is not None else 0) + s * (h @ Bd.T)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(x.dtype).double()
+    # the same order as layer.parameters(): A, then each mixer's weight (and bias), then B
+    grads = torch.autograd.grad(y, [xd, *leaves, Bd], g)
+    return y, grads
+
+
+def _keep(layer: LinChainLayer, x: torch.Tensor, p: float, seed: int = 5) -> torch.Tensor:
+    if p == 0:
+        return torch.ones_like(x, dtype=torch.bool)
+    torch.manual_seed(seed)
+    drop = _draw_dropped(x, p)
+    if drop.dtype == torch.bool:
+        return ~drop
+    keep = torch.ones(x.numel(), dtype=torch.bool)
+    keep[drop] = False
+    return keep.view(x.shape)
+
+
+BASES = {"linear": lambda: nn.Linear(24, 20), "conv1d": lambda: Conv1D(20, 24)}
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_fp32_matches_reference_path_and_float64(k, bias, p, base):
+    torch.manual_seed(0)
+    layer = _layer(BASES[base](), k, bias, p)
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    y, grads, path = _run(layer, x, True)
+    y_ref, grads_ref, ref_path = _run(layer, x, False)
+    assert path == "_FusedLinChainBackward" and ref_path != path
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    assert len(grads) == len(grads_ref)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # and both against the formula in float64 (same mask)
+    y64, grads64 = _float64_reference(layer, x, _keep(layer, x, p), p)
+    for got, want in zip([y, *grads], [y64, *grads64]):  # fp32 rounding, relative to each tensor's scale
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("k,bias", [(0, False), (3, True)])
+def test_float64_exact(k, bias):
+    torch.manual_seed(1)
+    layer = _layer(nn.Linear(24, 20).double(), k, bias, 0.1, adapter_dtype=torch.float64)
+    x = torch.randn(2, 6, 24, dtype=torch.float64, requires_grad=True)
+    y, grads, path = _run(layer, x, True)
+    assert path == "_FusedLinChainBackward"
+    y64, grads64 = _float64_reference(layer, x, _keep(layer, x, 0.1), 0.1)
+    torch.testing.assert_close(y, y64, rtol=1e-10, atol=1e-10)
+    for got, want in zip(grads, grads64):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.fixture
+def split_on_cpu(monkeypatch):
+    """The split-precision Function runs on CUDA; on CPU its GEMMs are emulated (same math) for these tests."""
+    monkeypatch.setattr(fused, "_SPLIT_DEVICES", {"cpu", "cuda"})
+
+
+@pytest.mark.device
+@pytest.mark.parametrize("p", [0.0, 0.1])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("k", [0, 3])
+def test_bf16_activations_fp32_adapter_split_precision(k, bias, p, split_on_cpu, device):
+    torch.manual_seed(2)
+    layer = _layer(nn.Linear(64, 48).to(torch.bfloat16), k, bias, p, adapter_dtype=torch.float32).to(device)
+    x = torch.randn(4, 8, 64, device=device).to(torch.bfloat16).requires_grad_()
+    y, grads, path = _run(layer, x, True)
+    y_ref, grads_ref, _ = _run(layer, x, False)
+    assert path == "_FusedLinChainSplitBackward"
+    assert y.dtype == torch.bfloat16 and grads[0].dtype == torch.bfloat16
+    assert all(g.dtype == torch.float32 for g in grads[1:])
+    keep = ~_draw_dropped_for(x, p)
+    y64, grads64 = _float64_reference(layer.cpu(), x.detach().cpu(), keep.cpu(), p)
+    layer.to(device)
+    ulp = 2.0 ** -8  # one bf16 rounding step, relative to the largest value
+    for out in (y, y_ref):
+        assert (out.double().cpu() - y64).abs().max() <= 2 * ulp * y64.abs().max()
+    # parameter gradients: fp32 accuracy (the split carries fp32's mantissa); x's gradient: bf16
+    for got, want in zip(grads[1:], grads64[1:]):
+        torch.testing.assert_close(got.double().cpu(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    assert (grads[0].double().cpu() - grads64[0]).abs().max() <= 2 * ulp * grads64[0].abs().max()
+
+
+def _draw_dropped_for(x: torch.Tensor, p: float, seed: int = 5) -> torch.Tensor:
+    """The drop mask the layer draws from ``seed`` for ``x`` (all False without dropout)."""
+    if p == 0:
+        return torch.zeros_like(x, dtype=torch.bool)
+    torch.manual_seed(seed)
+    drop = _draw_dropped(x, p)
+    if drop.dtype == torch.bool:
+        return drop
+    mask = torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
+    mask[drop] = True
+    return mask.view(x.shape)
+
+
+def test_split3_carries_fp32():
+    torch.manual_seed(3)
+    t = torch.randn(16, 300) * torch.logspace(-4, 2, 300)
+    parts = fused._split3(t)
+    assert parts.dtype == torch.bfloat16 and parts.shape == (3, 16, 300)
+    total = parts[0].double() + parts[1].double() + parts[2].double()
+    assert ((total - t.double()).abs() <= 2.0 ** -23 * t.double().abs()).all()
+
+
+def test_what_backward_keeps_with_a_mask(split_on_cpu):
+    """A bool mask record keeps x itself (shared by q, k and v) and the 1-byte mask: no copy of x."""
+    torch.manual_seed(4)
+    layer = _layer(nn.Linear(64, 48).to(torch.bfloat16), 3, False, 0.5, adapter_dtype=torch.float32)
+    x = torch.randn(8, 64).to(torch.bfloat16).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        layer(x)
+    big = [t for t in saved if t.numel() >= x.numel()]
+    assert any(t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() for t in big)
+    assert all(t.dtype in (torch.bool, torch.bfloat16) for t in big)  # no fp32 copy of x
+    assert sum(t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() and t.dtype != torch.bool
+               and t.numel() >= x.numel() for t in big) <= 1  # at most the base weight
+
+
+def _path(layer, x) -> str:
+    return type(layer(x).grad_fn).__name__
+
+
+def test_falls_back_where_it_must():
+    """Trainable base weight, a hooked base, two active adapters, autocast, a foreign dropout module:
+    the reference path, which handles each."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 24, requires_grad=True)
+    layer = _layer(nn.Linear(24, 20), 1, False, 0.0)
+    assert _path(layer, x) == "_FusedLinChainBackward"
+    layer.base_layer.weight.requires_grad_(True)
+    assert _path(layer, x) != "_FusedLinChainBackward"
+    layer.base_layer.weight.requires_grad_(False)
+    handle = layer.base_layer.register_forward_hook(lambda m, i, o: o)
+    assert _path(layer, x) != "_FusedLinChainBackward"
+    handle.remove()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _path(layer, x) != "_FusedLinChainBackward"
+    layer.update_layer("other", r=4, alpha=8, num_mixers=1)
+    layer.set_adapter([ADAPTER, "other"])
+    assert _path(layer, x) != "_FusedLinChainBackward"
+    layer.set_adapter(ADAPTER)
+    layer.linchain_dropout[ADAPTER] = nn.Sequential(nn.Dropout(0.1))
+    assert _path(layer, x) != "_FusedLinChainBackward"
+    with fused.use_fused(False):
+        layer.linchain_dropout[ADAPTER] = nn.Identity()
+        assert _path(layer, x) != "_FusedLinChainBackward"
+    assert _path(layer, x) == "_FusedLinChainBackward"
+
+
+def test_inference_without_grad_and_merged_state():
+    torch.manual_seed(6)
+    layer = _layer(nn.Linear(24, 20), 3, True, 0.0).eval()
+    x = torch.randn(4, 24)
+    with torch.no_grad():
+        y = layer(x)
+        with fused.use_fused(False):
+            y_ref = layer(x)
+        layer.merge()
+        y_merged = layer(x)
+        layer.unmerge()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y_merged, y_ref, rtol=1e-5, atol=1e-5)
