@@ -6,16 +6,16 @@
 #   bash benchmarks/gpu.sh --dry-run   # print the plan (device, steps, commands, time caps) and run nothing
 #   bash benchmarks/gpu.sh --cuda ...  # the GPU plan even where torch sees no GPU (with --dry-run: to read it)
 #
-# Steps, each capped with `timeout` so one slow step cannot eat the rest (caps add up to under 8 minutes):
+# Steps, each capped with `timeout` so one slow step cannot eat the rest (caps add up to 9 minutes):
 #   1. carried wheels: if .gpu-wheels/ holds wheels whose versions differ from the machine's packages
 #      (peft, transformers: the versions this repository's tests run with), install them with
 #      `pip install --no-deps --no-index --target` into a scratch folder put on PYTHONPATH;
 #   2. versions: python, torch (+CUDA), transformers, peft, accelerate, the device's name, nvidia-smi;
 #   3. tests: LINCHAIN_TEST_DEVICE=cuda python -m pytest -m device tests (the layer/model checks marked
 #      `device`: fp32/bf16/fp16, dropout, mixed batches, checkpointing), JUnit XML + log;
-#   4. speed: benchmarks/speed.py --device cuda --dtype bf16 on random Llama-3.2-1B and Llama-3-8B shapes
-#      (step time does not depend on the weights, and a device call carries at most 64 MiB, so no
-#      pretrained LLM travels). On CPU: one tiny fp32 run instead.
+#   4. speed: benchmarks/speed.py --device cuda --dtype bf16 on random Llama-3.2-1B and Llama-3-8B shapes,
+#      eager, then torch.compile'd rows (step time does not depend on the weights, and a device call
+#      carries at most 64 MiB, so no pretrained LLM travels). On CPU: one tiny fp32 run instead.
 # linchain is imported from src/ (PYTHONPATH), not installed: `pip install -e .` needs setuptools from
 # the network, which the device machine does not have.
 #
@@ -23,7 +23,7 @@
 #   1. here, whenever the pinned versions change:  PYTHON=.venv/bin/python bash benchmarks/gpu_wheels.sh
 #      (fills .gpu-wheels/, ignored by git: pure-Python wheels of peft and transformers, ~13 MB);
 #   2. run(command="bash benchmarks/gpu.sh", carry=[".gpu-wheels"], timeout_s=570)
-#      (the steps' caps add up to 480 s; a call also spends a minute or more starting the machine);
+#      (the steps' caps add up to 540 s; a call also spends a minute or more starting the machine);
 #   3. the results come back from $OUT, at most 8 files, so this writes 5: versions.txt, tests.log,
 #      tests.xml, speed.json (every speed run merged, keyed by run name), speed.log.
 #   Record the card and the results in BENCHMARKS.md ("GPU").
@@ -64,12 +64,13 @@ fi
 T_WHEELS=30 T_VERSIONS=30 T_TESTS=90
 if [ "$MODE" = cuda ]; then
   SPEED_RUNS=(
-    # Llama-3.2-1B shapes (1.2B parameters), batch 8 x 512 tokens, r=16, dropout 0.05
-    "llama-1b|110|--model llama-1b --batch 8 --seq-len 512 --repeats 5"
-    # Llama-3-8B layer shapes, 8 of its 32 layers (every row shares one frozen base; full FT gets its own copy)
-    "llama3-8b-8layers|150|--model llama3-8b --layers 8 --batch 4 --seq-len 512 --repeats 5"
-    # the same 8B shapes without dropout (the cost of the adapter's matmuls alone)
-    "llama3-8b-8layers-nodrop|70|--model llama3-8b --layers 8 --batch 4 --seq-len 512 --repeats 3 --dropout 0 --no-full-ft --no-inference"
+    # Llama-3.2-1B shapes (1.2B parameters), batch 8 x 512 tokens, r=16, dropout 0.05: the fused path
+    # (linchain-k*), the reference path (linchain-k3-reference), PEFT LoRA, the floor; merged inference
+    "llama-1b|130|--model llama-1b --batch 8 --seq-len 512 --repeats 5 --no-full-ft --rows linchain-k0 linchain-k1 linchain-k3 linchain-k3-bias linchain-k3-reference"
+    # Llama-3-8B layer shapes, 8 of its 32 layers (every row shares one frozen base), 4 x 512
+    "llama3-8b-8layers|110|--model llama3-8b --layers 8 --batch 4 --seq-len 512 --repeats 5 --no-full-ft --no-inference --rows linchain-k3 linchain-k3-bias linchain-k3-reference"
+    # torch.compile (inductor) twins of the floor, PEFT LoRA and k=3, at 1B shapes cut to 4 layers (compile time)
+    "llama-1b-4layers-compiled|150|--model llama-1b --layers 4 --batch 8 --seq-len 512 --repeats 5 --no-full-ft --no-inference --compile --rows linchain-k3"
   )
   SPEED_COMMON="--device cuda --dtype bf16"
 else

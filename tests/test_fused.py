@@ -39,7 +39,7 @@ def _run(layer: LinChainLayer, x: torch.Tensor, fused_on: bool, seed: int = 5):
         torch.manual_seed(seed)
         y = layer(x)
         path = type(y.grad_fn).__name__
-        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(device=y.device, dtype=y.dtype)
         params = [q for q in layer.parameters() if q.requires_grad]
         grads = torch.autograd.grad(y, [x, *params], g)
     return y, grads, path
@@ -123,7 +123,7 @@ def test_float64_exact(k, bias):
 @pytest.fixture
 def split_on_cpu(monkeypatch):
     """The split-precision Function runs on CUDA; on CPU its GEMMs are emulated (same math) for these tests."""
-    monkeypatch.setattr(fused, "_SPLIT_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(fused, "_SPLIT_DEVICES", {"cpu", "cuda"})  # off by default (fused.py says why)
 
 
 @pytest.mark.device

@@ -185,8 +185,11 @@ class _FusedLinChain(torch.autograd.Function):
 # (3r, in) splits, fp32 output) equals the fp32 product up to the order of the fp32 sums. Two split
 # operands keep the terms of order <= 2^-16 (i + j <= 4): 6 pairs, one GEMM with K = 6r.
 
-#: Whether the split-precision Function is used (CUDA; tests switch it on for the CPU emulation).
-_SPLIT_DEVICES = {"cuda"}
+#: Devices where the split-precision Function is used: none by default. Measured on an H200 (BENCHMARKS.md,
+#: "GPU"), it keeps 21% less activation memory than PEFT LoRA but its ~25 extra small ops per layer
+#: (splits, concatenations) cost more host time than the fp32 copies it avoids: a step on these shapes is
+#: bound by how fast the host issues kernels. Tests switch it on (CPU emulation; CUDA in gpu.sh).
+_SPLIT_DEVICES: set[str] = set()
 
 
 def _split3(t: torch.Tensor) -> torch.Tensor:
