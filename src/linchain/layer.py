@@ -183,12 +183,12 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         M: Optional[torch.Tensor] = None
         c: Optional[torch.Tensor] = None
         for mixer in self.linchain_mixers[adapter_name]:
-            W = cast(mixer.weight)
+            W, b = cast(mixer.weight), mixer.bias
             M = W if M is None else W @ M  # (r, r)
-            if c is not None:
+            if b is not None:
+                c = cast(b) if c is None else torch.addmv(cast(b), W, c)  # W c + b in one op
+            elif c is not None:
                 c = W @ c
-            if mixer.bias is not None:
-                c = cast(mixer.bias) if c is None else c + cast(mixer.bias)
         A = cast(self.linchain_A[adapter_name].weight)
         return (A if M is None else M @ A), c
 
