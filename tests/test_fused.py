@@ -205,6 +205,13 @@ def test_falls_back_where_it_must():
     handle = layer.base_layer.register_forward_hook(lambda m, i, o: o)
     assert _path(layer, x) != "_FusedLinChainBackward"
     handle.remove()
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m)))
+    assert _path(layer, x) != "_FusedLinChainBackward" and nn.Linear in seen  # a global hook sees the base
+    handle.remove()
+    layer.base_layer._hf_hook = object()  # accelerate's offloading hook
+    assert _path(layer, x) != "_FusedLinChainBackward"
+    del layer.base_layer._hf_hook
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert _path(layer, x) != "_FusedLinChainBackward"
     layer.update_layer("other", r=4, alpha=8, num_mixers=1)

@@ -29,6 +29,7 @@ from typing import Iterator, Optional
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
@@ -60,11 +61,16 @@ def fusable_base(base: nn.Module) -> bool:
 
     Only a plain, frozen ``nn.Linear`` / ``Conv1D`` with float weights and no hooks: a subclass
     (bitsandbytes' ``Linear4bit`` is one), a trainable base weight or bias, or a hook (accelerate's
-    offloading, a user's) keeps the base's own forward, which the fused path must not bypass.
+    offloading, a user's, a global one from ``nn.modules.module.register_module_forward_hook``)
+    keeps the base's own forward, which the fused path must not bypass.
     """
     if type(base) not in (nn.Linear, Conv1D):
         return False
-    if base._forward_hooks or base._forward_pre_hooks or hasattr(base, "_hf_hook"):
+    # the base's own hooks, accelerate's (an attribute, not a registered hook) and global module hooks
+    # all run only when the base module is called
+    if base._forward_hooks or base._forward_pre_hooks or "_hf_hook" in base.__dict__:
+        return False
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
         return False
     weight, bias = base.weight, base.bias
     if type(weight) is not nn.Parameter or not weight.dtype.is_floating_point or weight.requires_grad:
