@@ -4,6 +4,8 @@ Each row must equal that adapter alone (``set_adapter`` + forward on the same ba
 rows the base model; the same checks run on PEFT LoRA to show the behaviour matches, errors included.
 """
 
+import re
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -106,17 +108,22 @@ def test_invalid_adapter_names_are_refused(kind, device):
     x = torch.randint(0, 97, (3, 5), generator=torch.Generator().manual_seed(3)).to(device)
     ours = kind == "linchain"
     names = ["first", "second", "__base__"]
-    with pytest.raises(ValueError, match="unknown adapter.*'third'.*'__base__'" if ours else "non-existing adapter"):
+    # PEFT LoRA's own wording for both (issue 19: code written for LoRA matches on it), ours after it
+    with pytest.raises(ValueError, match="non-existing adapter") as err:
         model(x, adapter_names=["first", "third", "second"])
-    with pytest.raises(ValueError, match="2 names for a batch of 3 rows" if ours else "Length of `adapter_names`"):
+    assert not ours or re.search("unknown adapter.*'third'.*'__base__'", str(err.value))
+    with pytest.raises(ValueError, match="Length of `adapter_names`") as err:
         model(x, adapter_names=names[:2])
+    assert not ours or "2 names for a batch of 3 rows" in str(err.value)
     model.train()
-    with pytest.raises(ValueError, match="inference only.*model.eval" if ours else "training mode"):
+    with pytest.raises(ValueError, match="training mode") as err:
         model(x, adapter_names=names)
+    assert not ours or "model.eval()" in str(err.value)
     model.eval()
     model.merge_adapter()
-    with pytest.raises(ValueError, match="merged.*unmerge_adapter" if ours else "merged adapters"):
+    with pytest.raises(ValueError, match="merged adapters") as err:
         model(x, adapter_names=names)
+    assert not ours or "unmerge_adapter" in str(err.value)
     model.unmerge_adapter()
     model(x, adapter_names=names)  # valid again
     if ours:  # PEFT LoRA reads a string as one name per character; here it is refused

@@ -353,14 +353,18 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         if adapter_names is None:
             return
         if len(adapter_names) != len(x):
+            # PEFT LoRA's wording first (code written for LoRA matches on it), then ours
             raise ValueError(
-                f"adapter_names has {len(adapter_names)} names for a batch of {len(x)} rows: give one adapter name "
-                "(or '__base__') per row (generate's beam search repeats each name num_beams times itself)."
+                "Length of `adapter_names` should be the same as the number of inputs, but got "
+                f"{len(adapter_names)} and {len(x)} respectively. adapter_names has {len(adapter_names)} names for a "
+                f"batch of {len(x)} rows: give one adapter name (or '__base__') per row (generate's beam search "
+                "repeats each name num_beams times itself)."
             )
         if self.merged:
             raise ValueError(
+                "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first. "
                 f"adapter_names cannot route rows while adapters are merged ({self.merged_adapters}): the merged "
-                "weights apply to every row. Call model.unmerge_adapter() first."
+                "weights apply to every row."
             )
 
     def _mixed_batch_forward(self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any) -> torch.Tensor:

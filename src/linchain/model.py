@@ -112,7 +112,9 @@ class LinChainModel(BaseTuner):
             yield
             return
         if self.training:
-            raise ValueError("adapter_names (mixed-adapter batches) is for inference only: call model.eval() first.")
+            # PEFT LoRA's wording first (code written for LoRA matches on it), then what to do
+            raise ValueError("Cannot pass `adapter_names` when the model is in training mode. Mixed-adapter batches "
+                             "are for inference only: call model.eval() first.")
         if isinstance(adapter_names, str) or not all(isinstance(n, str) for n in adapter_names):
             raise TypeError(
                 f"adapter_names must be a list with one adapter name (or '__base__') per row, got {adapter_names!r}."
@@ -124,8 +126,8 @@ class LinChainModel(BaseTuner):
         unknown = sorted(set(adapter_names) - known - {"__base__"})
         if unknown:
             raise ValueError(
-                f"adapter_names has unknown adapter(s) {unknown}; this model has {sorted(known)} "
-                "(and '__base__' for the base model)."
+                f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}. adapter_names has unknown "
+                f"adapter(s) {unknown}; this model has {sorted(known)} (and '__base__' for the base model)."
             )
         num_beams = kwargs.get("num_beams")
         if num_beams is None:  # generate(generation_config=...) can ask for beams too
