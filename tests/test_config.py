@@ -59,3 +59,15 @@ def test_peft_type_is_a_string_with_value(tmp_path):
     assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "LINCHAIN"
     again = LinChainConfig.from_pretrained(tmp_path)
     assert again.peft_type.value == "LINCHAIN" and {again.peft_type: 1}["LINCHAIN"] == 1
+
+
+@pytest.mark.parametrize("field, value, way_round", [
+    ("target_parameters", ["experts.gate_up_proj"], "target_modules"),
+    ("trainable_token_indices", [0, 5], "TrainableTokensConfig"),
+])
+def test_lora_only_fields_are_refused_by_name(field, value, way_round):
+    """A LoraConfig field LinChain lacks: a ValueError naming it and the way round (issue 19, item 7),
+    not a dataclass's bare TypeError; left at None, the config builds and saves as before."""
+    with pytest.raises(ValueError, match=rf"LinChainConfig\.{field} is not supported.*{way_round}"):
+        LinChainConfig(target_modules=["q_proj"], **{field: value})
+    assert getattr(LinChainConfig(target_modules=["q_proj"]), field) is None

@@ -86,9 +86,21 @@ class LinChainConfig(PeftConfig):
         default=None, metadata={"help": "Name of the layer list used with layers_to_transform (as in PEFT LoRA)."}
     )
 
+    # LoraConfig fields LinChain does not support: declared so that a config written for LoRA is
+    # refused by name with the way round (a dataclass would raise a bare "unexpected keyword" TypeError)
+    target_parameters: Optional[list[str]] = field(
+        default=None, metadata={"help": "Not supported (LoRA on nn.Parameter targets): must stay None."}
+    )
+    trainable_token_indices: Optional[Union[list[int], dict]] = field(
+        default=None, metadata={"help": "Not supported (trainable embedding rows): must stay None."}
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = LINCHAIN
+        for name, way_round in _UNSUPPORTED_LORA_FIELDS.items():
+            if getattr(self, name) is not None:
+                raise ValueError(f"LinChainConfig.{name} is not supported, got {name}={getattr(self, name)!r}: {way_round}")
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"LinChainConfig.r must be a positive integer, got r={self.r!r}.")
         if isinstance(self.num_mixers, bool) or not isinstance(self.num_mixers, int) or self.num_mixers < 0:
@@ -121,6 +133,15 @@ class LinChainConfig(PeftConfig):
     def scaling(self) -> float:
         """The factor s applied to the chain's output."""
         return adapter_scaling(self.alpha, self.r, self.use_rslora)
+
+
+#: LoraConfig fields LinChain refuses, and what to use instead
+_UNSUPPORTED_LORA_FIELDS = {
+    "target_parameters": "LinChain adapts linear modules only; name them in target_modules (for parameters such "
+                         "as MoE expert weights use PEFT LoRA's target_parameters).",
+    "trainable_token_indices": "train the embedding rows with PEFT's TrainableTokensConfig as a second adapter, or "
+                               "list the embedding in modules_to_save.",
+}
 
 
 def adapter_scaling(alpha: float, r: int, use_rslora: bool = False) -> float:
