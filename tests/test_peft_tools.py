@@ -3,6 +3,7 @@
 
 import peft
 import pytest
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import hotswap
 
@@ -76,3 +77,38 @@ def test_guards_are_installed_once():
     before = (hotswap.hotswap_adapter, hotswap.check_hotswap_configs_compatible, peft.get_model_status)
     linchain.register()  # registering again wraps nothing twice
     assert (hotswap.hotswap_adapter, hotswap.check_hotswap_configs_compatible, peft.get_model_status) == before
+
+
+def _rates(optimizer) -> dict[int, float]:
+    return {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_loraplus_trains_b_at_the_ratio_as_for_lora(bias):
+    """LoRA+ (PEFT's create_loraplus_optimizer, from peft.optimizers or its module): linchain_B at
+    lr * ratio, A and the mixers (weights and biases) at lr (issue 19 item 1; PEFT's own grouping put
+    linchain_B at lr and the mixer biases at the ratio); PEFT LoRA's grouping unchanged beside it."""
+    from peft.optimizers import create_loraplus_optimizer
+    from peft.optimizers.loraplus import create_loraplus_optimizer as from_module
+
+    build, targets = MODELS["llama"]
+    model = get_peft_model(build(), LinChainConfig(r=4, alpha=8, num_mixers=2, mixer_bias=bias, target_modules=targets))
+    for create in (create_loraplus_optimizer, from_module, peft.optimizers.create_loraplus_optimizer):
+        rates = _rates(create(model, torch.optim.AdamW, lr=1e-3, loraplus_lr_ratio=16.0))
+        named = {n: rates[id(p)] for n, p in model.named_parameters() if p.requires_grad}
+        assert len(named) == len(rates)  # every trainable parameter, once
+        for name, rate in named.items():
+            want = 16e-3 if "linchain_B" in name else 1e-3
+            assert rate == pytest.approx(want), name
+        assert any("linchain_mixers" in n and n.endswith("bias") for n in named) == bias
+    lora = get_peft_model(build(), LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    rates = _rates(create_loraplus_optimizer(lora, torch.optim.AdamW, lr=1e-3, loraplus_lr_ratio=16.0))
+    for name, p in lora.named_parameters():
+        if p.requires_grad:
+            assert rates[id(p)] == pytest.approx(16e-3 if "lora_B" in name else 1e-3), name
+
+
+@pytest.mark.parametrize("tool", ["create_lorafa_optimizer", "create_riemannian_optimizer"])
+def test_lora_fa_and_riemannian_refuse_linchain(tool):
+    with pytest.raises(ValueError, match=rf"{tool} is a PEFT LoRA tool.*export_lora"):
+        getattr(peft.optimizers, tool)(_linchain(), torch.optim.AdamW, lr=1e-3)

@@ -301,8 +301,62 @@ def guard_lora_only_tools() -> None:
     wrap(hotswap, "check_hotswap_configs_compatible", before=refuse_configs(_lora_only("hotswap_adapter")))
     wrap(hotswap, "_convert_scalings_to_tensor", before=refuse_model("prepare_model_for_compiled_hotswap"))
     wrap(mixed_model, "_check_config_compatible", before=refuse_configs(_MIXED_MODEL))
+    _guard_optimizers(wrap, refuse_model)
     wrap(peft_model, "get_model_status", after=name_peft_types)  # what PeftModel.get_model_status() calls
     peft.get_model_status = peft_model.get_model_status
+
+
+def _guard_optimizers(wrap, refuse_model) -> None:
+    """PEFT's LoRA optimizers: LoRA+ learns LinChain's B at the ratio; LoRA-FA and Riemannian refuse.
+
+    PEFT's ``create_loraplus_optimizer`` finds B by the name ``lora_B`` (and puts every 1-D parameter
+    with it), so on a LinChain model it would silently train ``linchain_B`` at the base rate and the
+    mixer biases at the ratio. LoRA-FA (A frozen) and the Riemannian preconditioner are defined for
+    the pair (A, B) alone, with no rule for the mixers between them.
+    """
+    import peft.optimizers as optimizers
+    from peft.optimizers import lorafa, loraplus, riemannian
+
+    for module in (optimizers, loraplus):
+        original = getattr(module, "create_loraplus_optimizer", None)
+        if original is not None and not getattr(original, "_linchain_guard", False):
+            setattr(module, "create_loraplus_optimizer", _linchain_loraplus(original))
+    for module, tool in ((optimizers, "create_lorafa_optimizer"), (lorafa, "create_lorafa_optimizer"),
+                         (optimizers, "create_riemannian_optimizer"), (riemannian, "create_riemannian_optimizer")):
+        wrap(module, tool, before=refuse_model(tool))
+
+
+def _linchain_loraplus(original):
+    """``create_loraplus_optimizer`` that, on a LinChain model, puts ``linchain_B`` in LoRA+'s B groups
+    (rate ``lr * loraplus_lr_ratio``) and A and the mixers (weights and biases: inner maps, as A) at ``lr``.
+    Every other trainable parameter is grouped as PEFT groups it; other models go to PEFT unchanged."""
+
+    @functools.wraps(original)
+    def create(model, optimizer_cls, *, lr: float, loraplus_lr_ratio: float, **kwargs):
+        if not _has_linchain(model):
+            return original(model, optimizer_cls, lr=lr, loraplus_lr_ratio=loraplus_lr_ratio, **kwargs)
+        from transformers.pytorch_utils import ALL_LAYERNORM_LAYERS
+        from transformers.trainer_pt_utils import get_parameter_names
+
+        decay = {n for n in get_parameter_names(model, ALL_LAYERNORM_LAYERS) if "bias" not in n}
+        weight_decay = kwargs.pop("loraplus_weight_decay", 0.0)
+        kwargs.pop("loraplus_lr_embedding", None)  # LinChain adapts no embedding
+        groups = {"A": [], "B": [], "B_no_decay": []}
+        for name, param in model.named_parameters():
+            if not param.requires_grad:
+                continue
+            inner = "linchain_A" in name or "linchain_mixers" in name
+            outer = "linchain_B" in name or "lora_B" in name or (param.ndim == 1 and not inner)
+            groups["A" if not outer else ("B" if name in decay else "B_no_decay")].append(param)
+        optimizer = optimizer_cls([
+            {"params": groups["A"], "weight_decay": weight_decay, "lr": lr},
+            {"params": groups["B"], "weight_decay": weight_decay, "lr": lr * loraplus_lr_ratio},
+            {"params": groups["B_no_decay"], "weight_decay": 0.0, "lr": lr * loraplus_lr_ratio},
+        ], lr=lr, **kwargs)
+        return optimizer
+
+    create._linchain_guard = True
+    return create
 
 
 def _show(value) -> str:
