@@ -112,3 +112,58 @@ def test_loraplus_trains_b_at_the_ratio_as_for_lora(bias):
 def test_lora_fa_and_riemannian_refuse_linchain(tool):
     with pytest.raises(ValueError, match=rf"{tool} is a PEFT LoRA tool.*export_lora"):
         getattr(peft.optimizers, tool)(_linchain(), torch.optim.AdamW, lr=1e-3)
+
+
+def _k0_beside_lora():
+    """LinChain k=0 and PEFT LoRA with the same random non-zero factors (B too): the same model."""
+    build, targets = MODELS["llama"]
+    ours = get_peft_model(build(), LinChainConfig(r=4, alpha=12, num_mixers=0, target_modules=targets, init_weights=False))
+    lora = get_peft_model(build(), LoraConfig(r=4, lora_alpha=12, target_modules=targets, init_lora_weights=False))
+    with torch.no_grad():
+        for name, layer in ours.named_modules():
+            if isinstance(layer, linchain.LinChainLayer):
+                twin = lora.get_submodule(name)
+                twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
+                twin.lora_B["default"].weight.copy_(torch.randn_like(twin.lora_B["default"].weight))
+                layer.linchain_B["default"].weight.copy_(twin.lora_B["default"].weight)
+    return ours.eval(), lora.eval()
+
+
+def test_rescale_adapter_scale_and_input_casting_helpers_as_for_lora():
+    """peft.helpers: rescale_adapter_scale rescales LinChain's s as LoRA's (and restores it);
+    disable_input_dtype_casting runs (it raised AttributeError) and gives LoRA's output (issue 19 item 2)."""
+    from peft.helpers import disable_input_dtype_casting, rescale_adapter_scale
+
+    ours, lora = _k0_beside_lora()
+    x = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = ours(x).logits
+        torch.testing.assert_close(before, lora(x).logits, rtol=1e-5, atol=1e-5)
+        with rescale_adapter_scale(ours, 0.25), rescale_adapter_scale(lora, 0.25):
+            scaled = ours(x).logits
+            torch.testing.assert_close(scaled, lora(x).logits, rtol=1e-5, atol=1e-5)
+        assert (scaled - before).abs().max() > 1e-4
+        torch.testing.assert_close(ours(x).logits, before)  # restored
+        with disable_input_dtype_casting(ours), disable_input_dtype_casting(lora):
+            torch.testing.assert_close(ours(x).logits, lora(x).logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="multiplier should be of type float"):
+        with rescale_adapter_scale(ours, "2"):
+            pass
+
+
+@pytest.mark.parametrize("tool", ["initialize_lora_eva_weights", "get_eva_state_dict", "replace_lora_weights_loftq",
+                                  "convert_to_lora"])
+def test_lora_initialisations_and_conversion_refuse_by_name(tool):
+    with pytest.raises(ValueError, match=rf"{tool} is a PEFT LoRA tool.*export_lora"):
+        getattr(peft, tool)(_linchain(), None)
+
+
+def test_state_dict_without_the_prefix_is_named():
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    model = _linchain()
+    state = get_peft_model_state_dict(model)
+    bare = {k.removeprefix("base_model.model."): v for k, v in state.items()}
+    with pytest.raises(ValueError, match=r"starts with 'base_model.model.'.*Prefix each key"):
+        set_peft_model_state_dict(model, bare)
+    set_peft_model_state_dict(model, state)  # with the prefix it loads

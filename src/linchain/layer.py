@@ -69,6 +69,8 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         self.linchain_mixers = nn.ModuleDict()
         self.linchain_B = nn.ModuleDict()
         self._disable_adapters = False
+        # peft.helpers.disable_input_dtype_casting switches this off: x then reaches A in its own dtype (as LoRA)
+        self.cast_input_dtype_enabled = True
         self.merged_adapters: list[str] = []
         # True while the base layer carries a bias that merging created (base had none)
         self._created_bias = False
@@ -310,8 +312,8 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         adapter of this layer, outside autocast (autocast's per-op casts would have to be redone by
         hand), without extra forward arguments, and with the layer's own dropout module.
         """
-        if not fused.enabled() or args or kwargs:
-            return None
+        if not fused.enabled() or args or kwargs or not self.cast_input_dtype_enabled:
+            return None  # (input casting off: the reference path leaves x's dtype as LoRA does)
         names = [n for n in self.active_adapters if n in self.linchain_A]
         if len(names) != 1 or torch.is_autocast_enabled(x.device.type):
             return None

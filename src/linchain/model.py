@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from contextlib import contextmanager
@@ -185,6 +186,15 @@ class LinChainModel(BaseTuner):
             for k, v in expected.items()
             if k in remapped and remapped[k].shape != v.shape
         )
+        if missing and not any(k.startswith("base_model.model.") for k in state_dict):
+            prefixed = {f"base_model.model.{k}" for k in state_dict}
+            if any(k.replace(f".{adapter_name}.", ".") in prefixed or k in prefixed for k in missing):
+                raise ValueError(
+                    f"The LinChain adapter {adapter_name!r}: none of the {len(state_dict)} state_dict keys starts with "
+                    "'base_model.model.' (first: "
+                    f"{sorted(state_dict)[:1]}); set_peft_model_state_dict expects the keys get_peft_model_state_dict "
+                    "returns. Prefix each key with 'base_model.model.'."
+                )
         if missing or unexpected or mismatched:
             parts = []
             for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
@@ -302,6 +312,7 @@ def guard_lora_only_tools() -> None:
     wrap(hotswap, "_convert_scalings_to_tensor", before=refuse_model("prepare_model_for_compiled_hotswap"))
     wrap(mixed_model, "_check_config_compatible", before=refuse_configs(_MIXED_MODEL))
     _guard_optimizers(wrap, refuse_model)
+    _guard_lora_helpers(wrap, refuse_model)
     wrap(peft_model, "get_model_status", after=name_peft_types)  # what PeftModel.get_model_status() calls
     peft.get_model_status = peft_model.get_model_status
 
@@ -324,6 +335,59 @@ def _guard_optimizers(wrap, refuse_model) -> None:
     for module, tool in ((optimizers, "create_lorafa_optimizer"), (lorafa, "create_lorafa_optimizer"),
                          (optimizers, "create_riemannian_optimizer"), (riemannian, "create_riemannian_optimizer")):
         wrap(module, tool, before=refuse_model(tool))
+
+
+def _guard_lora_helpers(wrap, refuse_model) -> None:
+    """PEFT helpers: ``rescale_adapter_scale`` rescales LinChain's ``scaling`` as LoRA's; EVA, LoftQ and
+    ``convert_to_lora`` (LoRA initialisations / conversions) refuse by name with the way round."""
+    import peft
+    from peft import helpers
+    from peft.tuners import lora
+    from peft.tuners.lora import eva
+    from peft.utils import loftq_utils
+
+    original = getattr(helpers, "rescale_adapter_scale", None)
+    if original is not None and not getattr(original, "_linchain_guard", False):
+        rescale = _linchain_rescale(original)
+        helpers.rescale_adapter_scale = rescale
+    for module, tool in ((eva, "initialize_lora_eva_weights"), (eva, "get_eva_state_dict"),
+                         (peft, "initialize_lora_eva_weights"), (peft, "get_eva_state_dict"),
+                         (loftq_utils, "replace_lora_weights_loftq"), (peft, "replace_lora_weights_loftq"),
+                         (lora, "convert_to_lora"), (peft, "convert_to_lora")):
+        wrap(module, tool, before=refuse_model(tool))
+
+
+def _linchain_rescale(original):
+    """``rescale_adapter_scale(model, multiplier)`` that also rescales LinChain layers' ``scaling`` (s = alpha / r,
+    applied to the chain's output as LoRA's), restoring it on exit; other models go to PEFT unchanged."""
+
+    @contextmanager
+    def linchain_rescale(model, multiplier):
+        if isinstance(multiplier, bool) or not isinstance(multiplier, (float, int)):
+            raise TypeError(f"Argument multiplier should be of type float, got {type(multiplier)}")
+        layers = [m for m in model.modules() if isinstance(m, LinChainLayer)]
+        saved = [dict(m.scaling) for m in layers]
+        for m in layers:
+            m.scaling = {k: v * multiplier for k, v in m.scaling.items()}
+        try:
+            with original(model, multiplier) if any(_is_lora_layer(m) for m in model.modules()) else contextlib.nullcontext():
+                yield
+        finally:
+            for m, scaling in zip(layers, saved):
+                m.scaling = scaling
+
+    @functools.wraps(original)
+    def rescale(model, multiplier):
+        return linchain_rescale(model, multiplier) if _has_linchain(model) else original(model, multiplier)
+
+    rescale._linchain_guard = True
+    return rescale
+
+
+def _is_lora_layer(module) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return isinstance(module, LoraLayer)
 
 
 def _linchain_loraplus(original):
