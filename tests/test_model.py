@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 import linchain
 from linchain import LinChainConfig, LinChainLayer
-from tests.conftest import MODELS, TEST_DTYPES
+from tests.conftest import MODELS, TEST_DTYPES, tiny_gpt2
 
 ATOL = 1e-5
 
@@ -272,3 +272,47 @@ def test_linear_layer_names_skip_the_adapters_own_layers():
     plain = linear_layer_names(tiny_llama())
     wrapped = get_peft_model(tiny_llama(), LinChainConfig(r=2, num_mixers=2, target_modules=["q_proj", "v_proj"]))
     assert linear_layer_names(wrapped) == plain and "q_proj" in plain and "0" not in plain and "base_layer" not in plain
+
+
+@pytest.mark.parametrize("bias, lora_bias", [("all", "all"), ("linchain_only", "lora_only")])
+def test_bias_option_trains_saves_and_exports_as_lora(bias, lora_bias, tmp_path):
+    """LinChainConfig.bias as LoraConfig.bias (issue 19 item 5): the same parameters train; after one
+    AdamW step k=0 and PEFT LoRA (same factors) give the same logits; save/load and export_lora keep
+    the trained biases."""
+    from peft import LoraConfig
+
+    torch.manual_seed(0)
+    ours = get_peft_model(tiny_gpt2(), LinChainConfig(r=4, alpha=8, num_mixers=0, target_modules=["c_attn"], bias=bias))
+    lora = get_peft_model(tiny_gpt2(), LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], bias=lora_bias,
+                                                  fan_in_fan_out=True))
+    with torch.no_grad():
+        for name, layer in ours.named_modules():
+            if isinstance(layer, LinChainLayer):
+                twin = lora.get_submodule(name)
+                twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
+                layer.linchain_B["default"].weight.normal_()
+                twin.lora_B["default"].weight.copy_(layer.linchain_B["default"].weight)
+    trained = lambda m: sorted(n.replace("linchain_", "lora_") for n, p in m.named_parameters() if p.requires_grad)
+    assert trained(ours) == trained(lora) and any(n.endswith("base_layer.bias") for n in trained(ours))
+    x = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(1))
+    for model in (ours, lora):
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        model(x, labels=x).loss.backward()
+        opt.step()
+    ours.eval(), lora.eval()
+    with torch.no_grad():
+        want = lora(x).logits
+        torch.testing.assert_close(ours(x).logits, want, rtol=1e-5, atol=1e-5)
+        assert (want - tiny_gpt2()(x).logits).abs().max() > 1e-3
+    ours.save_pretrained(tmp_path / "lc")
+    again = PeftModel.from_pretrained(tiny_gpt2(), tmp_path / "lc").eval()
+    linchain.export_lora(tmp_path / "lc", tmp_path / "lora")
+    exported = PeftModel.from_pretrained(tiny_gpt2(), tmp_path / "lora").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x).logits, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(exported(x).logits, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_option_is_validated():
+    with pytest.raises(ValueError, match=r"bias must be one of \['none', 'all', 'linchain_only'\].*'lora_only'"):
+        LinChainConfig(bias="lora_only")

@@ -86,6 +86,12 @@ class LinChainConfig(PeftConfig):
         default=None, metadata={"help": "Name of the layer list used with layers_to_transform (as in PEFT LoRA)."}
     )
 
+    bias: str = field(
+        default="none",
+        metadata={"help": "Base biases to train, as LoRA's bias: 'none', 'all' (every bias in the model) or "
+                          "'linchain_only' (the biases of the adapted layers). Saved with the adapter."},
+    )
+
     # LoraConfig fields LinChain does not support: declared so that a config written for LoRA is
     # refused by name with the way round (a dataclass would raise a bare "unexpected keyword" TypeError)
     target_parameters: Optional[list[str]] = field(
@@ -126,6 +132,8 @@ class LinChainConfig(PeftConfig):
                 setattr(self, name, set(value))
             elif value is not None and not isinstance(value, str):
                 raise ValueError(f"LinChainConfig.{name} must be a list of names, a regex string or None, got {name}={value!r}.")
+        if self.bias not in BIAS_OPTIONS:
+            raise ValueError(f"LinChainConfig.bias must be one of {list(BIAS_OPTIONS)}, got bias={self.bias!r}.")
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("LinChainConfig.layers_pattern is only used together with layers_to_transform.")
 
@@ -134,6 +142,9 @@ class LinChainConfig(PeftConfig):
         """The factor s applied to the chain's output."""
         return adapter_scaling(self.alpha, self.r, self.use_rslora)
 
+
+#: LinChainConfig.bias values, as LoraConfig.bias ('lora_only' is 'linchain_only' here)
+BIAS_OPTIONS = ("none", "all", "linchain_only")
 
 #: LoraConfig fields LinChain refuses, and what to use instead
 _UNSUPPORTED_LORA_FIELDS = {

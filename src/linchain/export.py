@@ -69,6 +69,8 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         layers_to_transform=config.get("layers_to_transform"),
         layers_pattern=config.get("layers_pattern"),
         lora_bias=has_affine,
+        # trained base biases (LinChainConfig.bias) travel as passthrough tensors, LoRA's bias names them
+        bias={"linchain_only": "lora_only"}.get(config.get("bias", "none"), config.get("bias", "none")),
         base_model_name_or_path=config.get("base_model_name_or_path"),
         revision=config.get("revision"),
         task_type=config.get("task_type"),
