@@ -1,5 +1,6 @@
 """Round trips on tiny Llama and GPT-2: merge, unmerge, unload, save/load, export_lora, several adapters."""
 
+import contextlib
 import json
 
 import pytest
@@ -316,3 +317,36 @@ def test_bias_option_trains_saves_and_exports_as_lora(bias, lora_bias, tmp_path)
 def test_bias_option_is_validated():
     with pytest.raises(ValueError, match=r"bias must be one of \['none', 'all', 'linchain_only'\].*'lora_only'"):
         LinChainConfig(bias="lora_only")
+
+
+def test_merged_affine_chain_refuses_a_save_its_config_cannot_reload(tmp_path):
+    """Mistral's config has no bias flags: merging an affine chain gives its q/k/v/o biases the config
+    cannot declare. The merged model still computes the adapter's outputs, and its save_pretrained
+    refuses (a reload would drop the biases: other logits) instead of writing a silently different model
+    (issue 19 item 3); a linear chain's merged model saves and reloads exactly."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    def base():
+        torch.manual_seed(0)
+        return MistralForCausalLM(MistralConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                                                num_attention_heads=4, num_key_value_heads=2)).eval()
+
+    x = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
+    for bias in (True, False):
+        model = get_peft_model(base(), LinChainConfig(r=4, alpha=8, num_mixers=2, mixer_bias=bias,
+                                                      target_modules=["q_proj", "v_proj"], init_weights=False)).eval()
+        with torch.no_grad():
+            want = model(x).logits
+        with pytest.warns(UserWarning, match="save_pretrained refuses") if bias else contextlib.nullcontext():
+            merged = model.merge_and_unload()
+        with torch.no_grad():
+            torch.testing.assert_close(merged(x).logits, want, rtol=1e-5, atol=1e-5)
+        out = tmp_path / f"merged-{bias}"
+        if bias:
+            with pytest.raises(ValueError, match=r"save_pretrained refused: .*MistralConfig cannot declare.*mixer_bias=False"):
+                merged.save_pretrained(out)
+            assert not out.exists()
+        else:
+            merged.save_pretrained(out)
+            with torch.no_grad():
+                torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(out)(x).logits, want, rtol=1e-5, atol=1e-5)

@@ -441,6 +441,19 @@ def _bias_layers_for_config(model: nn.Module, config) -> Optional[set[str]]:
     return _bias_layers(fresh)
 
 
+def _refuse_save(model: nn.Module, problem: str) -> None:
+    """Make this model object's ``save_pretrained`` raise: a round trip would silently change its outputs."""
+
+    def save_pretrained(*args, **kwargs):
+        raise ValueError(
+            f"save_pretrained refused: {problem}. Keep the adapter unmerged and save it (PeftModel.save_pretrained; "
+            "load it on the base with PeftModel.from_pretrained and merge after loading), or train with mixer_bias=False, "
+            "whose merged model saves as a plain transformers model."
+        )
+
+    model.save_pretrained = save_pretrained  # this instance only
+
+
 def _declare_merged_biases(model: nn.Module) -> None:
     """After merging an affine chain, make ``model.config`` declare the biases merging created.
 
@@ -467,12 +480,12 @@ def _declare_merged_biases(model: nn.Module) -> None:
             break
     uncovered = actual - expected
     if uncovered:
-        warnings.warn(
-            f"Merging the affine LinChain chain created biases in {sorted(uncovered)[:5]} (and {max(0, len(uncovered) - 5)} more) "
-            f"that {type(config).__name__} cannot declare; the merged model computes the right outputs, but a "
-            "save_pretrained/from_pretrained round trip would drop those biases. Use mixer_bias=False or keep the adapter unmerged.",
-            stacklevel=3,
-        )
+        problem = (f"merging the affine LinChain chain created biases in {sorted(uncovered)[:3]} (and "
+                   f"{max(0, len(uncovered) - 3)} more) that {type(config).__name__} cannot declare, so a saved copy "
+                   "would reload without them (other outputs)")
+        warnings.warn(f"The merged model computes the right outputs, but {problem}; its save_pretrained refuses. "
+                      "Save the adapter instead, or train with mixer_bias=False.", stacklevel=3)
+        _refuse_save(model, problem)
     modules = dict(model.named_modules())
     for name in expected - actual:
         layer = modules[name]
