@@ -1,4 +1,5 @@
-"""Effective-rank math against hand-computed values, and `linchain analyze` on tiny saved adapters."""
+"""Effective-rank math against hand-computed values, the spectrum from the factors against a dense
+SVD, and `linchain analyze` on tiny saved adapters."""
 
 import json
 import math
@@ -6,11 +7,13 @@ import math
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
 
 from linchain import LinChainConfig, LinChainLayer
 from linchain.analysis import (
     analyze_adapter,
     effective_rank,
+    factor_singular_values,
     load_adapter_layers,
     method_parameter_counts,
     spectrum_stats,
@@ -61,6 +64,144 @@ def test_spectrum_stats_of_a_known_matrix():
     assert spectrum_stats(low)["numerical_rank"] == 4
 
 
+# ------------------------------------------------------------------ the spectrum from the factors
+#: factor spectra vs a dense float64 SVD: |difference| <= RTOL * the largest singular value
+RTOL = 1e-10
+
+
+def _random_chain(out: int, inp: int, r: int, k: int, bias: bool, seed: int, rank_one_mixer: bool = False):
+    """float64 factors with B non-zero: A (r, in), [(W_i (r, r), b_i (r,) or None)], B (out, r)."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(r, inp, generator=g, dtype=torch.float64)
+    B = torch.randn(out, r, generator=g, dtype=torch.float64)
+    mixers = []
+    for i in range(k):
+        W = torch.randn(r, r, generator=g, dtype=torch.float64) / math.sqrt(r)
+        if rank_one_mixer and i == k // 2:
+            W = torch.randn(r, 1, generator=g, dtype=torch.float64) @ torch.randn(1, r, generator=g, dtype=torch.float64)
+        mixers.append((W, torch.randn(r, generator=g, dtype=torch.float64) if bias else None))
+    return A, mixers, B
+
+
+def _dense_reference(A, mixers, B, s):
+    """(s B W_k ... W_1 A, s B (W_k(...(W_1 0 + b_1)...) + b_k) or None), in plain float64 torch."""
+    chain, const = A, None
+    for W, b in mixers:
+        chain = W @ chain
+        if b is not None:
+            const = b if const is None else W @ const + b
+    return s * B @ chain, None if const is None else s * B @ const
+
+
+def _write_linchain(folder, layers: dict, alpha: float, r: int, bias: bool):
+    """An adapter folder as save_pretrained writes it, from {module path: (A, mixers, B)} (dtype kept)."""
+    tensors = {}
+    for name, (A, mixers, B) in layers.items():
+        prefix = f"base_model.model.{name}"
+        tensors[f"{prefix}.linchain_A.weight"], tensors[f"{prefix}.linchain_B.weight"] = A, B
+        for i, (W, b) in enumerate(mixers):
+            tensors[f"{prefix}.linchain_mixers.{i}.weight"] = W
+            if b is not None:
+                tensors[f"{prefix}.linchain_mixers.{i}.bias"] = b
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"))
+    config = {"peft_type": "LINCHAIN", "r": r, "alpha": alpha, "use_rslora": False, "mixer_bias": bias}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _assert_spectrum_matches(stats, dense: torch.Tensor, max_values: int = 64):
+    """``stats`` against svdvals of ``dense`` (the independent reference), values below the documented
+    tolerance max(s) * max(out, in) * eps(float32) counted as zeros."""
+    ref = torch.linalg.svdvals(dense)  # (min(out, in),)
+    top = float(ref[0])
+    ref = torch.where(ref > top * max(dense.shape) * torch.finfo(torch.float32).eps, ref, torch.zeros_like(ref))
+    got = torch.tensor(stats.singular_values, dtype=torch.float64)
+    assert got.numel() == min(max_values, ref.numel())  # the dense SVD's length, as before
+    assert float((got - ref[: got.numel()]).abs().max()) <= RTOL * top
+    assert stats.spectral_norm == pytest.approx(top, rel=RTOL)
+    assert stats.frobenius_norm == pytest.approx(float(ref.norm()), rel=RTOL)
+    kept = ref[ref > 0]
+    assert stats.numerical_rank == kept.numel()
+    p = kept / kept.sum()
+    assert stats.effective_rank == pytest.approx(math.exp(-float((p * p.log()).sum())), rel=1e-9)
+    assert stats.stable_rank == pytest.approx(float((kept**2).sum() / top**2), rel=1e-9)
+
+
+@pytest.mark.parametrize("r", [1, 4, 8])
+@pytest.mark.parametrize("k, bias", [(0, False), (1, False), (1, True), (3, False), (3, True)])
+def test_factor_spectrum_equals_a_dense_svd(tmp_path, k, r, bias):
+    alpha = 3.0  # scaling s = alpha / r
+    layers = {"model.layers.0.mlp.up_proj": _random_chain(24, 40, r, k, bias, seed=10 * k + r),
+              "model.layers.0.mlp.down_proj": _random_chain(40, 24, r, k, bias, seed=10 * k + r + 1)}
+    result = analyze_adapter(_write_linchain(tmp_path / "a", layers, alpha, r, bias))
+    assert sorted(x.name for x in result.layers) == sorted(layers)
+    for stats in result.layers:
+        dense, const = _dense_reference(*layers[stats.name], alpha / r)
+        assert stats.shape == tuple(dense.shape) and stats.num_mixers == k and stats.r == r
+        _assert_spectrum_matches(stats, dense)
+        assert stats.frobenius_norm == pytest.approx(float(torch.linalg.matrix_norm(dense)), rel=1e-8)
+        if bias:
+            assert stats.delta_bias_norm == pytest.approx(float(const.norm()), rel=1e-12)
+        else:
+            assert stats.delta_bias_norm is None
+
+
+def test_factor_spectrum_of_a_rank_deficient_chain(tmp_path):
+    # a rank-one mixer in the middle of k = 3: the update has rank 1 although r = 6
+    layers = {"model.layers.0.self_attn.q_proj": _random_chain(30, 20, 6, 3, False, seed=7, rank_one_mixer=True)}
+    (stats,) = analyze_adapter(_write_linchain(tmp_path / "a", layers, 12.0, 6, False)).layers
+    dense, _ = _dense_reference(*layers["model.layers.0.self_attn.q_proj"], 12.0 / 6)
+    _assert_spectrum_matches(stats, dense)
+    assert stats.numerical_rank == 1 and stats.effective_rank == 1.0 and stats.singular_values[1:] == [0.0] * 19
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_factor_spectrum_when_r_equals_a_dimension(tmp_path, k):
+    # r = out = 5, the largest r a layer allows (r > min(out, in) is refused when the layer is built)
+    layers = {"model.layers.0.self_attn.k_proj": _random_chain(5, 12, 5, k, False, seed=20 + k)}
+    (stats,) = analyze_adapter(_write_linchain(tmp_path / "a", layers, 5.0, 5, False)).layers
+    dense, _ = _dense_reference(*layers["model.layers.0.self_attn.k_proj"], 1.0)
+    _assert_spectrum_matches(stats, dense)
+    assert len(stats.singular_values) == 5
+
+
+def test_factor_singular_values_is_not_fooled_by_order_or_scale():
+    # the reference would catch a dropped scaling or a transposed factor: check the function can fail
+    A, _, B = _random_chain(9, 7, 3, 0, False, seed=3)
+    ref = torch.linalg.svdvals(2.5 * B @ A)
+    torch.testing.assert_close(factor_singular_values(B, A, 2.5), ref, rtol=0, atol=RTOL * float(ref[0]))
+    assert not torch.allclose(factor_singular_values(B, A, 1.0), ref)
+    with pytest.raises(ValueError, match=r"B \(9, 3\) and A_f \(7, 3\) do not chain"):
+        factor_singular_values(B, A.T, 1.0)
+
+
+def test_peft_lora_factors_with_bias_equal_a_dense_svd(tmp_path):
+    g = torch.Generator().manual_seed(5)
+    A, B, b = (torch.randn(4, 16, generator=g, dtype=torch.float64), torch.randn(12, 4, generator=g, dtype=torch.float64),
+               torch.randn(12, generator=g, dtype=torch.float64))
+    folder = tmp_path / "lora"
+    folder.mkdir()
+    save_file({"base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight": A,
+               "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight": B,
+               "base_model.model.model.layers.0.self_attn.v_proj.lora_B.bias": b}, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 6}))
+    (stats,) = analyze_adapter(folder).layers
+    _assert_spectrum_matches(stats, 1.5 * B @ A)
+    assert stats.delta_bias_norm == pytest.approx(float((1.5 * b).norm()), rel=1e-12)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_factors_are_refused_naming_the_tensor(tmp_path, value):
+    A, mixers, B = _random_chain(6, 5, 2, 3, True, seed=1)
+    mixers[1][1][0] = float(value)
+    folder = _write_linchain(tmp_path / "bad", {"model.layers.0.mlp.up_proj": (A, mixers, B)}, 4.0, 2, True)
+    bad = "NaN" if value == "nan" else "inf"
+    with pytest.raises(ValueError, match=rf"adapter_model.safetensors: base_model.model.model.layers.0.mlp.up_proj"
+                                         rf".linchain_mixers.1.bias holds {bad} values"):
+        analyze_adapter(folder)
+
+
 # ------------------------------------------------------------------ saved adapters
 def _save_linchain(tmp_path, name, k, bias, r=4):
     torch.manual_seed(3)
@@ -85,6 +226,12 @@ def test_rebuilt_delta_equals_the_live_layer(tmp_path, k, bias):
         if bias:
             torch.testing.assert_close(got_b, want_b)
     result = analyze_adapter(path)
+    for stats, (layer, _) in zip(result.layers, layers.values()):  # float32 factors: the old dense path agrees
+        dense = spectrum_stats(layer.get_delta_weight("default"))
+        assert stats.numerical_rank == dense["numerical_rank"] and len(stats.singular_values) == len(dense["singular_values"])
+        torch.testing.assert_close(torch.tensor(stats.singular_values), torch.tensor(dense["singular_values"]),
+                                   rtol=0, atol=1e-5 * dense["spectral_norm"])
+        assert stats.effective_rank == pytest.approx(dense["effective_rank"], rel=1e-5)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert result.total_params == trainable
     assert all(0 < x.effective_rank <= 4 + 1e-9 and x.numerical_rank <= 4 for x in result.layers)

@@ -110,7 +110,7 @@ def test_temporary_folders_are_cleaned_and_outputs_get_ordinary_permissions(tmp_
 
 # ------------------------------------------------------------------------------- silently wrong
 @pytest.mark.parametrize("value", ["nan", "inf"])
-@pytest.mark.parametrize("command", ["eval", "eval-merged", "merge", "export-lora"])
+@pytest.mark.parametrize("command", ["eval", "eval-merged", "merge", "export-lora", "analyze"])
 def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_dir, adapter, tmp_path, capsys):
     bad = _copy_adapter(adapter, tmp_path / "bad", poison=value)
     rows = tmp_path / "boolq.json"
@@ -120,6 +120,7 @@ def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_
                  "--task", "boolq", "--scorer", "loglik", "--output_dir", str(tmp_path / "e")],
         "merge": ["merge", "--adapter", str(bad), "--output_dir", str(tmp_path / "m")],
         "export-lora": ["export-lora", str(bad), str(tmp_path / "x")],
+        "analyze": ["analyze", str(bad), "--out", str(tmp_path / "x")],
     }
     argv["eval-merged"] = argv["eval"] + ["--merge_adapter"]
     assert cli(argv[command]) == 2

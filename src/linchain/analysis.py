@@ -1,11 +1,20 @@
 """Spectra and effective rank of adapter updates, read from saved adapter folders alone.
 
-For every adapted layer the dense update ``ΔW`` (out x in) is rebuilt from the saved factors and
-measured: its singular values, effective rank (Roy & Vetterli 2007), stable rank and Frobenius
-norm. No base model is needed: a LinChain layer is rebuilt around an empty ("meta") base layer
-and :meth:`LinChainLayer.get_delta_weight` computes the update, the same code that merging uses.
-PEFT LoRA adapters (``lora_A``/``lora_B``) are read too, as the k = 0 chain, so LoRA and
-LinChain can be compared side by side (the paper's "expands the effective rank" claim).
+For every adapted layer the update ``ΔW = s B A_f`` (out x in; ``A_f = M_k ... M_1 A``, r x in,
+folded by :meth:`LinChainLayer._fold`, the code forward and merging use) is measured: its singular
+values, effective rank (Roy & Vetterli 2007), stable rank and Frobenius norm. No base model is
+needed: a LinChain layer is rebuilt around an empty ("meta") base layer. PEFT LoRA adapters
+(``lora_A``/``lora_B``) are read too, as the k = 0 chain, so LoRA and LinChain can be compared
+side by side (the paper's "expands the effective rank" claim).
+
+The dense ``ΔW`` is never built. With thin QR factorisations ``B = Q_B R_B`` and
+``A_f^T = Q_A R_A`` (Q with orthonormal columns),
+
+    ΔW = s B A_f = Q_B (s R_B R_A^T) Q_A^T,
+
+so the non-zero singular values of ΔW are those of the small core ``s R_B R_A^T``
+(min(out, r) x min(in, r)), and ``||ΔW||_F = ||s R_B R_A^T||_F``: O((out + in) r^2) per layer in
+float64 instead of an SVD of the out x in matrix.
 
 Note the algebra: without mixer biases ``ΔW = s B M_k ... M_1 A`` has rank <= r for every k; a
 higher effective rank means the r singular values are spread more evenly, not that more than r
@@ -30,6 +39,7 @@ __all__ = [
     "analyze_adapter",
     "compare",
     "effective_rank",
+    "factor_singular_values",
     "load_adapter_layers",
     "method_parameter_counts",
     "plot_analysis",
@@ -68,7 +78,7 @@ def stable_rank(singular_values: torch.Tensor) -> float:
 
 @dataclass
 class LayerStats:
-    """Measurements of one layer's update ``ΔW`` (out x in)."""
+    """Measurements of one layer's update ``ΔW = s B A_f`` (out x in), from its factors."""
 
     name: str  #: module path with PEFT's ``base_model.model.`` prefix removed
     shape: tuple[int, int]  #: (out, in) of ΔW (nn.Linear orientation)
@@ -85,15 +95,15 @@ class LayerStats:
     singular_values: list[float] = field(repr=False)  #: the largest ones, descending
 
 
-def spectrum_stats(delta: torch.Tensor, max_values: int = 64) -> dict:
-    """Singular values (float64) of ``delta`` (out, in) and the scalar measures derived from them.
+def _spectrum_measures(s: torch.Tensor, shape: tuple[int, int], max_values: int) -> dict:
+    """The measures of an out x in matrix (``shape``) from its singular values ``s`` (float64, descending,
+    min(out, in) of them).
 
-    Values below ``max(s) * max(out, in) * eps(float32)`` are treated as exact zeros: ``delta`` is
-    built in float32, so anything smaller is rounding noise of a rank-deficient product (the same
-    tolerance as ``numpy.linalg.matrix_rank``, with float32's epsilon).
+    Values below ``max(s) * max(out, in) * eps(float32)`` are treated as exact zeros: adapters are
+    stored in float32 (or less), so anything smaller is rounding noise of a rank-deficient product
+    (the same tolerance as ``numpy.linalg.matrix_rank``, with float32's epsilon).
     """
-    s = torch.linalg.svdvals(delta.detach().double())
-    tol = (s.max() if s.numel() else 0.0) * max(delta.shape) * torch.finfo(torch.float32).eps
+    tol = (s.max() if s.numel() else 0.0) * max(shape) * torch.finfo(torch.float32).eps
     s = torch.where(s > tol, s, torch.zeros_like(s))
     return {
         "effective_rank": effective_rank(s),
@@ -103,6 +113,30 @@ def spectrum_stats(delta: torch.Tensor, max_values: int = 64) -> dict:
         "spectral_norm": float(s.max()) if s.numel() else 0.0,
         "singular_values": [float(v) for v in s[:max_values]],
     }
+
+
+def spectrum_stats(delta: torch.Tensor, max_values: int = 64) -> dict:
+    """Singular values (float64) of a dense ``delta`` (out, in) and the scalar measures derived from
+    them (see :func:`_spectrum_measures` for the rounding tolerance). Adapters are measured from their
+    factors instead (:func:`factor_singular_values`); this is for any other matrix."""
+    return _spectrum_measures(torch.linalg.svdvals(delta.detach().double()), tuple(delta.shape), max_values)
+
+
+def factor_singular_values(B: torch.Tensor, A_f: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Singular values of ``s B A_f`` without forming it: (min(out, in),), float64, descending.
+
+    ``B``: (out, r); ``A_f``: (r, in). Thin QR ``B = Q_B R_B`` and ``A_f^T = Q_A R_A`` give
+    ``s B A_f = Q_B (s R_B R_A^T) Q_A^T`` with orthonormal columns in Q_B and Q_A, so the singular
+    values are those of the core ``s R_B R_A^T`` (min(out, r) x min(in, r)), followed by zeros up
+    to min(out, in) (the length an SVD of the dense out x in update gives).
+    """
+    if B.dim() != 2 or A_f.dim() != 2 or B.shape[1] != A_f.shape[0]:
+        raise ValueError(f"factor_singular_values: B {tuple(B.shape)} and A_f {tuple(A_f.shape)} do not chain as (out, r) @ (r, in)")
+    _, R_B = torch.linalg.qr(B.detach().double(), mode="r")  # (min(out, r), r)
+    _, R_A = torch.linalg.qr(A_f.detach().double().T, mode="r")  # (min(in, r), r)
+    s = torch.linalg.svdvals(scaling * (R_B @ R_A.T))  # min(out, in, r) values
+    full = min(B.shape[0], A_f.shape[1])
+    return torch.cat([s, s.new_zeros(full - s.numel())])
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -162,24 +196,33 @@ def _method_name(config: dict, layers: dict) -> str:
     return f"LinChain k={k}{alias} r={r}{bias}"
 
 
+def _layer_stats(name: str, layer, extra_bias: Optional[torch.Tensor], max_values: int) -> LayerStats:
+    """One layer's measures from its factors (float64 throughout; the dense ΔW is never built)."""
+    params = sum(p.numel() for p in layer.parameters() if p.device.type != "meta")
+    layer.double()  # the fold, the QR and the constant in float64: exact up to float64 rounding
+    A_f, _ = layer._fold(_ADAPTER)  # (r, in): M_k ... M_1 A
+    B = layer.linchain_B[_ADAPTER].weight  # (out, r)
+    shape = (B.shape[0], A_f.shape[1])
+    spec = _spectrum_measures(factor_singular_values(B, A_f, layer.scaling[_ADAPTER]), shape, max_values)
+    # the affine constant s B c of a chain with mixer biases, plus LoRA's own lora_B bias
+    delta_bias = layer.get_delta_bias(_ADAPTER)
+    if extra_bias is not None:
+        delta_bias = extra_bias.double() if delta_bias is None else delta_bias + extra_bias.double()
+    mixers = layer.linchain_mixers[_ADAPTER]
+    return LayerStats(
+        name=name, shape=shape, r=layer.r[_ADAPTER], num_mixers=len(mixers),
+        mixer_bias=any(m.bias is not None for m in mixers), params=params,
+        delta_bias_norm=None if delta_bias is None else float(delta_bias.norm()), **spec,
+    )
+
+
 @torch.no_grad()
 def analyze_adapter(path: Union[str, os.PathLike], label: Optional[str] = None, max_values: int = 64) -> AdapterAnalysis:
-    """Measure every layer of the adapter in ``path``; ``max_values`` singular values are kept per layer."""
+    """Measure every layer of the adapter in ``path``; ``max_values`` singular values are kept per layer.
+
+    Raises ``ValueError`` naming the file and tensor when a factor holds NaN or inf."""
     config, layers = load_adapter_layers(path)
-    stats = []
-    for name, (layer, extra_bias) in layers.items():
-        delta = layer.get_delta_weight(_ADAPTER).float()  # (out, in): factors were loaded in nn.Linear layout
-        delta_bias = layer.get_delta_bias(_ADAPTER)
-        if extra_bias is not None:
-            delta_bias = extra_bias if delta_bias is None else delta_bias + extra_bias
-        mixers = layer.linchain_mixers[_ADAPTER]
-        params = sum(p.numel() for p in layer.parameters() if p.device.type != "meta")
-        spec = spectrum_stats(delta, max_values=max_values)
-        stats.append(LayerStats(
-            name=name, shape=tuple(delta.shape), r=layer.r[_ADAPTER], num_mixers=len(mixers),
-            mixer_bias=any(m.bias is not None for m in mixers), params=params,
-            delta_bias_norm=None if delta_bias is None else float(delta_bias.double().norm()), **spec,
-        ))
+    stats = [_layer_stats(name, layer, extra_bias, max_values) for name, (layer, extra_bias) in layers.items()]
     return AdapterAnalysis(path=str(path), label=label or Path(path).name, method=_method_name(config, layers),
                            total_params=sum(x.params for x in stats), layers=stats)
 

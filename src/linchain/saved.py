@@ -169,8 +169,10 @@ def saved_layers(
 
     A LoRA adapter becomes the k = 0 chain with LoRA's scaling; ``extra_bias`` is LoRA's scaled
     ``lora_B`` bias (``lora_bias=True``), else None. ``dtype`` converts LinChain factors.
+    Raises ``ValueError`` naming the file and tensor when a tensor holds NaN or inf.
     """
     config, tensors, weights_path = read_adapter(folder, need)
+    check_finite(tensors.items(), str(weights_path))
     if config["peft_type"] == LINCHAIN:
         layers = {name: (layer, None) for name, layer in chain_layers(tensors, config, str(weights_path), dtype=dtype).items()}
     else:
