@@ -18,6 +18,16 @@ TEST_DEVICE = torch.device(os.environ.get("LINCHAIN_TEST_DEVICE", "cpu"))
 TEST_DTYPES = (torch.float32, torch.bfloat16) if TEST_DEVICE.type == "cpu" else (torch.float32, torch.bfloat16, torch.float16)
 
 
+@pytest.fixture(autouse=True)
+def _same_torch_threads():
+    """Commands run in-process set torch's thread count (linchain.threads.set_threads): every test
+    starts with the session's count, whatever the commands before it chose."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def device() -> torch.device:
     return TEST_DEVICE

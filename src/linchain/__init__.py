@@ -7,6 +7,12 @@ Importing this package registers the method with PEFT under ``peft_type="LINCHAI
 
 import logging as _logging
 
+from .threads import wait_passively_in_commands as _wait_passively_in_commands
+
+# a `linchain` command's OpenMP threads sleep while they wait instead of spinning on cores other
+# jobs need (linchain.threads): set before torch is imported below, as OpenMP reads it once
+_wait_passively_in_commands()
+
 # bitsandbytes (the optional quant extra), imported by PEFT, warns at import on CPUs with
 # AVX512-BF16 that the optional `kernels` package is missing: noise on every command. Only that
 # one logger is quietened (to ERROR), before PEFT is imported.

@@ -15,6 +15,7 @@ import linchain
 from linchain.cli.args import UsageError, parse, pop_task_type, run_command
 from linchain.cli.main import COMMANDS
 from linchain.cli.main import main as cli
+from linchain.threads import THREADS_HELP
 
 
 @dataclass
@@ -110,6 +111,22 @@ def test_every_command_refuses_a_typo_with_a_suggestion(command, capsys):
     assert cli([command, typo, "x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean" in err[0], err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_takes_num_threads_with_the_same_help(command, capsys):
+    # every command computes with torch: --num_threads is one flag with one help text everywhere
+    with pytest.raises(SystemExit):
+        cli([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--num_threads NUM_THREADS" in out and " ".join(THREADS_HELP.split()) in out
+
+
+@pytest.mark.parametrize("argv", [["analyze", "a"], ["merge", "--adapter", "a", "--output_dir", "o"], ["export-lora", "a", "b"]])
+def test_num_threads_below_one_is_refused_in_one_line(argv, capsys):
+    assert cli([*argv, "--num_threads", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"linchain {argv[0]}: error: --num_threads=0: must be >= 1 (or left unset)."]
 
 
 def _imports(path: Path) -> set[str]:

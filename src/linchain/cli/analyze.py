@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..resolve import find_adapter_dir
+from ..threads import THREADS_HELP, set_threads
 from .args import parse, run_command
 
 __all__ = ["AnalyzeArguments", "main"]
@@ -30,6 +31,11 @@ class AnalyzeArguments:
     labels: List[str] = field(default_factory=list, metadata={"help": "Names for the adapters in tables and plots (default: folder names)."})
     max_sv: int = field(default=64, metadata={"help": "Singular values kept per layer in the JSON and plots.", "aliases": ["--max-sv"]})
     no_plots: bool = field(default=False, metadata={"help": "Write the JSON only.", "aliases": ["--no-plots"]})
+    num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
+
+    def __post_init__(self) -> None:
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"--num_threads={self.num_threads}: must be >= 1 (or left unset).")
 
 
 def _analyze(argv: list[str]) -> int:
@@ -46,6 +52,7 @@ def _analyze(argv: list[str]) -> int:
     if len(paths) == 2 and labels[0] == labels[1]:
         labels = [f"{labels[0]} (1)", f"{labels[1]} (2)"]
     folders = [find_adapter_dir(p, flag=flag) for p, flag in zip(paths, ("ADAPTER", "ADAPTER2"))]
+    set_threads(args.num_threads, PROG)  # after the checks: a wrong folder is answered at once
     analyses = [analyze_adapter(p, label=l, max_values=args.max_sv) for p, l in zip(folders, labels)]
 
     out = Path(args.out)

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from ..export import AFFINE_MODES
 from ..resolve import find_adapter_dir
+from ..threads import THREADS_HELP, set_threads
 from .args import parse, run_command
 
 __all__ = ["ExportArguments", "main"]
@@ -23,6 +24,11 @@ class ExportArguments:
         "help": "Affine chains (mixer_bias): 'error' (default) or 'lora_bias' (exact, LoRA with lora_bias=True).",
         "choices": list(AFFINE_MODES)})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty DST (refused without it)."})
+    num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
+
+    def __post_init__(self) -> None:
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"--num_threads={self.num_threads}: must be >= 1 (or left unset).")
 
 
 def _export(argv: list[str]) -> int:
@@ -30,6 +36,7 @@ def _export(argv: list[str]) -> int:
 
     (args,) = parse(argv, (ExportArguments,), PROG, description="Write a LinChain adapter as a standard PEFT LoRA adapter.",
                     positional=("src", "dst"))
+    set_threads(args.num_threads, PROG)
     out = export_lora(find_adapter_dir(args.src, flag="SRC"), args.dst, affine=args.affine, overwrite=args.overwrite)
     print(f"wrote a PEFT LoRA adapter to {out}")
     return 0

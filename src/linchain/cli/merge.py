@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..resolve import DTYPES
+from ..threads import THREADS_HELP, set_threads
 from .args import parse, run_command
 
 __all__ = ["MergeArguments", "main"]
@@ -27,16 +28,20 @@ class MergeArguments:
     )
     torch_dtype: str = field(default="float32", metadata={"help": f"Dtype to load the base in and save: {', '.join(DTYPES)}."})
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir (refused without it)."})
+    num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
 
     def __post_init__(self) -> None:
         if self.torch_dtype not in DTYPES:
             raise ValueError(f"MergeArguments.torch_dtype={self.torch_dtype!r}: must be one of {', '.join(DTYPES)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"--num_threads={self.num_threads}: must be >= 1 (or left unset).")
 
 
 def _merge(argv: list[str]) -> int:
     from ..merge import merge_adapter
 
     (args,) = parse(argv, (MergeArguments,), PROG)
+    set_threads(args.num_threads, PROG)
     out = merge_adapter(args.adapter, args.output_dir, base_model=args.base_model, dtype=args.torch_dtype, overwrite=args.overwrite)
     print(f"{PROG}: wrote a plain transformers model to {out}")
     return 0
