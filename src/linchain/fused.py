@@ -103,6 +103,21 @@ def fused_forward(
     return function.apply(x, base.weight, base.bias, A_f, c, B, scale, keep_scale, drop, fan_in_fan_out)
 
 
+def _base_product(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in_fan_out: bool) -> torch.Tensor:
+    """x W0^T + b0 for (T, in) ``x2``, bias fused into the GEMM; ``Conv1D`` stores W0 as (in, out)."""
+    if fan_in_fan_out:
+        return torch.addmm(bias, x2, weight) if bias is not None else x2 @ weight
+    return F.linear(x2, weight, bias)
+
+
+def _finish_forward(ctx, x, y, c, scale, keep_scale, fan_in_fan_out) -> torch.Tensor:
+    """Record the scalars backward needs; ``y`` (T, out) back to ``x``'s leading dims."""
+    ctx.scale, ctx.keep_scale, ctx.fan_in_fan_out = scale, keep_scale, fan_in_fan_out
+    ctx.has_c = c is not None
+    ctx.x_shape = x.shape
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 class _FusedLinChain(torch.autograd.Function):
     """y = x W0^T + b0 + (s' (x_d A_f^T) + s c) B^T, x_d = x with the ``drop`` elements zeroed, s' = s / (1 - p).
 
@@ -115,13 +130,9 @@ class _FusedLinChain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, A_f, c, B, scale, keep_scale, drop, fan_in_fan_out):
         in_features = x.shape[-1]
-        lead = x.shape[:-1]
         x2 = x.reshape(-1, in_features)
         # 1. the base product, bias fused into the GEMM
-        if fan_in_fan_out:  # Conv1D: weight (in, out)
-            y = torch.addmm(bias, x2, weight) if bias is not None else x2 @ weight
-        else:
-            y = F.linear(x2, weight, bias)
+        y = _base_product(x2, weight, bias, fan_in_fan_out)
         # 2. the adapter's (T, r) activations, in the adapter's dtype
         dtype = A_f.dtype
         xa = x2 if x2.dtype == dtype else x2.to(dtype)
@@ -139,10 +150,7 @@ class _FusedLinChain(torch.autograd.Function):
         # the 1-byte mask; dropped positions (CPU) keep the dropped copy, as dropout.py explains
         keep_x = xd if (drop is not None and drop.dtype != torch.bool) else x2
         ctx.save_for_backward(keep_x, weight, A_f, B, h, drop)
-        ctx.scale, ctx.keep_scale, ctx.fan_in_fan_out = scale, keep_scale, fan_in_fan_out
-        ctx.has_c = c is not None
-        ctx.x_shape = x.shape
-        return y.reshape(*lead, y.shape[-1])
+        return _finish_forward(ctx, x, y, c, scale, keep_scale, fan_in_fan_out)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -248,13 +256,9 @@ class _FusedLinChainSplit(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, A_f, c, B, scale, keep_scale, drop, fan_in_fan_out):
         in_features = x.shape[-1]
-        lead = x.shape[:-1]
         x2 = x.reshape(-1, in_features)
         mask = None if drop is None else drop.reshape(-1, in_features)
-        if fan_in_fan_out:
-            y = torch.addmm(bias, x2, weight) if bias is not None else x2 @ weight
-        else:
-            y = F.linear(x2, weight, bias)
+        y = _base_product(x2, weight, bias, fan_in_fan_out)
         xd = x2 if mask is None else x2.masked_fill(mask, 0.0)
         A_split = _split3(A_f)  # (3, r, in)
         r = A_f.shape[0]
@@ -265,10 +269,7 @@ class _FusedLinChainSplit(torch.autograd.Function):
         left, right = _pairs(_split3(h), _split3(B).transpose(1, 2))
         y.addmm_(left, right)  # bf16 C, fp32 accumulation, rounded once
         ctx.save_for_backward(x2, weight, A_f, B, h, mask)
-        ctx.scale, ctx.keep_scale, ctx.fan_in_fan_out = scale, keep_scale, fan_in_fan_out
-        ctx.has_c = c is not None
-        ctx.x_shape = x.shape
-        return y.reshape(*lead, y.shape[-1])
+        return _finish_forward(ctx, x, y, c, scale, keep_scale, fan_in_fan_out)
 
     @staticmethod
     def backward(ctx, grad_y):
