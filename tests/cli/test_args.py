@@ -122,6 +122,28 @@ def test_every_command_takes_num_threads_with_the_same_help(command, capsys):
     assert "--num_threads NUM_THREADS" in out and " ".join(THREADS_HELP.split()) in out
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_lists_each_option_once_and_the_positional_form(command, capsys):
+    """Issue 19 item 9: `export-lora SRC DST` / `analyze A B` as the README writes them head the usage;
+    no option string twice (analyze listed --max-sv twice); a --no_X flag says what it does."""
+    import re
+
+    with pytest.raises(SystemExit):
+        cli([command, "--help"])
+    out = capsys.readouterr().out
+    usage, _, options = out.partition("options:")
+    for line in options.splitlines():
+        flags = re.findall(r"(--[\w-]+)", line.split("  ")[1] if line.startswith("  --") else "")
+        assert len(flags) == len(set(flags)), line
+    for flag, text in re.findall(r"\n  (--no_\w+)[^\n]*\n\s+([^\n]+)", options):
+        if f"\n  --{flag[5:]} " in options:  # the negation HfArgumentParser adds to a True-by-default flag
+            assert text.startswith("The opposite of --"), (flag, text)
+    positional = {"analyze": "linchain analyze ADAPTER [ADAPTER2] [options]",
+                  "export-lora": "linchain export-lora SRC DST [options]"}
+    if command in positional:
+        assert usage.startswith(f"usage: {positional[command]}"), usage
+
+
 @pytest.mark.parametrize("argv", [["analyze", "a"], ["merge", "--adapter", "a", "--output_dir", "o"], ["export-lora", "a", "b"]])
 def test_num_threads_below_one_is_refused_in_one_line(argv, capsys):
     assert cli([*argv, "--num_threads", "0"]) == 2

@@ -181,6 +181,7 @@ def parse(
     """
     parser = _parser_class()(tuple(types), prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--config", default=None, metavar="FILE.yaml", help="A YAML file of options; flags on the command line override it.")
+    _tidy_help(parser, positional)
     argv, values, config_path = _config_values(list(argv))
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(values) - known - set(ignore_config_keys))
@@ -210,6 +211,23 @@ def parse(
     if extra:
         raise UsageError(f"unexpected argument(s) {' '.join(extra)!r}; see {prog} --help")
     return tuple(parsed[: len(types)])
+
+
+def _tidy_help(parser, positional: Sequence[str]) -> None:
+    """``--help`` as a user reads it: each option string once (a field's own dash alias and
+    HfArgumentParser's coincide), a ``--no_X`` flag described as what it does, and the positional
+    form (``export-lora SRC DST``) first in the usage line."""
+    by_dest = {}
+    for action in parser._actions:
+        action.option_strings = list(dict.fromkeys(action.option_strings))
+        if action.option_strings and action.option_strings[0].startswith("--no_") and action.dest in by_dest:
+            action.help = f"The opposite of --{action.dest}."
+        by_dest.setdefault(action.dest, action)
+    if positional:
+        names = [by_dest[name].metavar or name.upper() for name in positional]
+        words = [n if by_dest[p].required else f"[{n}]" for n, p in zip(names, positional)]
+        flags = " ".join(f"--{p} {n}" for n, p in zip(names, positional))
+        parser.usage = f"{parser.prog} {' '.join(words)} [options]\n       {parser.prog} {flags} [options]"
 
 
 def _user_errors() -> tuple[type, ...]:
