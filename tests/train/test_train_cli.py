@@ -40,6 +40,10 @@ def test_train_linchain_writes_all_outputs(tiny_model_dir, even_data, tmp_path, 
     assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     summary = (out / "summary.txt").read_text()
     assert summary.count("\n") == 1 and "held-out accuracy" in summary and "4 steps" in summary
+    # the training loop's time and the whole run's, each named (issue 19 item 11: one figure was both)
+    timing = json.loads((out / "summary.json").read_text())
+    assert 0 < timing["train_s"] <= timing["wall_s"]
+    assert f"4 steps in {timing['train_s']:.0f} s (the whole run {timing['wall_s']:.0f} s)" in summary
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     # The resolved config reads back through --config and gives the same arguments.
     again = parse_args(["--config", str(out / "train_config.yaml")])

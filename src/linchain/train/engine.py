@@ -65,7 +65,8 @@ class RunResult:
     accuracy_after: Optional[float] = None
     n_heldout: int = 0
     trainable_params: int = 0
-    wall_s: float = 0.0
+    train_s: float = 0.0  #: the training loop alone (steps, periodic evaluation, checkpoints)
+    wall_s: float = 0.0  #: the whole run: loading, accuracy before and after, training, outputs
 
 
 def _say(message: str) -> None:
@@ -352,10 +353,12 @@ def run_training(
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         result.train_loss = sum(losses) / len(losses) if losses else None  # the mean of the logged losses
     else:
+        loop_started = time.time()
         with interrupt:
             # HF checkpoints hold optimizer/scheduler/RNG state written with torch.save; the Trainer
             # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
             result.train_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
+        result.train_s = round(time.time() - loop_started, 1)
     result.global_step = trainer.state.global_step
     if interrupt.requested:
         result.interrupted = True
@@ -399,7 +402,7 @@ def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResu
     line = (
         f"{model_args.method}"
         + (f" k={model_args.chain_length} r={model_args.r}" if model_args.chain_length is not None else "")
-        + f" | {result.global_step} steps in {result.wall_s:.0f} s"
+        + f" | {result.global_step} steps in {result.train_s:.0f} s (the whole run {result.wall_s:.0f} s)"
         + (f" | train loss {result.train_loss:.4f}" if result.train_loss is not None else "")
         + (f" | val loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
         + (
