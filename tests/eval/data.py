@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(os.environ.get("LINCHAIN_LLM_ADAPTERS", Path(__file__).resolve().parents[3] / "shared/data/llm-adapters"))
+#: the one name the presets read too (linchain.compare.presets.data_dir; README, "Data")
+DATA_DIR = Path(os.environ.get("LINCHAIN_DATA_DIR", Path(__file__).resolve().parents[3] / "shared/data/llm-adapters"))
 
 
 @lru_cache(maxsize=None)
 def rows(task: str) -> list:
     path = DATA_DIR / task / "test.json"
     if not path.is_file():
-        pytest.skip(f"real data not found at {path} (set LINCHAIN_LLM_ADAPTERS)")
+        pytest.skip(f"real data not found at {path} (set LINCHAIN_DATA_DIR)")
     return json.loads(path.read_text(encoding="utf-8"))
