@@ -13,7 +13,7 @@
 #   run(command="PYTHONPATH=/root/site GGUF_PARTS='/root/stash/smollm2.part1 .gpu-carry2/smollm2.part2'
 #                STUDY_DATA=.gpu-carry2/study RUN_DIR=.gpu-carry2/run bash benchmarks/gpu_compare.sh", carry=[".gpu-carry2"])
 #   (RUN_DIR: resume the committed grid; PHASES="choose seeds" skips a sweep that is already complete)
-# with the wheels: PYTHON=.venv/bin/python bash benchmarks/gpu_wheels.sh peft==0.21.2 transformers==5.24.0 gguf==0.19.0
+# with the wheels: PYTHON=.venv/bin/python bash benchmarks/gpu_wheels.sh peft==0.21.2 transformers==5.23.0 gguf==0.19.0
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

@@ -3,7 +3,7 @@
 # machine that has no network, so the GPU runs the peft and transformers versions our tests run with here.
 #
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_wheels.sh          # peft and transformers as installed for PYTHON
-#   bash benchmarks/gpu_wheels.sh peft==0.21.2 transformers==5.24.0  # or name the versions
+#   bash benchmarks/gpu_wheels.sh peft==0.21.2 transformers==5.23.0  # or name the versions
 #
 # --no-deps: the device's image already holds what these need (seen there, 2026-11: huggingface_hub
 # 1.33, tokenizers 0.23.2, safetensors 0.8.0, accelerate 1.15.0, which satisfy transformers 5.24's and
