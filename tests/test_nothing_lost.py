@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -81,6 +82,60 @@ def test_merge_into_the_adapters_own_run_folder_is_refused_even_with_overwrite(a
     assert cli(["merge", "--adapter", str(adapter.parent), "--output_dir", str(adapter.parent), "--overwrite"]) == 2
     assert "holds the adapter being merged" in _error_line(capsys, "merge")
     assert sorted(os.listdir(adapter.parent)) == before
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["the adapter itself", "a folder above it", "a folder inside it"])
+def test_export_lora_never_writes_over_its_source_even_with_overwrite(adapter, tmp_path, capsys, where):
+    """Found by the break-it check: `export-lora SRC PARENT --overwrite` deleted SRC and its siblings."""
+    project = tmp_path / "project"
+    src = _copy_adapter(adapter, project / "runs" / "a")
+    (project / "notes.txt").write_text("keep me")
+    dst = {"the adapter itself": src, "a folder above it": project, "a folder inside it": src / "lora"}[where]
+    before = _tree(project)
+    assert cli(["export-lora", str(src), str(dst), "--overwrite"]) == 2
+    assert "the adapter being exported" in _error_line(capsys, "export-lora")
+    assert _tree(project) == before
+
+
+def test_merge_never_writes_over_its_local_base_model(model_dir, adapter, tmp_path, capsys):
+    base = tmp_path / "base"
+    shutil.copytree(model_dir, base)
+    src = _copy_adapter(adapter, tmp_path / "adapter")
+    before = _tree(base)
+    assert cli(["merge", "--adapter", str(src), "--base_model", str(base), "--output_dir", str(base), "--overwrite"]) == 2
+    assert "is the base model" in _error_line(capsys, "merge")
+    assert _tree(base) == before
+
+
+def test_merge_of_a_base_without_a_tokenizer_saves_the_model_alone(model_dir, adapter, tmp_path, capsys):
+    """Found by the break-it check: a base saved without a tokenizer stopped merge with transformers' 6-line error."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        if (Path(model_dir) / name).exists():
+            shutil.copy(Path(model_dir) / name, base / name)
+    src = _copy_adapter(adapter, tmp_path / "adapter")
+    assert cli(["merge", "--adapter", str(src), "--base_model", str(base), "--output_dir", str(tmp_path / "m")]) == 0
+    assert "saved without one" in capsys.readouterr().err
+    assert (tmp_path / "m" / "model.safetensors").exists()
+
+
+def test_analyze_refuses_earlier_results_and_the_adapters_folder(adapter, tmp_path, capsys):
+    """Found by the break-it check: `analyze --out DIR` replaced DIR/analysis.json without a word."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "analysis.json").write_text("mine")
+    assert cli(["analyze", str(adapter), "--out", str(out), "--no_plots"]) == 2
+    assert "pass --overwrite" in _error_line(capsys, "analyze")
+    assert (out / "analysis.json").read_text() == "mine"
+    assert cli(["analyze", str(adapter), "--out", str(adapter), "--overwrite"]) == 2
+    assert "is adapter" in _error_line(capsys, "analyze")
+    assert cli(["analyze", str(adapter), "--out", str(out), "--no_plots", "--overwrite"]) == 0  # asked for
+    assert json.loads((out / "analysis.json").read_text())["adapters"]
 
 
 def test_train_refuses_a_folder_with_a_previous_run(model_dir, data, tmp_path, capsys):

@@ -11,7 +11,7 @@ from peft import LoraConfig
 from safetensors.torch import save_file
 
 from .config import LINCHAIN
-from .io import atomic_dir
+from .io import atomic_dir, refuse_output_over_inputs
 from .saved import ADAPTER, chain_layers, check_finite, group_chain_tensors, read_adapter
 
 __all__ = ["AFFINE_MODES", "export_lora"]
@@ -37,6 +37,7 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         src, "export_lora needs a LinChain adapter folder written by save_pretrained", peft_types=(LINCHAIN,), reader="export_lora converts"
     )
 
+    refuse_output_over_inputs(dst, {"the adapter being exported": src}, "DST")  # even with --overwrite
     check_finite(tensors.items(), str(weights_path))
     _, passthrough = group_chain_tensors(tensors, source=str(weights_path))
     out = dict(passthrough)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Union
 
-from .io import OutputExistsError, atomic_dir, is_nonempty_dir
+from .io import OutputExistsError, atomic_dir, is_nonempty_dir, refuse_output_over_inputs
 from .resolve import adapter_base_model, find_adapter_dir, resolve_model_path, tokenizer_source, torch_dtype
 
 __all__ = ["merge_adapter"]
@@ -24,19 +25,26 @@ def merge_adapter(adapter: Union[str, os.PathLike], output_dir: Union[str, os.Pa
     from .saved import load_peft_adapter
 
     adapter = find_adapter_dir(adapter)
-    out, source = Path(output_dir).resolve(), adapter.resolve()
-    if out == source or out in source.parents:  # the adapter folder, its run folder, or above
-        raise OutputExistsError(f"--output_dir {output_dir} holds the adapter being merged ({adapter}); choose another folder")
-    if is_nonempty_dir(out) and not overwrite:  # checked before the model loads
+    # checked before the model loads: never over what is read (the adapter, its run, a local base model)
+    refuse_output_over_inputs(output_dir, {"the adapter being merged": adapter}, "--output_dir")
+    if is_nonempty_dir(output_dir) and not overwrite:
         raise OutputExistsError(f"--output_dir {output_dir} already holds files; pass --overwrite to replace them, or choose another folder")
     base_path = resolve_model_path(base_model or adapter_base_model(adapter) or "")
     if not base_path:
         raise ValueError(f"{adapter}/adapter_config.json names no base model: pass --base_model")
+    if Path(base_path).is_dir():
+        refuse_output_over_inputs(output_dir, {"the base model": base_path}, "--output_dir")
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype(dtype))
     # safe_merge checks the merged weights for NaN/inf before replacing the originals.
     merged = load_peft_adapter(base, adapter).merge_and_unload(safe_merge=True)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, base_path))
+    source = tokenizer_source(adapter, base_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):  # a base saved without one: merging needs none, so the model is saved alone
+        tokenizer = None
+        print(f"linchain merge: no tokenizer loads from {source}; the merged model is saved without one", file=sys.stderr)
     with atomic_dir(output_dir, overwrite=overwrite) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return Path(output_dir)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..io import OutputExistsError, atomic_dir, is_nonempty_dir, refuse_output_over_inputs
 from ..resolve import find_adapter_dir
 from ..threads import THREADS_HELP, set_threads
 from .args import parse, run_command
@@ -31,6 +32,7 @@ class AnalyzeArguments:
     labels: List[str] = field(default_factory=list, metadata={"help": "Names for the adapters in tables and plots (default: folder names)."})
     max_sv: int = field(default=64, metadata={"help": "Singular values kept per layer in the JSON and plots.", "aliases": ["--max-sv"]})
     no_plots: bool = field(default=False, metadata={"help": "Write the JSON only.", "aliases": ["--no-plots"]})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --out folder (refused without it)."})
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
 
     def __post_init__(self) -> None:
@@ -52,11 +54,14 @@ def _analyze(argv: list[str]) -> int:
     if len(paths) == 2 and labels[0] == labels[1]:
         labels = [f"{labels[0]} (1)", f"{labels[1]} (2)"]
     folders = [find_adapter_dir(p, flag=flag) for p, flag in zip(paths, ("ADAPTER", "ADAPTER2"))]
+    # the output is checked before any work: never over an adapter read, never over earlier results unasked
+    refuse_output_over_inputs(args.out, {f"adapter {p}": f for p, f in zip(paths, folders)}, "--out")
+    if is_nonempty_dir(args.out) and not args.overwrite:
+        raise OutputExistsError(f"--out {args.out} already holds files; pass --overwrite to replace them, or choose another folder")
     set_threads(args.num_threads, PROG)  # after the checks: a wrong folder is answered at once
     analyses = [analyze_adapter(p, label=l, max_values=args.max_sv) for p, l in zip(folders, labels)]
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     first = analyses[0]
     report = {
         "adapters": [a.to_dict() for a in analyses],
@@ -64,8 +69,9 @@ def _analyze(argv: list[str]) -> int:
     }
     if len(analyses) == 2:
         report["comparison"] = compare(*analyses)
-    (out / "analysis.json").write_text(json.dumps(report, indent=1))
-    pngs = [] if args.no_plots else plot_analysis(analyses, out)
+    with atomic_dir(out, overwrite=args.overwrite) as tmp:  # the JSON and the plots appear together
+        (tmp / "analysis.json").write_text(json.dumps(report, indent=1))
+        pngs = [out / p.name for p in ([] if args.no_plots else plot_analysis(analyses, tmp))]
 
     for a in analyses:
         s = a.summary()
