@@ -239,3 +239,45 @@ def test_inference_without_grad_and_merged_state():
         layer.unmerge()
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(y_merged, y_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("module", ["linchain_A", "linchain_B", "mixer"])
+def test_hooks_on_the_adapters_modules_run_as_in_peft_lora(module):
+    """Found by the break-it check: a forward hook on linchain_A (or B, a mixer) never ran (the chain is
+    folded); PEFT LoRA runs a hook on lora_A. Hooked, the layer calls its modules in turn: the hook sees
+    what it sees in LoRA (k=0: the same values) and what it returns is used."""
+    from peft import LoraConfig, get_peft_model
+
+    from linchain import LinChainConfig
+    from tests.conftest import tiny_llama
+
+    k = 1 if module == "mixer" else 0
+    ours = get_peft_model(tiny_llama(), LinChainConfig(r=4, alpha=8, num_mixers=k, target_modules=["q_proj"], init_weights=False))
+    lora = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False))
+    layer = ours.base_model.model.model.layers[0].self_attn.q_proj
+    twin = lora.base_model.model.model.layers[0].self_attn.q_proj
+    with torch.no_grad():
+        twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
+        twin.lora_B["default"].weight.copy_(layer.linchain_B["default"].weight)
+        if k:
+            layer.linchain_mixers["default"][0].weight.copy_(torch.eye(4))  # the identity: same values as LoRA
+    target = {"linchain_A": layer.linchain_A["default"], "linchain_B": layer.linchain_B["default"],
+              "mixer": layer.linchain_mixers["default"][0] if k else None}[module]
+    twin_target = twin.lora_B["default"] if module == "linchain_B" else twin.lora_A["default"]
+    x = torch.randn(2, 5, 32)
+    seen = {}
+
+    def capture(key):
+        def hook(module, inputs, output):
+            seen.setdefault(key, output.detach().clone())  # returns None: the output is kept
+        return hook
+
+    target.register_forward_hook(capture("ours"))
+    twin_target.register_forward_hook(capture("lora"))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), twin(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seen["ours"], seen["lora"], rtol=1e-5, atol=1e-5)
+    # what a hook returns is used: zeroing the adapter's first map gives the base layer
+    layer.linchain_A["default"].register_forward_hook(lambda m, i, o: o * 0)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), layer.base_layer(x))

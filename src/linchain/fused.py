@@ -35,7 +35,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .dropout import _dropped_copy, _zero_dropped_
 
-__all__ = ["enabled", "use_fused", "fusable_base", "fused_forward"]
+__all__ = ["enabled", "use_fused", "fusable_base", "fused_forward", "global_hooks"]
 
 _ENABLED = True
 
@@ -56,6 +56,11 @@ def use_fused(on: bool) -> Iterator[None]:
         _ENABLED = before
 
 
+def global_hooks() -> bool:
+    """Whether a global module forward hook (``nn.modules.module.register_module_forward_hook``) is set."""
+    return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+
+
 def fusable_base(base: nn.Module) -> bool:
     """True when the base layer's product may be computed inside the fused Function.
 
@@ -70,7 +75,7 @@ def fusable_base(base: nn.Module) -> bool:
     # all run only when the base module is called
     if base._forward_hooks or base._forward_pre_hooks or "_hf_hook" in base.__dict__:
         return False
-    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+    if global_hooks():
         return False
     weight, bias = base.weight, base.bias
     if type(weight) is not nn.Parameter or not weight.dtype.is_floating_point or weight.requires_grad:

@@ -321,7 +321,16 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             return None
         if not isinstance(self.linchain_dropout[names[0]], (nn.Dropout, nn.Identity)):
             return None  # a dropout module of the user's: the reference path applies it as given
+        if self._adapter_hooked(names[0]):
+            return None  # hooks on the adapter's modules: the reference path calls those modules
         return names[0]
+
+    def _adapter_hooked(self, name: str) -> bool:
+        """Whether a forward hook (the module's own or a global one) would see adapter ``name``'s modules."""
+        if fused.global_hooks():
+            return True
+        modules = (self.linchain_dropout[name], self.linchain_A[name], *self.linchain_mixers[name], self.linchain_B[name])
+        return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
     def _fused_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``base_layer(x) + s * B(M_k(...M_1(A(dropout(x)))...))`` in one autograd Function (fused.py)."""
@@ -339,6 +348,13 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         A = self.linchain_A[name]
         dropout = self.linchain_dropout[name]
         x = self._cast_input_dtype(x, A.weight.dtype)
+        if self._adapter_hooked(name):
+            # a hook on dropout, A, a mixer or B must run and see what it sees in PEFT LoRA: call the
+            # modules in turn (the unfolded chain, scaled after B as LoRA scales after lora_B)
+            h = A(dropout(x))
+            for mixer in self.linchain_mixers[name]:
+                h = mixer(h)
+            return self.linchain_B[name](h) * self.scaling[name]
         # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
         A_folded, c = self._fold(name)
         if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0:
