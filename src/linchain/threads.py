@@ -30,8 +30,10 @@ __all__ = [
     "THREADS_HELP",
     "WAIT_VARIABLES",
     "busy_cores",
+    "check_num_threads",
     "default_threads",
     "is_command_process",
+    "max_threads",
     "passive_wait_env",
     "set_threads",
     "wait_passively_in_commands",
@@ -87,12 +89,29 @@ def default_threads(cores: Optional[int] = None) -> int:
     return max(1, min(cores, round((os.cpu_count() or cores) - busy)))
 
 
+def check_num_threads(value: Optional[int], name: str = "--num_threads") -> None:
+    """The one validation of a ``--num_threads`` value (every command's settings call it): unset, or
+    1 to :func:`max_threads`; ``name`` is how the error names the field."""
+    if value is None:
+        return
+    if value < 1:
+        raise ValueError(f"{name}={value!r}: must be >= 1 (or left unset).")
+    if value > max_threads():  # torch.set_num_threads(99999) crashes the process (a segfault, no message)
+        raise ValueError(f"{name}={value!r}: more than this machine can use ({os.cpu_count()} cores; at most {max_threads()}).")
+
+
+def max_threads() -> int:
+    """The most ``--num_threads`` accepts: 8 per core, at least 64 (oversubscription is allowed, not absurd counts)."""
+    return max(64, 8 * (os.cpu_count() or 1))
+
+
 def set_threads(num_threads: Optional[int], prog: str) -> int:
     """``torch.set_num_threads``: ``num_threads`` when given, else :func:`default_threads`
     (saying so on stderr when that is fewer than torch's default). Returns the count."""
     import torch
 
     if num_threads:
+        check_num_threads(num_threads)
         torch.set_num_threads(num_threads)
         return num_threads
     cores = torch.get_num_threads()

@@ -151,6 +151,16 @@ def test_num_threads_below_one_is_refused_in_one_line(argv, capsys):
     assert err == [f"linchain {argv[0]}: error: --num_threads=0: must be >= 1 (or left unset)."]
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_num_threads_beyond_the_machine_is_refused_before_any_work(command, capsys):
+    """Found by the break-it check: --num_threads 99999 reached torch.set_num_threads, which segfaults."""
+    argv = {"analyze": ["a"], "merge": ["--adapter", "a", "--output_dir", "o"], "export-lora": ["a", "b"],
+            "eval": ["--model_name_or_path", "m", "--data", "d.json"], "compare": ["--eval_data", "e.json"]}.get(command, [])
+    assert cli([command, *argv, "--num_threads", "99999"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "num_threads=99999: more than this machine can use" in err[0], err
+
+
 def _imports(path: Path) -> set[str]:
     """Absolute module names imported by a source file (relative imports resolved)."""
     package = ".".join(path.relative_to(Path(linchain.__file__).parent.parent).with_suffix("").parts[:-1])

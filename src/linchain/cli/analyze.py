@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence
 
 from ..io import OutputExistsError, atomic_dir, is_nonempty_dir, refuse_output_over_inputs
 from ..resolve import find_adapter_dir
-from ..threads import THREADS_HELP, set_threads
+from ..threads import THREADS_HELP, check_num_threads, set_threads
 from .args import parse, run_command
 
 __all__ = ["AnalyzeArguments", "main"]
@@ -36,8 +36,7 @@ class AnalyzeArguments:
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
 
     def __post_init__(self) -> None:
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"--num_threads={self.num_threads}: must be >= 1 (or left unset).")
+        check_num_threads(self.num_threads, "--num_threads")
 
 
 def _analyze(argv: list[str]) -> int:

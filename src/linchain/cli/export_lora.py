@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from ..export import AFFINE_MODES
 from ..resolve import find_adapter_dir
-from ..threads import THREADS_HELP, set_threads
+from ..threads import THREADS_HELP, check_num_threads, set_threads
 from .args import parse, run_command
 
 __all__ = ["ExportArguments", "main"]
@@ -27,8 +27,7 @@ class ExportArguments:
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
 
     def __post_init__(self) -> None:
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"--num_threads={self.num_threads}: must be >= 1 (or left unset).")
+        check_num_threads(self.num_threads, "--num_threads")
 
 
 def _export(argv: list[str]) -> int:

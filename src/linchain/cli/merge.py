@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ..resolve import DTYPES
-from ..threads import THREADS_HELP, set_threads
+from ..threads import THREADS_HELP, check_num_threads, set_threads
 from .args import parse, run_command
 
 __all__ = ["MergeArguments", "main"]
@@ -33,8 +33,7 @@ class MergeArguments:
     def __post_init__(self) -> None:
         if self.torch_dtype not in DTYPES:
             raise ValueError(f"MergeArguments.torch_dtype={self.torch_dtype!r}: must be one of {', '.join(DTYPES)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"--num_threads={self.num_threads}: must be >= 1 (or left unset).")
+        check_num_threads(self.num_threads, "--num_threads")
 
 
 def _merge(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..resolve import DTYPES
-from ..threads import THREADS_HELP
+from ..threads import THREADS_HELP, check_num_threads
 from .loglik import NORMALIZE
 from .runner import SCORERS
 
@@ -79,7 +79,8 @@ class EvalArguments:
         for name in ("num_beams", "per_device_eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_new_tokens", "limit", "num_threads"):
+        check_num_threads(self.num_threads, "num_threads")  # a count torch cannot take is refused here
+        for name in ("max_new_tokens", "limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")

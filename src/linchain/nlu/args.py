@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..resolve import OFFLINE_ENCODER
-from ..threads import THREADS_HELP
+from ..threads import THREADS_HELP, check_num_threads
 from .presets import PRESETS
 
 __all__ = ["NLUArguments", "OFFLINE_ENCODER"]
@@ -81,7 +81,8 @@ class NLUArguments:
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("limit_train", "limit_eval", "r", "num_threads"):
+        check_num_threads(self.num_threads, "num_threads")  # a count torch cannot take is refused here
+        for name in ("limit_train", "limit_eval", "r"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")

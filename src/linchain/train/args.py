@@ -16,7 +16,7 @@ from typing import Optional
 from transformers import TrainingArguments
 
 from ..resolve import DTYPES, OFFLINE_MODEL
-from ..threads import THREADS_HELP
+from ..threads import THREADS_HELP, check_num_threads
 
 __all__ = [
     "DEFAULT_DATA",
@@ -243,8 +243,7 @@ class LinChainTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name}={value!r}: must be > 0")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other: continue the run, or start it afresh")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"LinChainTrainingArguments.num_threads={self.num_threads!r}: must be >= 1 (or left unset).")
+        check_num_threads(self.num_threads, "LinChainTrainingArguments.num_threads")
         if self.max_steps is not None and self.max_steps == 0:
             raise ValueError("LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs.")
         if self.eval_strategy != "no" and self.eval_steps is None:
