@@ -171,9 +171,23 @@ def test_every_factor_trains(k, bias, tokens):
     assert any("q_proj.base_layer.weight" in n for n in frozen)
 
 
-def test_rank_larger_than_layer_names_r_and_layer():
-    with pytest.raises(ValueError, match=r"r=40 .*self_attn.k_proj"):
-        build, _ = MODELS["llama"]
+def test_rank_larger_than_a_layer_is_accepted_as_by_lora_and_refused_by_the_commands(tokens):
+    """Issue 19 item 6: PEFT LoRA accepts r above a layer's smaller side; so does the library (with a
+    warning naming r and the layer), giving LoRA's output for k=0; the commands refuse it before allocating."""
+    from linchain.layer import refuse_rank_above_layer
+
+    build, _ = MODELS["llama"]
+    with pytest.warns(UserWarning, match=r"r=40 .*self_attn.k_proj"):
+        ours = get_peft_model(build(), LinChainConfig(r=40, alpha=8, num_mixers=0, target_modules=["k_proj"], init_weights=False))
+    lora = get_peft_model(build(), LoraConfig(r=40, lora_alpha=8, target_modules=["k_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        for name, layer in ours.named_modules():
+            if isinstance(layer, LinChainLayer):
+                twin = lora.get_submodule(name)
+                twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
+                twin.lora_B["default"].weight.copy_(layer.linchain_B["default"].weight)
+        torch.testing.assert_close(ours(tokens).logits, lora(tokens).logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"r=40 .*self_attn.k_proj.*exclude_modules"), refuse_rank_above_layer():
         get_peft_model(build(), LinChainConfig(r=40, target_modules=["k_proj"]))
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any, Optional
+import warnings
+from typing import Any, Iterator, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
@@ -16,7 +19,22 @@ from . import fused
 from .dropout import _draw_dropped, dropout_linear
 from .quant import dequantized_weight, float_dtype, store_weight_
 
-__all__ = ["LinChainLayer", "SUPPORTED_BASE_LAYERS"]
+__all__ = ["LinChainLayer", "SUPPORTED_BASE_LAYERS", "refuse_rank_above_layer"]
+
+#: Set by refuse_rank_above_layer(): r larger than a layer's smaller side is an error, not a warning.
+_REFUSE_RANK_ABOVE_LAYER: contextvars.ContextVar[bool] = contextvars.ContextVar("linchain_refuse_rank", default=False)
+
+
+@contextlib.contextmanager
+def refuse_rank_above_layer() -> Iterator[None]:
+    """Within the block, an adapter whose r exceeds a target layer's smaller side raises (before its
+    factors are allocated) instead of warning: the commands build their models in it."""
+    token = _REFUSE_RANK_ABOVE_LAYER.set(True)
+    try:
+        yield
+    finally:
+        _REFUSE_RANK_ABOVE_LAYER.reset(token)
+
 
 #: Base layer types LinChain can wrap.
 SUPPORTED_BASE_LAYERS = (nn.Linear, Conv1D)
@@ -96,11 +114,13 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         if r <= 0:
             raise ValueError(f"r must be a positive integer, got r={r}.")
         if r > min(self.in_features, self.out_features):
-            raise ValueError(
-                f"r={r} is larger than {where}allows: it maps {self.in_features} -> {self.out_features} features, "
-                f"so r must be <= {min(self.in_features, self.out_features)}. Lower r or exclude that layer "
-                "(exclude_modules)."
-            )
+            # PEFT LoRA accepts this (the update's rank is then at most min(in, out)): the library does too,
+            # with a warning; the commands refuse it (refuse_rank_above_layer), as a flag typo is likelier there
+            message = (f"r={r} is larger than {where}allows: it maps {self.in_features} -> {self.out_features} features, "
+                       f"so its update has rank <= {min(self.in_features, self.out_features)}")
+            if _REFUSE_RANK_ABOVE_LAYER.get():
+                raise ValueError(f"{message}. Lower r or exclude that layer (exclude_modules).")
+            warnings.warn(f"{message}; the extra rank trains parameters that add nothing (as in PEFT LoRA).", stacklevel=2)
         if num_mixers < 0:
             raise ValueError(f"num_mixers must be >= 0, got num_mixers={num_mixers}.")
         if mixer_init not in MIXER_INITS:

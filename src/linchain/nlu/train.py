@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from ..layer import refuse_rank_above_layer
 from ..io import OutputExistsError, atomic_write_json, atomic_write_text, is_nonempty_dir, strict_json
 from ..threads import set_threads
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
@@ -101,7 +102,8 @@ def _build_model(args: NLUArguments, num_labels: int, regression: bool):
         task_type="SEQ_CLS", r=args.r, alpha=args.alpha, num_mixers=args.num_mixers, mixer_bias=args.mixer_bias,
         dropout=args.adapter_dropout, target_modules=args.target_module_list(), modules_to_save=["classifier"],
     )
-    return get_peft_model(model, config), tokenizer
+    with refuse_rank_above_layer():  # --r larger than a target layer: an error, as in `linchain train`
+        return get_peft_model(model, config), tokenizer
 
 
 def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:

@@ -30,6 +30,7 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback, TrainerState
 
 from ..config import LinChainConfig
+from ..layer import refuse_rank_above_layer
 from ..data import Example, load_examples
 from ..io import OutputExistsError, atomic_dir, atomic_write_json, atomic_write_text, is_nonempty_dir
 from ..resolve import resolve_model_path, torch_dtype
@@ -237,7 +238,8 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
             r=model_args.r, alpha=model_args.alpha, num_mixers=model_args.chain_length, mixer_bias=model_args.mixer_bias,
             mixer_init=model_args.mixer_init, dropout=model_args.adapter_dropout, target_modules=targets, task_type="CAUSAL_LM",
         )
-    model = get_peft_model(model, config)
+    with refuse_rank_above_layer():  # --r larger than a target layer: an error here, before any allocation
+        model = get_peft_model(model, config)
     if model_args.freeze_mixers:
         # the control of the mixer ablation: the chain keeps its initial (random) mixers, A and B train
         for name, param in model.named_parameters():
