@@ -282,9 +282,9 @@ class Grid:
         seeds_part = 0 if self.args.sweep_only else w_test + (len(self.seeds) - 1) * (w_train + w_test)
         total = (w_test if self.args.eval_base else 0) + len(self.methods) * (
             len(self.rates) * (w_train + (w_val if sweep_val else 0)) + seeds_part)
-        from tqdm.auto import tqdm
+        from ..progress import Progress
 
-        self.bar = tqdm(total=round(total), desc="compare", unit="step-eq", dynamic_ncols=True,
+        self.bar = Progress(total=round(total), desc="compare", unit="step-eq", dynamic_ncols=True,
                         bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}")
         try:
             if self.args.eval_base:

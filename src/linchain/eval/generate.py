@@ -57,8 +57,8 @@ def generate_texts(
     outputs: List[str] = [""] * len(prompts)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(prompts), desc=f"generate (beams={num_beams})", unit="row")
+        from ..progress import Progress
+        bar = Progress(total=len(prompts), desc=f"generate (beams={num_beams})", unit="row")
     try:
         with eval_mode(model):
             for start in range(0, len(order), batch_size):

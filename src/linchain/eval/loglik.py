@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import Progress
 
 from ._torch import eval_mode, model_device
 from .examples import build_prompt, candidate_answers, continuation, gold_answer
@@ -127,7 +127,7 @@ def shared_prompts_logprobs(
     results: List[List[Tuple[float, int]]] = [[] for _ in rows]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     label = isinstance(progress, str)
-    with tqdm(total=len(rows), desc=progress if label else "loglik", unit="row", leave=not label, disable=not progress) as bar:
+    with Progress(total=len(rows), desc=progress if label else "loglik", unit="row", leave=not label, disable=not progress) as bar:
         for group in groups:
             scored = _score_group(model, [rows[i] for i in group], batch_size, pad_id)
             for i, row_scores in zip(group, scored):
@@ -224,7 +224,7 @@ def continuation_logprobs(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
     results: List[Tuple[float, int]] = [(0.0, 0)] * len(items)
-    with tqdm(total=len(items), desc="loglik", unit="option", disable=not progress) as bar:
+    with Progress(total=len(items), desc="loglik", unit="option", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             width = max(len(items[i][0]) for i in batch)

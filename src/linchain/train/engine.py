@@ -31,6 +31,7 @@ from transformers.trainer_callback import ProgressCallback, TrainerState
 
 from ..config import LinChainConfig
 from ..layer import refuse_rank_above_layer
+from ..progress import Progress
 from ..data import Example, load_examples
 from ..io import OutputExistsError, atomic_dir, atomic_write_json, atomic_write_text, is_nonempty_dir
 from ..resolve import resolve_model_path, torch_dtype
@@ -125,6 +126,19 @@ class LossProgress(ProgressCallback):
     """HF's progress bar, with the latest loss and tokens/s shown on the bar itself; validation
     loss as one short line above it. (HF's own bar prints every log dict, which interleaves with
     the bar; every log is in metrics.jsonl.)"""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # as HF's, with bars that write plain lines to a log (linchain.progress)
+        if state.is_world_process_zero:
+            self.training_bar = Progress(total=state.max_steps, dynamic_ncols=True)
+        self.current_step = 0
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and eval_dataloader is not None and hasattr(eval_dataloader, "__len__"):
+            if self.prediction_bar is None:
+                self.prediction_bar = Progress(total=len(eval_dataloader), leave=self.training_bar is None,
+                                               dynamic_ncols=True)
+            self.prediction_bar.update(1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not (state.is_world_process_zero and self.training_bar is not None and logs):
