@@ -129,8 +129,8 @@ def test_safe_merge_refuses_nan(tokens):
     before = layer.base_layer.weight.detach().clone()
     with torch.no_grad():
         layer.linchain_B["default"].weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        layer.merge(safe_merge=True)
+    with pytest.raises(ValueError, match="NaNs detected in the merged weights. The adapter default seems to be broken"):
+        layer.merge(safe_merge=True)  # PEFT LoRA's words (PEFT's shared merge tests match on them)
     assert torch.equal(layer.base_layer.weight, before) and not layer.merged
 
 

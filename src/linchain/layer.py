@@ -265,7 +265,9 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             if safe_merge and (
                 not torch.isfinite(new_w).all() or (new_b is not None and not torch.isfinite(new_b).all())
             ):
-                raise ValueError(f"NaN or inf found in the merged weights of adapter {name!r}; the base layer is left unchanged.")
+                # PEFT LoRA's wording first (its shared merge tests match on it), then ours
+                raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken "
+                                 f"(NaN or inf in adapter {name!r}'s merged weights; the base layer is left unchanged).")
             store_weight_(base, new_w)  # requantizes a quantized base
             if new_b is not None:
                 if base.bias is None:
