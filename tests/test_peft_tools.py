@@ -167,3 +167,21 @@ def test_state_dict_without_the_prefix_is_named():
     with pytest.raises(ValueError, match=r"starts with 'base_model.model.'.*Prefix each key"):
         set_peft_model_state_dict(model, bare)
     set_peft_model_state_dict(model, state)  # with the prefix it loads
+
+
+def test_linchain_onto_a_lora_layer_is_refused_by_name_and_the_reverse_works():
+    """Issue 19 item 2: LinChain targeting a layer that holds a LoRA adapter said 'a Linear; LinChain wraps
+    only Linear' and listed LoRA's own 'default' layers as targets."""
+    from peft import inject_adapter_in_model
+
+    build, _ = MODELS["llama"]
+    with_lora = inject_adapter_in_model(LoraConfig(r=4, target_modules=["q_proj"]), build())
+    with pytest.raises(ValueError, match=r"q_proj', which already holds another PEFT method's adapter "
+                                         r"\(peft\.tuners\.lora\.layer\.Linear\).*LinChain adapter first"):
+        inject_adapter_in_model(LinChainConfig(r=4, target_modules=["q_proj"]), with_lora)
+    with pytest.raises(ValueError, match=r"layers that exist are: \['down_proj', 'gate_proj', 'k_proj', 'lm_head', "
+                                         r"'o_proj', 'q_proj', 'up_proj', 'v_proj'\]"):
+        inject_adapter_in_model(LinChainConfig(r=4, target_modules=["nope"]), with_lora)
+    both = inject_adapter_in_model(LoraConfig(r=4, target_modules=["q_proj"]),
+                                   inject_adapter_in_model(LinChainConfig(r=4, target_modules=["q_proj"]), build()))
+    assert type(both.model.layers[0].self_attn.q_proj.base_layer).__name__ == "LinChainLayer"

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 from peft.tuners.tuners_utils import (
     BaseTuner,
+    BaseTunerLayer,
     _filter_state_dict_by_key_prefixes,
     _get_tuner_state_dict_key_prefixes,
 )
@@ -31,9 +32,12 @@ _PREFIX = "linchain_"
 def linear_layer_names(model: nn.Module) -> list[str]:
     """Sorted distinct short names of the layers LinChain can wrap (e.g. ``['k_proj', 'q_proj']``)."""
     names = set()
+    inside_adapters = [n + "." for n, m in model.named_modules() if isinstance(m, BaseTunerLayer) and n]
     for name, m in model.named_modules():
         if not isinstance(m, SUPPORTED_BASE_LAYERS) or _PREFIX in name:
             continue  # an adapter's own A/B/mixer layers are not targets
+        if any(name.startswith(p) and not name.startswith(p + "base_layer") for p in inside_adapters):
+            continue  # another PEFT method's own layers (LoRA's lora_A.default ...)
         parts = name.split(".")
         names.add(parts[-2] if parts[-1] == "base_layer" and len(parts) > 1 else parts[-1])  # a wrapped layer: its own name
     return sorted(names)
@@ -86,6 +90,13 @@ class LinChainModel(BaseTuner):
         if isinstance(target, LinChainLayer):
             target.update_layer(adapter_name, **kwargs)
             return
+        if isinstance(target, BaseTunerLayer):  # another PEFT method's layer (LoRA's lora.Linear ...)
+            raise ValueError(
+                f"LinChainConfig.target_modules matched {current_key!r}, which already holds another PEFT method's "
+                f"adapter ({type(target).__module__}.{type(target).__name__}), which LinChain cannot wrap. Add the "
+                "LinChain adapter first (the other method can wrap a LinChain layer), or leave this layer out "
+                "(exclude_modules)."
+            )
         check_base_layer(target, current_key)  # torchao/HQQ and other foreign quantized layers: refused here, not at merge
         if not isinstance(target, SUPPORTED_BASE_LAYERS):
             raise ValueError(
