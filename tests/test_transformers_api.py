@@ -101,3 +101,12 @@ def test_pipeline_from_an_adapter_folder(tmp_path):
     generator = pipeline("text-generation", model=str(adapter_dir), tokenizer=tokenizer)
     out = generator("the cat", max_new_tokens=5, do_sample=False, return_tensors=True)
     assert out[0]["generated_token_ids"][-5:] == want_ids[0, -5:].tolist()
+
+
+def test_transformers_hotswap_refuses_linchain_with_the_way_round(tmp_path):
+    """Issue 19 item 2: transformers' own refusal ('only supported for LoRA') now also names export_lora."""
+    base_dir, adapter_dir = _saved_adapter(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    model.load_adapter(str(adapter_dir), adapter_name="x")
+    with pytest.raises(ValueError, match=r"only supported for LoRA, please set `hotswap=False`.*export_lora"):
+        model.load_adapter(str(adapter_dir), adapter_name="x", hotswap=True)

@@ -324,6 +324,7 @@ def guard_lora_only_tools() -> None:
     wrap(mixed_model, "_check_config_compatible", before=refuse_configs(_MIXED_MODEL))
     _guard_optimizers(wrap, refuse_model)
     _guard_lora_helpers(wrap, refuse_model)
+    _guard_transformers_hotswap()
     wrap(peft_model, "get_model_status", after=name_peft_types)  # what PeftModel.get_model_status() calls
     peft.get_model_status = peft_model.get_model_status
 
@@ -346,6 +347,42 @@ def _guard_optimizers(wrap, refuse_model) -> None:
     for module, tool in ((optimizers, "create_lorafa_optimizer"), (lorafa, "create_lorafa_optimizer"),
                          (optimizers, "create_riemannian_optimizer"), (riemannian, "create_riemannian_optimizer")):
         wrap(module, tool, before=refuse_model(tool))
+
+
+def _guard_transformers_hotswap() -> None:
+    """transformers' ``load_adapter(..., hotswap=True)`` refuses every non-LoRA adapter with its own words;
+    for a LinChain adapter the refusal also names the way round (``export_lora``)."""
+    import inspect
+    import json
+    import os
+
+    from transformers.integrations.peft import PeftAdapterMixin
+
+    original = PeftAdapterMixin.load_adapter
+    if getattr(original, "_linchain_guard", False):
+        return
+    signature = inspect.signature(original)
+
+    def is_linchain(source, peft_config) -> bool:
+        if isinstance(peft_config, dict) and peft_config.get("peft_type") == LINCHAIN:
+            return True
+        path = os.path.join(str(source), "adapter_config.json") if source else ""
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("peft_type") == LINCHAIN
+        except (OSError, ValueError):
+            return False
+
+    @functools.wraps(original)
+    def load_adapter(self, *args, **kwargs):
+        given = signature.bind_partial(self, *args, **kwargs).arguments
+        if given.get("hotswap") is True and is_linchain(given.get("peft_model_id"), given.get("peft_config")):
+            raise ValueError("Hotswapping is currently only supported for LoRA, please set `hotswap=False`. "
+                             + _lora_only("load_adapter(..., hotswap=True)"))
+        return original(self, *args, **kwargs)
+
+    load_adapter._linchain_guard = True
+    PeftAdapterMixin.load_adapter = load_adapter
 
 
 def _guard_lora_helpers(wrap, refuse_model) -> None:
