@@ -6,26 +6,33 @@ Importing this package registers the method with PEFT under ``peft_type="LINCHAI
 """
 
 import logging as _logging
+import sys as _sys
 
+from .threads import is_command_process as _is_command_process
 from .threads import wait_passively_in_commands as _wait_passively_in_commands
-
-# a `linchain` command's OpenMP threads sleep while they wait instead of spinning on cores other
-# jobs need (linchain.threads): set before torch is imported below, as OpenMP reads it once
-_wait_passively_in_commands()
-
-# bitsandbytes (the optional quant extra), imported by PEFT, warns at import on CPUs with
-# AVX512-BF16 that the optional `kernels` package is missing: noise on every command. Only that
-# one logger is quietened (to ERROR), before PEFT is imported.
-_logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
-
-from .config import LINCHAIN, LinChainConfig  # noqa: E402
-from .export import export_lora  # noqa: E402
-from .layer import LinChainLayer  # noqa: E402
-from .model import LinChainModel  # noqa: E402
-from .registry import register  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["LINCHAIN", "LinChainConfig", "LinChainLayer", "LinChainModel", "__version__", "export_lora", "register"]
 
-register()
+# `linchain` / `linchain --help` only print the list of commands: that process needs neither torch nor
+# PEFT (importing them took ~7 s), so the method is not loaded there
+_USAGE_ONLY = _is_command_process() and _sys.argv[1:] in ([], ["-h"], ["--help"])
+
+if not _USAGE_ONLY:
+    # a `linchain` command's OpenMP threads sleep while they wait instead of spinning on cores other
+    # jobs need (linchain.threads): set before torch is imported below, as OpenMP reads it once
+    _wait_passively_in_commands()
+
+    # bitsandbytes (the optional quant extra), imported by PEFT, warns at import on CPUs with
+    # AVX512-BF16 that the optional `kernels` package is missing: noise on every command. Only that
+    # one logger is quietened (to ERROR), before PEFT is imported.
+    _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+
+    from .config import LINCHAIN, LinChainConfig
+    from .export import export_lora
+    from .layer import LinChainLayer
+    from .model import LinChainModel
+    from .registry import register
+
+    register()

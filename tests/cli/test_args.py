@@ -180,3 +180,16 @@ def test_no_library_module_imports_the_cli():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")  # __main__ is `python -m linchain`
                  if "cli" not in p.relative_to(root).parts and p.name != "__main__.py" and any(n.startswith("linchain.cli") for n in _imports(p))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"], ["-h"]])
+def test_the_command_list_loads_neither_torch_nor_peft(argv):
+    """Issue 19 item 9: `linchain --help` took ~7 s importing torch to print the list of commands."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "linchain", *argv], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: linchain COMMAND"), proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
+    assert "linchain" in imported and not imported & {"torch", "peft", "transformers"}, sorted(imported)
