@@ -138,6 +138,18 @@ def test_analyze_refuses_earlier_results_and_the_adapters_folder(adapter, tmp_pa
     assert json.loads((out / "analysis.json").read_text())["adapters"]
 
 
+def test_analyze_writes_beside_the_adapter_by_default(adapter, tmp_path, monkeypatch, capsys):
+    """Issue 19 item 11: the default --out was ./linchain-analysis, wherever the command ran (a repository root)."""
+    monkeypatch.chdir(tmp_path)
+    run = adapter.parent  # the fixture's run folder: RUN/adapter
+    assert cli(["analyze", str(run), "--no_plots"]) == 0
+    assert (run / "analysis" / "analysis.json").is_file() and os.listdir(tmp_path) == []
+    bare = _copy_adapter(adapter, tmp_path / "mine")
+    assert cli(["analyze", str(bare), "--no_plots"]) == 0
+    assert (tmp_path / "mine-analysis" / "analysis.json").is_file()
+    shutil.rmtree(run / "analysis")
+
+
 def test_train_refuses_a_folder_with_a_previous_run(model_dir, data, tmp_path, capsys):
     out = tmp_path / "run"
     (out / "checkpoint-2").mkdir(parents=True)

@@ -28,7 +28,9 @@ PROG = "linchain analyze"
 class AnalyzeArguments:
     adapter: str = field(metadata={"help": "ADAPTER: folder written by save_pretrained (adapter_config.json + adapter_model.safetensors)."})
     adapter2: Optional[str] = field(default=None, metadata={"help": "ADAPTER2: a second adapter folder to compare with the first."})
-    out: str = field(default="linchain-analysis", metadata={"help": "Output folder for analysis.json and the PNGs."})
+    out: Optional[str] = field(default=None, metadata={"help": (
+        "Output folder for analysis.json and the PNGs. Default: beside the first adapter, in its run folder "
+        "(RUN/analysis for RUN/adapter), else ADAPTER-analysis.")})
     labels: List[str] = field(default_factory=list, metadata={"help": "Names for the adapters in tables and plots (default: folder names)."})
     max_sv: int = field(default=64, metadata={"help": "Singular values kept per layer in the JSON and plots.", "aliases": ["--max-sv"]})
     no_plots: bool = field(default=False, metadata={"help": "Write the JSON only.", "aliases": ["--no-plots"]})
@@ -53,6 +55,9 @@ def _analyze(argv: list[str]) -> int:
     if len(paths) == 2 and labels[0] == labels[1]:
         labels = [f"{labels[0]} (1)", f"{labels[1]} (2)"]
     folders = [find_adapter_dir(p, flag=flag) for p, flag in zip(paths, ("ADAPTER", "ADAPTER2"))]
+    if args.out is None:  # beside what it describes, not in whatever folder the command runs from
+        first = Path(folders[0])
+        args.out = str(first.parent / "analysis" if first.name == "adapter" else first.with_name(first.name + "-analysis"))
     # the output is checked before any work: never over an adapter read, never over earlier results unasked
     refuse_output_over_inputs(args.out, {f"adapter {p}": f for p, f in zip(paths, folders)}, "--out")
     if is_nonempty_dir(args.out) and not args.overwrite:
