@@ -10,7 +10,7 @@ import os, sys, time, statistics, torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import speed
 from peft import get_peft_model, LoraConfig
-import linchain
+import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
 from linchain import LinChainConfig, fused
 torch.set_num_threads(1)
 base, _ = speed.load_model("tiny", torch.float32, 8, True)

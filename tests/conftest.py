@@ -64,6 +64,19 @@ def reference_delta(x: torch.Tensor, A, mixers, B, scaling: float) -> torch.Tens
     return scaling * (h @ B.double().T)
 
 
+def copy_factors_to_lora(ours, lora, adapter: str = "default") -> None:
+    """Give each PEFT LoRA layer of ``lora`` the A and B of ``ours``' LinChain layer at the same path
+    (k = 0: the two models then compute the same function)."""
+    from linchain import LinChainLayer
+
+    with torch.no_grad():
+        for name, layer in ours.named_modules():
+            if isinstance(layer, LinChainLayer):
+                twin = lora.get_submodule(name)
+                twin.lora_A[adapter].weight.copy_(layer.linchain_A[adapter].weight)
+                twin.lora_B[adapter].weight.copy_(layer.linchain_B[adapter].weight)
+
+
 def layer_factors(layer, adapter: str = "default"):
     A = layer.linchain_A[adapter].weight.detach()
     B = layer.linchain_B[adapter].weight.detach()

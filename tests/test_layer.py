@@ -6,7 +6,7 @@ from peft import LoraConfig, get_peft_model
 from transformers.pytorch_utils import Conv1D
 
 from linchain import LinChainConfig, LinChainLayer
-from tests.conftest import MODELS, TEST_DTYPES, layer_factors, reference_delta
+from tests.conftest import MODELS, TEST_DTYPES, copy_factors_to_lora, layer_factors, reference_delta
 
 
 def _randomise(model, seed=3):
@@ -90,12 +90,8 @@ def test_k0_equals_peft_lora_with_the_same_factors(tokens):
     ours = get_peft_model(build(), LinChainConfig(r=4, alpha=12, num_mixers=0, target_modules=targets, init_weights=False))
     _randomise(ours)
     lora = get_peft_model(build(), LoraConfig(r=4, lora_alpha=12, target_modules=targets, init_lora_weights=False))
+    copy_factors_to_lora(ours, lora)
     with torch.no_grad():
-        for name, layer in ours.named_modules():
-            if isinstance(layer, LinChainLayer):
-                twin = lora.get_submodule(name)
-                twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
-                twin.lora_B["default"].weight.copy_(layer.linchain_B["default"].weight)
         torch.testing.assert_close(ours(tokens).logits, lora(tokens).logits, rtol=1e-5, atol=1e-5)
         assert (ours(tokens).logits - build()(tokens).logits).abs().max() > 1e-3
 
@@ -180,12 +176,8 @@ def test_rank_larger_than_a_layer_is_accepted_as_by_lora_and_refused_by_the_comm
     with pytest.warns(UserWarning, match=r"r=40 .*self_attn.k_proj"):
         ours = get_peft_model(build(), LinChainConfig(r=40, alpha=8, num_mixers=0, target_modules=["k_proj"], init_weights=False))
     lora = get_peft_model(build(), LoraConfig(r=40, lora_alpha=8, target_modules=["k_proj"], init_lora_weights=False))
+    copy_factors_to_lora(ours, lora)
     with torch.no_grad():
-        for name, layer in ours.named_modules():
-            if isinstance(layer, LinChainLayer):
-                twin = lora.get_submodule(name)
-                twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
-                twin.lora_B["default"].weight.copy_(layer.linchain_B["default"].weight)
         torch.testing.assert_close(ours(tokens).logits, lora(tokens).logits, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=r"r=40 .*self_attn.k_proj.*exclude_modules"), refuse_rank_above_layer():
         get_peft_model(build(), LinChainConfig(r=40, target_modules=["k_proj"]))

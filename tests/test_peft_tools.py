@@ -9,7 +9,7 @@ from peft.utils import hotswap
 
 import linchain
 from linchain import LinChainConfig
-from tests.conftest import MODELS
+from tests.conftest import MODELS, copy_factors_to_lora
 
 
 def _linchain(adapter="default"):
@@ -119,13 +119,7 @@ def _k0_beside_lora():
     build, targets = MODELS["llama"]
     ours = get_peft_model(build(), LinChainConfig(r=4, alpha=12, num_mixers=0, target_modules=targets, init_weights=False))
     lora = get_peft_model(build(), LoraConfig(r=4, lora_alpha=12, target_modules=targets, init_lora_weights=False))
-    with torch.no_grad():
-        for name, layer in ours.named_modules():
-            if isinstance(layer, linchain.LinChainLayer):
-                twin = lora.get_submodule(name)
-                twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
-                twin.lora_B["default"].weight.copy_(torch.randn_like(twin.lora_B["default"].weight))
-                layer.linchain_B["default"].weight.copy_(twin.lora_B["default"].weight)
+    copy_factors_to_lora(ours, lora)  # init_weights=False: B is random and non-zero too
     return ours.eval(), lora.eval()
 
 
