@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Optional
 
 import torch
@@ -266,6 +265,18 @@ def _is_linchain_config(config) -> bool:
     return getattr(config, "peft_type", None) == LINCHAIN
 
 
+def _install(owner, name: str, make) -> None:
+    """Replace ``owner.name`` (a module's function or a class's method) by ``make(original)``, once:
+    a replacement carries ``_linchain_guard``, so a second call leaves it; a name this PEFT or
+    transformers version lacks is skipped."""
+    original = getattr(owner, name, None)
+    if original is None or getattr(original, "_linchain_guard", False):
+        return
+    replacement = make(original)
+    replacement._linchain_guard = True
+    setattr(owner, name, replacement)
+
+
 def guard_lora_only_tools() -> None:
     """Make PEFT's free-standing LoRA-only tools refuse LinChain with a clear error, and its status report name it.
 
@@ -281,19 +292,17 @@ def guard_lora_only_tools() -> None:
     from peft.utils import hotswap
 
     def wrap(module, name: str, before=None, after=None) -> None:
-        original = getattr(module, name, None)
-        if original is None or getattr(original, "_linchain_guard", False):
-            return
+        def make(original):
+            @functools.wraps(original)
+            def guarded(*args, **kwargs):
+                if before is not None:
+                    before(*args, **kwargs)
+                result = original(*args, **kwargs)
+                return after(result, *args, **kwargs) if after is not None else result
 
-        @functools.wraps(original)
-        def guarded(*args, **kwargs):
-            if before is not None:
-                before(*args, **kwargs)
-            result = original(*args, **kwargs)
-            return after(result, *args, **kwargs) if after is not None else result
+            return guarded
 
-        guarded._linchain_guard = True
-        setattr(module, name, guarded)
+        _install(module, name, make)
 
     def refuse_configs(message):
         def check(*configs, **kwargs):
@@ -341,9 +350,7 @@ def _guard_optimizers(wrap, refuse_model) -> None:
     from peft.optimizers import lorafa, loraplus, riemannian
 
     for module in (optimizers, loraplus):
-        original = getattr(module, "create_loraplus_optimizer", None)
-        if original is not None and not getattr(original, "_linchain_guard", False):
-            setattr(module, "create_loraplus_optimizer", _linchain_loraplus(original))
+        _install(module, "create_loraplus_optimizer", _linchain_loraplus)
     for module, tool in ((optimizers, "create_lorafa_optimizer"), (lorafa, "create_lorafa_optimizer"),
                          (optimizers, "create_riemannian_optimizer"), (riemannian, "create_riemannian_optimizer")):
         wrap(module, tool, before=refuse_model(tool))
@@ -358,11 +365,6 @@ def _guard_transformers_hotswap() -> None:
 
     from transformers.integrations.peft import PeftAdapterMixin
 
-    original = PeftAdapterMixin.load_adapter
-    if getattr(original, "_linchain_guard", False):
-        return
-    signature = inspect.signature(original)
-
     def is_linchain(source, peft_config) -> bool:
         if isinstance(peft_config, dict) and peft_config.get("peft_type") == LINCHAIN:
             return True
@@ -373,16 +375,20 @@ def _guard_transformers_hotswap() -> None:
         except (OSError, ValueError):
             return False
 
-    @functools.wraps(original)
-    def load_adapter(self, *args, **kwargs):
-        given = signature.bind_partial(self, *args, **kwargs).arguments
-        if given.get("hotswap") is True and is_linchain(given.get("peft_model_id"), given.get("peft_config")):
-            raise ValueError("Hotswapping is currently only supported for LoRA, please set `hotswap=False`. "
-                             + _lora_only("load_adapter(..., hotswap=True)"))
-        return original(self, *args, **kwargs)
+    def make(original):
+        signature = inspect.signature(original)
 
-    load_adapter._linchain_guard = True
-    PeftAdapterMixin.load_adapter = load_adapter
+        @functools.wraps(original)
+        def load_adapter(self, *args, **kwargs):
+            given = signature.bind_partial(self, *args, **kwargs).arguments
+            if given.get("hotswap") is True and is_linchain(given.get("peft_model_id"), given.get("peft_config")):
+                raise ValueError("Hotswapping is currently only supported for LoRA, please set `hotswap=False`. "
+                                 + _lora_only("load_adapter(..., hotswap=True)"))
+            return original(self, *args, **kwargs)
+
+        return load_adapter
+
+    _install(PeftAdapterMixin, "load_adapter", make)
 
 
 def _guard_lora_helpers(wrap, refuse_model) -> None:
@@ -394,10 +400,7 @@ def _guard_lora_helpers(wrap, refuse_model) -> None:
     from peft.tuners.lora import eva
     from peft.utils import loftq_utils
 
-    original = getattr(helpers, "rescale_adapter_scale", None)
-    if original is not None and not getattr(original, "_linchain_guard", False):
-        rescale = _linchain_rescale(original)
-        helpers.rescale_adapter_scale = rescale
+    _install(helpers, "rescale_adapter_scale", _linchain_rescale)
     for module, tool in ((eva, "initialize_lora_eva_weights"), (eva, "get_eva_state_dict"),
                          (peft, "initialize_lora_eva_weights"), (peft, "get_eva_state_dict"),
                          (loftq_utils, "replace_lora_weights_loftq"), (peft, "replace_lora_weights_loftq"),
@@ -418,7 +421,7 @@ def _linchain_rescale(original):
         for m in layers:
             m.scaling = {k: v * multiplier for k, v in m.scaling.items()}
         try:
-            with original(model, multiplier) if any(_is_lora_layer(m) for m in model.modules()) else contextlib.nullcontext():
+            with original(model, multiplier) if any(_is_lora_layer(m) for m in model.modules()) else nullcontext():
                 yield
         finally:
             for m, scaling in zip(layers, saved):
@@ -428,7 +431,6 @@ def _linchain_rescale(original):
     def rescale(model, multiplier):
         return linchain_rescale(model, multiplier) if _has_linchain(model) else original(model, multiplier)
 
-    rescale._linchain_guard = True
     return rescale
 
 
@@ -467,7 +469,6 @@ def _linchain_loraplus(original):
         ], lr=lr, **kwargs)
         return optimizer
 
-    create._linchain_guard = True
     return create
 
 
