@@ -356,14 +356,17 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
 
     def _fused_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``base_layer(x) + s * B(M_k(...M_1(A(dropout(x)))...))`` in one autograd Function (fused.py)."""
-        dropout = self.linchain_dropout[name]
         A_f, c = self._fold(name)
-        p, drop = 0.0, None
-        if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0:
-            # drawn here, with or without autograd, so a checkpoint recompute draws the same elements
-            p, drop = dropout.p, _draw_dropped(x, dropout.p)
+        p = self._active_dropout_p(name)
+        # drawn here, with or without autograd, so a checkpoint recompute draws the same elements
+        drop = _draw_dropped(x, p) if p > 0 else None
         return fused.fused_forward(x, self.base_layer, A_f, c, self.linchain_B[name].weight,
                                    self.scaling[name], p, drop)
+
+    def _active_dropout_p(self, name: str) -> float:
+        """The probability the layer's own ``nn.Dropout`` of adapter ``name`` drops with now (0.0: inactive)."""
+        dropout = self.linchain_dropout[name]
+        return dropout.p if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0 else 0.0
 
     def _adapter_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``s * B(M_k(...M_1(A(dropout(x)))...))`` of adapter ``name``: (..., in) -> (..., out), in the adapter's dtype."""
@@ -379,9 +382,10 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             return self.linchain_B[name](h) * self.scaling[name]
         # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
         A_folded, c = self._fold(name)
-        if isinstance(dropout, nn.Dropout) and dropout.training and dropout.p > 0:
+        p = self._active_dropout_p(name)
+        if p > 0:
             # = A_folded(dropout(x)), cheaper, and the same draw with or without autograd (checkpointing)
-            h = dropout_linear(x, A_folded, dropout.p)
+            h = dropout_linear(x, A_folded, p)
         else:
             h = F.linear(dropout(x), A_folded)
         if c is not None:
