@@ -17,6 +17,8 @@ from .saved import ADAPTER, chain_layers, check_finite, group_chain_tensors, rea
 __all__ = ["AFFINE_MODES", "export_lora"]
 
 AFFINE_MODES = ("error", "lora_bias")
+#: LinChainConfig.bias -> LoraConfig.bias where the names differ
+_LORA_BIAS = {"linchain_only": "lora_only"}
 
 def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error", overwrite: bool = False) -> Path:
     """Write the LinChain adapter in ``src`` as a stock PEFT LoRA adapter in ``dst``.
@@ -71,7 +73,7 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         layers_pattern=config.get("layers_pattern"),
         lora_bias=has_affine,
         # trained base biases (LinChainConfig.bias) travel as passthrough tensors, LoRA's bias names them
-        bias={"linchain_only": "lora_only"}.get(config.get("bias", "none"), config.get("bias", "none")),
+        bias=_LORA_BIAS.get(config.get("bias", "none"), config.get("bias", "none")),
         base_model_name_or_path=config.get("base_model_name_or_path"),
         revision=config.get("revision"),
         task_type=config.get("task_type"),

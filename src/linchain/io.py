@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
 
-__all__ = ["OutputExistsError", "atomic_dir", "refuse_output_over_inputs", "atomic_write_json", "atomic_write_text", "is_nonempty_dir", "strict_json"]
+__all__ = ["OutputExistsError", "atomic_dir", "check_output_folder", "refuse_output_over_inputs", "atomic_write_json", "atomic_write_text", "is_nonempty_dir", "strict_json"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -93,6 +93,14 @@ def refuse_output_over_inputs(output: PathLike, inputs: dict[str, PathLike], fla
                     else "lies inside" if source in out.parents else None)
         if relation:
             raise OutputExistsError(f"{flag} {output} {relation} {what} ({path}); choose another folder")
+
+
+def check_output_folder(output: PathLike, inputs: dict[str, PathLike], flag: str, overwrite: bool) -> None:
+    """A command's output check before any work: never over an input (:func:`refuse_output_over_inputs`),
+    and a non-empty folder only with ``--overwrite``."""
+    refuse_output_over_inputs(output, inputs, flag)
+    if is_nonempty_dir(output) and not overwrite:
+        raise OutputExistsError(f"{flag} {output} already holds files; pass --overwrite to replace them, or choose another folder")
 
 
 def is_nonempty_dir(path: PathLike) -> bool:

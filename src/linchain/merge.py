@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Union
 
-from .io import OutputExistsError, atomic_dir, is_nonempty_dir, refuse_output_over_inputs
+from .io import atomic_dir, check_output_folder, refuse_output_over_inputs
 from .resolve import adapter_base_model, find_adapter_dir, resolve_model_path, tokenizer_source, torch_dtype
 
 __all__ = ["merge_adapter"]
@@ -26,9 +26,7 @@ def merge_adapter(adapter: Union[str, os.PathLike], output_dir: Union[str, os.Pa
 
     adapter = find_adapter_dir(adapter)
     # checked before the model loads: never over what is read (the adapter, its run, a local base model)
-    refuse_output_over_inputs(output_dir, {"the adapter being merged": adapter}, "--output_dir")
-    if is_nonempty_dir(output_dir) and not overwrite:
-        raise OutputExistsError(f"--output_dir {output_dir} already holds files; pass --overwrite to replace them, or choose another folder")
+    check_output_folder(output_dir, {"the adapter being merged": adapter}, "--output_dir", overwrite)
     base_path = resolve_model_path(base_model or adapter_base_model(adapter) or "")
     if not base_path:
         raise ValueError(f"{adapter}/adapter_config.json names no base model: pass --base_model")

@@ -8,6 +8,8 @@ never moves the cursor or clears a line.
 
 from __future__ import annotations
 
+import sys
+
 from tqdm.std import tqdm
 
 __all__ = ["PLAIN_INTERVAL", "Progress"]
@@ -27,8 +29,6 @@ class Progress(tqdm):
     """tqdm on a terminal; one plain line per refresh (every ``PLAIN_INTERVAL`` s and at the end) elsewhere."""
 
     def __init__(self, *args, **kwargs):
-        import sys
-
         file = kwargs.get("file") or sys.stderr
         if not _is_terminal(file):
             kwargs["mininterval"] = max(kwargs.get("mininterval", 0.1), PLAIN_INTERVAL)
@@ -61,7 +61,7 @@ class Progress(tqdm):
     def close(self):
         if self.disable or _is_terminal(self.fp):
             return super().close()
-        if self.leave and not self.disable:
+        if self.leave:
             self.display()  # the final line (tqdm's own close would add a bare newline, or a carriage return)
         self.sp = None  # so tqdm's close only does its bookkeeping (it prints nothing without a printer)
         return super().close()

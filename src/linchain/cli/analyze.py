@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..io import OutputExistsError, atomic_dir, is_nonempty_dir, refuse_output_over_inputs
+from ..io import atomic_dir, check_output_folder
 from ..resolve import find_adapter_dir
 from ..threads import THREADS_HELP, check_num_threads, set_threads
 from .args import parse, run_command
@@ -59,9 +59,7 @@ def _analyze(argv: list[str]) -> int:
         first = Path(folders[0])
         args.out = str(first.parent / "analysis" if first.name == "adapter" else first.with_name(first.name + "-analysis"))
     # the output is checked before any work: never over an adapter read, never over earlier results unasked
-    refuse_output_over_inputs(args.out, {f"adapter {p}": f for p, f in zip(paths, folders)}, "--out")
-    if is_nonempty_dir(args.out) and not args.overwrite:
-        raise OutputExistsError(f"--out {args.out} already holds files; pass --overwrite to replace them, or choose another folder")
+    check_output_folder(args.out, {f"adapter {p}": f for p, f in zip(paths, folders)}, "--out", args.overwrite)
     set_threads(args.num_threads, PROG)  # after the checks: a wrong folder is answered at once
     analyses = [analyze_adapter(p, label=l, max_values=args.max_sv) for p, l in zip(folders, labels)]
 
