@@ -1,0 +1,345 @@
+"""The one write path: every command writes its output folder through an :class:`OutputFolder`.
+
+An output folder has a *kind* (``train``, ``eval``, ``merge``, ``export-lora``, ``analyze``,
+``compare``, ``seq-cls``) recorded in a marker file, ``.linchain-output.json``, that linchain writes
+into it (``{"kind", "status", "linchain", "pid", "updated"[, "error"]}``; status ``writing`` while a
+command writes, then ``complete`` or ``failed``). The folder object decides, before any model loads:
+
+- **what may be replaced**: a missing or empty folder is written; a folder holding files is replaced
+  only with ``--overwrite`` and only when linchain wrote it for the same kind of output (its marker,
+  or, for folders written before markers existed, a layout made only of that kind's files). A folder
+  of another kind, or holding files linchain did not write, is refused even with ``--overwrite``;
+- **what is never an output**: a folder that is, holds or lies inside one of the command's inputs
+  (the adapter, the base model it names, the data), one that is or holds an input's run folder
+  (outputs may live inside a run: ``RUN/analysis``), the current folder, the home folder, ``/``;
+- **what would fail later**: the path is a file, the nearest existing folder is not writable, or the
+  disk has less free space than the command needs.
+
+While it writes, a command holds an exclusive lock (``flock`` on ``.NAME.lock`` beside the folder):
+a second writer is refused at once, naming the process that holds it; a lock file left by a killed
+process is taken over (the kernel released its lock), saying so. Outputs that are several files
+appear together (:meth:`OutputFolder.replace_whole`: built beside, swapped in whole, the old folder
+kept until then); outputs written over time (a training run) are marked ``failed`` when the command
+fails (:meth:`OutputFolder.writing`), and ``--overwrite`` removes the previous run's files before the
+new run writes its first one (:meth:`OutputFolder.clear`), so old and new results never mix.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import fnmatch
+import json
+import os
+import shutil
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping, Optional, Union
+
+from .io import OutputExistsError, atomic_dir, atomic_write_json
+
+__all__ = ["KINDS", "MARKER", "OutputFolder", "OutputLockedError", "read_marker"]
+
+PathLike = Union[str, os.PathLike]
+
+MARKER = ".linchain-output.json"
+
+#: per kind, the names (fnmatch patterns) a folder of that kind holds; a folder without a marker
+#: whose every entry matches counts as written by an earlier linchain of that kind
+KINDS: dict[str, tuple[str, ...]] = {
+    "train": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "loss_curve.png", "summary.txt",
+              "summary.json", "runs", "analysis", "eval", ".*"),
+    "seq-cls": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "results.json", "summary.json",
+                "summary.txt", "predictions.jsonl", ".*"),
+    "eval": ("results.json", "predictions.jsonl", ".*"),
+    "merge": ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json", "tokenizer*",
+              "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.*", "added_tokens.json", ".*"),
+    "export-lora": ("adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer*", "special_tokens_map.json",
+                    "vocab.json", "merges.txt", "chat_template.*", "added_tokens.json", ".*"),
+    "analyze": ("analysis.json", "*.png", ".*"),
+    "compare": ("settings.json", "data", "base", "runs", "report.md", "report.json", "*.png", "failed.json", ".*"),
+}
+
+#: space a command needs at least (bytes) unless it says more; below it the write would fail midway
+MIN_FREE_BYTES = 64 * 2**20
+
+
+class OutputLockedError(OutputExistsError):
+    """Another process holds the output folder's lock."""
+
+
+def read_marker(path: PathLike) -> Optional[dict]:
+    """The marker of output folder ``path`` (None when absent or unreadable)."""
+    try:
+        marker = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _nearest_existing(path: Path) -> Path:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return folder
+    return Path("/")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (root passes ``os.access`` on read-only mounts' folders too)."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def _relation(out: Path, source: Path) -> Optional[str]:
+    if out == source:
+        return "is"
+    if out in source.parents:
+        return "holds"
+    if source in out.parents:
+        return "lies inside"
+    return None
+
+
+class OutputFolder:
+    """One command's output folder (see the module docstring for what it guarantees).
+
+    ``kind``: a key of :data:`KINDS`. ``flag``: how the user named it (``--output_dir``, ``DST``),
+    used in every refusal. ``inputs``: what the command reads, ``{"the adapter being merged": path}``
+    (local paths; hub ids are skipped): the output may not be, hold or lie inside one. ``runs``:
+    input folders the output may lie inside but not be or hold (an adapter's run folder).
+    ``overwrite``: the user's ``--overwrite``. ``resume``: a training run continued in place (the
+    folder must be a run of this kind). ``needs_bytes``: free space required before any work.
+    """
+
+    def __init__(self, path: PathLike, kind: str, *, flag: str = "--output_dir", overwrite: bool = False,
+                 resume: bool = False, inputs: Optional[Mapping[str, Optional[PathLike]]] = None,
+                 runs: Optional[Mapping[str, Optional[PathLike]]] = None, needs_bytes: int = MIN_FREE_BYTES,
+                 command: str = "linchain") -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown output kind {kind!r} (valid: {', '.join(KINDS)})")
+        self.path, self.kind, self.flag = Path(path), kind, flag
+        self.overwrite, self.resume, self.needs_bytes, self.command = overwrite, resume, needs_bytes, command
+        self.inputs = {k: v for k, v in (inputs or {}).items() if v is not None and Path(v).exists()}
+        self.runs = {k: v for k, v in (runs or {}).items() if v is not None and Path(v).exists()}
+        self._lock_fd: Optional[int] = None
+
+    def __repr__(self) -> str:
+        return f"OutputFolder({str(self.path)!r}, kind={self.kind!r})"
+
+    # ------------------------------------------------------------------ before any work
+    def check(self) -> "OutputFolder":
+        """Refuse, naming the folder and the reason, anything the write would lose or fail on. Returns self."""
+        self._check_place()
+        self._check_inputs()
+        self._check_contents()
+        self._check_disk()
+        return self
+
+    def _refuse(self, reason: str, cls: type = OutputExistsError) -> None:
+        raise cls(f"{self.flag} {self.path} {reason}")
+
+    def _check_place(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            self._refuse("is a file, not a folder; choose a folder for the outputs")
+        out = self.path.resolve()
+        for what, folder in (("the current folder", Path.cwd()), ("your home folder", Path.home())):
+            relation = _relation(out, folder.resolve())
+            if relation in ("is", "holds"):
+                self._refuse(f"{relation} {what}; name a folder for the outputs (e.g. runs/NAME)")
+        if out == Path(out.anchor):
+            self._refuse("is the file system's root; name a folder for the outputs")
+
+    def _check_inputs(self) -> None:
+        out = self.path.resolve()
+        for strict, table in ((True, self.inputs), (False, self.runs)):
+            for what, path in table.items():
+                relation = _relation(out, Path(path).resolve())
+                if relation and (strict or relation != "lies inside"):
+                    self._refuse(f"{relation} {what} ({path}); choose another folder")
+
+    def _check_contents(self) -> None:
+        if not self.path.is_dir() or not any(self.path.iterdir()):
+            if self.resume:
+                self._refuse("holds no run to resume; drop --resume to start a new run")
+            return
+        kind = self.found_kind()
+        if kind is None:
+            self._refuse(f"holds files linchain did not write ({self._sample()}); choose another folder "
+                         "(linchain replaces only folders it wrote, even with --overwrite)")
+        if kind != self.kind:
+            self._refuse(f"holds a linchain {kind} output, not a {self.kind} output; choose another folder")
+        if self.resume:
+            return
+        if not self.overwrite:
+            if self.kind in ("train", "seq-cls"):
+                self._refuse("holds a previous run; pass --resume to continue it, --overwrite to start afresh, "
+                             "or choose another folder")
+            if self.kind == "compare":
+                return  # a study resumes in place (compare checks its settings.json itself)
+            self._refuse("already holds files; pass --overwrite to replace them, or choose another folder")
+
+    def _check_disk(self) -> None:
+        folder = _nearest_existing(self.path)
+        if not _writable(folder):
+            self._refuse(f"cannot be written: {folder} is not writable; choose a folder you can write to",
+                         PermissionError)
+        free = _free_bytes(folder)
+        if free < self.needs_bytes:
+            self._refuse(f"cannot be written: {free / 2**20:.0f} MiB free on its disk, the command needs at least "
+                         f"{self.needs_bytes / 2**20:.0f} MiB; free some space or choose another disk", OSError)
+
+    def found_kind(self) -> Optional[str]:
+        """The kind of output the folder holds: its marker's, else the one whose layout its files match."""
+        marker = read_marker(self.path)
+        if marker is not None and marker.get("kind") in KINDS:
+            return marker["kind"]
+        names = [p.name for p in self.path.iterdir()]
+        for kind in (self.kind, *KINDS):  # this command's own kind first: layouts overlap (hidden files)
+            if names and all(any(fnmatch.fnmatchcase(n, pattern) for pattern in KINDS[kind]) for n in names):
+                if any(not n.startswith(".") for n in names):
+                    return kind
+        return None
+
+    def _sample(self) -> str:
+        names = sorted(p.name for p in self.path.iterdir())
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    # ------------------------------------------------------------------ the lock
+    @property
+    def lock_path(self) -> Path:
+        path = self.path.resolve()
+        return path.parent / f".{path.name}.lock"
+
+    @contextmanager
+    def locked(self) -> Iterator["OutputFolder"]:
+        """Hold the folder's exclusive lock for the block (re-entrant within this object)."""
+        if self._lock_fd is not None:
+            yield self
+            return
+        self._acquire()
+        try:
+            yield self
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        lock = self.lock_path
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                os.close(fd)
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = self._holder(lock)
+                self._refuse(f"is being written by another linchain process ({holder}); wait for it to finish, "
+                             "or choose another folder", OutputLockedError)
+            try:  # the file may have been removed (released) between open and flock: lock the current one
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        left = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        if left:
+            print(f"{self.command}: taking over the lock of {self.path} left by a process that no longer runs ({left})",
+                  file=sys.stderr, flush=True)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}".encode())
+        self._lock_fd = fd
+
+    @staticmethod
+    def _holder(lock: Path) -> str:
+        try:
+            return lock.read_text(encoding="utf-8", errors="replace").strip()[:200] or "pid unknown"
+        except OSError:
+            return "pid unknown"
+
+    def _release(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
+        try:
+            self.lock_path.unlink(missing_ok=True)  # while still held: a waiting opener re-checks the inode
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # ------------------------------------------------------------------ writing
+    def _marker(self, status: str, error: Optional[str] = None) -> dict:
+        import linchain
+
+        marker = {"kind": self.kind, "status": status, "linchain": linchain.__version__, "pid": os.getpid(),
+                  "updated": _now()}
+        if error:
+            marker["error"] = error[:500]  # a bounded summary, never an unbounded input
+        return marker
+
+    def mark(self, status: str, error: Optional[str] = None) -> None:
+        """Write the marker (``writing`` / ``complete`` / ``failed``) into the folder."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.path / MARKER, self._marker(status, error))
+
+    @contextmanager
+    def replace_whole(self) -> Iterator[Path]:
+        """Check, lock, and yield a temporary sibling folder that becomes the output whole on success.
+
+        The marker (``complete``) is written into it last; a failure leaves the previous folder as it was.
+        """
+        with self.locked():
+            self.check()
+            with atomic_dir(self.path, overwrite=True) as tmp:
+                yield tmp
+                atomic_write_json(tmp / MARKER, self._marker("complete"))
+
+    @contextmanager
+    def writing(self) -> Iterator["OutputFolder"]:
+        """Check, lock, mark ``writing``; on success ``complete``, on failure ``failed`` (with the error).
+
+        A Ctrl-C that the command turns into a clean stop returns normally (the command decides);
+        a KeyboardInterrupt or SystemExit raised through the block marks the folder ``interrupted``.
+        """
+        with self.locked():
+            self.check()
+            self.mark("writing")
+            try:
+                yield self
+            except (KeyboardInterrupt, SystemExit):
+                self.mark("interrupted")
+                raise
+            except BaseException as err:
+                self.mark("failed", f"{type(err).__name__}: {err}")
+                raise
+            self.mark("complete")
+
+    def clear(self, keep: tuple[str, ...] = ()) -> list[str]:
+        """Remove what an earlier output of this kind left (``--overwrite``), keeping the marker, the
+        names in ``keep`` and files that are not this kind's. Only after :meth:`check` under the lock."""
+        if self._lock_fd is None:
+            raise RuntimeError("OutputFolder.clear() outside locked()/writing()")
+        removed = []
+        for entry in sorted(self.path.iterdir()) if self.path.is_dir() else []:
+            name = entry.name
+            if name == MARKER or name in keep or name.startswith(".") or \
+                    not any(fnmatch.fnmatchcase(name, pattern) for pattern in KINDS[self.kind]):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(name)
+        return removed
