@@ -64,17 +64,23 @@ def _error_line(capsys, command: str) -> str:
 
 
 # ------------------------------------------------------------------------------- data loss
-def test_merge_and_export_refuse_a_non_empty_folder_and_keep_its_files(model_dir, adapter, tmp_path, capsys):
+def test_merge_and_export_refuse_a_users_folder_even_with_overwrite(model_dir, adapter, tmp_path, capsys):
+    """Issue 17: --overwrite replaces only a folder linchain wrote for the same kind of output."""
     target = tmp_path / "mine"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    assert cli(["merge", "--adapter", str(adapter), "--output_dir", str(target)]) == 2
-    assert "pass --overwrite" in _error_line(capsys, "merge")
-    assert cli(["export-lora", str(adapter), str(target)]) == 2
-    assert "pass --overwrite" in _error_line(capsys, "export-lora")
+    for overwrite in ([], ["--overwrite"]):
+        assert cli(["merge", "--adapter", str(adapter), "--output_dir", str(target), *overwrite]) == 2
+        assert "holds files linchain did not write (notes.txt)" in _error_line(capsys, "merge")
+        assert cli(["export-lora", str(adapter), str(target), *overwrite]) == 2
+        assert "holds files linchain did not write (notes.txt)" in _error_line(capsys, "export-lora")
     assert (target / "notes.txt").read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["mine"]
-    assert cli(["export-lora", str(adapter), str(target), "--overwrite"]) == 0  # asked for: replaced
-    assert (target / "adapter_config.json").exists()
+    exported = tmp_path / "lora"
+    assert cli(["export-lora", str(adapter), str(exported)]) == 0
+    assert cli(["export-lora", str(adapter), str(exported)]) == 2  # an earlier export: only with --overwrite
+    assert "pass --overwrite" in _error_line(capsys, "export-lora")
+    assert cli(["export-lora", str(adapter), str(exported), "--overwrite"]) == 0  # asked for: replaced
+    assert (exported / "adapter_config.json").exists()
 
 
 def test_merge_into_the_adapters_own_run_folder_is_refused_even_with_overwrite(adapter, capsys):

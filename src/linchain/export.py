@@ -11,7 +11,7 @@ from peft import LoraConfig
 from safetensors.torch import save_file
 
 from .config import LINCHAIN
-from .io import atomic_dir, refuse_output_over_inputs
+from .outputs import OutputFolder, run_of
 from .saved import ADAPTER, chain_layers, check_finite, group_chain_tensors, read_adapter
 
 __all__ = ["AFFINE_MODES", "export_lora"]
@@ -29,8 +29,9 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
     ``affine="lora_bias"`` the constant ships as the bias of ``lora_B`` (PEFT's ``lora_bias=True``,
     which PEFT scales like the rest of the update), which is exact as well.
 
-    Returns the ``dst`` path. ``dst`` is written atomically; a non-empty ``dst`` is refused unless
-    ``overwrite``. Non-finite factors are refused, naming the layer.
+    Returns the ``dst`` path. ``dst`` is written atomically through :class:`linchain.outputs.OutputFolder`
+    (kind ``export-lora``): a non-empty ``dst`` is replaced only with ``overwrite`` and only when it holds an
+    earlier export; the adapter and its run never are. Non-finite factors are refused, naming the layer.
     """
     if affine not in AFFINE_MODES:
         raise ValueError(f"affine must be one of {list(AFFINE_MODES)}, got affine={affine!r}.")
@@ -39,7 +40,10 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         src, "export_lora needs a LinChain adapter folder written by save_pretrained", peft_types=(LINCHAIN,), reader="export_lora converts"
     )
 
-    refuse_output_over_inputs(dst, {"the adapter being exported": src}, "DST")  # even with --overwrite
+    # before any work, and locked while writing: never over the adapter or its run, only over an earlier export
+    out_folder = OutputFolder(dst, "export-lora", flag="DST", overwrite=overwrite, command="linchain export-lora",
+                              inputs={"the adapter being exported": src}, runs={"the adapter's run": run_of(src)})
+    out_folder.check()
     check_finite(tensors.items(), str(weights_path))
     _, passthrough = group_chain_tensors(tensors, source=str(weights_path))
     out = dict(passthrough)
@@ -79,7 +83,7 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         task_type=config.get("task_type"),
         inference_mode=True,
     )
-    with atomic_dir(dst, overwrite=overwrite) as tmp:
+    with out_folder.replace_whole() as tmp:
         lora_config.save_pretrained(str(tmp))
         save_file(out, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     return Path(dst)

@@ -41,7 +41,7 @@ from typing import Iterator, Mapping, Optional, Union
 
 from .io import OutputExistsError, atomic_dir, atomic_write_json
 
-__all__ = ["KINDS", "MARKER", "OutputFolder", "OutputLockedError", "read_marker"]
+__all__ = ["KINDS", "MARKER", "OutputFolder", "OutputLockedError", "OutputUnwritableError", "folder_bytes", "read_marker", "run_of"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -71,6 +71,10 @@ class OutputLockedError(OutputExistsError):
     """Another process holds the output folder's lock."""
 
 
+class OutputUnwritableError(OSError):
+    """The output folder cannot be written (permissions, a read-only mount, too little free space)."""
+
+
 def read_marker(path: PathLike) -> Optional[dict]:
     """The marker of output folder ``path`` (None when absent or unreadable)."""
     try:
@@ -78,6 +82,25 @@ def read_marker(path: PathLike) -> Optional[dict]:
     except (OSError, ValueError):
         return None
     return marker if isinstance(marker, dict) else None
+
+
+def run_of(adapter_dir: PathLike) -> Optional[Path]:
+    """The training run folder an adapter folder belongs to (``RUN/adapter``), or None."""
+    folder = Path(adapter_dir)
+    parent = folder.parent
+    if folder.name != "adapter":
+        return None
+    marker = read_marker(parent)
+    if (marker or {}).get("kind") in ("train", "seq-cls") or (parent / "train_config.yaml").is_file():
+        return parent
+    return None
+
+
+def folder_bytes(path: Optional[PathLike], pattern: str = "*.safetensors") -> int:
+    """Total size of the files matching ``pattern`` in local folder ``path`` (0 for a hub id or None)."""
+    if path is None or not Path(path).is_dir():
+        return 0
+    return sum(f.stat().st_size for f in Path(path).glob(pattern) if f.is_file())
 
 
 def _now() -> str:
@@ -192,11 +215,11 @@ class OutputFolder:
         folder = _nearest_existing(self.path)
         if not _writable(folder):
             self._refuse(f"cannot be written: {folder} is not writable; choose a folder you can write to",
-                         PermissionError)
+                         OutputUnwritableError)
         free = _free_bytes(folder)
         if free < self.needs_bytes:
             self._refuse(f"cannot be written: {free / 2**20:.0f} MiB free on its disk, the command needs at least "
-                         f"{self.needs_bytes / 2**20:.0f} MiB; free some space or choose another disk", OSError)
+                         f"{self.needs_bytes / 2**20:.0f} MiB; free some space or choose another disk", OutputUnwritableError)
 
     def found_kind(self) -> Optional[str]:
         """The kind of output the folder holds: its marker's, else the one whose layout its files match."""
@@ -222,12 +245,15 @@ class OutputFolder:
 
     @contextmanager
     def locked(self) -> Iterator["OutputFolder"]:
-        """Hold the folder's exclusive lock for the block (re-entrant within this object)."""
+        """Hold the folder's exclusive lock for the block (re-entrant within this object), checked
+        (:meth:`check`) before the lock is taken (a refusal leaves no lock file) and again under it."""
         if self._lock_fd is not None:
             yield self
             return
+        self.check()
         self._acquire()
         try:
+            self.check()
             yield self
         finally:
             self._release()
@@ -301,7 +327,6 @@ class OutputFolder:
         The marker (``complete``) is written into it last; a failure leaves the previous folder as it was.
         """
         with self.locked():
-            self.check()
             with atomic_dir(self.path, overwrite=True) as tmp:
                 yield tmp
                 atomic_write_json(tmp / MARKER, self._marker("complete"))
@@ -314,7 +339,6 @@ class OutputFolder:
         a KeyboardInterrupt or SystemExit raised through the block marks the folder ``interrupted``.
         """
         with self.locked():
-            self.check()
             self.mark("writing")
             try:
                 yield self

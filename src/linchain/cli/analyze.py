@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..io import atomic_dir, check_output_folder
+from ..outputs import OutputFolder, run_of
 from ..resolve import find_adapter_dir
 from ..threads import THREADS_HELP, check_num_threads, set_threads
 from .args import parse, run_command
@@ -59,7 +59,10 @@ def _analyze(argv: list[str]) -> int:
         first = Path(folders[0])
         args.out = str(first.parent / "analysis" if first.name == "adapter" else first.with_name(first.name + "-analysis"))
     # the output is checked before any work: never over an adapter read, never over earlier results unasked
-    check_output_folder(args.out, {f"adapter {p}": f for p, f in zip(paths, folders)}, "--out", args.overwrite)
+    out_folder = OutputFolder(args.out, "analyze", flag="--out", overwrite=args.overwrite, command=PROG,
+                              inputs={f"adapter {p}": f for p, f in zip(paths, folders)},
+                              runs={f"the run of adapter {p}": run_of(f) for p, f in zip(paths, folders)})
+    out_folder.check()
     set_threads(args.num_threads, PROG)  # after the checks: a wrong folder is answered at once
     analyses = [analyze_adapter(p, label=l, max_values=args.max_sv) for p, l in zip(folders, labels)]
 
@@ -71,7 +74,7 @@ def _analyze(argv: list[str]) -> int:
     }
     if len(analyses) == 2:
         report["comparison"] = compare(*analyses)
-    with atomic_dir(out, overwrite=args.overwrite) as tmp:  # the JSON and the plots appear together
+    with out_folder.replace_whole() as tmp:  # the JSON and the plots appear together
         (tmp / "analysis.json").write_text(json.dumps(report, indent=1))
         pngs = [out / p.name for p in ([] if args.no_plots else plot_analysis(analyses, tmp))]
 

@@ -18,6 +18,7 @@ User errors (bad flags or values, missing files, bad data) surface as one line
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import signal
 import sys
@@ -230,11 +231,17 @@ def _tidy_help(parser, positional: Sequence[str]) -> None:
         parser.usage = f"{parser.prog} {' '.join(words)} [options]\n       {parser.prog} {flags} [options]"
 
 
+#: OSError numbers that describe the machine (space, permissions, read-only mounts), answered in one line
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 def _user_errors() -> tuple[type, ...]:
     from ..data import DataError
     from ..offline import OfflineError
+    from ..outputs import OutputUnwritableError
 
-    return ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, DataError, OfflineError
+    return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+            OutputUnwritableError, DataError, OfflineError)
 
 
 def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
@@ -248,8 +255,9 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
         signal.signal(signal.SIGTERM, terminate)
     try:
         return int(body() or 0)
-    except _user_errors() as err:
-        if os.environ.get("LINCHAIN_TRACEBACK"):
+    except (*_user_errors(), OSError) as err:
+        # a full disk, a read-only or forbidden folder met while writing is the machine's state, not a bug
+        if os.environ.get("LINCHAIN_TRACEBACK") or not (isinstance(err, _user_errors()) or err.errno in _MACHINE_ERRNOS):
             raise
         message = str(err).strip() or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
