@@ -26,6 +26,7 @@ new run writes its first one (:meth:`OutputFolder.clear`), so old and new result
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -53,7 +54,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     "train": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "loss_curve.png", "summary.txt",
               "summary.json", "runs", "analysis", "eval", ".*"),
     "seq-cls": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "results.json", "summary.json",
-                "summary.txt", "predictions.jsonl", ".*"),
+                "summary.txt", "predictions.jsonl", "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin",
+                "README.md", "seq_cls.json", "tokenizer*", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+                "added_tokens.json", "spm.model", "sentencepiece.bpe.model", ".*"),
     "eval": ("results.json", "predictions.jsonl", ".*"),
     "merge": ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json", "tokenizer*",
               "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.*", "added_tokens.json", ".*"),
@@ -164,6 +167,7 @@ class OutputFolder:
         """Refuse, naming the folder and the reason, anything the write would lose or fail on. Returns self."""
         self._check_place()
         self._check_inputs()
+        self._check_not_held()
         self._check_contents()
         self._check_disk()
         return self
@@ -189,6 +193,24 @@ class OutputFolder:
                 relation = _relation(out, Path(path).resolve())
                 if relation and (strict or relation != "lies inside"):
                     self._refuse(f"{relation} {what} ({path}); choose another folder")
+
+    def _check_not_held(self) -> None:
+        """A folder another process is writing is refused as such (not as "holds files": that advice
+        would only lead to the lock refusal). Our own lock, held already, is not a refusal."""
+        lock = self.lock_path
+        if self._lock_fd is not None or not lock.exists():
+            return
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            self._refuse(f"is being written by another linchain process ({self._holder(lock)}); wait for it to "
+                         "finish, or choose another folder", OutputLockedError)
+        finally:
+            os.close(fd)
 
     def _check_contents(self) -> None:
         if not self.path.is_dir() or not any(self.path.iterdir()):
@@ -332,27 +354,40 @@ class OutputFolder:
                 atomic_write_json(tmp / MARKER, self._marker("complete"))
 
     @contextmanager
-    def writing(self) -> Iterator["OutputFolder"]:
+    def writing(self, saved: tuple[str, ...] = ()) -> Iterator["OutputFolder"]:
         """Check, lock, mark ``writing``; on success ``complete``, on failure ``failed`` (with the error).
 
-        A Ctrl-C that the command turns into a clean stop returns normally (the command decides);
-        a KeyboardInterrupt or SystemExit raised through the block marks the folder ``interrupted``.
+        A KeyboardInterrupt or SystemExit raised through the block marks the folder ``interrupted``.
+        ``saved``: names (fnmatch patterns) whose presence means the command saved something worth
+        keeping (an adapter, a checkpoint). A command that fails in a folder that was new or empty
+        before it and holds none of them yet leaves the folder as it found it (what it wrote of this
+        kind removed), so the corrected command runs again without ``--overwrite``.
         """
         with self.locked():
+            fresh = not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
             self.mark("writing")
             try:
                 yield self
-            except (KeyboardInterrupt, SystemExit):
-                self.mark("interrupted")
-                raise
             except BaseException as err:
-                self.mark("failed", f"{type(err).__name__}: {err}")
+                if fresh and saved and not any(fnmatch.fnmatchcase(p.name, pat) for p in self.path.iterdir() for pat in saved):
+                    self._undo_fresh_start()
+                elif isinstance(err, (KeyboardInterrupt, SystemExit)):
+                    self.mark("interrupted")
+                else:
+                    self.mark("failed", f"{type(err).__name__}: {err}")
                 raise
             self.mark("complete")
 
+    def _undo_fresh_start(self) -> None:
+        self.clear()
+        (self.path / MARKER).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.rmdir()  # only when empty: anything else written there stays
+
     def clear(self, keep: tuple[str, ...] = ()) -> list[str]:
         """Remove what an earlier output of this kind left (``--overwrite``), keeping the marker, the
-        names in ``keep`` and files that are not this kind's. Only after :meth:`check` under the lock."""
+        names in ``keep`` and files that are not this kind's. Only after :meth:`check` under the lock.
+        Returns the names removed. Says what it removed on stderr."""
         if self._lock_fd is None:
             raise RuntimeError("OutputFolder.clear() outside locked()/writing()")
         removed = []
@@ -366,4 +401,7 @@ class OutputFolder:
             else:
                 entry.unlink()
             removed.append(name)
+        if removed:
+            print(f"{self.command}: --overwrite: removed the previous output's {', '.join(removed[:6])}"
+                  + (f" and {len(removed) - 6} more" if len(removed) > 6 else ""), file=sys.stderr, flush=True)
         return removed

@@ -126,5 +126,5 @@ def test_seq_cls_refuses_a_non_empty_output_folder(encoder_dir, tmp_path, capsys
     data = _sentiment_csv(tmp_path / "sent.csv", 20)
     assert train_main(["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data,
                        "--max_steps", "1", "--output_dir", str(out)]) == 2
-    assert "notes.txt; pass --overwrite" in capsys.readouterr().err
+    assert "holds files linchain did not write (notes.txt); choose another folder" in capsys.readouterr().err
     assert os.listdir(out) == ["notes.txt"]

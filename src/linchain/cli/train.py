@@ -6,23 +6,43 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Optional, Sequence
 
-from .args import parse, pop_task_type, run_command
+from .args import _config_values, parse, pop_task_type, run_command
 from .seq_cls import run_seq_cls_command
 
 __all__ = ["main", "parse_args"]
 
 PROG = "linchain train"
 
+#: keys a --config file may hold but that never come from one: how a run is launched (an older
+#: linchain saved ``overwrite: true`` into train_config.yaml, and reusing that file with --config
+#: wiped the run it came from) and secrets. They are taken from the command line only.
+LAUNCH_KEYS = ("overwrite", "resume", "resume_from_checkpoint", "overwrite_output_dir", "logging_dir", "hub_token",
+               "push_to_hub_token")
+#: errors of the file system that are the user's to fix (a read-only folder, a full disk), in one line
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, None}
+
+
+def _say_ignored(argv: Sequence[str]) -> None:
+    """Name the launch keys a --config file holds (they are ignored), so nothing is dropped silently."""
+    _, values, path = _config_values(list(argv))
+    held = [k for k in LAUNCH_KEYS if values.get(k) not in (None, False, "")]
+    if held:
+        print(f"{PROG}: --config {path}: ignoring {', '.join(held)} (how a run is launched, not what it is: "
+              "give it on the command line)", file=sys.stderr, flush=True)
+
 
 def parse_args(argv: Sequence[str]):
     """(ModelArguments, DataArguments, LinChainTrainingArguments) from flags and an optional YAML file."""
     from ..train.args import DataArguments, LinChainTrainingArguments, ModelArguments
 
+    _say_ignored(argv)
     # a run's train_config.yaml also records the resolved model folder; --config reads it back
-    return parse(argv, (ModelArguments, DataArguments, LinChainTrainingArguments), PROG, ignore_config_keys=("resolved_model_path",))
+    return parse(argv, (ModelArguments, DataArguments, LinChainTrainingArguments), PROG,
+                 ignore_config_keys=("resolved_model_path", *LAUNCH_KEYS))
 
 
 def _train(argv: list[str]) -> int:
@@ -35,9 +55,22 @@ def _train(argv: list[str]) -> int:
     return 130 if result.interrupted else 0
 
 
+def _one_line_disk_errors(argv: list[str]) -> int:
+    """A folder that cannot be written or a full disk is the user's to fix: one line naming the
+    path, not a traceback (the output folder's checks raise these before any model loads)."""
+    try:
+        return _train(argv)
+    except OSError as err:
+        if isinstance(err, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)) or \
+                err.errno not in _DISK_ERRNOS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        raise ValueError(f"cannot write{where}: {err.strerror or err}" if err.errno else str(err)) from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_command(PROG, lambda: _train(argv))
+    return run_command(PROG, lambda: _one_line_disk_errors(argv))
 
 
 if __name__ == "__main__":

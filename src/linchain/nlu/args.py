@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from ..resolve import OFFLINE_ENCODER
 from ..threads import THREADS_HELP, check_num_threads
+from ..train.args import refuse_bad_seed, refuse_non_finite, refuse_zero_work
 from .presets import PRESETS
 
 __all__ = ["NLUArguments", "OFFLINE_ENCODER"]
@@ -93,6 +94,12 @@ class NLUArguments:
         self._apply_preset()
         if self.model_name_or_path is None:
             raise ValueError("model_name_or_path is required (or a --preset that names one)")
+        # as `linchain train`: non-finite numbers, seeds numpy refuses and runs that train nothing are
+        # refused naming the flag before any model loads
+        refuse_non_finite(self)
+        refuse_bad_seed("seed", self.seed)
+        if self.do_train:
+            refuse_zero_work(self.max_steps, self.num_train_epochs)
 
     def _apply_preset(self) -> None:
         """Fill the fields left unset from the preset, then from the built-in defaults."""

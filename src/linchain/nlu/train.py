@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+
 import torch
 
 from ..layer import refuse_rank_above_layer
-from ..io import OutputExistsError, atomic_write_json, atomic_write_text, is_nonempty_dir, strict_json
+from ..io import atomic_write_json, atomic_write_text, strict_json
+from ..outputs import OutputFolder
 from ..threads import set_threads
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
 from .args import NLUArguments
@@ -143,34 +145,55 @@ def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
 
 
 def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str, Any]], evaluation: SeqClsData,
-           extra: Dict[str, Any]) -> Dict[str, Any]:
+           extra: Dict[str, Any], into: Optional[Path] = None) -> Dict[str, Any]:
+    """results.json and predictions.jsonl into ``into`` (default: --output_dir; the evaluation
+    writes into the temporary folder that becomes its output whole)."""
     out = Path(args.output_dir)
     result = {"task_type": "seq_cls", "model": args.model_name_or_path, "adapter": args.adapter or
               (str(out) if args.do_train else None), "data": args.data, "eval_data": args.eval_data or args.data,
               "glue_task": args.glue_task, "eval_rows": len(evaluation), "label_names": evaluation.label_names,
               "metrics": metrics, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}, **extra}
-    atomic_write_text(out / "predictions.jsonl", "".join(strict_json(r) + "\n" for r in records))
-    atomic_write_json(out / "results.json", result)
+    into = into or out
+    atomic_write_text(into / "predictions.jsonl", "".join(strict_json(r) + "\n" for r in records))
+    atomic_write_json(into / "results.json", result)
     return result
+
+
+def _inputs(args: NLUArguments, adapter: Optional[Path] = None) -> Dict[str, Optional[str]]:
+    """What the command reads (local paths; OutputFolder skips the rest): never its output."""
+    inputs = {"the base model (--model_name_or_path)": args.model_name_or_path, "the data (--data)": args.data,
+              "the evaluation data (--eval_data)": args.eval_data}
+    if adapter is not None:
+        inputs["the adapter being evaluated (--adapter)"] = str(adapter)
+    return inputs
+
+
+def _train_into_folder(args: NLUArguments) -> Dict[str, Any]:
+    """Train through OutputFolder (kind ``seq-cls``): checked before any model loads, locked for the
+    whole run, marked writing/complete/failed; --overwrite clears the previous run first."""
+    folder = OutputFolder(args.output_dir, "seq-cls", flag="--output_dir", overwrite=args.overwrite,
+                          inputs=_inputs(args), command="linchain train")
+    with folder.writing(saved=("adapter_config.json",)):  # a new folder that got no adapter is left as found
+        if args.overwrite:
+            folder.clear()  # the previous run's files go before the new run writes any
+        set_threads(args.num_threads, "linchain seq_cls")
+        return train_seq_cls(args)
 
 
 def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     """Train then evaluate (``do_train``), or evaluate a base classifier or a saved adapter."""
-    out = Path(args.output_dir)
-    held = [p.name for p in out.iterdir()] if is_nonempty_dir(out) and args.do_train else \
-        [n for n in ("results.json", "predictions.jsonl") if (out / n).exists()]
-    if held and not args.overwrite:
-        raise OutputExistsError(f"--output_dir {out} already holds {', '.join(sorted(held)[:4])}; pass --overwrite to "
-                                "replace it, or choose another --output_dir")
-    set_threads(args.num_threads, "linchain seq_cls")
     if args.do_train:
-        return train_seq_cls(args)
+        return _train_into_folder(args)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    adapter = find_adapter_dir(args.adapter) if args.adapter else None
+    # results.json + predictions.jsonl appear together (built beside, swapped in whole), never over an input
+    folder = OutputFolder(args.output_dir, "eval", flag="--output_dir", overwrite=args.overwrite,
+                          inputs=_inputs(args, adapter), command="linchain eval").check()
+    set_threads(args.num_threads, "linchain seq_cls")
     path = resolve_model_path(args.model_name_or_path)
     _, evaluation = _load_data(args)
     label_names, regression = evaluation.label_names, evaluation.regression
-    adapter = find_adapter_dir(args.adapter) if args.adapter else None
     if adapter:
         saved = json.loads((adapter / LABELS_FILE).read_text()) if (adapter / LABELS_FILE).exists() else {}
         if saved and saved["label_names"] != label_names:
@@ -186,7 +209,8 @@ def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
         model = load_peft_adapter(model, adapter)
     metrics, records = evaluate_seq_cls(model, tokenizer, evaluation, args.glue_task,
                                         args.per_device_eval_batch_size, args.max_length)
-    return _write(args, metrics, records, evaluation, {})
+    with folder.replace_whole() as tmp:
+        return _write(args, metrics, records, evaluation, {}, into=tmp)
 
 
 def summary_lines(result: Dict[str, Any]) -> List[str]:

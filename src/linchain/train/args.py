@@ -7,7 +7,9 @@ with no arguments): SmolLM2-135M-Instruct on reasoning-gym's ``family_relationsh
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -35,6 +37,35 @@ METHODS = {"linchain": (True, None), "lora": (True, 0), "moslora": (True, 1), "p
 
 def _bad(cls: str, name: str, value, why: str) -> ValueError:
     return ValueError(f"{cls}.{name}={value!r}: {why}")
+
+
+#: numpy's seed range (HF's set_seed seeds numpy, which refuses anything outside it with a traceback)
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def refuse_non_finite(args) -> None:
+    """Every float option must be a finite number: an ``inf`` or ``nan`` that passes a ``> 0`` check
+    would surface much later as a diverged run blamed on something else (``--alpha inf`` on the
+    learning rate). Raises naming the flag."""
+    for f in dataclasses.fields(args):
+        value = getattr(args, f.name, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{f.name}={value}: must be a finite number")
+
+
+def refuse_bad_seed(name: str, value) -> None:
+    """A seed outside numpy's range is refused naming the flag (HF's set_seed would raise deep inside)."""
+    if value is not None and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ValueError(f"--{name}={value}: must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}")
+
+
+def refuse_zero_work(max_steps, num_train_epochs) -> None:
+    """A run that would train nothing (no steps, no epochs) is refused instead of reporting loss 0.0000."""
+    if max_steps is not None and max_steps < -1:
+        raise ValueError(f"--max_steps={max_steps}: give a positive number of steps, or -1 to use --num_train_epochs")
+    if (max_steps is None or max_steps <= 0) and not (num_train_epochs or 0) > 0:
+        raise ValueError(f"--num_train_epochs={num_train_epochs} with --max_steps={max_steps}: nothing would be trained; "
+                         "give --max_steps N or --num_train_epochs > 0")
 
 
 @dataclass
@@ -76,6 +107,7 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if self.method not in METHODS:
             raise _bad("ModelArguments", "method", self.method, f"must be one of {list(METHODS)}")
         for name in ("num_mixers", "r"):
@@ -159,6 +191,7 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         if isinstance(self.data, str):
             self.data = [self.data]
         if not self.data or not all(isinstance(d, str) and d for d in self.data):
@@ -237,6 +270,7 @@ class LinChainTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        refuse_non_finite(self)
         for name in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
@@ -246,6 +280,14 @@ class LinChainTrainingArguments(TrainingArguments):
         check_num_threads(self.num_threads, "LinChainTrainingArguments.num_threads")
         if self.max_steps is not None and self.max_steps == 0:
             raise ValueError("LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs.")
+        refuse_zero_work(self.max_steps, self.num_train_epochs)
+        reports = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to or [])
+        if "tensorboard" in reports and not _tensorboard_available():
+            # HF's Trainer would raise this only after the model loaded, as a traceback
+            raise ValueError("--report_to tensorboard: tensorboard is not installed (pip install tensorboard); "
+                             "pass --report_to none (metrics.jsonl and loss_curve.png are written either way)")
+        refuse_bad_seed("seed", self.seed)
+        refuse_bad_seed("data_seed", self.data_seed)
         if self.eval_strategy != "no" and self.eval_steps is None:
             self.eval_steps = self.save_steps
         fsdp_asked = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
@@ -260,3 +302,23 @@ class LinChainTrainingArguments(TrainingArguments):
             # instead of its shard. use_cpu=True selects Accelerate's multi-CPU (gloo) DDP.
             self.use_cpu = True
         super().__post_init__()
+
+    def __getstate__(self) -> dict:
+        """What pickling keeps (the Trainer ``torch.save``s its arguments into every checkpoint as
+        training_args.bin): every field but the ``*_token`` ones, which would land there in clear."""
+        state = dict(self.__dict__)
+        for name in state:
+            if name.endswith("_token") and state[name] is not None:
+                state[name] = None
+        return state
+
+    def __deepcopy__(self, memo: dict) -> "LinChainTrainingArguments":
+        """A full copy (tokens included: a copy made in memory may still push to the hub); without
+        this, deepcopy would go through :meth:`__getstate__` and drop them."""
+        import copy
+
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for name, value in self.__dict__.items():
+            object.__setattr__(new, name, copy.deepcopy(value, memo))
+        return new

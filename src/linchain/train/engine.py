@@ -3,7 +3,8 @@
 The engine is the Hugging Face Trainer (gradient accumulation, warm-up and schedule, bf16/fp16,
 gradient checkpointing, DDP/FSDP/DeepSpeed through Accelerate); this module only wires it up and
 adds what the Trainer lacks: a progress bar with loss and tokens/s, metrics.jsonl, Ctrl-C that
-saves a checkpoint, resuming from the newest *complete* checkpoint, and the run's outputs.
+saves a checkpoint, resuming from the newest *intact* checkpoint with the run's own settings, and
+the run's outputs, written through the one write path (:class:`linchain.outputs.OutputFolder`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
+import math
 import signal
+import struct
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -33,7 +36,8 @@ from ..config import LinChainConfig
 from ..layer import refuse_rank_above_layer
 from ..progress import Progress
 from ..data import Example, load_examples
-from ..io import OutputExistsError, atomic_dir, atomic_write_json, atomic_write_text, is_nonempty_dir
+from ..io import atomic_dir, atomic_write_json, atomic_write_text
+from ..outputs import OutputFolder
 from ..resolve import resolve_model_path, torch_dtype
 from ..threads import set_threads
 from ..quant import load_base_model
@@ -42,16 +46,38 @@ from .args import DataArguments, LinChainTrainingArguments, ModelArguments
 from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
 from .outputs import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, MetricsJsonl, plot_loss_curve
 
-__all__ = ["ADAPTER_DIR", "CONFIG_FILE", "MODEL_DIR", "RunResult", "find_complete_checkpoint", "run_training"]
+__all__ = ["ADAPTER_DIR", "CONFIG_FILE", "MODEL_DIR", "RunResult", "checkpoint_problem", "find_complete_checkpoint",
+           "run_config", "run_training"]
 
 logger = logging.getLogger("linchain.train")
 
 ADAPTER_DIR = "adapter"  # adapter methods: adapter_config.json + adapter_model.safetensors + tokenizer
 MODEL_DIR = "model"  # --method full: the whole model as safetensors + tokenizer
-CONFIG_FILE = "train_config.yaml"  # every resolved argument; `linchain train --config` reads it back
+CONFIG_FILE = "train_config.yaml"  # what defines the run; `linchain train --config` reads it back
 TRAINER_STATE = "trainer_state.json"
 #: what a run writes into its output_dir besides checkpoint-N folders
 RUN_FILES = {ADAPTER_DIR, MODEL_DIR, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE, "summary.json", "runs"}
+#: how a run was launched, never what it is: not in train_config.yaml (a saved config reused with
+#: --config must not wipe or resume a folder; logging_dir is derived from the output folder, so a
+#: saved one would send a new run's logs into the old run's folder). Any ``*_token`` field neither.
+LAUNCH_FIELDS = frozenset({"overwrite", "resume", "resume_from_checkpoint", "overwrite_output_dir", "logging_dir"})
+#: recorded settings that change speed, bookkeeping or what is measured, not what the run trains:
+#: --resume may change them (every other recorded setting must stay as the run started)
+NOT_DEFINING = frozenset({
+    "output_dir", "resolved_model_path", "num_threads", "disable_tqdm", "report_to", "run_name", "use_cpu",
+    "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "save_steps", "save_strategy",
+    "save_total_limit", "save_only_model", "eval_steps", "eval_strategy", "eval_delay", "eval_accumulation_steps",
+    "per_device_eval_batch_size", "eval_accuracy", "max_options", "dataloader_num_workers", "dataloader_pin_memory",
+    "dataloader_persistent_workers", "dataloader_prefetch_factor", "include_num_input_tokens_seen", "push_to_hub",
+    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "skip_memory_metrics",
+    # the process and the machine (a run may resume under another launcher: local_rank is -1 alone, 0..N under torchrun)
+    "local_rank", "ddp_timeout", "log_level", "log_level_replica", "log_on_each_node", "save_on_each_node", "debug",
+    "project", "enable_jit_checkpoint",
+    # evaluation only
+    "do_train", "do_eval", "do_predict", "eval_on_start", "eval_do_concat_batches", "eval_use_gather_object",
+    "batch_eval_metrics", "include_for_metrics", "prediction_loss_only", "bf16_full_eval", "fp16_full_eval",
+    "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+})
 
 
 @dataclasses.dataclass
@@ -187,38 +213,78 @@ def _finished_checkpoint(checkpoint: Path, max_steps: int) -> bool:
     return max_steps > 0 and json.loads((checkpoint / TRAINER_STATE).read_text()).get("global_step", 0) >= max_steps
 
 
-def find_complete_checkpoint(output_dir: str | Path) -> Optional[Path]:
-    """The newest ``checkpoint-N`` whose trainer_state.json exists and parses.
+def _safetensors_problem(path: Path) -> Optional[str]:
+    """Why a .safetensors file cannot load: its header names where every tensor ends, so a file
+    cut short (a kill while saving) is shorter than the header says."""
+    try:
+        with open(path, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError, AttributeError):
+        return f"{path.name} is not a readable safetensors file"
+    if path.stat().st_size != 8 + size + end:
+        return f"{path.name} is truncated ({path.stat().st_size} of {8 + size + end} bytes)"
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> Optional[str]:
+    """Why ``checkpoint`` cannot be resumed from, or None when it is intact.
 
     The Trainer writes trainer_state.json last, so a checkpoint cut short by a crash or kill has
-    none (or a truncated one) and is skipped: resuming never starts from a half-written folder.
+    none; a disk that filled up or a copy cut short leaves a truncated file elsewhere. Each file is
+    checked as cheaply as its format allows: JSON parses, a safetensors file is as long as its header
+    says, a torch file (optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin) is a whole zip.
+    """
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE} (cut short while saving)"
+    except (OSError, ValueError):
+        return f"{TRAINER_STATE} does not parse"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int) or \
+            not isinstance(state.get("log_history", []), list):
+        return f"{TRAINER_STATE} is not a Trainer state"
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        problem = None
+        if path.suffix == ".safetensors":
+            problem = _safetensors_problem(path)
+        elif path.suffix in (".pt", ".pth", ".bin"):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    archive.namelist()
+            except (OSError, zipfile.BadZipFile):
+                problem = f"{path.relative_to(checkpoint)} is truncated or not a torch file"
+        elif path.suffix == ".json":
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                problem = f"{path.relative_to(checkpoint)} does not parse"
+        if problem:
+            return problem
+    return None
+
+
+def find_complete_checkpoint(output_dir: str | Path, say=None) -> Optional[Path]:
+    """The newest ``checkpoint-N`` that is intact (:func:`checkpoint_problem`).
+
+    Resuming never starts from a half-written folder: a newer checkpoint that does not load is
+    skipped for the newest intact one, and ``say`` (when given) is told which and why. The broken
+    one stays where it is (nothing is deleted; the resumed run saves that step again).
     """
     candidates = []
     for path in Path(output_dir).glob("checkpoint-*"):
         try:
-            step = int(path.name.split("-", 1)[1])
-            json.loads((path / TRAINER_STATE).read_text())
-        except (ValueError, OSError):
+            candidates.append((int(path.name.split("-", 1)[1]), path))
+        except ValueError:
             continue
-        candidates.append((step, path))
-    return max(candidates)[1] if candidates else None
-
-
-def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse, before any work, to start in a folder that holds something: a previous run needs
-    ``--resume`` (continue) or ``--overwrite`` (start afresh); other files need another folder."""
-    if resume:
-        if find_complete_checkpoint(out) is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint-N folder in {out}; drop --resume to start a new run")
-        return
-    if overwrite or not is_nonempty_dir(out):
-        return
-    ours = [p.name for p in out.iterdir() if p.name.startswith("checkpoint-") or p.name in RUN_FILES]
-    if ours:
-        raise OutputExistsError(f"--output_dir {out} holds a previous run ({', '.join(sorted(ours)[:4])}); pass --resume to "
-                                "continue it, --overwrite to start afresh, or choose another --output_dir")
-    raise OutputExistsError(f"--output_dir {out} already holds other files; choose an empty or new folder "
-                            "(or pass --overwrite: the run's own files are written beside them)")
+    for _, path in sorted(candidates, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if say is not None:
+            say(f"{path.name} cannot be resumed from ({problem}); falling back to an older checkpoint")
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,15 +347,145 @@ def run_training(
     args: LinChainTrainingArguments,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> RunResult:
-    """Fine-tune as configured and write the outputs to ``args.output_dir``."""
+    """Fine-tune as configured and write the outputs to ``args.output_dir``.
+
+    The folder is written through :class:`linchain.outputs.OutputFolder` (kind ``train``): checked
+    before any model or data loads, locked for the whole run by the main process, marked
+    writing/complete/failed/interrupted; ``--overwrite`` removes the previous run's files under the
+    lock before the new run writes its first one, so a failed new run never sits beside an old
+    result. Other ranks under torchrun check the folder but neither lock nor write it.
+    """
     started = time.time()
-    out = Path(args.output_dir)
+    folder = output_folder(model_args, data_args, args)
     main_process = args.process_index == 0
-    check_output_dir(out, args.resume, args.overwrite)
+    resume_from = None
+    if args.resume:  # the checkpoint to continue from, and the run's own settings, before anything is written
+        resume_from = find_complete_checkpoint(folder.path, say=_say if main_process else None)
+        if resume_from is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint-N folder in {folder.path}; drop --resume to start "
+                                    "a new run (--overwrite replaces this one)")
+        folder.check()
+        check_resume(model_args, data_args, args)  # before the lock: a refused resume leaves the folder as it was
+    if not main_process:
+        folder.check()
+        _barrier(args)  # every rank checked the folder before the main process writes its marker into it
+        return _run(model_args, data_args, args, callbacks, started, folder, resume_from)
+    _barrier(args)
+    with folder.locked():
+        try:
+            # a run that fails before it saved an adapter or checkpoint leaves a new folder as it found it
+            with folder.writing(saved=(ADAPTER_DIR, MODEL_DIR, "checkpoint-*")):
+                if args.overwrite:
+                    folder.clear()  # the previous run's files go before the new run writes any
+                return _run(model_args, data_args, args, callbacks, started, folder, resume_from)
+        except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"
+            return stop.result
+
+
+class _CleanStop(KeyboardInterrupt):
+    """A Ctrl-C the run turned into a saved checkpoint: raised through OutputFolder.writing so the
+    folder is marked ``interrupted`` (not ``complete``), caught by run_training, which returns."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__("stopped")
+        self.result = result
+
+
+def output_folder(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments) -> OutputFolder:
+    """The run's output folder. Inputs are the local base model folder and local --data files: the
+    output may not be, hold or lie inside one of them (hub ids and data specs that are not paths
+    are skipped by OutputFolder)."""
+    inputs = {"the base model (--model_name_or_path)": model_args.model_name_or_path}
+    inputs.update({f"the training data (--data {spec})": spec for spec in data_args.data})
+    return OutputFolder(args.output_dir, "train", flag="--output_dir", overwrite=args.overwrite, resume=args.resume,
+                        inputs=inputs, command="linchain train")
+
+
+def _barrier(args: LinChainTrainingArguments) -> None:
+    import torch.distributed as dist
+
+    if args.world_size > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def run_config(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments,
+               base_path: Optional[str] = None) -> dict[str, Any]:
+    """What defines the run, as train_config.yaml records it: every option but how the run was
+    launched (:data:`LAUNCH_FIELDS`) and secrets (``*_token``)."""
+    config = {**dataclasses.asdict(model_args), **dataclasses.asdict(data_args), **_init_fields(args)}
+    config = {k: v for k, v in config.items() if k not in LAUNCH_FIELDS and not k.endswith("_token")}
+    if base_path is not None:
+        config["resolved_model_path"] = base_path
+    return config
+
+
+def _saved_config(out: Path) -> Optional[dict[str, Any]]:
+    """The run's train_config.yaml (None when absent); a file that is not a mapping is an error."""
+    path = out / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"--resume: {path} cannot be read ({str(err).splitlines()[0][:200]}); it records the run's "
+                         "settings, so the run cannot be checked: start a new run with another --output_dir") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"--resume: {path} is not a mapping of settings; the run cannot be checked: start a new run "
+                         "with another --output_dir")
+    return saved
+
+
+def _show(value: Any) -> str:
+    return str(value) if not isinstance(value, str) else repr(value)
+
+
+def check_resume(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments) -> None:
+    """Refuse a --resume whose defining settings differ from the run's train_config.yaml, naming each
+    changed field with its old and new value: a resumed run continues the same run (same data,
+    schedule, method), and a longer --max_steps would stretch a schedule already half spent."""
+    out = Path(args.output_dir)
+    saved = _saved_config(out)
+    if saved is None:
+        _say(f"--resume: {out} has no {CONFIG_FILE} (an older run): its settings cannot be compared with these")
+        return
+    # through YAML and back, so both sides have the types the file has
+    now = yaml.safe_load(yaml.safe_dump(run_config(model_args, data_args, args), sort_keys=True))
+    changed = [f"--{k} {_show(saved[k])} -> {_show(now[k])}" for k in sorted(saved)
+               if k in now and k not in NOT_DEFINING and saved[k] != now[k]]
+    if not changed:
+        return
+    longer = "max_steps" in saved and saved["max_steps"] != now.get("max_steps")
+    raise ValueError(f"--resume: {out} was trained with other settings ({'; '.join(changed)}); a resumed run continues "
+                     "with its own settings: drop the changed flags" + (
+                         " (another --max_steps would need another learning-rate schedule)" if longer else "")
+                     + ", or start a new run with another --output_dir")
+
+
+def _whole_run_loss(log_history: list) -> Optional[float]:
+    """The mean training loss over every step logged since the run began (a resumed run's Trainer
+    counts only the steps it trained itself): each logged loss covers the steps since the previous one."""
+    total, steps, previous = 0.0, 0, 0
+    for log in sorted((log for log in log_history if "loss" in log and "step" in log), key=lambda log: log["step"]):
+        if log["step"] > previous and isinstance(log["loss"], (int, float)) and math.isfinite(log["loss"]):
+            total += log["loss"] * (log["step"] - previous)
+            steps += log["step"] - previous
+        previous = log["step"]
+    return total / steps if steps else None
+
+
+def _run(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments,
+         callbacks: Sequence[TrainerCallback], started: float, folder: OutputFolder,
+         resume_from: Optional[Path]) -> RunResult:
+    """The run itself, inside the checked (and, on the main process, locked) output folder."""
+    out = folder.path
+    main_process = args.process_index == 0
     set_threads(args.num_threads, "linchain train")
     set_seed(args.seed)
 
     base_path = resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data loads
+    if main_process and (not args.resume or not (out / CONFIG_FILE).exists()):
+        # the run knows what it is from its first moment: --resume compares against this file
+        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(run_config(model_args, data_args, args, base_path), sort_keys=True))
     # 1. Data: load, split deterministically by --seed, tokenize.
     examples = load_data(data_args, args.seed)
     val_size = data_args.val_set_size
@@ -336,16 +532,8 @@ def run_training(
         _say(f"held-out accuracy before training: {result.accuracy_before:.1%} ({len(val_examples)} rows)")
 
     # 4. Train with the HF Trainer.
-    resume_from = find_complete_checkpoint(out) if args.resume else None
-    if args.resume:
+    if resume_from is not None:
         _say(f"resuming from {resume_from}")
-    elif main_process and args.overwrite:
-        stale = sorted(out.glob("checkpoint-*"))
-        if stale:
-            _say(f"--overwrite: removing {len(stale)} old checkpoint folder(s) in {out}")
-            for path in stale:
-                shutil.rmtree(path)
-        (out / METRICS_FILE).unlink(missing_ok=True)
 
     interrupt = StopOnInterrupt()
     trainer = LinChainTrainer(
@@ -366,8 +554,7 @@ def run_training(
         _say(f"{resume_from.name} is already at --max_steps={args.max_steps}: nothing left to train, writing the outputs")
         trainer._load_from_checkpoint(str(resume_from))
         trainer.state = TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
-        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
-        result.train_loss = sum(losses) / len(losses) if losses else None  # the mean of the logged losses
+        result.train_loss = _whole_run_loss(trainer.state.log_history)
     else:
         loop_started = time.time()
         with interrupt:
@@ -375,10 +562,14 @@ def run_training(
             # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
             result.train_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
         result.train_s = round(time.time() - loop_started, 1)
+        if resume_from is not None:  # the summary covers the whole run, not only the steps trained since the resume
+            result.train_loss = _whole_run_loss(trainer.state.log_history)
     result.global_step = trainer.state.global_step
     if interrupt.requested:
         result.interrupted = True
         _say(f"stopped at step {result.global_step}; checkpoint saved. Continue with the same command plus --resume")
+        if main_process:
+            raise _CleanStop(result)  # through OutputFolder.writing: the folder is marked "interrupted"
         return result
     if val_set is not None:
         # the periodic evaluation may have just run at the last step: reuse it rather than evaluate twice
@@ -398,7 +589,8 @@ def run_training(
 
 
 def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResult, base_path: str) -> None:
-    """Adapter (or full model), resolved config, metrics record, loss-curve PNG, one-line summary."""
+    """Adapter (or full model), metrics record, loss-curve PNG, one-line summary (train_config.yaml
+    was written when the run began)."""
     out = Path(args.output_dir)
     if model_args.method == "full":
         with atomic_dir(out / MODEL_DIR, overwrite=True) as tmp:
@@ -408,9 +600,6 @@ def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResu
         with atomic_dir(out / ADAPTER_DIR, overwrite=True) as tmp:
             model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
             tokenizer.save_pretrained(tmp)
-    config = {**dataclasses.asdict(model_args), **dataclasses.asdict(data_args), **_init_fields(args)}
-    config["resolved_model_path"] = base_path
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=True))
     summary = dataclasses.asdict(result)
     MetricsJsonl(out).append({"summary": summary, "step": result.global_step})
     atomic_write_json(out / "summary.json", summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -50,10 +51,28 @@ class MetricsJsonl(TrainerCallback):
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl. A line that is not a JSON object (the half-written last line
+    of a killed run, a hand edit) is dropped, saying so: the records around it still count, and a
+    resumed run rewrites the file without it."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records, bad = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    if bad:
+        print(f"linchain: {path}: dropped {len(bad)} malformed line(s) (line {', '.join(map(str, bad[:5]))}"
+              f"{' ...' if len(bad) > 5 else ''}; a run cut short mid-write leaves one)", file=sys.stderr, flush=True)
+    return records
 
 
 def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Optional[Path]:

@@ -1,0 +1,310 @@
+"""Nothing lost by design (issue 17), training runs: ``linchain train`` (and ``--task_type seq_cls``)
+write through the one write path, a run knows what it is, resuming never starts from a broken
+checkpoint, no secret is written, and bad values are one-line refusals before any model loads.
+
+Each row runs the real CLI in-process on the tiny model and failed on the code before the change."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from linchain.cli.main import main as cli
+from linchain.outputs import MARKER, OutputFolder, read_marker
+
+from ..nlu.test_seq_cls import _sentiment_csv, encoder_dir  # noqa: F401  (a fixture)
+from ..train.conftest import base_args, make_rows
+from .helpers import error_line, tree
+
+
+def _adapter(run: Path) -> dict:
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+def _run_copy(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
+
+
+SIX = ["--max_steps", "6", "--save_total_limit", "3"]  # checkpoints 2, 4, 6
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model_dir, even_data, tmp_path_factory) -> Path:
+    """A finished 4-step run (checkpoints 2 and 4), started as `make demo` starts one: with --overwrite."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_model_dir, even_data, tmp_path_factory) -> Path:
+    """A finished 6-step run: what a killed and resumed run must end with, bit for bit."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), *SIX]) == 0
+    return out
+
+
+def _killed_after_step_4(straight: Path, dest: Path) -> Path:
+    """The straight run as a kill after checkpoint-4 leaves it: no checkpoint-6, no outputs, metrics to step 4."""
+    run = _run_copy(straight, dest)
+    shutil.rmtree(run / "checkpoint-6")
+    for name in ("adapter", "summary.json", "summary.txt", "loss_curve.png"):
+        shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("".join(l + "\n" for l in lines if json.loads(l).get("step", 0) <= 4
+                                               and "summary" not in l))
+    (run / MARKER).write_text(json.dumps({"kind": "train", "status": "writing"}))
+    return run
+
+
+# ------------------------------------------------------------------------ one write path
+@pytest.mark.parametrize("resume", [False, True], ids=["new run", "resume"])
+def test_a_second_train_into_a_folder_being_written_is_refused_at_once(tiny_model_dir, even_data, finished, tmp_path,
+                                                                       capsys, resume):
+    out = _run_copy(finished, tmp_path / "run") if resume else tmp_path / "run"
+    before = tree(out) if resume else {}
+    with OutputFolder(out, "train", resume=resume).locked():  # another `linchain train` (or --resume) is running
+        assert cli(["train", *base_args(tiny_model_dir, even_data, out), *(["--resume"] if resume else [])]) == 2
+    assert "is being written by another linchain process" in error_line(capsys, "train")
+    assert (tree(out) if out.exists() else {}) == before
+
+
+def test_overwrite_removes_the_old_run_before_a_new_run_that_fails(tiny_model_dir, even_data, finished, tmp_path, capsys):
+    """The old adapter and summary never stay beside a failed new run, looking like its result."""
+    out = _run_copy(finished, tmp_path / "run")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"instruction": "Is 2 even?", "output": 7}]))  # a malformed row
+    assert cli(["train", *base_args(tiny_model_dir, bad, out), "--overwrite"]) == 2
+    assert "bad.json" in error_line(capsys, "train")
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "train_config.yaml"]
+    assert read_marker(out)["status"] == "failed"
+
+
+def test_a_new_run_that_fails_before_saving_leaves_a_new_folder_as_it_was(tiny_model_dir, tmp_path, capsys):
+    """Guard: a typo'd data file must not leave a folder that then needs --overwrite."""
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(tiny_model_dir, tmp_path / "missing.json", out)]) == 2
+    error_line(capsys, "train")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["holds the data", "inside the base model", "the base model", "an eval output",
+                                   "the current folder"])
+def test_train_never_writes_over_or_inside_its_inputs_even_with_overwrite(tiny_model_dir, even_data, tmp_path, capsys,
+                                                                          monkeypatch, where):
+    model = _run_copy(tiny_model_dir, tmp_path / "model")
+    data = tmp_path / "data" / "even.json"
+    data.parent.mkdir()
+    shutil.copy(even_data, data)
+    evals = tmp_path / "eval"
+    evals.mkdir()
+    (evals / "results.json").write_text("{}")
+    (evals / "predictions.jsonl").write_text("")
+    monkeypatch.chdir(data.parent)
+    out = {"holds the data": data.parent, "inside the base model": model / "run", "the base model": model,
+           "an eval output": evals, "the current folder": Path(".")}[where]
+    before = tree(tmp_path)
+    assert cli(["train", *base_args(model, data, out), "--overwrite"]) == 2
+    assert error_line(capsys, "train").split("error: ")[1].startswith(f"--output_dir {out} ")
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("case", ["a file", "read-only", "no space"])
+def test_output_folder_problems_are_one_line_before_the_model_loads(tiny_model_dir, even_data, tmp_path, capsys,
+                                                                    monkeypatch, case):
+    import linchain.outputs
+
+    out = tmp_path / "run"
+    if case == "a file":
+        out.write_text("notes")
+    if case == "read-only":  # we run as root: os.access would say yes
+        monkeypatch.setattr(linchain.outputs, "_writable", lambda folder: False)
+    if case == "no space":
+        monkeypatch.setattr(linchain.outputs, "_free_bytes", lambda folder: 0)
+    loaded = []
+    monkeypatch.setattr("linchain.train.engine.build_model", lambda *a, **k: loaded.append(1))
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out)]) == 2
+    line = error_line(capsys, "train")
+    assert {"a file": "is a file, not a folder", "read-only": "is not writable", "no space": "MiB free"}[case] in line
+    assert not loaded and (out.read_text() == "notes" if case == "a file" else not out.exists())
+
+
+# ------------------------------------------------------------------------ a run knows what it is
+@pytest.mark.parametrize("config", ["saved by the run", "saved by an older linchain (overwrite: true)"])
+def test_readme_config_example_never_wipes_the_run_it_came_from(finished, tmp_path, capsys, config):
+    """README: `linchain train --config runs/x/train_config.yaml --max_steps 400` after a run in runs/x."""
+    out = _run_copy(finished, tmp_path / "run")
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert not {"overwrite", "resume", "logging_dir", "hub_token"} & set(saved)  # never how the run was launched
+    path = out / "train_config.yaml"
+    saved["output_dir"] = str(out)
+    if config != "saved by the run":
+        path = tmp_path / "old.yaml"
+        path.write_text(yaml.safe_dump({**saved, "overwrite": True, "resume": False}))
+    before = tree(out)
+    assert cli(["train", "--config", str(path), "--max_steps", "2"]) == 2
+    assert "holds a previous run; pass --resume to continue it, --overwrite to start afresh" in error_line(capsys, "train")
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--learning_rate", "2e-2"], "--learning_rate 0.01 -> 0.02"),
+    (["--r", "8", "--alpha", "16"], "--alpha 8.0 -> 16.0; --r 4 -> 8"),
+    (["--method", "lora"], "--method 'linchain' -> 'lora'"),
+    (["--seed", "1"], "--seed 0 -> 1"),
+    (["--max_steps", "8"], "--max_steps 4 -> 8"),
+    (["--data", "OTHER"], "--data ["),
+], ids=["learning rate", "r and alpha", "method", "seed", "longer max_steps", "other data"])
+def test_resume_refuses_changed_settings_naming_each(tiny_model_dir, even_data, finished, tmp_path, capsys, flags, named):
+    out = _run_copy(finished, tmp_path / "run")
+    if flags[-1] == "OTHER":
+        other = tmp_path / "other.json"
+        other.write_text(json.dumps(make_rows(96, seed=5)))
+        flags = ["--data", str(other)]
+    before = tree(out)
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), *flags, "--resume"]) == 2
+    line = error_line(capsys, "train")
+    assert f"--resume: {out} was trained with other settings (" in line and named in line, line
+    assert "start a new run" in line and ("another learning-rate schedule" in line) == ("--max_steps" in named)
+    assert tree(out) == before
+    # launch and speed-only flags may change: the finished run is recognised and its outputs rewritten
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--resume", "--num_threads", "1",
+                "--logging_steps", "2", "--disable_tqdm", "false"]) == 0
+
+
+def test_resume_with_an_unreadable_train_config_is_one_line(tiny_model_dir, even_data, finished, tmp_path, capsys):
+    out = _run_copy(finished, tmp_path / "run")
+    (out / "train_config.yaml").write_text("learning_rate: [0.01\n")
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--resume"]) == 2
+    assert "train_config.yaml cannot be read" in error_line(capsys, "train")
+
+
+@pytest.mark.parametrize("break_it, says", [
+    ("optimizer.pt truncated", "checkpoint-4 cannot be resumed from (optimizer.pt is truncated"),
+    ("adapter truncated", "checkpoint-4 cannot be resumed from (adapter_model.safetensors is truncated"),
+    ("trainer_state.json is []", "checkpoint-4 cannot be resumed from (trainer_state.json is not a Trainer state"),
+    ("metrics.jsonl half-written last line", "dropped 1 malformed line(s)"),
+    ("nothing", "resuming from"),
+])
+def test_resume_falls_back_past_a_broken_checkpoint_and_summarises_the_whole_run(tiny_model_dir, even_data, straight,
+                                                                                  tmp_path, capsys, break_it, says):
+    run = _killed_after_step_4(straight, tmp_path / "run")
+    checkpoint = run / "checkpoint-4"
+    if break_it == "optimizer.pt truncated":
+        data = (checkpoint / "optimizer.pt").read_bytes()
+        (checkpoint / "optimizer.pt").write_bytes(data[: len(data) // 2])
+    if break_it == "adapter truncated":
+        data = (checkpoint / "adapter_model.safetensors").read_bytes()
+        (checkpoint / "adapter_model.safetensors").write_bytes(data[:-100])
+    if break_it == "trainer_state.json is []":
+        (checkpoint / "trainer_state.json").write_text("[]")
+    if break_it.startswith("metrics.jsonl"):
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write('{"loss": 0.51, "st')
+    assert cli(["train", *base_args(tiny_model_dir, even_data, run), *SIX, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    a, b = _adapter(straight), _adapter(run)
+    assert all((a[k] == b[k]).all() for k in a)  # the same run, bit for bit on CPU
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # the summary covers all 6 steps, not the 2 or 4 trained after the resume
+    whole = json.loads((straight / "summary.json").read_text())["train_loss"]
+    assert json.loads((run / "summary.json").read_text())["train_loss"] == pytest.approx(whole, abs=1e-3)
+    assert read_marker(run)["status"] == "complete"
+
+
+def test_resume_with_no_intact_checkpoint_is_one_line(tiny_model_dir, even_data, finished, tmp_path, capsys):
+    out = _run_copy(finished, tmp_path / "run")
+    for checkpoint in out.glob("checkpoint-*"):
+        (checkpoint / "trainer_state.json").write_text("[]")
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--resume"]) == 2
+    assert "--resume: no complete checkpoint-N folder" in error_line(capsys, "train")
+
+
+# ------------------------------------------------------------------------ no secret written
+def test_hub_token_is_written_nowhere(tiny_model_dir, even_data, tmp_path):
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--max_steps", "2", "--save_steps", "1",
+                "--hub_token", "hf_SECRETxyz"]) == 0
+    files = tree(out)
+    assert "checkpoint-1/training_args.bin" in files
+    assert [name for name, data in files.items() if b"hf_SECRETxyz" in data] == []
+
+
+# ------------------------------------------------------------------------ refusals before any model loads
+@pytest.mark.parametrize("flags, named", [
+    (["--num_train_epochs", "0", "--max_steps", "-1"], "--num_train_epochs=0.0 with --max_steps=-1: nothing would be trained"),
+    (["--max_steps", "-5"], "--max_steps=-5"),
+    (["--alpha", "inf"], "--alpha=inf: must be a finite number"),
+    (["--learning_rate", "inf"], "--learning_rate=inf: must be a finite number"),
+    (["--weight_decay", "nan"], "--weight_decay=nan: must be a finite number"),
+    (["--max_grad_norm", "inf"], "--max_grad_norm=inf: must be a finite number"),
+    (["--seed", "-1"], "--seed=-1: must be between 0 and"),
+    (["--data_seed", "4294967296"], "--data_seed=4294967296"),
+])
+def test_zero_work_and_bad_values_are_refused_naming_the_flag(tiny_model_dir, even_data, tmp_path, capsys, flags, named):
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), *flags]) == 2
+    assert named in error_line(capsys, "train")
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------ sequence classification
+def _seq_cls(encoder: str, data: str, out: Path, *extra: str) -> list[str]:
+    return ["train", "--task_type", "seq_cls", "--model_name_or_path", encoder, "--data", data, "--r", "4",
+            "--alpha", "8", "--max_steps", "2", "--per_device_train_batch_size", "8", "--output_dir", str(out), *extra]
+
+
+def test_seq_cls_overwrite_removes_the_old_run_before_a_new_run_that_fails(encoder_dir, tmp_path, capsys):
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    assert cli(_seq_cls(encoder_dir, data, out)) == 0
+    assert read_marker(out)["kind"] == "seq-cls" and read_marker(out)["status"] == "complete"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,other\nthe movie,1\n")  # no label column
+    capsys.readouterr()
+    assert cli(_seq_cls(encoder_dir, str(bad), out, "--overwrite")) == 2
+    error_line(capsys, "train")
+    assert sorted(p.name for p in out.iterdir()) == [MARKER] and read_marker(out)["status"] == "failed"
+
+
+@pytest.mark.parametrize("case", ["being written", "a file", "seed -1", "zero epochs", "the data's folder"])
+def test_seq_cls_refusals_are_one_line_before_the_model_loads(encoder_dir, tmp_path, capsys, case):
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    extra = {"seed -1": ["--seed", "-1"], "zero epochs": ["--num_train_epochs", "0", "--max_steps", "-1"]}.get(case, [])
+    if case == "a file":
+        out.write_text("notes")
+    if case == "the data's folder":
+        out, extra = tmp_path, ["--overwrite"]
+    before = tree(tmp_path)
+    if case == "being written":
+        with OutputFolder(out, "seq-cls").locked():
+            assert cli(_seq_cls(encoder_dir, data, out)) == 2
+    else:
+        assert cli(_seq_cls(encoder_dir, data, out, *extra)) == 2
+    line = error_line(capsys, "train")
+    assert {"being written": "is being written by another linchain process", "a file": "is a file, not a folder",
+            "seed -1": "--seed=-1", "zero epochs": "nothing would be trained",
+            "the data's folder": "holds the data"}[case] in line
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None,
+                    reason="tensorboard is installed here")
+def test_report_to_tensorboard_without_tensorboard_is_one_line_before_the_model_loads(tiny_model_dir, even_data, tmp_path,
+                                                                                        capsys):
+    """Found by the break-it check: HF's Trainer raised a RuntimeError traceback after the model loaded."""
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--report_to", "tensorboard"]) == 2
+    assert "--report_to tensorboard: tensorboard is not installed" in error_line(capsys, "train")
+    assert not out.exists()
