@@ -9,6 +9,7 @@ so its update comes from the same ``_fold`` / ``get_delta_weight`` as forward an
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -26,7 +27,9 @@ __all__ = [
     "SavedLayer",
     "adapter_files",
     "chain_layers",
+    "check_config_matches",
     "check_finite",
+    "check_loaded_keys",
     "group_chain_tensors",
     "load_peft_adapter",
     "read_adapter",
@@ -63,13 +66,96 @@ def read_adapter(
         raise ValueError(f"{config_path}: not a valid JSON adapter config ({err}).") from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: expected a JSON object, got {type(config).__name__}.")
-    if config.get("peft_type") not in peft_types:
-        raise ValueError(f"{config_path} has peft_type={config.get('peft_type')!r}; {reader} {' and '.join(map(repr, peft_types))} adapters.")
+    wrong_type = ValueError(f"{config_path} has peft_type={_describe(config.get('peft_type'))}; {reader} "
+                            f"{' and '.join(map(repr, peft_types))} adapters.")
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
+        if config.get("peft_type") not in peft_types:
+            raise wrong_type from None  # the folder is not for this reader, whatever its weights
         raise ValueError(f"{weights_path}: not a readable safetensors file ({err}).") from None
+    # first whether the config describes the tensors at all: a LINCHAIN adapter whose config was
+    # edited to say LORA is a broken folder, not an adapter of a type this reader does not take
+    check_config_matches(config, tensors, config_path, weights_path)
+    if config.get("peft_type") not in peft_types:
+        raise wrong_type
     return config, tensors, weights_path
+
+
+def _describe(value) -> str:
+    """A config value as the user wrote it, bounded: a config file is input, never echoed whole."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_config_matches(config: dict, tensors: dict[str, torch.Tensor], config_path: Path, weights_path: Path) -> None:
+    """The one check that an adapter's ``adapter_config.json`` describes the tensors beside it.
+
+    Every reader goes through :func:`read_adapter` (eval, merge, export-lora, analyze), so a config
+    whose ``peft_type``, ``r``, ``num_mixers`` or ``mixer_bias`` disagrees with the tensors is refused
+    everywhere alike. Without it PEFT builds the config's layers, finds none of the file's keys, only
+    warns, and the command scores the base model (or exports a LoRA that does not load).
+    Raises ``ValueError`` naming the file, the field, the config's value and what the tensors hold.
+    """
+    peft_type = config.get("peft_type")
+    chain_keys = [k for k in tensors if ".linchain_" in k]
+    lora_keys = [k for k in tensors if ".lora_A." in k or ".lora_B." in k]
+    holds = "LinChain (linchain_A/B)" if chain_keys else "LoRA (lora_A/B)" if lora_keys else None
+    if peft_type == LINCHAIN and not chain_keys:
+        raise ValueError(f"{config_path}: peft_type={_describe(peft_type)} but {weights_path.name} holds "
+                         f"{holds or 'no LinChain'} tensors; the config does not belong to these weights")
+    if peft_type != LINCHAIN and chain_keys:
+        raise ValueError(f"{config_path}: peft_type={_describe(peft_type)} but {weights_path.name} holds LinChain "
+                         f"(linchain_A/B) tensors; set peft_type to 'LINCHAIN' or use the config saved with them")
+    for field in ("alpha", "lora_alpha"):
+        value = config.get(field)
+        if field in config and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            # json.loads reads NaN/Infinity: the scaling would turn every score into NaN, blamed on the weights
+            raise ValueError(f"{config_path}: {field}={_describe(value)} is not a finite number; the adapter's "
+                             "scaling s = alpha / r cannot be computed")
+    if peft_type == LINCHAIN:
+        _check_chain_fields(config, tensors, config_path, weights_path)
+    elif peft_type == "LORA":
+        _check_lora_rank(config, tensors, config_path, weights_path)
+
+
+def _mismatch(config_path: Path, field: str, value, holds: str) -> ValueError:
+    return ValueError(f"{config_path}: {field}={_describe(value)} but the tensors hold {holds}; "
+                      "the config does not describe these weights (edited, or copied from another run?)")
+
+
+def _check_chain_fields(config: dict, tensors: dict, config_path: Path, weights_path: Path) -> None:
+    """r, num_mixers and mixer_bias of a LinChain config against every layer's factors (the fields the
+    config states: a hand-written config may leave them to the tensors; PEFT's loader checks the rest)."""
+    groups, _ = group_chain_tensors(tensors, source=str(weights_path))
+    for name, entry in sorted(groups.items()):
+        if "A" not in entry or "B" not in entry:
+            raise ValueError(f"{weights_path}: layer {name!r} lacks linchain_A or linchain_B.")
+        rank = entry["A"].shape[0]
+        if "r" in config and config["r"] != rank:
+            raise _mismatch(config_path, "r", config.get("r"), f"rank {rank} (linchain_A of {name} is {tuple(entry['A'].shape)})")
+        mixers = entry["mixers"]
+        if "num_mixers" in config and config["num_mixers"] != len(mixers):
+            raise _mismatch(config_path, "num_mixers", config["num_mixers"], f"{len(mixers)} mixer(s) in layer {name}")
+        if sorted(mixers) != list(range(len(mixers))) or any("weight" not in m for m in mixers.values()):
+            raise ValueError(f"{weights_path}: layer {name!r} has mixers {sorted(mixers)} without a weight each; "
+                             "expected linchain_mixers.0 ... k-1, each with a weight")
+        biases = sum("bias" in m for m in mixers.values())
+        if mixers and "mixer_bias" in config and bool(config["mixer_bias"]) != (biases == len(mixers)) or 0 < biases < len(mixers):
+            raise _mismatch(config_path, "mixer_bias", config.get("mixer_bias", False),
+                            f"{biases} of {len(mixers)} mixer bias(es) in layer {name}")
+
+
+def _check_lora_rank(config: dict, tensors: dict, config_path: Path, weights_path: Path) -> None:
+    """A LoRA config's r (or its rank_pattern entry) against each layer's lora_A rows."""
+    for key, value in sorted(tensors.items()):
+        if not key.endswith(".lora_A.weight") or value.dim() != 2:
+            continue
+        name = key[: -len(".lora_A.weight")]
+        expected = _pattern_value(name, config.get("rank_pattern"), config.get("r", 8))
+        if expected != value.shape[0]:
+            field = "rank_pattern" if expected != config.get("r", 8) else "r"
+            raise _mismatch(config_path, field, expected, f"rank {value.shape[0]} (lora_A of {name} is {tuple(value.shape)})")
 
 
 def check_finite(named: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
@@ -196,4 +282,22 @@ def load_peft_adapter(model: torch.nn.Module, folder: Union[str, os.PathLike]):
     _, tensors, weights_path = read_adapter(folder, "expected an adapter folder written by save_pretrained",
                                             peft_types=known, reader="linchain loads")
     check_finite(tensors.items(), str(weights_path))
-    return PeftModel.from_pretrained(model, str(folder))
+    loaded = PeftModel.from_pretrained(model, str(folder))
+    check_loaded_keys(loaded, tensors, weights_path)
+    return loaded
+
+
+def check_loaded_keys(model, tensors: dict[str, torch.Tensor], weights_path: Path) -> None:
+    """Every adapter weight the loaded model expects came from the file, and every file tensor found a
+    place: PEFT only warns about missing keys and then runs the untouched initial adapter (for LoRA,
+    B = 0: the base model) as if it were the trained one. LinChain adapters are checked while loading
+    (:meth:`linchain.model.LinChainModel._remap_adapter_state_dict_for_load`); this covers the others."""
+    from peft.utils import get_peft_model_state_dict
+
+    expected = set(get_peft_model_state_dict(model))
+    saved = set(tensors)
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+    if missing or unexpected:
+        parts = [f"{len(keys)} {title} (first: {keys[0]})" for title, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise ValueError(f"{weights_path} does not fit this base model ({type(model.get_base_model()).__name__}): "
+                         f"{'; '.join(parts)}; load it into the architecture it was trained on")

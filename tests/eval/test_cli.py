@@ -166,7 +166,7 @@ def test_adapter_and_merged_adapter_score_the_same(model_dir, tmp_path):
     scores = {}
     for name, extra in {"base": [], "adapter": ["--adapter", str(adapter)],
                         "merged": ["--adapter", str(adapter), "--merge_adapter"]}.items():
-        out = tmp_path / name
+        out = tmp_path / f"eval-{name}"  # not tmp_path/adapter: an output is never the adapter it reads (issue 17)
         assert main(["--model_name_or_path", model_dir, *extra, "--data", _data("piqa"), "--scorer", "loglik",
                      "--limit", "3", "--output_dir", str(out), "--no_progress"]) == 0
         scores[name] = [s for p in map(json.loads, (out / "predictions.jsonl").read_text().splitlines())
@@ -188,8 +188,9 @@ def test_adapter_given_as_a_run_folder(model_dir, tmp_path):
     scores = {}
     for name, adapter in {"run": tmp_path / "run", "adapter": tmp_path / "run" / "adapter"}.items():
         assert main(["--model_name_or_path", model_dir, "--adapter", str(adapter), "--data", _data("piqa"),
-                     "--scorer", "loglik", "--limit", "2", "--output_dir", str(tmp_path / name), "--no_progress"]) == 0
-        scores[name] = [p["scores"] for p in map(json.loads, (tmp_path / name / "predictions.jsonl").read_text().splitlines())]
+                     "--scorer", "loglik", "--limit", "2", "--output_dir", str(tmp_path / "run" / f"eval-{name}"), "--no_progress"]) == 0
+        # inside the run, beside its adapter (not the run folder itself, which holds the adapter: issue 17)
+        scores[name] = [p["scores"] for p in map(json.loads, (tmp_path / "run" / f"eval-{name}" / "predictions.jsonl").read_text().splitlines())]
     assert scores["run"] == scores["adapter"]
 
 

@@ -28,6 +28,8 @@ from typing import Any, Callable, Optional, Sequence
 
 __all__ = [
     "TASK_TYPES",
+    "YES_NO_OPTIONS",
+    "bounded",
     "UsageError",
     "merge_repeated",
     "parse",
@@ -38,6 +40,19 @@ __all__ = [
 #: --task_type values: the causal-LM path (default) and the encoder sequence-classification path
 TASK_TYPES = ("causal_lm", "seq_cls")
 _BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "t", "f", "y", "n"}
+_YES_WORDS, _NO_WORDS = {"true", "yes", "1", "t", "y", "on"}, {"false", "no", "0", "f", "n", "off"}
+#: options that take auto/yes/no: a boolean word (true/false, 1/0, y/n, on/off, YAML's true/false) means yes/no
+YES_NO_OPTIONS = {"eval_accuracy"}
+#: how much of a user's value an error message repeats (a value can be a whole file's worth)
+ECHO_LIMIT = 200
+#: a --config file is a page of options; anything much larger is not one (and is not read into memory)
+CONFIG_MAX_BYTES = 1 << 20
+
+
+def bounded(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out: errors name values, never echo them whole."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class UsageError(ValueError):
@@ -88,7 +103,7 @@ def pop_task_type(argv: Sequence[str], prog: str) -> tuple[str, list[str]]:
     if value is None:
         return TASK_TYPES[0], rest
     if value not in TASK_TYPES:
-        raise UsageError(f"--task_type={value!r} is not valid; use {' or '.join(TASK_TYPES)}")
+        raise UsageError(f"--task_type={bounded(value)!r} is not valid; use {' or '.join(TASK_TYPES)}")
     return value, rest
 
 
@@ -112,7 +127,7 @@ def _unknown_flag(flag: str, parser) -> UsageError:
     name = flag.split("=", 1)[0]
     close = difflib.get_close_matches(name, _option_names(parser), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else f"; see {parser.prog} --help"
-    return UsageError(f"unknown option {name}{hint}")
+    return UsageError(f"unknown option {bounded(name)}{hint}")
 
 
 def _takes_value(action, token: str) -> bool:
@@ -146,7 +161,7 @@ def _positionals_to_flags(argv: list[str], parser, positional: Sequence[str]) ->
             bare.append(arg)
             i += 1
     if len(bare) > len(positional):
-        raise UsageError(f"unexpected argument(s) {' '.join(bare[len(positional):])!r}; see {parser.prog} --help")
+        raise UsageError(f"unexpected argument(s) {bounded(' '.join(bare[len(positional):]))!r}; see {parser.prog} --help")
     return [tok for name, value in zip(positional, bare) for tok in (f"--{name}", value)] + flags
 
 
@@ -158,12 +173,78 @@ def _config_values(argv: list[str]) -> tuple[list[str], dict[str, Any], Optional
     if path is None:
         return argv, {}, None
     try:
+        size = Path(path).stat().st_size
+        if size > CONFIG_MAX_BYTES:
+            raise UsageError(f"--config {bounded(path)}: {size} bytes is no options file (at most {CONFIG_MAX_BYTES} bytes)")
+        # safe_load keeps an alias as a reference (cheap), but anything that walks or prints the value pays
+        # for every copy: bound the expanded size before any option sees it. Anchors that yaml.safe_dump
+        # writes for a repeated list (a saved train_config.yaml) stay accepted.
         values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UsageError(f"--config {path}: cannot read it as YAML ({str(err).splitlines()[0]})") from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(f"--config {bounded(path)}: cannot read it as YAML ({bounded(first)})") from None
+    if _expanded_size(values, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES:
+        raise UsageError(f"--config {bounded(path)}: its YAML aliases (*name) expand to more than {CONFIG_MAX_VALUES:,} "
+                         "values (an alias bomb?); write the options out without nested aliases")
     if not isinstance(values, dict):
-        raise UsageError(f"--config {path}: expected a mapping of option names to values, got {type(values).__name__}")
+        raise UsageError(f"--config {bounded(path)}: expected a mapping of option names to values, got {type(values).__name__}")
     return rest, values, path
+
+
+#: how many values (scalars, list items, mapping entries) a --config file may stand for once its aliases
+#: are expanded: a page of options is a few hundred; a YAML alias bomb is billions
+CONFIG_MAX_VALUES = 100_000
+
+
+def _expanded_size(value: Any, limit: int) -> int:
+    """How many values ``value`` stands for when every alias is written out, counted without writing them
+    out (a shared node is sized once) and stopping past ``limit``; a node that holds itself counts as over."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, path: tuple) -> int:
+        if not isinstance(node, (list, dict)):
+            return 1
+        key = id(node)
+        if key in path:
+            return limit + 1  # a recursive alias (&a [*a]): endless once expanded
+        if key not in sizes:
+            children = list(node.items()) if isinstance(node, dict) else node
+            total = 1
+            for child in children:
+                total += sum(size(c, path + (key,)) for c in child) if isinstance(node, dict) else size(child, path + (key,))
+                if total > limit:
+                    break
+            sizes[key] = total
+        return sizes[key]
+
+    return size(value, ())
+
+
+def _yes_no(value: Any) -> Any:
+    """true/false (and 1/0, y/n, on/off, YAML booleans) as yes/no for an auto/yes/no option; else unchanged."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    word = str(value).strip().lower()
+    return "yes" if word in _YES_WORDS else "no" if word in _NO_WORDS else value
+
+
+def _normalise_yes_no(argv: list[str], values: dict[str, Any], parser) -> list[str]:
+    """Boolean words accepted wherever an option takes auto/yes/no, on the command line and in --config."""
+    flags = {s for a in parser._actions if a.dest in YES_NO_OPTIONS for s in a.option_strings}
+    for key in YES_NO_OPTIONS & set(values):
+        values[key] = _yes_no(values[key])
+    out, i = [], 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name in flags and eq:
+            out.append(f"{name}={_yes_no(value)}")
+        elif argv[i] in flags and i + 1 < len(argv):
+            out += [argv[i], _yes_no(argv[i + 1])]
+            i += 1
+        else:
+            out.append(argv[i])
+        i += 1
+    return out
 
 
 def parse(
@@ -187,9 +268,10 @@ def parse(
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(values) - known - set(ignore_config_keys))
     if unknown:
-        raise UsageError(f"--config {config_path}: unknown option(s) {unknown}; see {prog} --help")
+        raise UsageError(f"--config {bounded(config_path)}: unknown option(s) {bounded(unknown)}; see {prog} --help")
     for key in ignore_config_keys:
         values.pop(key, None)
+    argv = _normalise_yes_no(argv, values, parser)
     parser.set_defaults(**values)
     for action in parser._actions:
         if action.dest in values:
@@ -210,7 +292,7 @@ def parse(
         if arg.startswith("-"):
             raise _unknown_flag(arg, parser)
     if extra:
-        raise UsageError(f"unexpected argument(s) {' '.join(extra)!r}; see {prog} --help")
+        raise UsageError(f"unexpected argument(s) {bounded(' '.join(extra))!r}; see {prog} --help")
     return tuple(parsed[: len(types)])
 
 
@@ -260,6 +342,7 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
         if os.environ.get("LINCHAIN_TRACEBACK") or not (isinstance(err, _user_errors()) or err.errno in _MACHINE_ERRNOS):
             raise
         message = str(err).strip() or type(err).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
+        # a backstop: a message that repeats a user's value whole (a data row, a config value) is cut
+        print(f"{prog}: error: {bounded(message, 8 * ECHO_LIMIT)}", file=sys.stderr)
         return 2
 

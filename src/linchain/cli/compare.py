@@ -50,7 +50,19 @@ def _compare(argv: list[str]) -> int:
     report, path = compare(*args)
     print(path.read_text())
     print(f"wrote {path}, {path.with_suffix('.json')}, convergence.png and lr_sweep.png in {path.parent}")
+    failures = report.get("failures") or []
+    if failures:
+        # a study with failed steps is not a result to quote: say which, and exit non-zero (a script notices)
+        for f in failures:
+            print(f"{PROG}: FAILED {f['step']}: {_bounded(f['error'].splitlines()[0] if f['error'] else '')}", file=sys.stderr)
+        print(f"{PROG}: error: {len(failures)} step(s) failed (listed above and in {path}); "
+              "run the same command again to retry them", file=sys.stderr)
+        return 1
     return 0
+
+
+def _bounded(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -14,10 +14,28 @@ __all__ = ["CompareArguments", "MethodSpec", "compare", "paired_comparison", "pa
 
 
 def compare(compare_args, model_args, data_args, train_args, **grid_kwargs):
-    """Run (or complete) the grid and write report.json/report.md/plots; returns (report dict, report.md path)."""
-    from .grid import run_grid
+    """Run (or complete) the grid and write report.json/report.md/plots; returns (report dict, report.md path).
+
+    The study's folder goes through :class:`linchain.outputs.OutputFolder` (kind ``compare``): checked
+    before any data or model loads, and locked for the whole grid, so a second compare into the same
+    folder at once is refused. ``--sweep_only`` parts are the exception: they are meant to run in
+    parallel in one folder (one per method and rate, ``benchmarks/gpu_compare.sh``), so they only
+    check it; each of their steps writes its own files (train and eval folders lock themselves).
+    """
+    from contextlib import nullcontext
+
+    from .grid import Grid, prepare_environment
     from .report import build_report, write_report
 
-    grid = run_grid(compare_args, model_args, data_args, train_args, **grid_kwargs)
-    report = build_report(grid, compare_args.baseline, compare_args.n_resamples, compare_args.target_loss)
-    return report, write_report(grid, report)
+    prepare_environment(train_args)
+    grid = Grid(compare_args, model_args, data_args, train_args, **grid_kwargs)  # validates the arguments
+    out = grid.output_folder()
+    if compare_args.sweep_only:
+        guard = nullcontext(out.check())
+    else:
+        guard = out.writing()
+    with guard:
+        result = grid.run()
+        report = build_report(result, compare_args.baseline, compare_args.n_resamples, compare_args.target_loss)
+        path = write_report(result, report)
+    return report, path

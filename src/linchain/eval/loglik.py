@@ -7,6 +7,7 @@ reported on exactly the same rows as the generate scorer. Only for multiple-choi
 from __future__ import annotations
 
 import copy
+import math
 import inspect
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -14,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from ..progress import Progress
 
-from ._torch import eval_mode, model_device
+from ._torch import NonFiniteLogitsError, eval_mode, model_device
 from .examples import build_prompt, candidate_answers, continuation, gold_answer
 from .extract import is_correct
 from .tasks import TaskSpec
@@ -288,8 +289,11 @@ def loglik_predict(
         else:
             scored = continuation_logprobs(model, tokenizer, prompts, conts, batch_size=batch_size, progress=progress)
     out = []
-    for ex, (lo, hi), (prompt, cands, texts) in zip(examples, spans, per_row):
+    for i, (ex, (lo, hi), (prompt, cands, texts)) in enumerate(zip(examples, spans, per_row)):
         scores = [s / n if normalize == "mean" else s for s, n in scored[lo:hi]]
+        if not all(math.isfinite(x) for x in scores):
+            # NaN compares false with everything: max() would pick a candidate at random, scored as a prediction
+            raise NonFiniteLogitsError(i, "log-probabilities")
         best = max(range(len(scores)), key=lambda j: (scores[j], -j))
         gold = gold_answer(ex)
         out.append(LoglikPrediction(prompt, cands, texts, scores, cands[best], gold,

@@ -28,6 +28,7 @@ __all__ = [
     "TaskSpec",
     "get_task",
     "infer_task",
+    "rule_from_answers",
 ]
 
 #: max_new_tokens of LLM-Adapters' evaluators
@@ -112,16 +113,20 @@ def get_task(name: str) -> TaskSpec:
         return TaskSpec(name, "number", max_new_tokens=MATH_MAX_NEW_TOKENS)
     canonical = _ALIASES.get(name.lower())
     if canonical is None:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        shown = name if len(name) <= 80 else name[:80] + "..."  # a name is echoed, never a whole pasted text
+        raise ValueError(f"unknown task {shown!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[canonical]
 
 
 def infer_task(data: str) -> Optional[str]:
     """Guess the task from a data spec: the folder or file stem of an LLM-Adapters path
     (``.../boolq/test.json`` -> ``boolq``), or ``bigbench:TASK`` / ``hf:NAME``. ``None`` when
-    nothing matches (the caller must then ask for ``--task``)."""
-    if data.startswith(("bigbench:", "hf:", "reasoning_gym:")):
+    the spec does not say (``reasoning_gym:`` generators answer with numbers, words or lists alike):
+    the caller then infers the rule from the answers (:func:`rule_from_answers`)."""
+    if data.startswith(("bigbench:", "hf:")):
         return data
+    if data.startswith("reasoning_gym:"):
+        return None
     path = Path(data)
     # the most specific part first: the file stem (gsm8k.json), then the parent folders
     for part in [path.stem, *reversed(path.parent.parts)]:
@@ -129,3 +134,29 @@ def infer_task(data: str) -> Optional[str]:
         if canonical is not None and canonical != OPTION_TASK.name:
             return canonical
     return None
+
+
+#: a gold answer the number rule can judge: one number, commas as thousands separators allowed
+_NUMBER = re.compile(r"-?\d+(\.\d*)?")
+
+
+def rule_from_answers(data: str, answers: list[str], with_options: bool = False) -> TaskSpec:
+    """The answer rule that the gold ``answers`` of ``data`` (every row, not only ``--limit``) call for.
+
+    Rows that list their own options -> the option rule; every answer a number -> the number rule;
+    a small closed set (2 to :data:`MAX_CLOSED_ANSWERS` distinct answers, each seen at least twice
+    on average, none empty) -> closed-set scoring; anything else is refused, asking for ``--task``:
+    a guessed rule that can never match the answers would score 0% as if it were a result.
+    """
+    if with_options:
+        return TaskSpec(data, "option", max_new_tokens=COMMONSENSE_MAX_NEW_TOKENS)
+    answers = [a.strip() for a in answers]
+    if answers and all(_NUMBER.fullmatch(a.replace(",", "")) for a in answers):
+        return TaskSpec(data, "number", max_new_tokens=MATH_MAX_NEW_TOKENS)
+    distinct = sorted(set(answers))
+    if "" not in distinct and 2 <= len(distinct) <= MAX_CLOSED_ANSWERS and 2 * len(distinct) <= len(answers):
+        return CLOSED_TASK
+    sample = ", ".join(repr(a[:40]) for a in distinct[:3])
+    raise ValueError(f"--data {data}: cannot infer an answer rule from its {len(answers)} gold answers (not all numbers, "
+                     f"and {len(distinct)} distinct ones are no small closed set; e.g. {sample}); pass --task "
+                     f"(e.g. --task closed, gsm8k or boolq)")
