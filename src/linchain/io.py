@@ -1,5 +1,5 @@
-"""Safe file writes: a crash never leaves a half-written adapter or checkpoint, and nothing the
-user did not ask to replace is deleted.
+"""Safe file writes, the primitives under the one write path (:mod:`linchain.outputs`, which decides
+what a command may replace): a crash never leaves a half-written file or folder.
 
 - :func:`atomic_write_text` / :func:`atomic_write_json`: temporary file + ``os.replace``; JSON is
   strict (no bare ``NaN``/``Infinity``, which strict parsers reject: non-finite floats are errors).
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
 
-__all__ = ["OutputExistsError", "atomic_dir", "check_output_folder", "refuse_output_over_inputs", "atomic_write_json", "atomic_write_text", "is_nonempty_dir", "strict_json"]
+__all__ = ["OutputExistsError", "atomic_dir", "atomic_write_json", "atomic_write_text", "is_nonempty_dir", "strict_json"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -80,27 +80,6 @@ def _remove_stale_temporaries(path: Path) -> None:
         pid = stale.name[len(path.name) + 6:].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def refuse_output_over_inputs(output: PathLike, inputs: dict[str, PathLike], flag: str) -> None:
-    """Raise :class:`OutputExistsError` when the output folder is, contains or lies inside one of the
-    ``inputs`` (what the command reads: {"the adapter being merged": path, ...}): replacing it, even
-    with ``--overwrite``, would delete what the command reads, or mix the output into it."""
-    out = Path(output).resolve()
-    for what, path in inputs.items():
-        source = Path(path).resolve()
-        relation = ("is" if out == source else "holds" if out in source.parents
-                    else "lies inside" if source in out.parents else None)
-        if relation:
-            raise OutputExistsError(f"{flag} {output} {relation} {what} ({path}); choose another folder")
-
-
-def check_output_folder(output: PathLike, inputs: dict[str, PathLike], flag: str, overwrite: bool) -> None:
-    """A command's output check before any work: never over an input (:func:`refuse_output_over_inputs`),
-    and a non-empty folder only with ``--overwrite``."""
-    refuse_output_over_inputs(output, inputs, flag)
-    if is_nonempty_dir(output) and not overwrite:
-        raise OutputExistsError(f"{flag} {output} already holds files; pass --overwrite to replace them, or choose another folder")
 
 
 def is_nonempty_dir(path: PathLike) -> bool:

@@ -105,6 +105,9 @@ def find_adapter_dir(path: Union[str, Path], flag: str = "--adapter") -> Path:
         return folder
     if (folder / "adapter" / ADAPTER_CONFIG).is_file():
         return folder / "adapter"
+    if folder.is_file():
+        raise ValueError(f"{flag} {path}: a file; give the folder that holds it ({folder.parent}), an adapter folder or a "
+                         "`linchain train` output folder")
     if not folder.is_dir():
         raise FileNotFoundError(f"{flag} {path}: folder not found; give an adapter folder or a `linchain train` output folder")
     raise ValueError(f"{flag} {path}: no {ADAPTER_CONFIG} there (nor in its adapter/ folder); "

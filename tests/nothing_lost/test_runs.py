@@ -190,6 +190,7 @@ def test_resume_with_an_unreadable_train_config_is_one_line(tiny_model_dir, even
     ("optimizer.pt truncated", "checkpoint-4 cannot be resumed from (optimizer.pt is truncated"),
     ("adapter truncated", "checkpoint-4 cannot be resumed from (adapter_model.safetensors is truncated"),
     ("trainer_state.json is []", "checkpoint-4 cannot be resumed from (trainer_state.json is not a Trainer state"),
+    ("adapter config disagrees with its tensors", "checkpoint-4 cannot be resumed from ("),
     ("metrics.jsonl half-written last line", "dropped 1 malformed line(s)"),
     ("nothing", "resuming from"),
 ])
@@ -205,6 +206,9 @@ def test_resume_falls_back_past_a_broken_checkpoint_and_summarises_the_whole_run
         (checkpoint / "adapter_model.safetensors").write_bytes(data[:-100])
     if break_it == "trainer_state.json is []":
         (checkpoint / "trainer_state.json").write_text("[]")
+    if break_it == "adapter config disagrees with its tensors":
+        config = json.loads((checkpoint / "adapter_config.json").read_text())
+        (checkpoint / "adapter_config.json").write_text(json.dumps({**config, "r": config["r"] * 2}))
     if break_it.startswith("metrics.jsonl"):
         with open(run / "metrics.jsonl", "a") as f:
             f.write('{"loss": 0.51, "st')

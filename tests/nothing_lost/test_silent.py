@@ -376,6 +376,9 @@ CASES: dict[str, Case] = {
         "merge", lambda c: ["merge", "--adapter", str(c.edited("a", {"r": 4}, base=c.lora)), "--base_model", str(c.model),
                             "--output_dir", str(c.tmp / "x")],
         "adapter_config.json: r=4 but the tensors hold rank 2", check=_nothing_written),
+    "--adapter naming the adapter's config file says to give its folder": Case(
+        "eval", lambda c: c.eval("--adapter", str(c.adapter / "adapter_config.json")),
+        "adapter_config.json: a file; give the folder that holds it", check=_nothing_written),
     "eval with an empty --output_dir does not write into the current folder": Case(
         "eval", lambda c: c.eval(out=Path("")), "is the current folder",
         setup=lambda c: c.monkeypatch.chdir(c.tmp), check=lambda c: not (c.tmp / "results.json").exists() or pytest.fail()),

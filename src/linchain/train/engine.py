@@ -262,6 +262,19 @@ def checkpoint_problem(checkpoint: Path) -> Optional[str]:
                 problem = f"{path.relative_to(checkpoint)} does not parse"
         if problem:
             return problem
+    return _adapter_problem(checkpoint)
+
+
+def _adapter_problem(checkpoint: Path) -> Optional[str]:
+    """Why the checkpoint's adapter does not describe its tensors (saved.read_adapter's config check), or None."""
+    from ..saved import read_adapter
+
+    if not (checkpoint / "adapter_config.json").is_file():
+        return None  # --method full, or the adapter in a sub-folder the Trainer names itself
+    try:
+        read_adapter(checkpoint, "a checkpoint holds its adapter")
+    except (ValueError, FileNotFoundError) as err:
+        return str(err)[:300]
     return None
 
 
