@@ -152,6 +152,11 @@ def test_readme_config_example_never_wipes_the_run_it_came_from(finished, tmp_pa
     assert cli(["train", "--config", str(path), "--max_steps", "2"]) == 2
     assert "holds a previous run; pass --resume to continue it, --overwrite to start afresh" in error_line(capsys, "train")
     assert tree(out) == before
+    # the README's form: the same settings into another folder, a new run; the first run untouched
+    other = tmp_path / "other"
+    assert cli(["train", "--config", str(path), "--output_dir", str(other), "--max_steps", "2"]) == 0
+    assert (other / "adapter" / "adapter_model.safetensors").is_file() and tree(out) == before
+    assert yaml.safe_load((other / "train_config.yaml").read_text())["learning_rate"] == saved["learning_rate"]
 
 
 @pytest.mark.parametrize("flags, named", [
