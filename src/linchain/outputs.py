@@ -63,7 +63,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "export-lora": ("adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer*", "special_tokens_map.json",
                     "vocab.json", "merges.txt", "chat_template.*", "added_tokens.json", ".*"),
     "analyze": ("analysis.json", "*.png", ".*"),
-    "compare": ("settings.json", "data", "base", "runs", "report.md", "report.json", "*.png", "failed.json", ".*"),
+    "compare": ("settings.json", "data", "base", "runs", "report.md", "report.json", "*.png", "failed.json",
+                "compare-versions.txt", "*.log", ".*"),
 }
 
 #: space a command needs at least (bytes) unless it says more; below it the write would fail midway

@@ -198,6 +198,14 @@ def _yaml_no(ctx: Ctx) -> Path:
     return path
 
 
+def _other_study(ctx: Ctx) -> None:
+    """A finished study made with other settings (its settings.json and marker as compare writes them)."""
+    ctx.out.mkdir()
+    (ctx.out / "settings.json").write_text(json.dumps({"model": {"r": 64}}))
+    OutputFolder(ctx.out, "compare").mark("complete")
+    _snapshot(ctx)
+
+
 def _snapshot(ctx: Ctx) -> None:
     ctx.before = tree(ctx.out)
 
@@ -345,6 +353,9 @@ CASES: dict[str, Case] = {
     "compare with an unknown --eval_task is refused before training": Case(
         "compare", lambda c: _compare(c, c.data, "--eval_data", str(c.data), "--eval_task", "boolk", "--validation_size", "0"),
         "--eval_task: unknown task 'boolk'", check=lambda c: not c.out.exists() or pytest.fail(str(tree(c.out)))),
+    "a compare refused for other settings leaves the study (and its marker) as it was": Case(
+        "compare", lambda c: _compare(c, c.data, "--eval_data", str(c.data), "--eval_task", "closed", "--validation_size", "0"),
+        "holds a comparison made with other settings", setup=_other_study, check=_unchanged),
     "compare into an eval's output folder is refused": Case(
         "compare", lambda c: _compare(c, c.data, "--eval_data", str(c.data), "--eval_task", "closed", "--validation_size", "0"),
         "holds a linchain eval output", setup=lambda c: (cli(c.eval()) == 0 or pytest.fail()) and _snapshot(c), check=_unchanged),

@@ -30,6 +30,8 @@ def compare(compare_args, model_args, data_args, train_args, **grid_kwargs):
     prepare_environment(train_args)
     grid = Grid(compare_args, model_args, data_args, train_args, **grid_kwargs)  # validates the arguments
     out = grid.output_folder()
+    out.check()
+    grid.preflight()
     if compare_args.sweep_only:
         guard = nullcontext(out.check())
     else:

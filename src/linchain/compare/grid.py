@@ -299,10 +299,15 @@ class Grid:
         tasks = self.args.eval_task or [None] * len(self.args.eval_data)
         return list(zip(self.args.eval_data, tasks))
 
-    def run(self) -> GridResult:
+    def preflight(self) -> dict[str, Any]:
+        """The refusals that need no work (a study with other settings, --report_only of nothing), before
+        the folder is marked as being written: a refused call leaves a study's marker as it was."""
         if self.args.report_only and not (self.out / SETTINGS_FILE).exists():
             raise ValueError(f"--report_only: {self.out} holds no comparison yet (no {SETTINGS_FILE}); run it without --report_only first")
-        settings = self.check_settings(write=False)
+        return self.check_settings(write=False)
+
+    def run(self) -> GridResult:
+        settings = self.preflight()
         self.prepare_data()
         self.check_settings(write=True)
         result = GridResult(out=self.out, methods=self.methods, seeds=self.seeds, learning_rates=self.rates, settings=settings)
