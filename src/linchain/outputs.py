@@ -52,7 +52,7 @@ MARKER = ".linchain-output.json"
 #: whose every entry matches counts as written by an earlier linchain of that kind
 KINDS: dict[str, tuple[str, ...]] = {
     "train": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "loss_curve.png", "summary.txt",
-              "summary.json", "runs", "analysis", "eval", ".*"),
+              "summary.json", "runs", "analysis", "eval", "pissa-init", ".*"),
     "seq-cls": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "results.json", "summary.json",
                 "summary.txt", "predictions.jsonl", "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin",
                 "README.md", "seq_cls.json", "tokenizer*", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",

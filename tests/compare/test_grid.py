@@ -160,6 +160,26 @@ def test_tiny_llama_end_to_end_and_resume(tiny_model_dir, boolq_dir, tmp_path):
     assert [step for step, _ in marker["losses"]] == [1, 2, 3] and marker["global_step"] == 3
 
 
+def test_a_grid_with_a_peft_variant_end_to_end(tiny_model_dir, boolq_dir, tmp_path):
+    """Issue 20: DoRA (PEFT's own) as a compared method: swept, tested, in the report beside LoRA."""
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--data", str(boolq_dir / "boolq" / "train.json"),
+            "--eval_data", str(boolq_dir / "boolq" / "test.json"), "--methods", "lora,dora", "--seeds", "0",
+            "--learning_rates", "1e-3,3e-2", "--max_steps", "2", "--validation_size", "8", "--output_dir", str(tmp_path / "cmp"),
+            "--r", "2", "--alpha", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+            "--cutoff_len", "64", "--report_to", "none", "--n_resamples", "200"]
+    report, md = compare(*parse_args(argv))
+    dora, lora = report["methods"]["dora"], report["methods"]["lora"]
+    assert len(dora["sweep"]) == 2 and dora["per_seed"][0]["seed"] == 0
+    # DoRA adds one magnitude vector per adapted layer (its out_features) to LoRA's A and B
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(tiny_model_dir)
+    kv = c.num_key_value_heads * c.hidden_size // c.num_attention_heads
+    per_layer = c.hidden_size + 2 * kv + c.intermediate_size + c.hidden_size  # q, k, v, up, down (the default targets)
+    assert dora["trainable_params"] - lora["trainable_params"] == c.num_hidden_layers * per_layer
+    assert "| dora |" in md.read_text()
+
+
 def test_markers_without_adapters_retrain_only_what_still_needs_testing(boolq_dir, tmp_path):
     """A study carried to another machine keeps its small markers but not its adapters: runs whose test
     scores exist are reused, a run whose test is still missing trains again instead of failing."""

@@ -24,6 +24,9 @@ from linchain.cli.train import parse_args
     ("moslora-identity", dict(chain_length=1, mixer_init="identity")),
     ("lora-2r", dict(method="lora", r=32, alpha=64.0, chain_length=0)),
     ("peft-lora", dict(method="peft-lora", chain_length=None)),
+    ("dora", dict(method="dora", r=16, alpha=32.0, chain_length=None)),
+    ("pissa", dict(method="pissa", chain_length=None)),
+    ("rslora", dict(method="rslora", chain_length=None)),
 ])
 def test_method_names(name, expected):
     args = parse_method(name).model_arguments(ModelArguments(r=16, alpha=32.0, num_mixers=3))
@@ -33,7 +36,7 @@ def test_method_names(name, expected):
 
 @pytest.mark.parametrize("name, message", [
     ("lora-frozen", "has no mixers"), ("linchain-k0-bias", "has no mixers"), ("full-bias", "has no mixers"),
-    ("dora", "is not a method"), ("linchain-k3-biass", "is not a method"), ("linchain-k3-bias-bias", "is not a method"),
+    ("dora-bias", "has no mixers"), ("doras", "is not a method"), ("linchain-k3-biass", "is not a method"), ("linchain-k3-bias-bias", "is not a method"),
     ("moslora-orthogonal-identity", "choose one"),
 ])
 def test_bad_method_names(name, message):

@@ -38,7 +38,8 @@ class CompareArguments:
 
     methods: str = field(default="lora,moslora,linchain-k3", metadata={
         "help": "Comma-separated methods: lora, moslora, linchain (k = --num_mixers), linchain-kK, lora-2r, peft-lora, "
-                "full; suffixes -bias, -orthogonal, -identity, -frozen (mixers frozen at initialisation)."})
+                "dora, pissa, rslora (PEFT's LoRA variants), full; suffixes of the chains: -bias, -orthogonal, -identity "
+                "(mixer init), -frozen (mixers frozen at initialisation)."})
     baseline: str = field(default="lora", metadata={"help": "The method every other one is compared with (one of --methods)."})
     seeds: str = field(default="", metadata={"help": "Comma-separated seeds (default: --seed). The first one sweeps the learning rates."})
     learning_rates: str = field(default="", metadata={

@@ -3,6 +3,7 @@
 A name is a base method with optional suffixes, in any order::
 
     lora | moslora | linchain | linchain-kK | lora-2r | peft-lora | full      base
+    dora | pissa | rslora      PEFT's LoRA variants (use_dora; PiSSA init; alpha/sqrt(r)), no suffixes
     -bias          mixers with biases (the reference code's affine chain)
     -orthogonal    orthogonal mixer initialisation (default: kaiming, as the reference)
     -identity      identity mixer initialisation
@@ -25,7 +26,7 @@ from ..train.args import ModelArguments
 
 __all__ = ["MethodSpec", "parse_method", "parse_methods"]
 
-_BASES = ("lora-2r", "lora", "moslora", "peft-lora", "full", "linchain")
+_BASES = ("lora-2r", "lora", "moslora", "peft-lora", "dora", "pissa", "rslora", "full", "linchain")
 _SUFFIXES = {"bias", "orthogonal", "identity", "frozen"}
 
 
@@ -66,7 +67,8 @@ def parse_method(name: str) -> MethodSpec:
     bad = [s for s in suffixes if s not in _SUFFIXES]
     if base is None or bad or len(set(suffixes)) != len(suffixes):
         raise ValueError(f"--methods: {name!r} is not a method; use lora, moslora, linchain, linchain-kK, lora-2r, "
-                         f"peft-lora or full, optionally with -bias, -orthogonal, -identity, -frozen")
+                         f"peft-lora, dora, pissa, rslora or full, (the chains) optionally with -bias, -orthogonal, "
+                         f"-identity, -frozen")
     method = "lora" if base == "lora-2r" else base
     has_mixers = method == "moslora" or (method == "linchain" and k != 0)
     if suffixes and not has_mixers:

@@ -23,6 +23,7 @@ from ..threads import THREADS_HELP, check_num_threads
 __all__ = [
     "DEFAULT_DATA",
     "METHODS",
+    "PEFT_LORA_VARIANTS",
     "OFFLINE_MODEL",
     "DataArguments",
     "LinChainTrainingArguments",
@@ -32,7 +33,11 @@ __all__ = [
 #: The default run's data (see BENCHMARKS.md "Default run" for why this task).
 DEFAULT_DATA = "reasoning_gym:family_relationships:600"
 #: method -> (uses a LinChain adapter, fixed chain length or None for --num_mixers)
-METHODS = {"linchain": (True, None), "lora": (True, 0), "moslora": (True, 1), "peft-lora": (False, None), "full": (False, None)}
+METHODS = {"linchain": (True, None), "lora": (True, 0), "moslora": (True, 1), "peft-lora": (False, None),
+           "dora": (False, None), "pissa": (False, None), "rslora": (False, None), "full": (False, None)}
+#: the PEFT LoRA variants (PEFT's own code): --method -> LoraConfig options
+PEFT_LORA_VARIANTS = {"peft-lora": {}, "dora": {"use_dora": True}, "pissa": {"init_lora_weights": "pissa"},
+                      "rslora": {"use_rslora": True}}
 
 
 def _bad(cls: str, name: str, value, why: str) -> ValueError:
@@ -78,7 +83,9 @@ class ModelArguments:
     )
     method: str = field(
         default="linchain",
-        metadata={"help": "linchain (k = --num_mixers), lora (k = 0), moslora (k = 1), peft-lora (PEFT's own LoRA), full (all weights)."},
+        metadata={"help": "linchain (k = --num_mixers), lora (k = 0), moslora (k = 1), peft-lora (PEFT's own LoRA), "
+                          "dora (PEFT LoRA, use_dora), pissa (PEFT LoRA, PiSSA init; saved as a LoRA of rank 2r for the "
+                          "original base), rslora (PEFT LoRA, scale alpha/sqrt(r)), full (all weights)."},
     )
     num_mixers: int = field(default=3, metadata={"help": "Chain length k for --method linchain (3 in the reference code)."})
     r: int = field(default=16, metadata={"help": "Adapter rank r."})
@@ -124,6 +131,9 @@ class ModelArguments:
             raise _bad("ModelArguments", "target_modules", self.target_modules, "names no module")
         if self.load_in_4bit and self.load_in_8bit:
             raise _bad("ModelArguments", "load_in_8bit", True, "give --load_in_4bit or --load_in_8bit, not both")
+        if (self.load_in_4bit or self.load_in_8bit) and self.method == "pissa":
+            raise _bad("ModelArguments", "method", "pissa", "PiSSA rewrites the base weights, which a quantized base cannot "
+                       "hold exactly; use an unquantized base, or dora/peft-lora with --load_in_4bit/8bit")
         if (self.load_in_4bit or self.load_in_8bit) and self.method == "full":
             raise _bad("ModelArguments", "method", "full", "a quantized base cannot be fully fine-tuned; use an adapter method with --load_in_4bit/8bit")
         if self.bnb_4bit_quant_type not in ("nf4", "fp4"):

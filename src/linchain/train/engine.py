@@ -42,7 +42,7 @@ from ..resolve import resolve_model_path, torch_dtype
 from ..threads import set_threads
 from ..quant import load_base_model
 from .accuracy import mc_accuracy
-from .args import DataArguments, LinChainTrainingArguments, ModelArguments
+from .args import PEFT_LORA_VARIANTS, DataArguments, LinChainTrainingArguments, ModelArguments
 from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
 from .outputs import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, MetricsJsonl, plot_loss_curve
 
@@ -321,10 +321,10 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
     from peft import LoraConfig, get_peft_model
 
     targets = model_args.target_list()
-    if model_args.method == "peft-lora":
+    if model_args.method in PEFT_LORA_VARIANTS:
         config = LoraConfig(
             r=model_args.r, lora_alpha=model_args.alpha, lora_dropout=model_args.adapter_dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
+            target_modules=targets, task_type="CAUSAL_LM", **PEFT_LORA_VARIANTS[model_args.method],
         )
     else:
         config = LinChainConfig(
@@ -333,12 +333,36 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
         )
     with refuse_rank_above_layer():  # --r larger than a target layer: an error here, before any allocation
         model = get_peft_model(model, config)
+    if model_args.method == "pissa":
+        _save_pissa_init(model, Path(train_args.output_dir))
     if model_args.freeze_mixers:
         # the control of the mixer ablation: the chain keeps its initial (random) mixers, A and B train
         for name, param in model.named_parameters():
             if ".linchain_mixers." in name:
                 param.requires_grad_(False)
     return model, tokenizer, path
+
+
+PISSA_INIT_DIR = "pissa-init"  # --method pissa: the adapter as initialised, to save the result as a plain LoRA
+
+
+def _save_pissa_init(model, out: Path) -> None:
+    """PiSSA moves the top singular directions of each base weight into A and B and leaves the base
+    holding the residual, so its trained adapter only fits that changed base. PEFT converts it to a
+    LoRA of rank 2r that fits the original base, given the adapter as initialised: saved here, in the
+    run folder, and used by :func:`write_outputs`. (The initialisation is deterministic: a resumed
+    run re-creates the same one.)"""
+    with atomic_dir(out / PISSA_INIT_DIR, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+
+
+def _save_adapter(model, model_args: ModelArguments, folder: Path, run: Path) -> None:
+    """adapter_config.json + adapter_model.safetensors into ``folder``, for the original base model
+    (``run``: the run folder, which holds a PiSSA run's initial adapter)."""
+    if model_args.method == "pissa":
+        model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(run / PISSA_INIT_DIR))
+    else:
+        model.save_pretrained(folder)
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,7 +635,7 @@ def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResu
             tokenizer.save_pretrained(tmp)
     else:
         with atomic_dir(out / ADAPTER_DIR, overwrite=True) as tmp:
-            model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
+            _save_adapter(model, model_args, tmp, out)
             tokenizer.save_pretrained(tmp)
     summary = dataclasses.asdict(result)
     MetricsJsonl(out).append({"summary": summary, "step": result.global_step})
