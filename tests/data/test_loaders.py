@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import tarfile
 from pathlib import Path
 
@@ -173,3 +174,28 @@ def test_reasoning_gym_spec_seed_draws_rows_seed_plus_index():
     assert not {e.instruction for e in load_examples("reasoning_gym:family_relationships:4:12")} & {e.instruction for e in train}
     with pytest.raises(DataError, match="the seed after the third ':' must be a non-negative integer"):
         load_examples("reasoning_gym:family_relationships:4:x")
+
+
+def test_reasoning_gym_options_configure_the_generator():
+    """reasoning_gym:NAME:N:SEED?KEY=VALUE&...: the generator's config fields (issue 20's arithmetic preset)."""
+    pytest.importorskip("reasoning_gym")
+    rows = load_examples("reasoning_gym:chain_sum:30:5?min_digits=1&max_digits=1&min_terms=2&max_terms=2", seed=0)
+    for row in rows:  # "... problem: 4 - 1 =": two one-digit terms, and the answer is their sum
+        terms = re.findall(r"(-?\s*\d+)", row.instruction.split(":")[-1])
+        a, op, b = re.search(r"(\d+) ([+-]) (\d+) =$", row.instruction).groups()
+        assert len(terms) == 2 and int(row.answer) == (int(a) + int(b) if op == "+" else int(a) - int(b))
+    assert rows[0].source.endswith("?min_digits=1&max_digits=1&min_terms=2&max_terms=2")
+    default = load_examples("reasoning_gym:chain_sum:30:5", seed=0)
+    assert max(len(r.instruction) for r in default) > max(len(r.instruction) for r in rows)
+
+
+@pytest.mark.parametrize("options, message", [
+    ("nope=1", "unexpected keyword argument 'nope'"),
+    ("min_digits", "must be key=value pairs"),
+    ("min_digits=5&max_digits=1", "max_digits must be >= min_digits"),
+    ("min_digits=[1]", "must be a number, a word or true/false"),
+])
+def test_reasoning_gym_bad_options_name_the_spec(options, message):
+    pytest.importorskip("reasoning_gym")
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_examples(f"reasoning_gym:chain_sum:3?{options}", seed=0)

@@ -7,9 +7,10 @@ Data specs understood by :func:`load_examples`:
   math_10k, the files in ``shared/data/llm-adapters``);
 - ``bigbench:TASK`` (or ``bigbench:TASK/SUBTASK``): a BIG-bench ``task.json`` (see
   :func:`linchain.offline.bigbench_task_path`), multiple choice when it has ``target_scores``;
-- ``reasoning_gym:NAME[:N[:SEED]]``: ``N`` (default 1000) rows from a seeded reasoning-gym generator
-  (``SEED`` overrides the caller's seed; row i is drawn with seed + i, so a test set drawn with a seed
-  far above the training rows' count shares no row with them);
+- ``reasoning_gym:NAME[:N[:SEED]][?KEY=VALUE&...]``: ``N`` (default 1000) rows from a seeded
+  reasoning-gym generator (``SEED`` overrides the caller's seed; row i is drawn with seed + i, so a
+  test set drawn with a seed far above the training rows' count shares no row with them); the
+  options after ``?`` are fields of the generator's config (``chain_sum?min_digits=1&max_digits=1``);
 - ``hf:NAME[:CONFIG]``: ``datasets.load_dataset(NAME, CONFIG, split=split)``, or a path to a
   dataset saved with ``save_to_disk``; ``columns`` maps our fields to the dataset's columns.
 
@@ -26,6 +27,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
+
+import yaml
 
 __all__ = ["DEFAULT_REASONING_GYM_SIZE", "FIELDS", "DataError", "Example", "load_examples", "open_hf_dataset"]
 
@@ -190,8 +193,30 @@ def _bigbench_row(rows: _Rows, index: int, row: Any) -> Example:
     return Example(instruction=row["input"], input="", output=target, answer=target, source=rows.source, row=index)
 
 
+def _reasoning_gym_options(rest: str, options: str) -> dict:
+    """``key=value&key=value`` -> the generator's config fields (values read as YAML scalars: 1, 0.5, true)."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(options, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise DataError(f"reasoning_gym:{rest}: the options after '?' must be key=value pairs joined by '&', got {options!r:.80}") from None
+    values = {}
+    for key, text in pairs:
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        if not isinstance(value, (int, float, str, bool)):
+            raise DataError(f"reasoning_gym:{rest}: option {key}={text!r:.40} must be a number, a word or true/false")
+        values[key] = value
+    return values
+
+
 def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
-    name, _, size = rest.partition(":")
+    rest_, _, options = rest.partition("?")
+    config = _reasoning_gym_options(rest, options) if options else {}
+    name, _, size = rest_.partition(":")
     size, _, fixed_seed = size.partition(":")
     try:
         n = int(size) if size else DEFAULT_REASONING_GYM_SIZE
@@ -208,10 +233,12 @@ def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
     except ImportError:
         raise DataError("reasoning_gym: specs need the package: pip install 'reasoning-gym==0.1.25'") from None
     try:
-        dataset = reasoning_gym.create_dataset(name, size=n, seed=seed)
-    except (KeyError, ValueError) as err:
-        raise DataError(f"reasoning_gym:{rest}: {err}") from None
-    source = f"reasoning_gym:{name}:{n}" + (f":{seed}" if fixed_seed else "")
+        dataset = reasoning_gym.create_dataset(name, size=n, seed=seed, **config)
+    except TypeError as err:  # an option the generator's config does not have
+        raise DataError(f"reasoning_gym:{rest}: {str(err)[:200]} (the options are the fields of {name}'s config class)") from None
+    except (KeyError, ValueError, AssertionError) as err:
+        raise DataError(f"reasoning_gym:{rest}: {str(err)[:200] or type(err).__name__}") from None
+    source = f"reasoning_gym:{name}:{n}" + (f":{seed}" if fixed_seed else "") + (f"?{options}" if options else "")
     out = []
     for index in range(n):
         item = dataset[index]
