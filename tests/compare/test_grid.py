@@ -277,3 +277,30 @@ def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp
 def test_sweep_only_needs_validation_rows(boolq_dir, tmp_path):
     with pytest.raises(ValueError, match="--sweep_only needs --validation_size > 0"):
         parse_args(_argv(boolq_dir, tmp_path, "--sweep_only", "--validation_size", "0"))
+
+
+def test_generation_settings_reach_every_eval_and_belong_to_the_study(boolq_dir, tmp_path):
+    """--num_beams / --max_new_tokens (issue 20: greedy, short answers for the arithmetic preset) are
+    passed to each eval and recorded; a study made before they existed matches their old defaults."""
+    out = tmp_path / "cmp"
+    seen = []
+    fakes = Fakes()
+
+    def eval_fn(args):
+        seen.append((args.num_beams, args.max_new_tokens))
+        return fakes.eval(args)
+
+    argv = _argv(boolq_dir, out, "--scorer", "generate", "--num_beams", "1", "--max_new_tokens", "6")
+    compare(*parse_args(argv), train_fn=fakes.train, eval_fn=eval_fn)
+    assert seen and set(seen) == {(1, 6)}
+    with pytest.raises(ValueError, match=r"other settings \(eval.num_beams\)"):
+        compare(*parse_args(_argv(boolq_dir, out, "--scorer", "generate", "--max_new_tokens", "6")),
+                train_fn=fakes.train, eval_fn=eval_fn)
+    # settings.json from before these fields: read as the defaults they had
+    old = tmp_path / "old"
+    compare(*parse_args(_argv(boolq_dir, old)), train_fn=fakes.train, eval_fn=fakes.eval)
+    settings = json.loads((old / "settings.json").read_text())
+    for key in ("num_beams", "max_new_tokens"):
+        del settings["eval"][key]
+    (old / "settings.json").write_text(json.dumps(settings))
+    compare(*parse_args(_argv(boolq_dir, old, "--report_only")), train_fn=fakes.train, eval_fn=fakes.eval)

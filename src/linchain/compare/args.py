@@ -49,6 +49,9 @@ class CompareArguments:
     eval_task: list[str] = field(default_factory=list, metadata={"help": "Answer rules per --eval_data, in order (default: inferred from the path)."})
     eval_limit: Optional[int] = field(default=None, metadata={"help": "Score the first N rows of each --eval_data (the same rows for every run)."})
     scorer: str = field(default="loglik", metadata={"help": "loglik (rank the answer labels; cheap on CPU) or generate (the paper's beam search)."})
+    num_beams: int = field(default=4, metadata={"help": "Beam width of --scorer generate (4 = LLM-Adapters; 1 = greedy)."})
+    max_new_tokens: Optional[int] = field(default=None, metadata={
+        "help": "Generation budget of --scorer generate (default per task: 32 commonsense, 256 math)."})
     validation_size: int = field(default=200, metadata={
         "help": "Rows carved from the training data (seed 0) to choose each method's learning rate; never trained on."})
     validation_task: Optional[str] = field(default=None, metadata={
@@ -89,6 +92,10 @@ class CompareArguments:
                     get_task(name)
                 except ValueError as err:
                     raise ValueError(f"{flag}: {err}") from None
+        if not isinstance(self.num_beams, int) or isinstance(self.num_beams, bool) or self.num_beams < 1:
+            raise ValueError(f"--num_beams={self.num_beams!r}: must be an integer >= 1")
+        if self.max_new_tokens is not None and (not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1):
+            raise ValueError(f"--max_new_tokens={self.max_new_tokens!r}: must be an integer >= 1")
         if self.scorer not in SCORERS:
             raise ValueError(f"--scorer={self.scorer!r}: use one of {', '.join(SCORERS)}")
         if self.eval_limit is not None and self.eval_limit < 1:

@@ -54,6 +54,10 @@ _NOT_RESULTS = {"output_dir", "logging_dir", "resume", "num_threads", "disable_t
                 "use_cpu", "dataloader_pin_memory"}  # these two follow the machine: a study moves between CPU and GPU
 
 
+#: eval settings added after studies were made, with the value those studies used
+_EVAL_DEFAULTS = {"num_beams": 4, "max_new_tokens": None}
+
+
 class NotRun(Exception):
     """A step without its marker under ``--report_only``: listed in the report, not run, not a failure."""
 
@@ -128,7 +132,7 @@ class Grid:
 
         train = {k: v for k, v in _init_fields(self.train).items() if k not in _NOT_RESULTS}
         model = {k: v for k, v in dataclasses.asdict(self.model).items() if k not in ("method",)}
-        keys = ("eval_data", "eval_task", "eval_limit", "scorer", "validation_size", "validation_task")
+        keys = ("eval_data", "eval_task", "eval_limit", "scorer", "validation_size", "validation_task", *_EVAL_DEFAULTS)
         return json.loads(json.dumps({"model": model, "data": dataclasses.asdict(self.data), "train": train,
                                       "eval": {k: getattr(self.args, k) for k in keys}, "split_seed": SPLIT_SEED}, default=str))
 
@@ -142,6 +146,8 @@ class Grid:
             old = json.loads(path.read_text())
             # a settings.json written before a field joined _NOT_RESULTS still holds it
             old["train"] = {k: v for k, v in old.get("train", {}).items() if k not in _NOT_RESULTS}
+            # a study made before an eval setting existed used its default
+            old["eval"] = {**_EVAL_DEFAULTS, **old.get("eval", {})}
             diff = sorted(f"{group}.{k}" for group, values in settings.items() if isinstance(values, dict)
                           for k in set(values) | set(old.get(group, {})) if values.get(k) != old.get(group, {}).get(k))
             diff += [k for k, v in settings.items() if not isinstance(v, dict) and old.get(k) != v]
@@ -255,6 +261,7 @@ class Grid:
         args = EvalArguments(
             model_name_or_path=model_path or self.model.model_name_or_path, adapter=str(adapter) if adapter else None,
             data=[d for d, _ in data], task=tasks if all(tasks) else [], scorer=self.args.scorer,
+            num_beams=self.args.num_beams, max_new_tokens=self.args.max_new_tokens,
             limit=self.args.eval_limit if name == "test" else None, per_device_eval_batch_size=self.train.per_device_eval_batch_size,
             dtype=self.model.torch_dtype, num_threads=self.train.num_threads, faithful_prompt=self.data.faithful_prompt,
             output_dir=str(where / name), progress=False,
