@@ -29,6 +29,24 @@ def test_gpu_study_is_the_cpu_study_scaled_up_in_bf16(tmp_path, monkeypatch):
     assert gpu[0].eval_data == ["reasoning_gym:family_relationships:1500:100000"]
 
 
+def test_cpu_math_is_one_digit_chain_sums_scored_greedily_and_gpu_math_its_twin(tmp_path, monkeypatch):
+    """Issue 20: the arithmetic preset, its baselines (DoRA among them) and its GPU twin."""
+    from linchain.data import load_examples
+
+    monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "nowhere"))  # generated data: no folder needed
+    c, m, d, t = parse_args(["--preset", "cpu-math", "--output_dir", str(tmp_path)])
+    assert (c.scorer, c.num_beams, c.max_new_tokens, m.model_name_or_path) == ("generate", 1, 6, "smollm2")
+    assert c.methods.split(",") == ["lora", "dora", "moslora", "linchain-k3", "linchain-k3-orthogonal", "linchain-k3-identity"]
+    assert c.eval_task == c.eval_data and c.validation_task == c.eval_data[0]
+    assert c.test_unseen_only  # one-digit problems repeat: the test keeps only rows no training row has
+    train = load_examples(d.data[0].replace(":3000", ":200"), seed=0)
+    test = load_examples(c.eval_data[0].replace(":1800:", ":200:"), seed=0)
+    assert all(-18 <= int(e.answer) <= 27 for e in train + test)
+    gc, gm, gd, gt = parse_args(["--preset", "gpu-math", "--output_dir", str(tmp_path)])
+    assert gc.methods == c.methods and gt.bf16 and gc.seeds == "0,1,2" and (gc.num_beams, gc.max_new_tokens) == (1, 6)
+    assert gt.max_steps * gt.per_device_train_batch_size == 3200 and gc.eval_data[0].startswith("reasoning_gym:chain_sum:4500:")
+
+
 def test_shared_train_flags_and_lists(tmp_path):
     c, m, d, t = parse_args(["--eval_data", "a/boolq/test.json", "--eval_data", "b/piqa/test.json", "--methods", "lora,lora-2r",
                              "--learning_rates", "1e-4,1e-3", "--bf16", "false", "--cutoff_len", "128", "--num_mixers", "2"])
@@ -41,7 +59,7 @@ def test_shared_train_flags_and_lists(tmp_path):
     (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be > 0"),
     (["--eval_data", "x/boolq/test.json", "--methods", "lora-frozen"], "has no mixers"),
     (["--methods", "lora"], "--eval_data is required"),
-    (["--preset", "nope", "--eval_data", "x"], "--preset='nope': use one of paper-commonsense, paper-math, cpu-study, gpu-study"),
+    (["--preset", "nope", "--eval_data", "x"], "--preset='nope': use one of paper-commonsense, paper-math, cpu-study, gpu-study, cpu-math, gpu-math"),
     (["--eval_data", "x", "--learning_rate", "1e-3", "--max_step", "3"], "unknown option --max_step; did you mean --max_steps?"),
     (["--eval_data", "x", "--method", "lora", "--output_dir", "o"], "the methods come from --methods"),
     (["--eval_data", "x", "--val_set_size", "10", "--output_dir", "o"], "use --validation_size"),

@@ -304,3 +304,37 @@ def test_generation_settings_reach_every_eval_and_belong_to_the_study(boolq_dir,
         del settings["eval"][key]
     (old / "settings.json").write_text(json.dumps(settings))
     compare(*parse_args(_argv(boolq_dir, old, "--report_only")), train_fn=fakes.train, eval_fn=fakes.eval)
+
+
+def test_test_rows_that_repeat_a_training_prompt_are_dropped_and_counted(boolq_dir, tmp_path):
+    """Issue 20: a generated task with few distinct problems repeats training prompts in its test set;
+    those rows would measure recall. They are dropped (and counted in the report) unless asked not to."""
+    from ..compare.conftest import boolq_rows
+
+    train, unseen = boolq_rows(40, seed=1), boolq_rows(12, seed=7)
+    seen_keys = {r["instruction"] for r in train}
+    unseen = [r for r in unseen if r["instruction"] not in seen_keys]
+    data = tmp_path / "boolq"
+    data.mkdir()
+    (data / "train.json").write_text(json.dumps(train))
+    (data / "test.json").write_text(json.dumps(train[:5] + unseen))  # 5 test rows are training rows
+    scored = []
+    fakes = Fakes()
+
+    def eval_fn(args):
+        for d in args.data:
+            if "validation" not in d:
+                scored.append([r["instruction"] for r in json.loads(Path(d).read_text())])
+        return fakes.eval(args)
+
+    argv = ["--model_name_or_path", "unused", "--data", str(data / "train.json"), "--eval_data", str(data / "test.json"),
+            "--methods", "lora", "--seeds", "0", "--learning_rates", "1e-3", "--max_steps", "3", "--validation_size", "4",
+            "--n_resamples", "100"]
+    report, md = compare(*parse_args([*argv, "--output_dir", str(tmp_path / "a")]), train_fn=fakes.train, eval_fn=eval_fn)
+    assert scored and all(rows == [r["instruction"] for r in unseen] for rows in scored)
+    assert report["test_rows"][str(data / "test.json")] == {"rows": 5 + len(unseen), "kept": len(unseen), "dropped_seen_in_training": 5}
+    assert "5 of" in md.read_text() and "dropped (--test_unseen_only)" in md.read_text()
+    scored.clear()
+    report, _ = compare(*parse_args([*argv, "--output_dir", str(tmp_path / "b"), "--test_unseen_only", "false"]),
+                        train_fn=fakes.train, eval_fn=eval_fn)
+    assert report["test_rows"] is None and len(scored[0]) == 5 + len(unseen)

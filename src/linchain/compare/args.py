@@ -56,6 +56,9 @@ class CompareArguments:
         "help": "Rows carved from the training data (seed 0) to choose each method's learning rate; never trained on."})
     validation_task: Optional[str] = field(default=None, metadata={
         "help": "Answer rules of the validation rows when they cannot be inferred from the training file names."})
+    test_unseen_only: bool = field(default=True, metadata={
+        "help": "Drop test rows whose prompt is also a training prompt (counted in the report), so the test measures "
+                "what was learned, not what was seen; false keeps every row (as studies made before this option did)."})
     eval_base: bool = field(default=True, metadata={"help": "Also score the base model without fine-tuning (the floor)."})
     target_loss: Optional[float] = field(default=None, metadata={
         "help": "Training loss for steps-to-target (default: the baseline's smoothed final loss, mean over seeds)."})

@@ -55,7 +55,8 @@ _NOT_RESULTS = {"output_dir", "logging_dir", "resume", "num_threads", "disable_t
 
 
 #: eval settings added after studies were made, with the value those studies used
-_EVAL_DEFAULTS = {"num_beams": 4, "max_new_tokens": None}
+_EVAL_DEFAULTS = {"num_beams": 4, "max_new_tokens": None, "test_unseen_only": False}
+TEST_INFO = "test-rows.json"  # data/: per --eval_data, the test rows kept and those dropped as seen in training
 
 
 class NotRun(Exception):
@@ -186,6 +187,8 @@ class Grid:
                 groups.setdefault(task, []).append(e)
             for task, rows in groups.items():
                 atomic_write_json(folder / f"validation-{task}.json", [e.adapters_row() for e in rows])
+            if self.args.test_unseen_only:
+                self._write_unseen_test(folder, examples)
             atomic_write_json(train_file, [e.adapters_row() for e in train])  # last: its presence marks the data as prepared
             _say(f"{len(train)} training rows, {len(val)} validation rows ({', '.join(f'{t}: {len(r)}' for t, r in groups.items())})")
         self.validation = [(str(p), p.stem.split("-", 1)[1]) for p in sorted(folder.glob("validation-*.json"))]
@@ -301,10 +304,38 @@ class Grid:
             return None, str(train_dir / "model")
         return train_dir / "adapter", None
 
+    def _write_unseen_test(self, folder: Path, examples: list) -> None:
+        """data/test-<i>.json: the rows of --eval_data i whose prompt no training row has (the validation
+        rows count as training rows here: they were drawn from them), and data/test-rows.json saying
+        how many were kept and dropped. Generated tasks with few distinct problems (one-digit sums)
+        repeat training prompts in the test set; scoring those would measure recall, not learning."""
+        from ..eval.examples import load_eval_examples
+
+        seen = {(e.instruction, e.input) for e in examples}
+        info = {}
+        for i, spec in enumerate(self.args.eval_data):
+            rows = load_eval_examples(spec)  # as the grid's evals read it (EvalArguments' defaults)
+            unseen = [e for e in rows if (e.instruction, e.input) not in seen]
+            if not unseen:
+                raise ValueError(f"--eval_data {spec}: every one of its {len(rows)} rows repeats a training prompt; "
+                                 "use other test data, or --test_unseen_only false to score them anyway")
+            atomic_write_json(folder / f"test-{i}.json", [e.adapters_row() for e in unseen])
+            info[spec] = {"rows": len(rows), "kept": len(unseen), "dropped_seen_in_training": len(rows) - len(unseen)}
+            _say(f"--eval_data {spec}: {len(rows) - len(unseen)} of {len(rows)} rows repeat a training prompt and are "
+                 f"dropped (--test_unseen_only); {len(unseen)} rows are scored")
+        atomic_write_json(folder / TEST_INFO, info)
+
     # ------------------------------------------------------------------------------ the grid
     def _test_data(self) -> list[tuple[str, Optional[str]]]:
+        """(data, task) per --eval_data: the unseen rows' file (--test_unseen_only) with the spec's task
+        (given, or inferred from the spec's path, else from the answers), or the spec itself."""
+        from ..eval.tasks import infer_task
+
         tasks = self.args.eval_task or [None] * len(self.args.eval_data)
-        return list(zip(self.args.eval_data, tasks))
+        if not self.args.test_unseen_only:
+            return list(zip(self.args.eval_data, tasks))
+        return [(str(self.out / "data" / f"test-{i}.json"), task or infer_task(spec))
+                for i, (spec, task) in enumerate(zip(self.args.eval_data, tasks))]
 
     def preflight(self) -> dict[str, Any]:
         """The refusals that need no work (a study with other settings, --report_only of nothing), before

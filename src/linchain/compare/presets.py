@@ -41,6 +41,28 @@ arithmetic script otherwise (k 3, r 16, alpha 32, 3 epochs, batch 16, cutoff 256
   power (the report prints the exact figure per comparison); smaller ones read "no detectable
   difference".
 
+``cpu-math``: the paper's arithmetic claim at CPU scale (issue 20), sized like cpu-study.
+
+- Task: reasoning-gym ``chain_sum`` with one-digit terms, two or three of them ("State the final
+  answer to the following arithmetic problem: 4 - 1 - 8 ="; answers -18..27), scored by greedy
+  generation (``--num_beams 1 --max_new_tokens 6``) with the paper's number rule. The generator's
+  default (up to 4-digit terms, up to 6 of them) is out of reach for a 135M model in 80 steps.
+  Training rows 0-2999 (seed 0, 1,454 distinct problems), 150 carved off for validation; 1,800 test
+  rows drawn with seed 100000, of which those repeating a training prompt (about two thirds: there
+  are only ~4,200 distinct problems) are dropped (``--test_unseen_only``), leaving ~600 scored.
+- Measured (pilot, 2 busy cores, 200 test rows): the base model scores 10.0% (18 rows with no
+  number), the most frequent answer is 8.0% of the rows, LoRA (r 16, lr 3e-3, 80 steps of 8 rows)
+  45.0%: the model learns the task at this scale, with room above and below.
+- Methods lora, dora (PEFT's DoRA), moslora, linchain-k3 and its two other mixer initialisations
+  (-orthogonal, -identity); rates 1e-3, 3e-3, 1e-2; one seed (``--seeds 0,1,2`` adds seeds later).
+- Cost on 2 cores, measured in the pilot: a training run of 80 steps ~4.7 min, 200 rows scored by
+  greedy generation ~40 s (model load included). 18 sweep runs ~85 min, their validation ~10 min,
+  6 tests of ~600 rows and the base model ~15 min: ~1.8 h.
+
+``gpu-math``: cpu-math's twin for a lent GPU: 200 steps of 16 rows from 8,000 generated, 300
+validation rows, 4,500 test rows drawn (~1,700 unseen in training), three seeds, bf16 (as gpu-study is to
+cpu-study).
+
 ``gpu-study``: the cpu-study's question on one GPU in bf16 mixed precision, larger: 200 steps of 16
 rows (3,200 training rows, 5x the cpu-study) from 8,000 generated, three rates (1e-3, 3e-3, 1e-2),
 three seeds, 300 validation rows, 1,500 test rows, scored 512 (prompt, candidate) pairs a pass
@@ -64,6 +86,9 @@ _MATH_TEST = ("gsm8k", "AddSub", "MultiArith", "SingleEq", "AQuA", "mathqa")
 _STUDY_TASK = "family_relationships"
 _STUDY_TEST_SEED = 100000  # row i of a reasoning-gym generator uses seed + i: far above the training rows
 _PAPER_METHODS = "lora,moslora,linchain-k3,linchain-k3-frozen,lora-2r"
+_MATH_TASK = "chain_sum"
+_MATH_OPTIONS = "?min_digits=1&max_digits=1&min_terms=2&max_terms=3"  # one-digit terms, two or three
+_MATH_METHODS = "lora,dora,moslora,linchain-k3,linchain-k3-orthogonal,linchain-k3-identity"
 
 
 def data_dir() -> Path:
@@ -109,6 +134,8 @@ def _cpu_study(d: Optional[Path]) -> dict[str, Any]:
         "learning_rates": "1e-3,3e-3,1e-2", "max_steps": 80, "warmup_steps": 8, "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32,
         "per_device_eval_batch_size": 8, "save_steps": 20, "save_total_limit": 1, "num_threads": 2,
+        # measured: none of the 600 test rows repeats a training prompt, so the study's test set stays as it was made
+        "test_unseen_only": False,
     }
 
 
@@ -119,8 +146,30 @@ def _gpu_study(d: Optional[Path]) -> dict[str, Any]:
             "per_device_eval_batch_size": 512, "save_steps": 50, "bf16": True, "num_threads": 1}
 
 
+def _cpu_math(d: Optional[Path]) -> dict[str, Any]:
+    test = f"reasoning_gym:{_MATH_TASK}:1800:{_STUDY_TEST_SEED}{_MATH_OPTIONS}"
+    return {
+        "model_name_or_path": "smollm2",
+        "data": [f"reasoning_gym:{_MATH_TASK}:3000{_MATH_OPTIONS}"], "validation_size": 150, "validation_task": test,
+        "eval_data": [test], "eval_task": [test], "scorer": "generate", "num_beams": 1, "max_new_tokens": 6,
+        "methods": _MATH_METHODS, "baseline": "lora", "seeds": "0",
+        "learning_rates": "1e-3,3e-3,1e-2", "max_steps": 80, "warmup_steps": 8, "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2, "cutoff_len": 128, "r": 16, "alpha": 32,
+        "per_device_eval_batch_size": 16, "save_steps": 20, "save_total_limit": 1, "num_threads": 2,
+    }
+
+
+def _gpu_math(d: Optional[Path]) -> dict[str, Any]:
+    test = f"reasoning_gym:{_MATH_TASK}:4500:{_STUDY_TEST_SEED}{_MATH_OPTIONS}"
+    return {**_cpu_math(d), "data": [f"reasoning_gym:{_MATH_TASK}:8000{_MATH_OPTIONS}"], "validation_size": 300,
+            "validation_task": test, "eval_data": [test], "eval_task": [test], "seeds": "0,1,2",
+            "max_steps": 200, "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
+            "per_device_eval_batch_size": 256, "save_steps": 50, "bf16": True, "num_threads": 1}
+
+
 #: name -> function of the data folder giving option values
-PRESETS = {"paper-commonsense": _paper_commonsense, "paper-math": _paper_math, "cpu-study": _cpu_study, "gpu-study": _gpu_study}
+PRESETS = {"paper-commonsense": _paper_commonsense, "paper-math": _paper_math, "cpu-study": _cpu_study, "gpu-study": _gpu_study,
+           "cpu-math": _cpu_math, "gpu-math": _gpu_math}
 _FILES = ("paper-commonsense", "paper-math")  # the presets that read the LLM-Adapters folder
 
 

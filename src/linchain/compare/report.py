@@ -145,6 +145,7 @@ def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, targ
         "settings": {**grid.settings, "methods": [s.name for s in grid.methods], "baseline": baseline, "seeds": grid.seeds,
                      "learning_rates": grid.learning_rates, "n_resamples": n_resamples},
         "eval_tasks": tasks,
+        "test_rows": _test_rows(grid),
         "base": None if not grid.base else {"per_task": {t: grid.base["tasks"][t]["accuracy"] for t in tasks}, "average": grid.base["average"]},
         "label_prior": {"per_task": prior, "average": statistics.fmean(prior.values()) if prior else None},
         "smoothing_window": window,
@@ -154,6 +155,14 @@ def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, targ
         "failures": grid.failures,
         "not_run": grid.not_run,
     }
+
+
+def _test_rows(grid: GridResult) -> Optional[dict]:
+    """Per --eval_data: rows, rows kept, rows dropped as training prompts (--test_unseen_only), or None."""
+    from .grid import TEST_INFO
+
+    path = Path(grid.out) / "data" / TEST_INFO
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 # ---------------------------------------------------------------------------------------- markdown
@@ -183,7 +192,10 @@ def markdown(report: dict[str, Any]) -> str:
              f"{s['learning_rates']} (first seed, {s['eval']['validation_size']} validation rows carved from the training data).",
              f"Test: {', '.join(s['eval']['eval_data'])} ("
              + (f"first {s['eval']['eval_limit']} rows each" if s['eval']['eval_limit'] else "all rows") + ", the same for every run), "
-             f"scorer `{s['eval']['scorer']}`.", "",
+             f"scorer `{s['eval']['scorer']}`."
+             + "".join(f" {spec}: {n['dropped_seen_in_training']} of {n['rows']} rows repeat a training prompt and were "
+                       f"dropped (--test_unseen_only), {n['kept']} kept." for spec, n in (report.get("test_rows") or {}).items()),
+             "",
              "## Accuracy (%), mean ± std over seeds", "",
              _row(["method", "lr", "params", *tasks, "average"]), _row(["---", "---:", "---:", *["---:"] * (len(tasks) + 1)])]
     # every row has the header's cells: with no test scores at all (every test step failed) the table
