@@ -29,7 +29,10 @@ $(VENV)/.offline: $(VENV)/.installed
 
 setup-offline: $(VENV)/.offline
 
+# lint and formatting first (seconds), then the suite
 test: setup
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
 
 test-all: setup

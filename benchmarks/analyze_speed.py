@@ -46,13 +46,23 @@ def save_adapters(folder: Path, args) -> list[Path]:
     def base():
         torch.manual_seed(0)
         heads = max(1, args.hidden // 64)
-        return LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                                            num_hidden_layers=args.layers, num_attention_heads=heads,
-                                            num_key_value_heads=heads // 3 or 1))
+        return LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=128,
+                hidden_size=args.hidden,
+                intermediate_size=args.intermediate,
+                num_hidden_layers=args.layers,
+                num_attention_heads=heads,
+                num_key_value_heads=heads // 3 or 1,
+            )
+        )
 
-    configs = {"lora": LoraConfig(r=args.r, lora_alpha=2 * args.r, target_modules=TARGETS, init_lora_weights=False),
-               f"linchain-k{args.k}": LinChainConfig(r=args.r, alpha=2 * args.r, num_mixers=args.k, target_modules=TARGETS,
-                                                     init_weights=False)}
+    configs = {
+        "lora": LoraConfig(r=args.r, lora_alpha=2 * args.r, target_modules=TARGETS, init_lora_weights=False),
+        f"linchain-k{args.k}": LinChainConfig(
+            r=args.r, alpha=2 * args.r, num_mixers=args.k, target_modules=TARGETS, init_weights=False
+        ),
+    }
     paths = []
     for name, config in configs.items():
         get_peft_model(base(), config).save_pretrained(folder / name)
@@ -67,7 +77,10 @@ def dense_spectra(path: Path) -> dict[str, list[float]]:
     from linchain.saved import ADAPTER
 
     _, layers = load_adapter_layers(path)
-    return {name: spectrum_stats(layer.get_delta_weight(ADAPTER).float())["singular_values"] for name, (layer, _) in layers.items()}
+    return {
+        name: spectrum_stats(layer.get_delta_weight(ADAPTER).float())["singular_values"]
+        for name, (layer, _) in layers.items()
+    }
 
 
 def factor_spectra(path: Path) -> dict[str, list[float]]:
@@ -98,15 +111,31 @@ def largest_difference(dense: list[dict], factors: list[dict]) -> float:
 
 def cli_seconds(paths: list[Path], threads: int, out: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "linchain", "analyze", *map(str, paths), "--out", str(out), "--num_threads", str(threads)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "linchain",
+            "analyze",
+            *map(str, paths),
+            "--out",
+            str(out),
+            "--num_threads",
+            str(threads),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return time.perf_counter() - start
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to time (default: 1 2)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the factor path (the dense path runs once)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats of the factor path (the dense path runs once)"
+    )
     ap.add_argument("--cli", action="store_true", help="also time the whole command in a fresh process")
     ap.add_argument("--layers", type=int, default=30)
     ap.add_argument("--hidden", type=int, default=576)
@@ -118,15 +147,20 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="analyze-speed-") as tmp:
         paths = save_adapters(Path(tmp), args)
         layers = args.layers * len(TARGETS)
-        print(f"2 adapters (PEFT LoRA, LinChain k={args.k}), {layers} layers each, hidden {args.hidden}, intermediate "
-              f"{args.intermediate}, r={args.r}; torch {torch.__version__}", flush=True)
+        print(
+            f"2 adapters (PEFT LoRA, LinChain k={args.k}), {layers} layers each, hidden {args.hidden}, intermediate "
+            f"{args.intermediate}, r={args.r}; torch {torch.__version__}",
+            flush=True,
+        )
         for threads in args.threads:
             torch.set_num_threads(threads)
             busy = busy_cores()  # other jobs make the dense path's threads wait on each other: say how many ran
             factor_s, factors = timed(factor_spectra, paths, args.repeats)
             dense_s, dense = timed(dense_spectra, paths, 1)
-            line = (f"{threads} thread(s), {busy:.1f} cores busy before: dense (before) {dense_s:7.2f} s, factors (now) {factor_s:6.3f} s, "
-                    f"factors / dense {factor_s / dense_s:.4f}; largest spectrum difference {largest_difference(dense, factors):.1e} of s_1")
+            line = (
+                f"{threads} thread(s), {busy:.1f} cores busy before: dense (before) {dense_s:7.2f} s, factors (now) {factor_s:6.3f} s, "
+                f"factors / dense {factor_s / dense_s:.4f}; largest spectrum difference {largest_difference(dense, factors):.1e} of s_1"
+            )
             if args.cli:
                 line += f"; whole command {cli_seconds(paths, threads, Path(tmp) / f'out-{threads}'):.1f} s"
             print(line, flush=True)

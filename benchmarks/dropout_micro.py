@@ -59,8 +59,10 @@ def main(argv=None) -> int:
     from speed import rotated, timed  # benchmarks/ is on sys.path when this script runs
 
     torch.manual_seed(0)
-    print(f"[dropout_micro] {args.tokens} tokens, r={args.r}, p={args.p}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+    print(
+        f"[dropout_micro] {args.tokens} tokens, r={args.r}, p={args.p}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+    )
     for d in args.features:
         x = torch.randn(args.tokens, d, requires_grad=True)
         A = torch.randn(args.r, d, requires_grad=True)

@@ -36,7 +36,9 @@ STUDY_TEST = "reasoning_gym:family_relationships:600:100000"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=STUDY_TEST, help="eval data spec (default: the cpu-study's test rows, closed task)")
+    ap.add_argument(
+        "--data", default=STUDY_TEST, help="eval data spec (default: the cpu-study's test rows, closed task)"
+    )
     ap.add_argument("--rows", type=int, default=40)
     ap.add_argument("--batch_size", type=int, default=128, help="(prompt, candidate) pairs per pass, batched run")
     ap.add_argument("--rounds", type=int, default=3)
@@ -47,19 +49,23 @@ def main() -> None:
     model, tok = load_causal_lm(smollm2_path(), dtype=args.dtype, device=args.device)
     if args.data == STUDY_TEST:
         task = CLOSED_TASK
-        examples = closed_set(args.data, load_eval_examples(args.data))[:args.rows]
+        examples = closed_set(args.data, load_eval_examples(args.data))[: args.rows]
     else:
         task = get_task(infer_task(args.data) or "boolq")  # a path names its task; else a two-way choice
         examples = load_eval_examples(args.data, limit=args.rows)
     n = max(len(candidate_answers(task, e)) for e in examples)
-    print(f"{torch.__version__}, {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"{args.dtype}; {len(examples)} rows of {args.data}, up to {n} candidates a row")
+    print(
+        f"{torch.__version__}, {args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else f'{torch.get_num_threads()} threads'}), "
+        f"{args.dtype}; {len(examples)} rows of {args.data}, up to {n} candidates a row"
+    )
 
     def score(batch_size):
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        preds = loglik_predict(model, tok, examples, task, batch_size=batch_size, append_choices=task is not CLOSED_TASK)
+        preds = loglik_predict(
+            model, tok, examples, task, batch_size=batch_size, append_choices=task is not CLOSED_TASK
+        )
         if args.device == "cuda":
             torch.cuda.synchronize()
         return (time.perf_counter() - start) / len(examples), preds
@@ -76,8 +82,10 @@ def main() -> None:
     base_t, new_t = statistics.median(times["one row a pass"]), statistics.median(times["batched"])
     print(f"one row a pass (batch_size {n}): {base_t * 1000:.1f} ms/row")
     print(f"batched (batch_size {args.batch_size}): {new_t * 1000:.1f} ms/row  ratio {new_t / base_t:.2f}x")
-    print(f"same prediction on {same}/{len(examples)} rows; max |score difference| {diff:.2e}; "
-          f"accuracy {sum(p.correct for p in batched) / len(batched):.3f}")
+    print(
+        f"same prediction on {same}/{len(examples)} rows; max |score difference| {diff:.2e}; "
+        f"accuracy {sum(p.correct for p in batched) / len(batched):.3f}"
+    )
 
 
 if __name__ == "__main__":

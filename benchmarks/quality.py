@@ -25,7 +25,9 @@ from typing import Any, Optional, Sequence
 
 TRAIN_TASKS = ("boolq", "ARC-Easy", "ARC-Challenge", "openbookqa")
 EVAL_TASKS = ("boolq", "ARC-Easy", "ARC-Challenge", "openbookqa", "social_i_qa", "piqa")
-FULL_METHODS = ("lora,moslora,linchain-k2,linchain-k3,linchain-k4,linchain-k2-bias,linchain-k3-bias,linchain-k4-bias,lora-2r")
+FULL_METHODS = (
+    "lora,moslora,linchain-k2,linchain-k3,linchain-k4,linchain-k2-bias,linchain-k3-bias,linchain-k4-bias,lora-2r"
+)
 #: preset -> (methods, seeds, max_steps, training rows, test rows per task)
 PRESETS = {"quick": ("lora,moslora,linchain-k3", "0,1", 30, 240, 40), "full": (FULL_METHODS, "0,1,2", 300, 2400, 200)}
 
@@ -34,12 +36,27 @@ def preset_options(name: str, data_dir: Path) -> dict[str, Any]:
     """``linchain compare`` option values of the quick / full grid."""
     methods, seeds, steps, rows, limit = PRESETS[name]
     return {
-        "model_name_or_path": "smollm2", "methods": methods, "baseline": "lora", "seeds": seeds, "learning_rate": 1e-3,
-        "data": [str(data_dir / t / "train.json") for t in TRAIN_TASKS], "validation_size": 0, "max_train_samples": rows,
-        "eval_data": [str(data_dir / t / "test.json") for t in EVAL_TASKS], "eval_limit": limit, "scorer": "loglik",
-        "max_steps": steps, "warmup_steps": max(1, round(0.1 * steps)), "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32, "save_steps": max(1, steps // 4),
-        "save_total_limit": 1, "output_dir": f"runs/quality-{name}",
+        "model_name_or_path": "smollm2",
+        "methods": methods,
+        "baseline": "lora",
+        "seeds": seeds,
+        "learning_rate": 1e-3,
+        "data": [str(data_dir / t / "train.json") for t in TRAIN_TASKS],
+        "validation_size": 0,
+        "max_train_samples": rows,
+        "eval_data": [str(data_dir / t / "test.json") for t in EVAL_TASKS],
+        "eval_limit": limit,
+        "scorer": "loglik",
+        "max_steps": steps,
+        "warmup_steps": max(1, round(0.1 * steps)),
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "cutoff_len": 256,
+        "r": 16,
+        "alpha": 32,
+        "save_steps": max(1, steps // 4),
+        "save_total_limit": 1,
+        "output_dir": f"runs/quality-{name}",
     }
 
 
@@ -54,7 +71,9 @@ def compare_argv(argv: Sequence[str], folder: Path) -> list[str]:
     preset, argv = _pop_flag(argv, "--preset", "quick or full")
     directory, argv = _pop_flag(argv, "--data_dir", "the LLM-Adapters data folder")
     if (preset or "quick") not in PRESETS:
-        raise SystemExit(f"benchmarks/quality.py: --preset={preset!r}: use quick or full (or linchain compare --preset ...)")
+        raise SystemExit(
+            f"benchmarks/quality.py: --preset={preset!r}: use quick or full (or linchain compare --preset ...)"
+        )
     if "--config" in argv:
         raise SystemExit("benchmarks/quality.py: --config is not supported here; use linchain compare --config")
     config = folder / "preset.yaml"

@@ -53,11 +53,17 @@ def _quiet() -> None:
 
 def weight_bytes(model) -> int:
     """Bytes the model's weights occupy as stored: parameters and buffers, plus 4-bit quantization state."""
-    total = sum(t.untyped_storage().nbytes() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
+    total = sum(
+        t.untyped_storage().nbytes() for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+    )
     for module in model.modules():
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if state is not None:  # block scales (and, with double quantization, their own scales)
-            total += sum(t.numel() * t.element_size() for t in (state.absmax, getattr(state.state2, "absmax", None)) if t is not None)
+            total += sum(
+                t.numel() * t.element_size()
+                for t in (state.absmax, getattr(state.state2, "absmax", None))
+                if t is not None
+            )
     return total
 
 
@@ -70,11 +76,24 @@ def _model_path(name: str, folder: Path) -> tuple[str, str]:
 
         return str(smollm2_path()), "SmolLM2-135M-Instruct (offline weights)"
     if name == "smollm2-random":
-        shape = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                     num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+        shape = dict(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            tie_word_embeddings=True,
+        )
     else:  # tiny
-        shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, vocab_size=256)
+        shape = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=256,
+        )
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**shape)).save_pretrained(folder)
     return str(folder), f"random Llama, {name} shapes"
@@ -93,8 +112,12 @@ def run_variant(args) -> dict:
 
     process_kb = _proc_status_kb("VmRSS")
     bits = args.variant.split("+")[0]
-    model_args = ModelArguments(model_name_or_path=args.path, load_in_8bit=bits == "8bit", load_in_4bit=bits == "4bit",
-                                target_modules=",".join(TARGETS))
+    model_args = ModelArguments(
+        model_name_or_path=args.path,
+        load_in_8bit=bits == "8bit",
+        load_in_4bit=bits == "4bit",
+        target_modules=",".join(TARGETS),
+    )
     model = load_base_model(args.path, torch.float32, model_args, gradient_checkpointing=args.gradient_checkpointing)
     with torch.no_grad():
         # from_pretrained leaves float weights mapped from the safetensors file, resident only once touched,
@@ -104,7 +127,9 @@ def run_variant(args) -> dict:
             if t.dtype.is_floating_point:
                 t.data = t.data.clone()
     _trim()
-    if args.gradient_checkpointing:  # load_base_model does this for the quantized bases (prepare_model_for_kbit_training)
+    if (
+        args.gradient_checkpointing
+    ):  # load_base_model does this for the quantized bases (prepare_model_for_kbit_training)
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     base_bytes = weight_bytes(model)
@@ -114,7 +139,9 @@ def run_variant(args) -> dict:
         model = get_peft_model(model, LinChainConfig(r=16, alpha=32, num_mixers=3, target_modules=TARGETS))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-    tokens = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, model.config.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(0)
+    )
     model.train()
     times = []
     with PeakMemory(torch.device("cpu")) as peak:  # VmHWM reset after loading: the training peak only
@@ -125,38 +152,65 @@ def run_variant(args) -> dict:
             optimizer.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - start)
     return {
-        "variant": args.variant, "weight_mb": base_bytes / 2**20, "process_mb": process_kb / 1024,
-        "rss_loaded_mb": peak.before / 2**20, "peak_train_mb": (peak.before + peak.peak) / 2**20,
-        "step_s": statistics.median(times[1:]), "adapter_dtype": str(trainable[0].dtype),
+        "variant": args.variant,
+        "weight_mb": base_bytes / 2**20,
+        "process_mb": process_kb / 1024,
+        "rss_loaded_mb": peak.before / 2**20,
+        "peak_train_mb": (peak.before + peak.peak) / 2**20,
+        "step_s": statistics.median(times[1:]),
+        "adapter_dtype": str(trainable[0].dtype),
     }
 
 
 def memory_section(args) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         path, description = _model_path(args.model, Path(tmp))
-        print(f"Model: {description}; LinChain k=3 r=16 on {TARGETS}; batch {args.batch} x {args.seq_len} tokens, "
-              f"{args.steps} timed AdamW steps, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; "
-              "one fresh process per variant\n")
+        print(
+            f"Model: {description}; LinChain k=3 r=16 on {TARGETS}; batch {args.batch} x {args.seq_len} tokens, "
+            f"{args.steps} timed AdamW steps, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}; "
+            "one fresh process per variant\n"
+        )
         rows = []
         for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--child", variant, "--path", path, "--steps", str(args.steps),
-                   "--batch", str(args.batch), "--seq-len", str(args.seq_len), "--threads", str(args.threads or 0),
-                   "--gradient-checkpointing", str(args.gradient_checkpointing)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                "--path",
+                path,
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--seq-len",
+                str(args.seq_len),
+                "--threads",
+                str(args.threads or 0),
+                "--gradient-checkpointing",
+                str(args.gradient_checkpointing),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"[quant_memory] {variant} failed:\n{proc.stderr[-3000:]}")
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     fp = rows[0]
-    print(f"{'base':<9} {'weights MB':>11} {'process MB':>11} {'RSS loaded':>11} {'peak train':>11} {'step s':>8} "
-          f"{'weights':>8} {'loaded':>8} {'peak':>8} {'peak-process':>13} {'step':>6}")
+    print(
+        f"{'base':<9} {'weights MB':>11} {'process MB':>11} {'RSS loaded':>11} {'peak train':>11} {'step s':>8} "
+        f"{'weights':>8} {'loaded':>8} {'peak':>8} {'peak-process':>13} {'step':>6}"
+    )
     for r in rows:
         net = (r["peak_train_mb"] - r["process_mb"]) / (fp["peak_train_mb"] - fp["process_mb"])
-        print(f"{r['variant']:<9} {r['weight_mb']:>11.1f} {r['process_mb']:>11.1f} {r['rss_loaded_mb']:>11.1f} "
-              f"{r['peak_train_mb']:>11.1f} {r['step_s']:>8.3f} {r['weight_mb'] / fp['weight_mb']:>7.2f}x "
-              f"{r['rss_loaded_mb'] / fp['rss_loaded_mb']:>7.2f}x {r['peak_train_mb'] / fp['peak_train_mb']:>7.2f}x "
-              f"{net:>12.2f}x {r['step_s'] / fp['step_s']:>5.2f}x")
-    print(f"(ratios against fp32 with LinChain; adapters kept in {rows[-1]['adapter_dtype']}; 'peak-process' subtracts each run's "
-          "RSS before loading; +lora: PEFT LoRA r=16 instead of LinChain on the same base)")
+        print(
+            f"{r['variant']:<9} {r['weight_mb']:>11.1f} {r['process_mb']:>11.1f} {r['rss_loaded_mb']:>11.1f} "
+            f"{r['peak_train_mb']:>11.1f} {r['step_s']:>8.3f} {r['weight_mb'] / fp['weight_mb']:>7.2f}x "
+            f"{r['rss_loaded_mb'] / fp['rss_loaded_mb']:>7.2f}x {r['peak_train_mb'] / fp['peak_train_mb']:>7.2f}x "
+            f"{net:>12.2f}x {r['step_s'] / fp['step_s']:>5.2f}x"
+        )
+    print(
+        f"(ratios against fp32 with LinChain; adapters kept in {rows[-1]['adapter_dtype']}; 'peak-process' subtracts each run's "
+        "RSS before loading; +lora: PEFT LoRA r=16 instead of LinChain on the same base)"
+    )
     return rows
 
 
@@ -172,7 +226,12 @@ def requant_section(args) -> list[dict]:
     settings = {
         "8bit": dict(load_in_8bit=True),
         "nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
-        "nf4-dq": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32),
+        "nf4-dq": dict(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        ),
         "fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.float32),
     }
     tokens = torch.randint(0, 97, (4, 32), generator=torch.Generator().manual_seed(1))
@@ -181,13 +240,25 @@ def requant_section(args) -> list[dict]:
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                     num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp)
+        LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=97,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            )
+        ).save_pretrained(tmp)
         fp_logits = AutoModelForCausalLM.from_pretrained(tmp).eval()(tokens).logits
-        print("\nRequantization on a tiny Llama (64 wide, 2 layers), LinChain k=3 r=4 on 5 targets, adapter update "
-              "about as large as the base weights;\nq = max |logits(quantized base) - logits(fp32 base)|, the base's own "
-              "quantization error:\n")
-        print(f"{'base':<7} {'q':>8} {'adapter':>9} {'merged':>9} {'unmerged':>9} {'max|dW|/max|W0|':>16} {'mean|dW|/mean|W0|':>18}")
+        print(
+            "\nRequantization on a tiny Llama (64 wide, 2 layers), LinChain k=3 r=4 on 5 targets, adapter update "
+            "about as large as the base weights;\nq = max |logits(quantized base) - logits(fp32 base)|, the base's own "
+            "quantization error:\n"
+        )
+        print(
+            f"{'base':<7} {'q':>8} {'adapter':>9} {'merged':>9} {'unmerged':>9} {'max|dW|/max|W0|':>16} {'mean|dW|/mean|W0|':>18}"
+        )
         for kind, kw in settings.items():
             model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=BitsAndBytesConfig(**kw)).eval()
             q = (model(tokens).logits - fp_logits).abs().max().item()
@@ -210,15 +281,25 @@ def requant_section(args) -> list[dict]:
             moved = [(dequantized_weight(m.base_layer).float() - w).abs() for m, w in zip(layers, originals)]
             drift_max = max((d.max() / w.abs().max()).item() for d, w in zip(moved, originals))
             drift_mean = sum(d.sum().item() for d in moved) / sum(w.abs().sum().item() for w in originals)
-            row = {"base": kind, "q": q, "adapter_effect_q": (adapted - base).abs().max().item() / q,
-                   "merged_q": (merged - adapted).abs().max().item() / q, "unmerged_q": (unmerged - adapted).abs().max().item() / q,
-                   "weight_drift_max": drift_max, "weight_drift_mean": drift_mean}
+            row = {
+                "base": kind,
+                "q": q,
+                "adapter_effect_q": (adapted - base).abs().max().item() / q,
+                "merged_q": (merged - adapted).abs().max().item() / q,
+                "unmerged_q": (unmerged - adapted).abs().max().item() / q,
+                "weight_drift_max": drift_max,
+                "weight_drift_mean": drift_mean,
+            }
             rows.append(row)
-            print(f"{kind:<7} {q:>8.4f} {row['adapter_effect_q']:>8.1f}q {row['merged_q']:>8.2f}q {row['unmerged_q']:>8.2f}q "
-                  f"{drift_max:>16.3f} {drift_mean:>18.3f}")
-    print("(adapter / merged / unmerged: max |logits| difference to the base / to the unmerged adapted model, in units of q; "
-          "dW: the base weights after merge + unmerge minus the originals, over all adapted layers. Eval mode, as a user "
-          "merges after evaluating: on AVX512-BF16 CPUs this includes bitsandbytes' bf16 rounding of the 4-bit scales)")
+            print(
+                f"{kind:<7} {q:>8.4f} {row['adapter_effect_q']:>8.1f}q {row['merged_q']:>8.2f}q {row['unmerged_q']:>8.2f}q "
+                f"{drift_max:>16.3f} {drift_mean:>18.3f}"
+            )
+    print(
+        "(adapter / merged / unmerged: max |logits| difference to the base / to the unmerged adapted model, in units of q; "
+        "dW: the base weights after merge + unmerge minus the originals, over all adapted layers. Eval mode, as a user "
+        "merges after evaluating: on AVX512-BF16 CPUs this includes bitsandbytes' bf16 rounding of the 4-bit scales)"
+    )
     return rows
 
 
@@ -230,8 +311,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
-    parser.add_argument("--gradient-checkpointing", type=int, default=1, choices=[0, 1],
-                        help="1 (default, the QLoRA recipe): every run checkpoints activations, so weights are a visible share of the peak")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        type=int,
+        default=1,
+        choices=[0, 1],
+        help="1 (default, the QLoRA recipe): every run checkpoints activations, so weights are a visible share of the peak",
+    )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -242,10 +328,14 @@ def main(argv=None) -> int:
         return 0
     import bitsandbytes
 
-    print(f"torch {torch.__version__}, bitsandbytes {bitsandbytes.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs\n")
-    report = {"memory": memory_section(args) if args.section in ("all", "memory") else None,
-              "requant": requant_section(args) if args.section in ("all", "requant") else None}
+    print(
+        f"torch {torch.__version__}, bitsandbytes {bitsandbytes.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    report = {
+        "memory": memory_section(args) if args.section in ("all", "memory") else None,
+        "requant": requant_section(args) if args.section in ("all", "requant") else None,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

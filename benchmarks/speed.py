@@ -46,14 +46,42 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 #: Llama shapes (random weights: step time does not depend on the weight values).
 MODEL_PRESETS = {
-    "smollm2-random": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                           num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),  # Llama-3.2-1B
-    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                      num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),  # Llama-3-8B
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=256, tie_word_embeddings=True),
+    "smollm2-random": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+    "llama-1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),  # Llama-3.2-1B
+    "llama3-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+    ),  # Llama-3-8B
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        tie_word_embeddings=True,
+    ),
 }
 
 _libc = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
@@ -151,8 +179,11 @@ def load_model(name: str, dtype: torch.dtype, layers: Optional[int], fallback: b
         except Exception as err:  # the offline package or its conversion is missing
             if not fallback:
                 raise
-            print(f"[speed] SmolLM2 unavailable ({type(err).__name__}: {err}); using random weights with its shapes "
-                  "(--no-fallback to fail instead)", file=sys.stderr)
+            print(
+                f"[speed] SmolLM2 unavailable ({type(err).__name__}: {err}); using random weights with its shapes "
+                "(--no-fallback to fail instead)",
+                file=sys.stderr,
+            )
             name = "smollm2-random"
     preset = dict(MODEL_PRESETS[name])
     if layers:
@@ -207,21 +238,51 @@ def build_rows(base: nn.Module, args, device: torch.device) -> list[Row]:
         return m
 
     specs.append(("floor", floor))
-    specs.append(("peft-lora", lambda: get_peft_model(shared_copy(base), LoraConfig(
-        r=args.r, lora_alpha=2 * args.r, lora_dropout=args.dropout, target_modules=TARGETS))))
+    specs.append(
+        (
+            "peft-lora",
+            lambda: get_peft_model(
+                shared_copy(base),
+                LoraConfig(r=args.r, lora_alpha=2 * args.r, lora_dropout=args.dropout, target_modules=TARGETS),
+            ),
+        )
+    )
     for k, bias in [(0, False), (1, False), (1, True), (3, False), (3, True)]:
-        specs.append((f"linchain-k{k}" + ("-bias" if bias else ""), lambda k=k, bias=bias: get_peft_model(shared_copy(base), LinChainConfig(
-            r=args.r, alpha=2 * args.r, num_mixers=k, mixer_bias=bias, dropout=args.dropout, target_modules=TARGETS))))
+        specs.append(
+            (
+                f"linchain-k{k}" + ("-bias" if bias else ""),
+                lambda k=k, bias=bias: get_peft_model(
+                    shared_copy(base),
+                    LinChainConfig(
+                        r=args.r,
+                        alpha=2 * args.r,
+                        num_mixers=k,
+                        mixer_bias=bias,
+                        dropout=args.dropout,
+                        target_modules=TARGETS,
+                    ),
+                ),
+            )
+        )
     # the same k=3 adapter on the layer's reference path (separate modules and ops, one autograd node
     # each): what the fused Function (linchain/fused.py) saves
-    specs.append(("linchain-k3-reference", lambda: get_peft_model(shared_copy(base), LinChainConfig(
-        r=args.r, alpha=2 * args.r, num_mixers=3, dropout=args.dropout, target_modules=TARGETS))))
+    specs.append(
+        (
+            "linchain-k3-reference",
+            lambda: get_peft_model(
+                shared_copy(base),
+                LinChainConfig(r=args.r, alpha=2 * args.r, num_mixers=3, dropout=args.dropout, target_modules=TARGETS),
+            ),
+        )
+    )
     if not args.no_full_ft:
+
         def full():
             m = copy.deepcopy(base)
             for p in m.parameters():
                 p.requires_grad_(True)
             return m
+
         specs.append(("full-ft", full))
     if args.rows:
         specs = [s for s in specs if s[0] in args.rows or s[0] in ("floor", "peft-lora")]
@@ -257,12 +318,13 @@ def make_step(row: Row, batch: torch.Tensor, device: torch.device) -> Callable[[
             row.optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
+
     return step
 
 
 def rotated(items: list, i: int) -> list:
     """``items`` starting at position ``i`` (mod len): round ``i``'s order, so no row always runs first."""
-    return items[i % len(items):] + items[: i % len(items)]
+    return items[i % len(items) :] + items[: i % len(items)]
 
 
 def timed(f: Callable[[], None]) -> float:
@@ -273,30 +335,56 @@ def timed(f: Callable[[], None]) -> float:
 
 # ------------------------------------------------------------------------------------- main
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smaller batch and fewer repeats: about 1.5-2 minutes on 2 idle CPU cores, 5-8 on a shared machine")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller batch and fewer repeats: about 1.5-2 minutes on 2 idle CPU cores, 5-8 on a shared machine",
+    )
     p.add_argument("--json", metavar="FILE", help="also write every figure to this JSON file")
-    p.add_argument("--model", default="smollm2", choices=["smollm2", *MODEL_PRESETS],
-                   help="smollm2: the offline SmolLM2-135M weights (falls back to random weights of its shapes); "
-                        "others: random Llama weights of that architecture (default: %(default)s)")
-    p.add_argument("--no-fallback", action="store_true", help="fail instead of using random weights when SmolLM2 is unavailable")
-    p.add_argument("--layers", type=int, help="keep only this many transformer layers (e.g. Llama-3-8B shapes on a small GPU)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights and activations dtype (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default="smollm2",
+        choices=["smollm2", *MODEL_PRESETS],
+        help="smollm2: the offline SmolLM2-135M weights (falls back to random weights of its shapes); "
+        "others: random Llama weights of that architecture (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-fallback", action="store_true", help="fail instead of using random weights when SmolLM2 is unavailable"
+    )
+    p.add_argument(
+        "--layers", type=int, help="keep only this many transformer layers (e.g. Llama-3-8B shapes on a small GPU)"
+    )
+    p.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dtype", default="fp32", choices=["fp32", "bf16"], help="weights and activations dtype (default: %(default)s)"
+    )
     p.add_argument("--batch", type=int, help="sequences per step (default: 8; 4 with --quick)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default: 128; 64 with --quick)")
     p.add_argument("--r", type=int, default=16, help="rank of every adapter (default: %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.05, help="adapter dropout (default: %(default)s, the reference setup)")
+    p.add_argument(
+        "--dropout", type=float, default=0.05, help="adapter dropout (default: %(default)s, the reference setup)"
+    )
     p.add_argument("--repeats", type=int, help="timed rounds (default: 7; 3 with --quick)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default: %(default)s)")
     p.add_argument("--rows", nargs="+", help="only these rows (floor and peft-lora are always kept)")
     p.add_argument("--no-full-ft", action="store_true", help="skip the full fine-tuning row (memory)")
-    p.add_argument("--compile", action="store_true",
-                   help="add torch.compile'd rows of the floor, PEFT LoRA and linchain k=3 (compiled in the warm-up)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add torch.compile'd rows of the floor, PEFT LoRA and linchain k=3 (compiled in the warm-up)",
+    )
     p.add_argument("--no-inference", action="store_true", help="skip the inference rows")
-    p.add_argument("--fixed-mmap-threshold", action="store_true",
-                   help="time with glibc's mmap threshold fixed at 128 KiB, as the memory phase runs "
-                        "(every large tensor page-faults; the pre-2026-11-26 setting of this script)")
+    p.add_argument(
+        "--fixed-mmap-threshold",
+        action="store_true",
+        help="time with glibc's mmap threshold fixed at 128 KiB, as the memory phase runs "
+        "(every large tensor page-faults; the pre-2026-11-26 setting of this script)",
+    )
     return p
 
 
@@ -326,9 +414,12 @@ def main(argv=None) -> int:
     steps = {r.name: make_step(r, batch, device) for r in rows}
     base_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
     param_ptrs = {p.untyped_storage().data_ptr() for r in rows for p in r.model.parameters()}
-    print(f"[speed] {model_desc}; {args.batch}x{args.seq_len} tokens, r={args.r}, dropout={args.dropout}, "
-          f"{args.dtype} on {device}, {torch.get_num_threads()} threads; {len(rows)} rows x "
-          f"({args.warmup} warm-up + {args.repeats}) interleaved rounds", flush=True)
+    print(
+        f"[speed] {model_desc}; {args.batch}x{args.seq_len} tokens, r={args.r}, dropout={args.dropout}, "
+        f"{args.dtype} on {device}, {torch.get_num_threads()} threads; {len(rows)} rows x "
+        f"({args.warmup} warm-up + {args.repeats}) interleaved rounds",
+        flush=True,
+    )
 
     # warm-up (also creates AdamW's state), timing rounds, then memory (one step per row, untimed).
     # Timing runs under glibc's default allocator behaviour, as `linchain train` and PEFT users get it
@@ -357,14 +448,20 @@ def main(argv=None) -> int:
 
     results = []
     for r in rows:
-        results.append({
-            "name": r.name, "median_s": statistics.median(r.times), "times_s": r.times,
-            "median_cpu_s": statistics.median(r.cpu_times), "cpu_times_s": r.cpu_times,
-            "median_page_faults": statistics.median(r.faults),
-            "trainable_params": sum(p.numel() for p in r.model.parameters() if p.requires_grad),
-            "memory_mb": (base_bytes + r.owned_bytes + r.peak) / 2**20, "step_peak_increment_mb": r.peak / 2**20,
-            "saved_activations_mb": r.saved / 2**20,
-        })
+        results.append(
+            {
+                "name": r.name,
+                "median_s": statistics.median(r.times),
+                "times_s": r.times,
+                "median_cpu_s": statistics.median(r.cpu_times),
+                "cpu_times_s": r.cpu_times,
+                "median_page_faults": statistics.median(r.faults),
+                "trainable_params": sum(p.numel() for p in r.model.parameters() if p.requires_grad),
+                "memory_mb": (base_bytes + r.owned_bytes + r.peak) / 2**20,
+                "step_peak_increment_mb": r.peak / 2**20,
+                "saved_activations_mb": r.saved / 2**20,
+            }
+        )
     by = {r["name"]: r for r in results}
     floor, peft = by["floor"], by["peft-lora"]
 
@@ -372,20 +469,24 @@ def main(argv=None) -> int:
     print(f"  {'row':<18} {'s/step':>10} {'vs floor':>10} {'vs PEFT':>10}")
     print("\n".join(_ratio_table(results, "median_s", floor["median_s"], peft["median_s"], ".3f")))
     if device.type == "cpu":
-        print(f"Process CPU time per step, median (less sensitive to other jobs on the machine):")
+        print("Process CPU time per step, median (less sensitive to other jobs on the machine):")
         print(f"  {'row':<18} {'cpu s':>10} {'vs floor':>10} {'vs PEFT':>10}")
         print("\n".join(_ratio_table(results, "median_cpu_s", floor["median_cpu_s"], peft["median_cpu_s"], ".3f")))
         print("Minor page faults per step, median:")
         print(f"  {'row':<18} {'faults':>10} {'vs PEFT':>10}")
         for r in results:  # the floor can fault 0 times once the heap is warm: ratios to PEFT only
-            print(f"  {r['name']:<18} {r['median_page_faults']:>10.0f} "
-                  f"{r['median_page_faults'] / max(peft['median_page_faults'], 1):>9.3f}x")
+            print(
+                f"  {r['name']:<18} {r['median_page_faults']:>10.0f} "
+                f"{r['median_page_faults'] / max(peft['median_page_faults'], 1):>9.3f}x"
+            )
     print("\nMemory: weights + owned optimiser state + measured step peak (MB), and saved activations (MB, exact):")
     print(f"  {'row':<18} {'peak MB':>10} {'vs floor':>10} {'vs PEFT':>10} {'saved act':>10} {'vs PEFT':>9}")
     for r in results:
-        print(f"  {r['name']:<18} {r['memory_mb']:>10.0f} {r['memory_mb'] / floor['memory_mb']:>9.3f}x "
-              f"{r['memory_mb'] / peft['memory_mb']:>9.3f}x {r['saved_activations_mb']:>10.1f} "
-              f"{r['saved_activations_mb'] / max(peft['saved_activations_mb'], 1e-9):>8.3f}x")
+        print(
+            f"  {r['name']:<18} {r['memory_mb']:>10.0f} {r['memory_mb'] / floor['memory_mb']:>9.3f}x "
+            f"{r['memory_mb'] / peft['memory_mb']:>9.3f}x {r['saved_activations_mb']:>10.1f} "
+            f"{r['saved_activations_mb'] / max(peft['saved_activations_mb'], 1e-9):>8.3f}x"
+        )
 
     inference = {}
     if not args.no_inference:
@@ -394,17 +495,29 @@ def main(argv=None) -> int:
     targets = check_targets(by, inference, device.type)
     print("\nTargets (issue 18):")
     for t in targets:
-        print(f"  [{'met' if t['met'] else 'MISSED'}] {t['what']}: {t['value']:.3f} (target <= {t['limit']:.3f})"
-              + ("" if t["met"] else f", missed by {100 * (t['value'] / t['limit'] - 1):.1f}%"))
+        print(
+            f"  [{'met' if t['met'] else 'MISSED'}] {t['what']}: {t['value']:.3f} (target <= {t['limit']:.3f})"
+            + ("" if t["met"] else f", missed by {100 * (t['value'] / t['limit'] - 1):.1f}%")
+        )
     wall = time.time() - started
     print(f"\n[speed] wall time {wall:.0f} s")
     if args.json:
         report = {
-            "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__},
-            "model": model_desc, "settings": {k: v for k, v in vars(args).items() if k != "json"},
-            "training": results, "inference": inference, "targets": targets, "wall_s": wall,
+            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                "torch": torch.__version__,
+            },
+            "model": model_desc,
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "training": results,
+            "inference": inference,
+            "targets": targets,
+            "wall_s": wall,
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
@@ -468,14 +581,20 @@ def check_targets(by: dict, inference: dict, device_type: str = "cpu") -> list[d
         k3 = by["linchain-k3"]
         add("linchain k=3 step time / PEFT LoRA", k3["median_s"] / peft["median_s"], 0.90)
         # overhead over the floor at most half of PEFT LoRA's
-        add("linchain k=3 overhead over floor / PEFT LoRA's", (k3["median_s"] - floor["median_s"])
-            / max(peft["median_s"] - floor["median_s"], 1e-12), 0.50)
+        add(
+            "linchain k=3 overhead over floor / PEFT LoRA's",
+            (k3["median_s"] - floor["median_s"]) / max(peft["median_s"] - floor["median_s"], 1e-12),
+            0.50,
+        )
         if device_type == "cpu" and k3.get("median_cpu_s", 0) > 0 and floor.get("median_cpu_s", 0) > 0:
             add("linchain k=3 CPU time / floor", k3["median_cpu_s"] / floor["median_cpu_s"], 1.10)
         add("linchain k=3 memory / PEFT LoRA", k3["memory_mb"] / peft["memory_mb"], 1.00)
     if "linchain-k3-compiled" in by and "peft-lora-compiled" in by:
-        add("compiled linchain k=3 / compiled PEFT LoRA",
-            by["linchain-k3-compiled"]["median_s"] / by["peft-lora-compiled"]["median_s"], 1.00)
+        add(
+            "compiled linchain k=3 / compiled PEFT LoRA",
+            by["linchain-k3-compiled"]["median_s"] / by["peft-lora-compiled"]["median_s"],
+            1.00,
+        )
     for name in ("linchain-k3 (merged)", "linchain-k3-bias (merged)"):
         if name in inference:
             add(f"{name} inference / base", inference[name]["vs_base"], 1.01)

@@ -92,8 +92,13 @@ def run(setting: str, steps: int) -> dict:
     env, threads = SETTINGS[setting]
     if env == "as the commands decide":  # passive when other jobs are running now (linchain.threads)
         env = passive_wait_env({}, busy_cores())
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(threads), str(steps)], env={**_environment(), **env},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(threads), str(steps)],
+        env={**_environment(), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     row = json.loads(out.stdout.strip().splitlines()[-1])
     row["median_wall"], row["median_cpu"] = statistics.median(row["wall"]), statistics.median(row["cpu"])
     return row
@@ -109,29 +114,51 @@ def run_command(setting: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="threads-bench-") as out:
         flags = ["train", "--max_steps", str(steps), *TRAIN_FLAGS, "--output_dir", out]
         if setting == "torch default":  # the same main(), but not launched as a command: no wait policy set
-            argv = [sys.executable, "-c", "import sys; from linchain.cli.main import main; sys.exit(main(sys.argv[1:]))",
-                    *flags, "--num_threads", str(os.cpu_count())]
+            argv = [
+                sys.executable,
+                "-c",
+                "import sys; from linchain.cli.main import main; sys.exit(main(sys.argv[1:]))",
+                *flags,
+                "--num_threads",
+                str(os.cpu_count()),
+            ]
         else:
             argv = [sys.executable, "-m", "linchain", *flags]
         before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run(argv, env=_environment(), capture_output=True, text=True, check=True)
         wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     chosen = re.search(r"using (\d+) CPU thread", proc.stderr)  # set_threads says so when it chose fewer
-    return {"median_wall": wall, "median_cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
-            "threads": int(chosen[1]) if chosen else os.cpu_count()}
+    return {
+        "median_wall": wall,
+        "median_cpu": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+        "threads": int(chosen[1]) if chosen else os.cpu_count(),
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--load", type=int, nargs="+", default=[0, 2], help="busy processes beside the job (default: 0 2)")
-    ap.add_argument("--steps", type=int, help="timed steps per setting (after one warm-up step; default 3), or the "
-                                               "command's --max_steps (default 8)")
-    ap.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS, choices=list(SETTINGS), metavar="SETTING",
-                    help=f"settings to time, of {list(SETTINGS)} (default: {DEFAULT_SETTINGS}); the first is the baseline")
-    ap.add_argument("--command", action="store_true", help=f"time the whole `linchain train` command: {COMMAND_SETTINGS}")
+    ap.add_argument(
+        "--steps",
+        type=int,
+        help="timed steps per setting (after one warm-up step; default 3), or the command's --max_steps (default 8)",
+    )
+    ap.add_argument(
+        "--settings",
+        nargs="+",
+        default=DEFAULT_SETTINGS,
+        choices=list(SETTINGS),
+        metavar="SETTING",
+        help=f"settings to time, of {list(SETTINGS)} (default: {DEFAULT_SETTINGS}); the first is the baseline",
+    )
+    ap.add_argument(
+        "--command", action="store_true", help=f"time the whole `linchain train` command: {COMMAND_SETTINGS}"
+    )
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
-    settings, runner, per = (COMMAND_SETTINGS, run_command, "per command") if args.command else (args.settings, run, "per step (median)")
+    settings, runner, per = (
+        (COMMAND_SETTINGS, run_command, "per command") if args.command else (args.settings, run, "per step (median)")
+    )
     steps = args.steps or (8 if args.command else 3)
     baseline = settings[0]
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", flush=True)
@@ -150,8 +177,11 @@ def main(argv=None) -> int:
         base = rows[baseline]
         print(f"\nbeside {load} busy process(es) ({seen:.2f} cores busy before the round): {per}, ratio to {baseline}")
         for name, row in rows.items():
-            print(f"  {name:<17} threads={row['threads']}  wall {row['median_wall']:6.2f} s ({row['median_wall'] / base['median_wall']:4.2f}x)"
-                  f"  CPU {row['median_cpu']:6.2f} s ({row['median_cpu'] / base['median_cpu']:4.2f}x)", flush=True)
+            print(
+                f"  {name:<17} threads={row['threads']}  wall {row['median_wall']:6.2f} s ({row['median_wall'] / base['median_wall']:4.2f}x)"
+                f"  CPU {row['median_cpu']:6.2f} s ({row['median_cpu'] / base['median_cpu']:4.2f}x)",
+                flush=True,
+            )
         figures[str(load)] = rows
     if "0" in figures:
         idle = figures["0"]
@@ -160,8 +190,10 @@ def main(argv=None) -> int:
                 continue
             print(f"\nCPU time {per} beside {load} busy process(es) / the same setting idle (wall in brackets):")
             for name, row in rows.items():
-                print(f"  {name:<17} {row['median_cpu'] / idle[name]['median_cpu']:4.2f}x  "
-                      f"({row['median_wall'] / idle[name]['median_wall']:4.2f}x)")
+                print(
+                    f"  {name:<17} {row['median_cpu'] / idle[name]['median_cpu']:4.2f}x  "
+                    f"({row['median_wall'] / idle[name]['median_wall']:4.2f}x)"
+                )
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         with open(args.json, "w") as f:

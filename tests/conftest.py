@@ -10,12 +10,13 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
 
-
 #: Where tests marked ``device`` run: ``LINCHAIN_TEST_DEVICE`` (default cpu; benchmarks/gpu.sh sets cuda).
 TEST_DEVICE = torch.device(os.environ.get("LINCHAIN_TEST_DEVICE", "cpu"))
 #: Dtypes those tests cover there: half precision matmuls are slow or partial on CPU, so fp32 + bf16 here,
 #: all three on an accelerator.
-TEST_DTYPES = (torch.float32, torch.bfloat16) if TEST_DEVICE.type == "cpu" else (torch.float32, torch.bfloat16, torch.float16)
+TEST_DTYPES = (
+    (torch.float32, torch.bfloat16) if TEST_DEVICE.type == "cpu" else (torch.float32, torch.bfloat16, torch.float16)
+)
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +37,13 @@ def device() -> torch.device:
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     return LlamaForCausalLM(config).eval()
 

@@ -78,7 +78,9 @@ def _random_chain(out: int, inp: int, r: int, k: int, bias: bool, seed: int, ran
     for i in range(k):
         W = torch.randn(r, r, generator=g, dtype=torch.float64) / math.sqrt(r)
         if rank_one_mixer and i == k // 2:
-            W = torch.randn(r, 1, generator=g, dtype=torch.float64) @ torch.randn(1, r, generator=g, dtype=torch.float64)
+            W = torch.randn(r, 1, generator=g, dtype=torch.float64) @ torch.randn(
+                1, r, generator=g, dtype=torch.float64
+            )
         mixers.append((W, torch.randn(r, generator=g, dtype=torch.float64) if bias else None))
     return A, mixers, B
 
@@ -132,8 +134,10 @@ def _assert_spectrum_matches(stats, dense: torch.Tensor, max_values: int = 64):
 @pytest.mark.parametrize("k, bias", [(0, False), (1, False), (1, True), (3, False), (3, True)])
 def test_factor_spectrum_equals_a_dense_svd(tmp_path, k, r, bias):
     alpha = 3.0  # scaling s = alpha / r
-    layers = {"model.layers.0.mlp.up_proj": _random_chain(24, 40, r, k, bias, seed=10 * k + r),
-              "model.layers.0.mlp.down_proj": _random_chain(40, 24, r, k, bias, seed=10 * k + r + 1)}
+    layers = {
+        "model.layers.0.mlp.up_proj": _random_chain(24, 40, r, k, bias, seed=10 * k + r),
+        "model.layers.0.mlp.down_proj": _random_chain(40, 24, r, k, bias, seed=10 * k + r + 1),
+    }
     result = analyze_adapter(_write_linchain(tmp_path / "a", layers, alpha, r, bias))
     assert sorted(x.name for x in result.layers) == sorted(layers)
     for stats in result.layers:
@@ -178,13 +182,21 @@ def test_factor_singular_values_is_not_fooled_by_order_or_scale():
 
 def test_peft_lora_factors_with_bias_equal_a_dense_svd(tmp_path):
     g = torch.Generator().manual_seed(5)
-    A, B, b = (torch.randn(4, 16, generator=g, dtype=torch.float64), torch.randn(12, 4, generator=g, dtype=torch.float64),
-               torch.randn(12, generator=g, dtype=torch.float64))
+    A, B, b = (
+        torch.randn(4, 16, generator=g, dtype=torch.float64),
+        torch.randn(12, 4, generator=g, dtype=torch.float64),
+        torch.randn(12, generator=g, dtype=torch.float64),
+    )
     folder = tmp_path / "lora"
     folder.mkdir()
-    save_file({"base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight": A,
-               "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight": B,
-               "base_model.model.model.layers.0.self_attn.v_proj.lora_B.bias": b}, str(folder / "adapter_model.safetensors"))
+    save_file(
+        {
+            "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight": A,
+            "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight": B,
+            "base_model.model.model.layers.0.self_attn.v_proj.lora_B.bias": b,
+        },
+        str(folder / "adapter_model.safetensors"),
+    )
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 6}))
     (stats,) = analyze_adapter(folder).layers
     _assert_spectrum_matches(stats, 1.5 * B @ A)
@@ -197,16 +209,21 @@ def test_non_finite_factors_are_refused_naming_the_tensor(tmp_path, value):
     mixers[1][1][0] = float(value)
     folder = _write_linchain(tmp_path / "bad", {"model.layers.0.mlp.up_proj": (A, mixers, B)}, 4.0, 2, True)
     bad = "NaN" if value == "nan" else "inf"
-    with pytest.raises(ValueError, match=rf"adapter_model.safetensors: base_model.model.model.layers.0.mlp.up_proj"
-                                         rf".linchain_mixers.1.bias holds {bad} values"):
+    with pytest.raises(
+        ValueError,
+        match=rf"adapter_model.safetensors: base_model.model.model.layers.0.mlp.up_proj"
+        rf".linchain_mixers.1.bias holds {bad} values",
+    ):
         analyze_adapter(folder)
 
 
 # ------------------------------------------------------------------ saved adapters
 def _save_linchain(tmp_path, name, k, bias, r=4):
     torch.manual_seed(3)
-    model = get_peft_model(tiny_llama(), LinChainConfig(r=r, alpha=8, num_mixers=k, mixer_bias=bias,
-                                                        target_modules=TARGETS, init_weights=False))
+    model = get_peft_model(
+        tiny_llama(),
+        LinChainConfig(r=r, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=TARGETS, init_weights=False),
+    )
     model.save_pretrained(tmp_path / name)
     return model, tmp_path / name
 
@@ -228,9 +245,15 @@ def test_rebuilt_delta_equals_the_live_layer(tmp_path, k, bias):
     result = analyze_adapter(path)
     for stats, (layer, _) in zip(result.layers, layers.values()):  # float32 factors: the old dense path agrees
         dense = spectrum_stats(layer.get_delta_weight("default"))
-        assert stats.numerical_rank == dense["numerical_rank"] and len(stats.singular_values) == len(dense["singular_values"])
-        torch.testing.assert_close(torch.tensor(stats.singular_values), torch.tensor(dense["singular_values"]),
-                                   rtol=0, atol=1e-5 * dense["spectral_norm"])
+        assert stats.numerical_rank == dense["numerical_rank"] and len(stats.singular_values) == len(
+            dense["singular_values"]
+        )
+        torch.testing.assert_close(
+            torch.tensor(stats.singular_values),
+            torch.tensor(dense["singular_values"]),
+            rtol=0,
+            atol=1e-5 * dense["spectral_norm"],
+        )
         assert stats.effective_rank == pytest.approx(dense["effective_rank"], rel=1e-5)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert result.total_params == trainable
@@ -251,8 +274,9 @@ def test_peft_lora_adapter_is_read_as_k0(tmp_path):
 
 
 def test_parameter_counts_match_real_models():
-    shapes = [(m.out_features, m.in_features) for n, m in tiny_llama().named_modules()
-              if n.rsplit(".", 1)[-1] in TARGETS]
+    shapes = [
+        (m.out_features, m.in_features) for n, m in tiny_llama().named_modules() if n.rsplit(".", 1)[-1] in TARGETS
+    ]
     counts = method_parameter_counts(shapes, r=4)
 
     def trainable(cfg):
@@ -261,15 +285,21 @@ def test_parameter_counts_match_real_models():
     assert counts["LoRA r=4"] == trainable(LoraConfig(r=4, target_modules=TARGETS))
     assert counts["LoRA r=8"] == trainable(LoraConfig(r=8, target_modules=TARGETS))
     assert counts["MoSLoRA r=4"] == trainable(LinChainConfig(r=4, num_mixers=1, target_modules=TARGETS))
-    assert counts["LinChain k=3 r=4 +bias"] == trainable(LinChainConfig(r=4, num_mixers=3, mixer_bias=True, target_modules=TARGETS))
+    assert counts["LinChain k=3 r=4 +bias"] == trainable(
+        LinChainConfig(r=4, num_mixers=3, mixer_bias=True, target_modules=TARGETS)
+    )
 
 
 def test_cli_two_adapters_side_by_side(tmp_path, capsys):
     _save_linchain(tmp_path, "lc", 3, False)
     torch.manual_seed(4)
-    get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)).save_pretrained(tmp_path / "lora")
+    get_peft_model(
+        tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
+    ).save_pretrained(tmp_path / "lora")
     out = tmp_path / "out"
-    rc = cli_main(["analyze", str(tmp_path / "lora"), str(tmp_path / "lc"), "--out", str(out), "--labels", "lora", "lc"])
+    rc = cli_main(
+        ["analyze", str(tmp_path / "lora"), str(tmp_path / "lc"), "--out", str(out), "--labels", "lora", "lc"]
+    )
     assert rc == 0
     report = json.loads((out / "analysis.json").read_text())
     assert [a["label"] for a in report["adapters"]] == ["lora", "lc"]

@@ -20,13 +20,16 @@ REL_TOL = {torch.float32: 1e-6, torch.bfloat16: 1e-2, torch.float16: 1e-3}
 def _loss_and_grads(kind, checkpointing, dtype, device, tokens, seed=0):
     build, targets = MODELS["llama"]
     if kind == "linchain":
-        config = LinChainConfig(r=4, alpha=8, num_mixers=3, mixer_bias=True, dropout=0.1, target_modules=targets,
-                                init_weights=False)
+        config = LinChainConfig(
+            r=4, alpha=8, num_mixers=3, mixer_bias=True, dropout=0.1, target_modules=targets, init_weights=False
+        )
     else:
         config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=targets, init_lora_weights=False)
     model = get_peft_model(build().to(device=device, dtype=dtype), config)
     if checkpointing is not None:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": checkpointing == "reentrant"})
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": checkpointing == "reentrant"}
+        )
     model.train()
     torch.manual_seed(seed)
     loss = model(tokens, labels=tokens).loss

@@ -28,8 +28,12 @@ def _fresh_dynamo():
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_no_graph_breaks_in_a_training_step(dropout, tokens):
     build, targets = MODELS["llama"]
-    model = get_peft_model(build(), LinChainConfig(r=4, alpha=8, num_mixers=3, mixer_bias=True, dropout=dropout,
-                                                   target_modules=targets, init_weights=False))
+    model = get_peft_model(
+        build(),
+        LinChainConfig(
+            r=4, alpha=8, num_mixers=3, mixer_bias=True, dropout=dropout, target_modules=targets, init_weights=False
+        ),
+    )
     model.train()
     explanation = torch._dynamo.explain(lambda t: model(t, labels=t).loss)(tokens)
     assert explanation.graph_break_count == 0, [b.reason for b in explanation.break_reasons]
@@ -56,8 +60,9 @@ def test_compiled_dropout_is_bernoulli_and_fullgraph(p):
 
 def test_compiled_layer_fullgraph_trains_like_eager_without_dropout():
     torch.manual_seed(0)
-    layer = LinChainLayer(nn.Linear(24, 16), "default", r=4, alpha=8, num_mixers=2, mixer_bias=True,
-                          init_weights=False).train()
+    layer = LinChainLayer(
+        nn.Linear(24, 16), "default", r=4, alpha=8, num_mixers=2, mixer_bias=True, init_weights=False
+    ).train()
     x = torch.randn(3, 7, 24, requires_grad=True)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     grads = []
@@ -84,8 +89,10 @@ def test_inductor_compiled_model_trains_without_graph_breaks(tokens):
     for dropout in (0.0, 0.1):
         for mode in ("eager", "inductor"):
             torch._dynamo.reset()
-            model = get_peft_model(build(), LinChainConfig(r=4, alpha=8, num_mixers=3, dropout=dropout,
-                                                           target_modules=targets, init_weights=False)).train()
+            model = get_peft_model(
+                build(),
+                LinChainConfig(r=4, alpha=8, num_mixers=3, dropout=dropout, target_modules=targets, init_weights=False),
+            ).train()
             run = model if mode == "eager" else torch.compile(model, fullgraph=True)
             torch.manual_seed(0)
             loss = run(tokens, labels=tokens).loss

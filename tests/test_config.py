@@ -61,10 +61,13 @@ def test_peft_type_is_a_string_with_value(tmp_path):
     assert again.peft_type.value == "LINCHAIN" and {again.peft_type: 1}["LINCHAIN"] == 1
 
 
-@pytest.mark.parametrize("field, value, way_round", [
-    ("target_parameters", ["experts.gate_up_proj"], "target_modules"),
-    ("trainable_token_indices", [0, 5], "TrainableTokensConfig"),
-])
+@pytest.mark.parametrize(
+    "field, value, way_round",
+    [
+        ("target_parameters", ["experts.gate_up_proj"], "target_modules"),
+        ("trainable_token_indices", [0, 5], "TrainableTokensConfig"),
+    ],
+)
 def test_lora_only_fields_are_refused_by_name(field, value, way_round):
     """A LoraConfig field LinChain lacks: a ValueError naming it and the way round (issue 19, item 7),
     not a dataclass's bare TypeError; left at None, the config builds and saves as before."""

@@ -137,7 +137,7 @@ def test_bf16_activations_fp32_adapter(k, bias, p, device):
     keep = ~_draw_dropped_for(x, p)
     y64, grads64 = _float64_reference(layer.cpu(), x.detach().cpu(), keep.cpu(), p)
     layer.to(device)
-    ulp = 2.0 ** -8  # one bf16 rounding step, relative to the largest value
+    ulp = 2.0**-8  # one bf16 rounding step, relative to the largest value
     for out in (y, y_ref):
         assert (out.double().cpu() - y64).abs().max() <= 2 * ulp * y64.abs().max()
     # parameter gradients: fp32 accuracy (the adapter computes in fp32); x's gradient: bf16
@@ -170,8 +170,15 @@ def test_what_backward_keeps_with_a_mask():
     big = [t for t in saved if t.numel() >= x.numel()]
     assert any(t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr() for t in big)
     assert all(t.dtype in (torch.bool, torch.bfloat16) for t in big)  # no fp32 copy of x
-    assert sum(t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() and t.dtype != torch.bool
-               and t.numel() >= x.numel() for t in big) <= 1  # at most the base weight
+    assert (
+        sum(
+            t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+            and t.dtype != torch.bool
+            and t.numel() >= x.numel()
+            for t in big
+        )
+        <= 1
+    )  # at most the base weight
 
 
 def _path(layer, x) -> str:
@@ -238,8 +245,12 @@ def test_hooks_on_the_adapters_modules_run_as_in_peft_lora(module):
     from tests.conftest import tiny_llama
 
     k = 1 if module == "mixer" else 0
-    ours = get_peft_model(tiny_llama(), LinChainConfig(r=4, alpha=8, num_mixers=k, target_modules=["q_proj"], init_weights=False))
-    lora = get_peft_model(tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False))
+    ours = get_peft_model(
+        tiny_llama(), LinChainConfig(r=4, alpha=8, num_mixers=k, target_modules=["q_proj"], init_weights=False)
+    )
+    lora = get_peft_model(
+        tiny_llama(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False)
+    )
     layer = ours.base_model.model.model.layers[0].self_attn.q_proj
     twin = lora.base_model.model.model.layers[0].self_attn.q_proj
     with torch.no_grad():
@@ -247,8 +258,11 @@ def test_hooks_on_the_adapters_modules_run_as_in_peft_lora(module):
         twin.lora_B["default"].weight.copy_(layer.linchain_B["default"].weight)
         if k:
             layer.linchain_mixers["default"][0].weight.copy_(torch.eye(4))  # the identity: same values as LoRA
-    target = {"linchain_A": layer.linchain_A["default"], "linchain_B": layer.linchain_B["default"],
-              "mixer": layer.linchain_mixers["default"][0] if k else None}[module]
+    target = {
+        "linchain_A": layer.linchain_A["default"],
+        "linchain_B": layer.linchain_B["default"],
+        "mixer": layer.linchain_mixers["default"][0] if k else None,
+    }[module]
     twin_target = twin.lora_B["default"] if module == "linchain_B" else twin.lora_A["default"]
     x = torch.randn(2, 5, 32)
     seen = {}
@@ -256,6 +270,7 @@ def test_hooks_on_the_adapters_modules_run_as_in_peft_lora(module):
     def capture(key):
         def hook(module, inputs, output):
             seen.setdefault(key, output.detach().clone())  # returns None: the output is kept
+
         return hook
 
     target.register_forward_hook(capture("ours"))

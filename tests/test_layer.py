@@ -20,8 +20,10 @@ def _randomise(model, seed=3):
 
 def _capture_inputs(model, layers):
     seen = {}
-    hooks = [layer.register_forward_hook(lambda m, i, o, key=key: seen.__setitem__(key, (i[0].detach(), o.detach())))
-             for key, layer in layers.items()]
+    hooks = [
+        layer.register_forward_hook(lambda m, i, o, key=key: seen.__setitem__(key, (i[0].detach(), o.detach())))
+        for key, layer in layers.items()
+    ]
     return seen, hooks
 
 
@@ -31,8 +33,10 @@ def _capture_inputs(model, layers):
 @pytest.mark.parametrize("r", [2, 4])
 def test_every_layer_matches_reference_fp32(arch, k, bias, r, tokens):
     build, targets = MODELS[arch]
-    model = get_peft_model(build(), LinChainConfig(r=r, alpha=2 * r + 1, num_mixers=k, mixer_bias=bias,
-                                                    target_modules=targets, init_weights=False))
+    model = get_peft_model(
+        build(),
+        LinChainConfig(r=r, alpha=2 * r + 1, num_mixers=k, mixer_bias=bias, target_modules=targets, init_weights=False),
+    )
     _randomise(model)
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LinChainLayer)}
     assert len(layers) > 0
@@ -64,8 +68,10 @@ FORWARD_TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 2e-2), torch.
 @pytest.mark.parametrize("bias", [False, True])
 def test_forward_per_dtype_keeps_dtype_and_matches_reference(k, bias, dtype, device, tokens):
     build, targets = MODELS["llama"]
-    model = get_peft_model(build().to(device=device, dtype=dtype),
-                           LinChainConfig(r=4, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=targets, init_weights=False))
+    model = get_peft_model(
+        build().to(device=device, dtype=dtype),
+        LinChainConfig(r=4, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=targets, init_weights=False),
+    )
     _randomise(model)
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LinChainLayer)}
     seen, hooks = _capture_inputs(model, layers)
@@ -87,7 +93,9 @@ def test_forward_per_dtype_keeps_dtype_and_matches_reference(k, bias, dtype, dev
 
 def test_k0_equals_peft_lora_with_the_same_factors(tokens):
     build, targets = MODELS["llama"]
-    ours = get_peft_model(build(), LinChainConfig(r=4, alpha=12, num_mixers=0, target_modules=targets, init_weights=False))
+    ours = get_peft_model(
+        build(), LinChainConfig(r=4, alpha=12, num_mixers=0, target_modules=targets, init_weights=False)
+    )
     _randomise(ours)
     lora = get_peft_model(build(), LoraConfig(r=4, lora_alpha=12, target_modules=targets, init_lora_weights=False))
     copy_factors_to_lora(ours, lora)
@@ -130,7 +138,9 @@ def test_delta_weight_and_bias_reproduce_forward(k, bias, base_cls):
 @pytest.mark.parametrize("init", ["kaiming", "orthogonal", "identity"])
 def test_mixer_init(init):
     torch.manual_seed(0)
-    layer = LinChainLayer(torch.nn.Linear(16, 16), "default", r=6, alpha=6, num_mixers=2, mixer_bias=True, mixer_init=init)
+    layer = LinChainLayer(
+        torch.nn.Linear(16, 16), "default", r=6, alpha=6, num_mixers=2, mixer_bias=True, mixer_init=init
+    )
     for m in layer.linchain_mixers["default"]:
         W = m.weight.detach()
         if init == "identity":
@@ -174,7 +184,9 @@ def test_rank_larger_than_a_layer_is_accepted_as_by_lora_and_refused_by_the_comm
 
     build, _ = MODELS["llama"]
     with pytest.warns(UserWarning, match=r"r=40 .*self_attn.k_proj"):
-        ours = get_peft_model(build(), LinChainConfig(r=40, alpha=8, num_mixers=0, target_modules=["k_proj"], init_weights=False))
+        ours = get_peft_model(
+            build(), LinChainConfig(r=40, alpha=8, num_mixers=0, target_modules=["k_proj"], init_weights=False)
+        )
     lora = get_peft_model(build(), LoraConfig(r=40, lora_alpha=8, target_modules=["k_proj"], init_lora_weights=False))
     copy_factors_to_lora(ours, lora)
     with torch.no_grad():

@@ -153,7 +153,9 @@ def test_what_backward_keeps(p):
 @pytest.mark.parametrize("bias", [False, True])
 def test_layer_uses_it_when_training(bias, p, device):
     torch.manual_seed(3)
-    layer = LinChainLayer(nn.Linear(12, 10), "default", r=4, alpha=8, num_mixers=2, mixer_bias=bias, dropout=p).to(device)
+    layer = LinChainLayer(nn.Linear(12, 10), "default", r=4, alpha=8, num_mixers=2, mixer_bias=bias, dropout=p).to(
+        device
+    )
     with torch.no_grad():
         layer.linchain_B["default"].weight.normal_()
     x = torch.randn(5, 12, device=device)
@@ -204,8 +206,13 @@ def test_no_grad_and_grad_draw_the_same_elements(p, dtype, device):
     (reentrant checkpointing runs the forward under no_grad, then recomputes it with grad), and
     leaves the generator in the same state (the next layers' draws match too)."""
     torch.manual_seed(0)
-    layer = LinChainLayer(nn.Linear(24, 16), "default", r=4, alpha=8, num_mixers=2, mixer_bias=True, dropout=p,
-                          init_weights=False).to(device=device, dtype=dtype).train()
+    layer = (
+        LinChainLayer(
+            nn.Linear(24, 16), "default", r=4, alpha=8, num_mixers=2, mixer_bias=True, dropout=p, init_weights=False
+        )
+        .to(device=device, dtype=dtype)
+        .train()
+    )
     x = torch.randn(3, 7, 24, device=device, dtype=dtype, requires_grad=True)
     torch.manual_seed(1)
     with torch.no_grad():

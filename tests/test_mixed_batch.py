@@ -31,8 +31,9 @@ def _two_adapters(kind, arch="llama", dtype=torch.float32, device="cpu", base=No
     extra = dict(modules_to_save=[save]) if save else {}
     if kind == "linchain":
         first = LinChainConfig(r=4, alpha=8, num_mixers=3, target_modules=targets, init_weights=False, **extra)
-        second = LinChainConfig(r=2, alpha=6, num_mixers=1, mixer_bias=True, target_modules=targets[:2],
-                                init_weights=False, **extra)
+        second = LinChainConfig(
+            r=2, alpha=6, num_mixers=1, mixer_bias=True, target_modules=targets[:2], init_weights=False, **extra
+        )
     else:
         first = LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False, **extra)
         second = LoraConfig(r=2, lora_alpha=6, target_modules=targets[:2], init_lora_weights=False, **extra)
@@ -76,7 +77,9 @@ def test_each_row_equals_its_adapter_alone(kind, arch, dtype, device):
     torch.testing.assert_close(alone["__base__"], base, rtol=0, atol=0)
     scale = base.abs().max().item()
     for i, name in enumerate(NAMES):
-        torch.testing.assert_close(mixed[i], alone[name][i], rtol=0, atol=ROW_TOL[dtype] * scale, msg=f"row {i} ({name})")
+        torch.testing.assert_close(
+            mixed[i], alone[name][i], rtol=0, atol=ROW_TOL[dtype] * scale, msg=f"row {i} ({name})"
+        )
     # the adapters really differ from each other and from the base model on every row
     for i in range(len(NAMES)):
         assert (alone["first"][i] - alone["second"][i]).abs().max() > 1e-2 * scale
@@ -96,7 +99,9 @@ def test_generate_routes_rows_like_each_adapter_alone(kind, beams, device):
         assert not torch.equal(alone[one], alone[other])  # the routing matters
     for i, name in enumerate(NAMES):
         assert mixed[i].tolist() == alone[name][i].tolist(), f"row {i} ({name})"
-    if kind == "linchain" and beams > 1:  # beams asked for through a GenerationConfig: also expanded (PEFT LoRA: an error)
+    if (
+        kind == "linchain" and beams > 1
+    ):  # beams asked for through a GenerationConfig: also expanded (PEFT LoRA: an error)
         config = GenerationConfig(max_new_tokens=5, do_sample=False, num_beams=beams, pad_token_id=0)
         assert model.generate(input_ids=x, adapter_names=NAMES, generation_config=config).tolist() == mixed.tolist()
 
@@ -147,8 +152,18 @@ def test_modules_to_save_follow_the_rows_too(kind):
 def test_encoder_decoder_beam_search_keeps_one_name_per_input_row(kind):
     """T5: the encoder sees each input once, the decoder num_beams copies of each row."""
     torch.manual_seed(0)
-    config = T5Config(vocab_size=97, d_model=32, d_ff=48, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=4,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=97,
+        d_model=32,
+        d_ff=48,
+        d_kv=8,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     model = _two_adapters(kind, base=T5ForConditionalGeneration(config), targets=["q", "v", "wi", "wo"])
     x = torch.randint(2, 97, (len(NAMES), 6), generator=torch.Generator().manual_seed(6))
     settings = dict(max_new_tokens=4, do_sample=False, num_beams=2)

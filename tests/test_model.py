@@ -25,8 +25,11 @@ def _randomise(model, seed=5):
 
 def _adapted(arch, k=3, bias=False, r=4, adapter="default", seed=5, **extra):
     build, targets = MODELS[arch]
-    model = get_peft_model(build(), LinChainConfig(r=r, alpha=8, num_mixers=k, mixer_bias=bias,
-                                                   target_modules=targets, **extra), adapter_name=adapter)
+    model = get_peft_model(
+        build(),
+        LinChainConfig(r=r, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=targets, **extra),
+        adapter_name=adapter,
+    )
     _randomise(model, seed)
     return model
 
@@ -72,8 +75,10 @@ def test_merge_unmerge_per_dtype(dtype, bias, tokens, device):
     units of the dtype's eps (relative to |W + delta| |x|) of the unmerged one, and unmerging
     restores W within 2 eps of |W| + |delta| elementwise."""
     build, targets = MODELS["llama"]
-    model = get_peft_model(build().to(device=device, dtype=dtype), LinChainConfig(
-        r=4, alpha=8, num_mixers=3, mixer_bias=bias, target_modules=targets, init_weights=False))
+    model = get_peft_model(
+        build().to(device=device, dtype=dtype),
+        LinChainConfig(r=4, alpha=8, num_mixers=3, mixer_bias=bias, target_modules=targets, init_weights=False),
+    )
     _randomise(model)
     model.eval()
     layers = {n: m for n, m in model.named_modules() if isinstance(m, LinChainLayer)}
@@ -211,8 +216,16 @@ def test_loading_into_a_mismatched_base_fails_loudly(tmp_path):
     model.save_pretrained(tmp_path / "out")
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    bigger = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=48, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=2))
+    bigger = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=97,
+            hidden_size=64,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     with pytest.raises(ValueError, match="shape mismatch"):
         PeftModel.from_pretrained(bigger, tmp_path / "out")
     with pytest.raises(ValueError, match="matches no layer"):
@@ -284,8 +297,9 @@ def test_bias_option_trains_saves_and_exports_as_lora(bias, lora_bias, tmp_path)
 
     torch.manual_seed(0)
     ours = get_peft_model(tiny_gpt2(), LinChainConfig(r=4, alpha=8, num_mixers=0, target_modules=["c_attn"], bias=bias))
-    lora = get_peft_model(tiny_gpt2(), LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], bias=lora_bias,
-                                                  fan_in_fan_out=True))
+    lora = get_peft_model(
+        tiny_gpt2(), LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], bias=lora_bias, fan_in_fan_out=True)
+    )
     with torch.no_grad():
         for name, layer in ours.named_modules():
             if isinstance(layer, LinChainLayer):
@@ -293,7 +307,10 @@ def test_bias_option_trains_saves_and_exports_as_lora(bias, lora_bias, tmp_path)
                 twin.lora_A["default"].weight.copy_(layer.linchain_A["default"].weight)
                 layer.linchain_B["default"].weight.normal_()
                 twin.lora_B["default"].weight.copy_(layer.linchain_B["default"].weight)
-    trained = lambda m: sorted(n.replace("linchain_", "lora_") for n, p in m.named_parameters() if p.requires_grad)
+
+    def trained(m):
+        return sorted(n.replace("linchain_", "lora_") for n, p in m.named_parameters() if p.requires_grad)
+
     assert trained(ours) == trained(lora) and any(n.endswith("base_layer.bias") for n in trained(ours))
     x = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(1))
     for model in (ours, lora):
@@ -328,13 +345,25 @@ def test_merged_affine_chain_refuses_a_save_its_config_cannot_reload(tmp_path):
 
     def base():
         torch.manual_seed(0)
-        return MistralForCausalLM(MistralConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                                                num_attention_heads=4, num_key_value_heads=2)).eval()
+        return MistralForCausalLM(
+            MistralConfig(
+                vocab_size=97,
+                hidden_size=32,
+                intermediate_size=48,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+            )
+        ).eval()
 
     x = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
     for bias in (True, False):
-        model = get_peft_model(base(), LinChainConfig(r=4, alpha=8, num_mixers=2, mixer_bias=bias,
-                                                      target_modules=["q_proj", "v_proj"], init_weights=False)).eval()
+        model = get_peft_model(
+            base(),
+            LinChainConfig(
+                r=4, alpha=8, num_mixers=2, mixer_bias=bias, target_modules=["q_proj", "v_proj"], init_weights=False
+            ),
+        ).eval()
         with torch.no_grad():
             want = model(x).logits
         with pytest.warns(UserWarning, match="save_pretrained refuses") if bias else contextlib.nullcontext():
@@ -343,10 +372,14 @@ def test_merged_affine_chain_refuses_a_save_its_config_cannot_reload(tmp_path):
             torch.testing.assert_close(merged(x).logits, want, rtol=1e-5, atol=1e-5)
         out = tmp_path / f"merged-{bias}"
         if bias:
-            with pytest.raises(ValueError, match=r"save_pretrained refused: .*MistralConfig cannot declare.*mixer_bias=False"):
+            with pytest.raises(
+                ValueError, match=r"save_pretrained refused: .*MistralConfig cannot declare.*mixer_bias=False"
+            ):
                 merged.save_pretrained(out)
             assert not out.exists()
         else:
             merged.save_pretrained(out)
             with torch.no_grad():
-                torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(out)(x).logits, want, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(
+                    AutoModelForCausalLM.from_pretrained(out)(x).logits, want, rtol=1e-5, atol=1e-5
+                )

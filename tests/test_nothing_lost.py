@@ -112,7 +112,9 @@ def test_merge_never_writes_over_its_local_base_model(model_dir, adapter, tmp_pa
     shutil.copytree(model_dir, base)
     src = _copy_adapter(adapter, tmp_path / "adapter")
     before = _tree(base)
-    assert cli(["merge", "--adapter", str(src), "--base_model", str(base), "--output_dir", str(base), "--overwrite"]) == 2
+    assert (
+        cli(["merge", "--adapter", str(src), "--base_model", str(base), "--output_dir", str(base), "--overwrite"]) == 2
+    )
     assert "is the base model" in _error_line(capsys, "merge")
     assert _tree(base) == before
 
@@ -189,8 +191,21 @@ def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_
     rows = tmp_path / "boolq.json"
     rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
     argv = {
-        "eval": ["eval", "--model_name_or_path", str(model_dir), "--adapter", str(bad), "--data", str(rows),
-                 "--task", "boolq", "--scorer", "loglik", "--output_dir", str(tmp_path / "e")],
+        "eval": [
+            "eval",
+            "--model_name_or_path",
+            str(model_dir),
+            "--adapter",
+            str(bad),
+            "--data",
+            str(rows),
+            "--task",
+            "boolq",
+            "--scorer",
+            "loglik",
+            "--output_dir",
+            str(tmp_path / "e"),
+        ],
         "merge": ["merge", "--adapter", str(bad), "--output_dir", str(tmp_path / "m")],
         "export-lora": ["export-lora", str(bad), str(tmp_path / "x")],
         "analyze": ["analyze", str(bad), "--out", str(tmp_path / "x")],
@@ -217,11 +232,35 @@ def test_cutoff_that_cuts_every_answer_is_an_error(model_dir, data, tmp_path, ca
 
 
 def test_gold_answers_that_can_never_match_are_counted(model_dir, tmp_path, capsys):
-    rows = [{"instruction": f"Q{i}?", "input": "", "output": a, "answer": a} for i, a in enumerate(["true", "maybe", "", "false"])]
+    rows = [
+        {"instruction": f"Q{i}?", "input": "", "output": a, "answer": a}
+        for i, a in enumerate(["true", "maybe", "", "false"])
+    ]
     path = tmp_path / "boolq.json"
     path.write_text(json.dumps(rows))
-    assert cli(["eval", "--model_name_or_path", str(model_dir), "--data", str(path), "--task", "boolq", "--scorer",
-                "generate", "--num_beams", "1", "--max_new_tokens", "2", "--output_dir", str(tmp_path / "e"), "--no_progress"]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--model_name_or_path",
+                str(model_dir),
+                "--data",
+                str(path),
+                "--task",
+                "boolq",
+                "--scorer",
+                "generate",
+                "--num_beams",
+                "1",
+                "--max_new_tokens",
+                "2",
+                "--output_dir",
+                str(tmp_path / "e"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert "2 of 4 gold answers can never match" in capsys.readouterr().err
     assert json.loads((tmp_path / "e" / "results.json").read_text())["tasks"][0]["unmatchable_gold"] == 2
 
@@ -286,14 +325,19 @@ def test_train_user_errors_are_one_line(case, model_dir, data, tmp_path, capsys)
 def test_small_data_gets_a_fitting_default_validation_split(model_dir, tmp_path, capsys):
     path = tmp_path / "small.json"
     path.write_text(json.dumps(make_rows(30)))
-    argv = [a for a in base_args(model_dir, path, tmp_path / "run", "--max_steps", "1") if a not in ("--val_set_size", "16")]
+    argv = [
+        a for a in base_args(model_dir, path, tmp_path / "run", "--max_steps", "1") if a not in ("--val_set_size", "16")
+    ]
     assert cli(["train", *argv]) == 0
     assert "holding out 6 of 30 rows" in capsys.readouterr().err
 
 
 def test_unknown_model_name_is_one_line_without_retries(data, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert cli(["train", "--model_name_or_path", "tiny-nowhere", "--data", str(data), "--output_dir", str(tmp_path / "r")]) == 2
+    assert (
+        cli(["train", "--model_name_or_path", "tiny-nowhere", "--data", str(data), "--output_dir", str(tmp_path / "r")])
+        == 2
+    )
     assert "--model_name_or_path tiny-nowhere: not a local folder, not an offline name" in _error_line(capsys, "train")
 
 
@@ -323,8 +367,23 @@ def test_broken_adapter_folders_are_named(command, make, model_dir, adapter, tmp
     bad, message = make(adapter, tmp_path)
     rows = tmp_path / "boolq.json"
     rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
-    argv = {"eval": ["eval", "--model_name_or_path", str(model_dir), "--adapter", str(bad), "--data", str(rows),
-                     "--task", "boolq", "--scorer", "loglik", "--output_dir", str(tmp_path / "e")],
-            "merge": ["merge", "--adapter", str(bad), "--base_model", str(model_dir), "--output_dir", str(tmp_path / "m")]}
+    argv = {
+        "eval": [
+            "eval",
+            "--model_name_or_path",
+            str(model_dir),
+            "--adapter",
+            str(bad),
+            "--data",
+            str(rows),
+            "--task",
+            "boolq",
+            "--scorer",
+            "loglik",
+            "--output_dir",
+            str(tmp_path / "e"),
+        ],
+        "merge": ["merge", "--adapter", str(bad), "--base_model", str(model_dir), "--output_dir", str(tmp_path / "m")],
+    }
     assert cli(argv[command]) == 2
     assert message in _error_line(capsys, command)

@@ -14,8 +14,11 @@ from tests.conftest import MODELS, copy_factors_to_lora
 
 def _linchain(adapter="default"):
     build, targets = MODELS["llama"]
-    return get_peft_model(build(), LinChainConfig(r=4, alpha=8, num_mixers=2, target_modules=targets, init_weights=False),
-                          adapter_name=adapter)
+    return get_peft_model(
+        build(),
+        LinChainConfig(r=4, alpha=8, num_mixers=2, target_modules=targets, init_weights=False),
+        adapter_name=adapter,
+    )
 
 
 def test_add_weighted_adapter_refuses_and_export_lora_is_the_way_round(tmp_path):
@@ -117,7 +120,9 @@ def test_lora_fa_and_riemannian_refuse_linchain(tool):
 def _k0_beside_lora():
     """LinChain k=0 and PEFT LoRA with the same random non-zero factors (B too): the same model."""
     build, targets = MODELS["llama"]
-    ours = get_peft_model(build(), LinChainConfig(r=4, alpha=12, num_mixers=0, target_modules=targets, init_weights=False))
+    ours = get_peft_model(
+        build(), LinChainConfig(r=4, alpha=12, num_mixers=0, target_modules=targets, init_weights=False)
+    )
     lora = get_peft_model(build(), LoraConfig(r=4, lora_alpha=12, target_modules=targets, init_lora_weights=False))
     copy_factors_to_lora(ours, lora)  # init_weights=False: B is random and non-zero too
     return ours.eval(), lora.eval()
@@ -145,8 +150,9 @@ def test_rescale_adapter_scale_and_input_casting_helpers_as_for_lora():
             pass
 
 
-@pytest.mark.parametrize("tool", ["initialize_lora_eva_weights", "get_eva_state_dict", "replace_lora_weights_loftq",
-                                  "convert_to_lora"])
+@pytest.mark.parametrize(
+    "tool", ["initialize_lora_eva_weights", "get_eva_state_dict", "replace_lora_weights_loftq", "convert_to_lora"]
+)
 def test_lora_initialisations_and_conversion_refuse_by_name(tool):
     with pytest.raises(ValueError, match=rf"{tool} is a PEFT LoRA tool.*export_lora"):
         getattr(peft, tool)(_linchain(), None)
@@ -170,12 +176,20 @@ def test_linchain_onto_a_lora_layer_is_refused_by_name_and_the_reverse_works():
 
     build, _ = MODELS["llama"]
     with_lora = inject_adapter_in_model(LoraConfig(r=4, target_modules=["q_proj"]), build())
-    with pytest.raises(ValueError, match=r"q_proj', which already holds another PEFT method's adapter "
-                                         r"\(peft\.tuners\.lora\.layer\.Linear\).*LinChain adapter first"):
+    with pytest.raises(
+        ValueError,
+        match=r"q_proj', which already holds another PEFT method's adapter "
+        r"\(peft\.tuners\.lora\.layer\.Linear\).*LinChain adapter first",
+    ):
         inject_adapter_in_model(LinChainConfig(r=4, target_modules=["q_proj"]), with_lora)
-    with pytest.raises(ValueError, match=r"layers that exist are: \['down_proj', 'gate_proj', 'k_proj', 'lm_head', "
-                                         r"'o_proj', 'q_proj', 'up_proj', 'v_proj'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"layers that exist are: \['down_proj', 'gate_proj', 'k_proj', 'lm_head', "
+        r"'o_proj', 'q_proj', 'up_proj', 'v_proj'\]",
+    ):
         inject_adapter_in_model(LinChainConfig(r=4, target_modules=["nope"]), with_lora)
-    both = inject_adapter_in_model(LoraConfig(r=4, target_modules=["q_proj"]),
-                                   inject_adapter_in_model(LinChainConfig(r=4, target_modules=["q_proj"]), build()))
+    both = inject_adapter_in_model(
+        LoraConfig(r=4, target_modules=["q_proj"]),
+        inject_adapter_in_model(LinChainConfig(r=4, target_modules=["q_proj"]), build()),
+    )
     assert type(both.model.layers[0].self_attn.q_proj.base_layer).__name__ == "LinChainLayer"

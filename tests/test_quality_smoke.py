@@ -25,9 +25,17 @@ def quality():
 
 
 def test_quick_grid_translates_to_compare(quality, tmp_path):
-    argv = quality.compare_argv(["--preset", "quick", "--data_dir", str(tmp_path / "d"), "--seeds", "0", "--max_steps", "20"], tmp_path)
+    argv = quality.compare_argv(
+        ["--preset", "quick", "--data_dir", str(tmp_path / "d"), "--seeds", "0", "--max_steps", "20"], tmp_path
+    )
     c, m, d, t = parse_args(argv)
-    assert (c.methods, c.seeds, c.validation_size, c.eval_limit, c.scorer) == ("lora,moslora,linchain-k3", "0", 0, 40, "loglik")
+    assert (c.methods, c.seeds, c.validation_size, c.eval_limit, c.scorer) == (
+        "lora,moslora,linchain-k3",
+        "0",
+        0,
+        40,
+        "loglik",
+    )
     assert t.max_steps == 20 and t.learning_rate == 1e-3 and t.warmup_steps == 3 and d.max_train_samples == 240
     assert [Path(p).parent.name for p in c.eval_data] == list(quality.EVAL_TASKS)
     assert [Path(p).parent.name for p in d.data] == list(quality.TRAIN_TASKS) and m.r == 16 and m.alpha == 32

@@ -45,8 +45,15 @@ def base_dir(tmp_path_factory):
     """A tiny Llama saved once. 64 wide, not 32 as elsewhere: bitsandbytes' CPU inference kernel (used in
     eval mode on AVX512-BF16 CPUs) needs in_features to be a multiple of its 64-element block."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     folder = tmp_path_factory.mktemp("tiny-llama-64")
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
@@ -110,8 +117,13 @@ def requant(bnb, layer, dense: torch.Tensor) -> torch.Tensor:
     """``dense`` quantized with ``layer``'s settings and dequantized again, with bitsandbytes' functions."""
     w = layer.weight
     if type(w).__name__ == "Params4bit":
-        q, state = bnb.functional.quantize_4bit(dense, blocksize=w.blocksize, compress_statistics=w.compress_statistics,
-                                                quant_type=w.quant_type, quant_storage=w.quant_storage)
+        q, state = bnb.functional.quantize_4bit(
+            dense,
+            blocksize=w.blocksize,
+            compress_statistics=w.compress_statistics,
+            quant_type=w.quant_type,
+            quant_storage=w.quant_storage,
+        )
         return bnb.functional.dequantize_4bit(q, state).float()
     codes, scales, _ = bnb.functional.int8_vectorwise_quant(dense.half())
     return codes.float() * scales.float()[:, None] / 127
@@ -129,7 +141,9 @@ def test_merge_dequantizes_adds_delta_and_bias_and_requantizes(bnb, base_dir, ki
 
     Train mode: bitsandbytes repacks 4-bit weights for its CPU kernel in eval mode, which changes the
     codes the reference would read (merging after that is covered by the logits tests below)."""
-    model = get_peft_model(quantized(base_dir, kind), LinChainConfig(r=4, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=TARGETS))
+    model = get_peft_model(
+        quantized(base_dir, kind), LinChainConfig(r=4, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=TARGETS)
+    )
     randomise(model)
     model.train()
     expected = {}
@@ -155,14 +169,18 @@ def test_merge_dequantizes_adds_delta_and_bias_and_requantizes(bnb, base_dir, ki
 
 
 @pytest.mark.parametrize("kind, bias", [("8bit", True), ("nf4", False), ("nf4-dq", True), ("fp4-dq", False)])
-def test_merge_unmerge_merge_and_unload_keep_the_outputs_within_quantization_error(bnb, base_dir, kind, bias, tokens, tmp_path):
+def test_merge_unmerge_merge_and_unload_keep_the_outputs_within_quantization_error(
+    bnb, base_dir, kind, bias, tokens, tmp_path
+):
     """Logits level, eval mode (as a user merges after evaluating). Tolerances, in units of q = how far
     quantizing the base moves the logits (measured per kind): each requantization adds an error of the
     same kind as the base's own, so after n of them (n + 1) q: merge 2q (measured <= 1.8q), unmerge 3q
     (<= 2.5q), merging again 4q. The adapter moves the logits by more than 5q, so a merge that drops
     the delta (the old 8-bit behaviour) fails."""
     q = quant_error(base_dir, kind, tokens)
-    model = get_peft_model(quantized(base_dir, kind), LinChainConfig(r=4, alpha=8, num_mixers=3, mixer_bias=bias, target_modules=TARGETS))
+    model = get_peft_model(
+        quantized(base_dir, kind), LinChainConfig(r=4, alpha=8, num_mixers=3, mixer_bias=bias, target_modules=TARGETS)
+    )
     randomise(model)
     with model.disable_adapter():
         base = logits(model, tokens)
@@ -202,7 +220,9 @@ def test_merge_after_eval_reads_the_4bit_weights_back(bnb, base_dir, kind, token
     a row has several blocks (down_proj here: 128 inputs), a 30% error. With B = 0 the merge must give
     the weights back up to the bf16 / double-quantized scale rounding (1% of the largest weight).
     Without AVX512-BF16 nothing is repacked and this checks the plain path."""
-    model = get_peft_model(quantized(base_dir, kind), LinChainConfig(r=4, alpha=8, num_mixers=1, target_modules=TARGETS))
+    model = get_peft_model(
+        quantized(base_dir, kind), LinChainConfig(r=4, alpha=8, num_mixers=1, target_modules=TARGETS)
+    )
     layers = [m.base_layer for _, m in _linchain_layers(model)]
     before = [dequant(bnb, layer) for layer in layers]
     logits(model, tokens)
@@ -212,7 +232,9 @@ def test_merge_after_eval_reads_the_4bit_weights_back(bnb, base_dir, kind, token
 
 
 def test_safe_merge_refuses_nan_and_leaves_the_quantized_base_untouched(bnb, base_dir):
-    model = get_peft_model(quantized(base_dir, "nf4-dq"), LinChainConfig(r=4, alpha=8, num_mixers=2, target_modules=TARGETS))
+    model = get_peft_model(
+        quantized(base_dir, "nf4-dq"), LinChainConfig(r=4, alpha=8, num_mixers=2, target_modules=TARGETS)
+    )
     randomise(model)
     layer = _linchain_layers(model)[0][1]
     codes = layer.base_layer.weight.detach().clone()
@@ -243,7 +265,9 @@ def test_k0_merges_like_peft_lora_on_the_same_quantized_base(bnb, base_dir, kind
     for (name, a), b in zip(ours_merged.named_modules(), lora_merged.modules()):
         if name.endswith(tuple(TARGETS)):
             torch.testing.assert_close(dequant(bnb, a), dequant(bnb, b), rtol=0, atol=1e-6, msg=name)
-    torch.testing.assert_close(logits(ours_merged.eval(), tokens), logits(lora_merged.eval(), tokens), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        logits(ours_merged.eval(), tokens), logits(lora_merged.eval(), tokens), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("kind", ["8bit", "nf4-dq"])
@@ -304,8 +328,16 @@ HQQLinear.__module__ = "hqq.core.quantize"
 
 def _tiny():
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                                        num_attention_heads=4, num_key_value_heads=2))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=97,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
 
 
 def test_torchao_base_is_refused_at_injection():
@@ -313,7 +345,10 @@ def test_torchao_base_is_refused_at_injection():
     q_proj = model.model.layers[0].self_attn.q_proj
     q_proj.weight = nn.Parameter(q_proj.weight.detach().as_subclass(AffineQuantizedTensor), requires_grad=False)
     for targets in (TARGETS, "all-linear"):
-        with pytest.raises(ValueError, match=r"'model\.layers\.0\.self_attn\.q_proj'.*torchao-quantized Linear \(weight: AffineQuantizedTensor\).*bitsandbytes"):
+        with pytest.raises(
+            ValueError,
+            match=r"'model\.layers\.0\.self_attn\.q_proj'.*torchao-quantized Linear \(weight: AffineQuantizedTensor\).*bitsandbytes",
+        ):
             get_peft_model(model, LinChainConfig(r=2, target_modules=targets))
 
 
@@ -321,7 +356,9 @@ def test_hqq_base_is_refused_at_injection():
     model = _tiny()
     attention = model.model.layers[0].self_attn
     attention.v_proj = HQQLinear(attention.v_proj)
-    with pytest.raises(ValueError, match=r"'model\.layers\.0\.self_attn\.v_proj'.*HQQ-quantized HQQLinear.*bitsandbytes"):
+    with pytest.raises(
+        ValueError, match=r"'model\.layers\.0\.self_attn\.v_proj'.*HQQ-quantized HQQLinear.*bitsandbytes"
+    ):
         get_peft_model(model, LinChainConfig(r=2, target_modules=["q_proj", "v_proj"]))
 
 
@@ -346,10 +383,16 @@ def train_model_dir(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("flags, layer_type", [
-    (["--load_in_4bit", "true", "--bnb_4bit_quant_type", "fp4", "--bnb_4bit_use_double_quant", "false"], "Linear4bit"),
-    (["--load_in_8bit", "true"], "Linear8bitLt"),
-])
+@pytest.mark.parametrize(
+    "flags, layer_type",
+    [
+        (
+            ["--load_in_4bit", "true", "--bnb_4bit_quant_type", "fp4", "--bnb_4bit_use_double_quant", "false"],
+            "Linear4bit",
+        ),
+        (["--load_in_8bit", "true"], "Linear8bitLt"),
+    ],
+)
 def test_train_cli_quantized_base_is_the_qlora_recipe(bnb, train_model_dir, tmp_path, flags, layer_type):
     import json
 
@@ -360,7 +403,18 @@ def test_train_cli_quantized_base_is_the_qlora_recipe(bnb, train_model_dir, tmp_
 
     data = tmp_path / "even.json"
     data.write_text(json.dumps(make_rows(48)))
-    args = base_args(train_model_dir, data, tmp_path / "run", "--num_mixers", "2", "--eval_strategy", "no", "--save_strategy", "no", *flags)
+    args = base_args(
+        train_model_dir,
+        data,
+        tmp_path / "run",
+        "--num_mixers",
+        "2",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        *flags,
+    )
     model_args, _, train_args = parse_args(args)
     model, _, _ = build_model(model_args, train_args)
     q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
@@ -375,12 +429,15 @@ def test_train_cli_quantized_base_is_the_qlora_recipe(bnb, train_model_dir, tmp_
     assert adapter["peft_type"] == "LINCHAIN" and adapter["num_mixers"] == 2
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--load_in_4bit", "true", "--load_in_8bit", "true"], "not both"),
-    (["--load_in_8bit", "true", "--method", "full"], "ModelArguments.method='full'"),
-    (["--bnb_4bit_quant_type", "int4"], "ModelArguments.bnb_4bit_quant_type='int4'"),
-    (["--bnb_4bit_compute_dtype", "float64"], "ModelArguments.bnb_4bit_compute_dtype='float64'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--load_in_4bit", "true", "--load_in_8bit", "true"], "not both"),
+        (["--load_in_8bit", "true", "--method", "full"], "ModelArguments.method='full'"),
+        (["--bnb_4bit_quant_type", "int4"], "ModelArguments.bnb_4bit_quant_type='int4'"),
+        (["--bnb_4bit_compute_dtype", "float64"], "ModelArguments.bnb_4bit_compute_dtype='float64'"),
+    ],
+)
 def test_train_cli_refuses_bad_quantization_flags(flags, message, capsys):
     from linchain.cli.main import main as cli
 
@@ -396,7 +453,9 @@ def test_quantized_loading_without_bitsandbytes_names_the_extra(monkeypatch, cap
     from linchain.quant import load_base_model
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a)
+    )
     assert cli(["train", "--output_dir", "o", "--load_in_8bit", "true"]) == 2  # before any data or model is loaded
     assert "ModelArguments.load_in_8bit=True: needs bitsandbytes" in capsys.readouterr().err
     with pytest.raises(ImportError, match=r"--load_in_4bit needs bitsandbytes.*pip install 'linchain\[quant\]'"):
@@ -413,8 +472,25 @@ def test_quant_memory_benchmark_tiny(bnb, tmp_path):
 
     out = tmp_path / "quant.json"
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "quant_memory.py"
-    proc = subprocess.run([sys.executable, str(script), "--model", "tiny", "--steps", "1", "--batch", "2", "--seq-len", "16",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--model",
+            "tiny",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--seq-len",
+            "16",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [r["variant"] for r in report["memory"]] == ["fp32", "8bit", "4bit", "8bit+lora", "4bit+lora"]

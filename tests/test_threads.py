@@ -15,7 +15,9 @@ import torch
 from linchain import threads
 
 
-@pytest.mark.parametrize("busy, cpus, expected", [(0.0, 2, 2), (1.0, 2, 1), (1.6, 2, 1), (5.0, 2, 1), (2.2, 8, 6), (None, 2, 2)])
+@pytest.mark.parametrize(
+    "busy, cpus, expected", [(0.0, 2, 2), (1.0, 2, 1), (1.6, 2, 1), (5.0, 2, 1), (2.2, 8, 6), (None, 2, 2)]
+)
 def test_default_threads_are_the_idle_cores(busy, cpus, expected, monkeypatch):
     monkeypatch.setattr(threads, "busy_cores", lambda interval=0.25: busy)
     monkeypatch.setattr(threads.os, "cpu_count", lambda: cpus)
@@ -41,36 +43,42 @@ def test_set_threads_explicit_wins_and_auto_says_why(monkeypatch, capsys):
 
 
 # ------------------------------------------------------------------------------- wait policy
-@pytest.mark.parametrize("environ, busy, added", [
-    ({}, 1.5, {"OMP_WAIT_POLICY": "PASSIVE"}),  # other jobs running: sleep while waiting
-    ({}, None, {"OMP_WAIT_POLICY": "PASSIVE"}),  # unknown load counts as busy
-    ({}, 0.1, {}),  # an idle machine keeps OpenMP's own (faster) spin
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, 1.5, {}),  # the user's choice stays, whatever it is
-    ({"GOMP_SPINCOUNT": "100000"}, 1.5, {}),
-    ({"KMP_BLOCKTIME": "200"}, 1.5, {}),
-    ({"OMP_NUM_THREADS": "1"}, 1.5, {"OMP_WAIT_POLICY": "PASSIVE"}),
-])
+@pytest.mark.parametrize(
+    "environ, busy, added",
+    [
+        ({}, 1.5, {"OMP_WAIT_POLICY": "PASSIVE"}),  # other jobs running: sleep while waiting
+        ({}, None, {"OMP_WAIT_POLICY": "PASSIVE"}),  # unknown load counts as busy
+        ({}, 0.1, {}),  # an idle machine keeps OpenMP's own (faster) spin
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, 1.5, {}),  # the user's choice stays, whatever it is
+        ({"GOMP_SPINCOUNT": "100000"}, 1.5, {}),
+        ({"KMP_BLOCKTIME": "200"}, 1.5, {}),
+        ({"OMP_NUM_THREADS": "1"}, 1.5, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    ],
+)
 def test_passive_wait_when_busy_unless_the_user_set_a_wait_variable(environ, busy, added):
     assert threads.passive_wait_env(environ, busy) == added
 
 
-@pytest.mark.parametrize("argv, orig_argv, expected", [
-    (["/venv/bin/linchain", "train"], ["/venv/bin/python", "/venv/bin/linchain", "train"], True),  # console script
-    (["-m", "train"], ["python", "-m", "linchain", "train"], True),  # while Python imports the -m module
-    (["-m"], ["python", "-u", "-W", "ignore", "-m", "linchain.cli.analyze"], True),  # torchrun's workers add -u
-    (["-m"], ["python", "-mlinchain"], True),
-    (["-m", "-q"], ["python", "-m", "pytest", "-q"], False),
-    (["-m"], ["python", "-m", "linchain_tools"], False),
-    (["-c"], ["python", "-c", "import linchain"], False),
-    (["train.py"], ["python", "train.py", "-m", "linchain"], False),  # a user's script that imports linchain
-    (["/home/u/linchain/run.py"], ["python", "/home/u/linchain/run.py"], False),
-])
+@pytest.mark.parametrize(
+    "argv, orig_argv, expected",
+    [
+        (["/venv/bin/linchain", "train"], ["/venv/bin/python", "/venv/bin/linchain", "train"], True),  # console script
+        (["-m", "train"], ["python", "-m", "linchain", "train"], True),  # while Python imports the -m module
+        (["-m"], ["python", "-u", "-W", "ignore", "-m", "linchain.cli.analyze"], True),  # torchrun's workers add -u
+        (["-m"], ["python", "-mlinchain"], True),
+        (["-m", "-q"], ["python", "-m", "pytest", "-q"], False),
+        (["-m"], ["python", "-m", "linchain_tools"], False),
+        (["-c"], ["python", "-c", "import linchain"], False),
+        (["train.py"], ["python", "train.py", "-m", "linchain"], False),  # a user's script that imports linchain
+        (["/home/u/linchain/run.py"], ["python", "/home/u/linchain/run.py"], False),
+    ],
+)
 def test_command_processes_are_told_apart_from_library_use(argv, orig_argv, expected):
     assert threads.is_command_process(argv, orig_argv) is expected
 
 
 # sitecustomize runs at start-up: it records OMP_WAIT_POLICY at the moment torch is first imported, then exits
-_PROBE = '''
+_PROBE = """
 import os, sys
 class _Probe:
     def find_spec(self, name, path=None, target=None):
@@ -78,7 +86,7 @@ class _Probe:
             print("at torch import:", os.environ.get("OMP_WAIT_POLICY"), flush=True)
             os._exit(0)
 sys.meta_path.insert(0, _Probe())
-'''
+"""
 
 
 def _launch(tmp_path, argv, **env) -> str:

@@ -32,7 +32,9 @@ def test_add_set_disable_enable_delete_as_for_lora(tokens):
     base_logits = tiny_llama()(tokens).logits
     model = tiny_llama()
     model.add_adapter(LinChainConfig(r=4, alpha=8, num_mixers=0, target_modules=TARGETS), adapter_name="lc")
-    model.add_adapter(LinChainConfig(r=4, alpha=8, num_mixers=2, mixer_bias=True, target_modules=TARGETS), adapter_name="lc2")
+    model.add_adapter(
+        LinChainConfig(r=4, alpha=8, num_mixers=2, mixer_bias=True, target_modules=TARGETS), adapter_name="lc2"
+    )
     _randomise_adapter(model, "lc", 1)
     _randomise_adapter(model, "lc2", 2)
     lora = tiny_llama()
@@ -72,8 +74,9 @@ def _saved_adapter(tmp_path):
 
     base_dir = build_tiny_model(tmp_path / "base")
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(model, LinChainConfig(r=4, alpha=8, num_mixers=3, mixer_bias=True, target_modules=TARGETS,
-                                                       init_weights=False))
+    peft_model = get_peft_model(
+        model, LinChainConfig(r=4, alpha=8, num_mixers=3, mixer_bias=True, target_modules=TARGETS, init_weights=False)
+    )
     peft_model.peft_config["default"].base_model_name_or_path = str(base_dir)
     peft_model.save_pretrained(tmp_path / "adapter")
     return base_dir, tmp_path / "adapter"

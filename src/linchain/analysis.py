@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import torch
+
 from .saved import ADAPTER as _ADAPTER
 from .saved import SavedLayer, saved_layers
 
@@ -46,7 +47,6 @@ __all__ = [
     "spectrum_stats",
     "stable_rank",
 ]
-
 
 
 # ---------------------------------------------------------------------------------------- math
@@ -131,7 +131,9 @@ def factor_singular_values(B: torch.Tensor, A_f: torch.Tensor, scaling: float) -
     to min(out, in) (the length an SVD of the dense out x in update gives).
     """
     if B.dim() != 2 or A_f.dim() != 2 or B.shape[1] != A_f.shape[0]:
-        raise ValueError(f"factor_singular_values: B {tuple(B.shape)} and A_f {tuple(A_f.shape)} do not chain as (out, r) @ (r, in)")
+        raise ValueError(
+            f"factor_singular_values: B {tuple(B.shape)} and A_f {tuple(A_f.shape)} do not chain as (out, r) @ (r, in)"
+        )
     _, R_B = torch.linalg.qr(B.detach().double(), mode="r")  # (min(out, r), r)
     _, R_A = torch.linalg.qr(A_f.detach().double().T, mode="r")  # (min(in, r), r)
     s = torch.linalg.svdvals(scaling * (R_B @ R_A.T))  # min(out, in, r) values
@@ -143,7 +145,7 @@ def factor_singular_values(B: torch.Tensor, A_f: torch.Tensor, scaling: float) -
 def _short(name: str) -> str:
     for prefix in ("base_model.model.", "base_model."):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
@@ -167,6 +169,7 @@ class AdapterAnalysis:
 
     def summary(self) -> dict:
         """Means over layers, overall and per module type (the last name component, e.g. q_proj)."""
+
         def agg(items: list[LayerStats]) -> dict:
             n = len(items)
             return {
@@ -175,14 +178,21 @@ class AdapterAnalysis:
                 "mean_stable_rank": sum(x.stable_rank for x in items) / n,
                 "mean_frobenius_norm": sum(x.frobenius_norm for x in items) / n,
             }
+
         by_type: dict[str, list[LayerStats]] = {}
         for x in self.layers:
             by_type.setdefault(x.name.rsplit(".", 1)[-1], []).append(x)
         return {"all": agg(self.layers), "by_module": {k: agg(v) for k, v in sorted(by_type.items())}}
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "label": self.label, "method": self.method, "total_params": self.total_params,
-                "summary": self.summary(), "layers": [asdict(x) for x in self.layers]}
+        return {
+            "path": self.path,
+            "label": self.label,
+            "method": self.method,
+            "total_params": self.total_params,
+            "summary": self.summary(),
+            "layers": [asdict(x) for x in self.layers],
+        }
 
 
 def _method_name(config: dict, layers: dict) -> str:
@@ -210,21 +220,33 @@ def _layer_stats(name: str, layer, extra_bias: Optional[torch.Tensor], max_value
         delta_bias = extra_bias.double() if delta_bias is None else delta_bias + extra_bias.double()
     mixers = layer.linchain_mixers[_ADAPTER]
     return LayerStats(
-        name=name, shape=shape, r=layer.r[_ADAPTER], num_mixers=len(mixers),
-        mixer_bias=any(m.bias is not None for m in mixers), params=params,
-        delta_bias_norm=None if delta_bias is None else float(delta_bias.norm()), **spec,
+        name=name,
+        shape=shape,
+        r=layer.r[_ADAPTER],
+        num_mixers=len(mixers),
+        mixer_bias=any(m.bias is not None for m in mixers),
+        params=params,
+        delta_bias_norm=None if delta_bias is None else float(delta_bias.norm()),
+        **spec,
     )
 
 
 @torch.no_grad()
-def analyze_adapter(path: Union[str, os.PathLike], label: Optional[str] = None, max_values: int = 64) -> AdapterAnalysis:
+def analyze_adapter(
+    path: Union[str, os.PathLike], label: Optional[str] = None, max_values: int = 64
+) -> AdapterAnalysis:
     """Measure every layer of the adapter in ``path``; ``max_values`` singular values are kept per layer.
 
     Raises ``ValueError`` naming the file and tensor when a factor holds NaN or inf."""
     config, layers = load_adapter_layers(path)
     stats = [_layer_stats(name, layer, extra_bias, max_values) for name, (layer, extra_bias) in layers.items()]
-    return AdapterAnalysis(path=str(path), label=label or Path(path).name, method=_method_name(config, layers),
-                           total_params=sum(x.params for x in stats), layers=stats)
+    return AdapterAnalysis(
+        path=str(path),
+        label=label or Path(path).name,
+        method=_method_name(config, layers),
+        total_params=sum(x.params for x in stats),
+        layers=stats,
+    )
 
 
 def _sign_test_p(wins: int, losses: int) -> float:
@@ -246,20 +268,40 @@ def compare(first: AdapterAnalysis, second: AdapterAnalysis) -> dict:
     a = {x.name: x for x in first.layers}
     b = {x.name: x for x in second.layers}
     shared = [n for n in a if n in b]
-    rows = [{"name": n, "first": a[n].effective_rank, "second": b[n].effective_rank,
-             "diff": b[n].effective_rank - a[n].effective_rank} for n in shared]
+    rows = [
+        {
+            "name": n,
+            "first": a[n].effective_rank,
+            "second": b[n].effective_rank,
+            "diff": b[n].effective_rank - a[n].effective_rank,
+        }
+        for n in shared
+    ]
     wins = sum(r["diff"] > 1e-9 for r in rows)
     losses = sum(r["diff"] < -1e-9 for r in rows)
     p = _sign_test_p(wins, losses)
     if p < 0.05:
-        verdict = f"{second.label} has the higher effective rank" if wins > losses else f"{first.label} has the higher effective rank"
+        verdict = (
+            f"{second.label} has the higher effective rank"
+            if wins > losses
+            else f"{first.label} has the higher effective rank"
+        )
     else:
         verdict = "no clear difference (sign test p >= 0.05)"
     mean = (sum(r["diff"] for r in rows) / len(rows)) if rows else float("nan")
-    return {"first": first.label, "second": second.label, "shared_layers": len(shared),
-            "only_first": sorted(set(a) - set(b)), "only_second": sorted(set(b) - set(a)),
-            "second_higher": wins, "second_lower": losses, "mean_diff_second_minus_first": mean,
-            "sign_test_p": p, "verdict": verdict, "per_layer": rows}
+    return {
+        "first": first.label,
+        "second": second.label,
+        "shared_layers": len(shared),
+        "only_first": sorted(set(a) - set(b)),
+        "only_second": sorted(set(b) - set(a)),
+        "second_higher": wins,
+        "second_lower": losses,
+        "mean_diff_second_minus_first": mean,
+        "sign_test_p": p,
+        "verdict": verdict,
+        "per_layer": rows,
+    }
 
 
 def method_parameter_counts(shapes: list[tuple[int, int]], r: int) -> dict[str, int]:
@@ -297,15 +339,21 @@ def plot_analysis(analyses: list[AdapterAnalysis], out_dir: Union[str, os.PathLi
             spectra = [x.singular_values for x in a.layers if x.name.rsplit(".", 1)[-1] == t]
             for j, s in enumerate(spectra):
                 top = s[0] if s and s[0] > 0 else 1.0
-                ax.plot(range(1, len(s) + 1), [v / top for v in s], color=colors[ci % len(colors)], alpha=0.25,
-                        lw=0.8, label=a.label if j == 0 else None)
+                ax.plot(
+                    range(1, len(s) + 1),
+                    [v / top for v in s],
+                    color=colors[ci % len(colors)],
+                    alpha=0.25,
+                    lw=0.8,
+                    label=a.label if j == 0 else None,
+                )
         ax.set_title(t)
         ax.set_xlabel("index i")
         ax.set_ylabel("s_i / s_1")
         ax.set_yscale("log")
         ax.set_ylim(1e-4, 1.5)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(types):]:
+    for ax in list(axes.flat)[len(types) :]:
         ax.axis("off")
     fig.suptitle("Singular values of the update, normalised (one line per layer)")
     fig.tight_layout()
@@ -315,8 +363,13 @@ def plot_analysis(analyses: list[AdapterAnalysis], out_dir: Union[str, os.PathLi
 
     fig, ax = plt.subplots(figsize=(10, 3.5))
     for ci, a in enumerate(analyses):
-        ax.plot([x.effective_rank for x in a.layers], marker=".", lw=0.8, color=colors[ci % len(colors)],
-                label=f"{a.label} ({a.method}), mean {a.summary()['all']['mean_effective_rank']:.2f}")
+        ax.plot(
+            [x.effective_rank for x in a.layers],
+            marker=".",
+            lw=0.8,
+            color=colors[ci % len(colors)],
+            label=f"{a.label} ({a.method}), mean {a.summary()['all']['mean_effective_rank']:.2f}",
+        )
     ax.set_xlabel("adapted layer (file order)")
     ax.set_ylabel("effective rank")
     ax.legend(fontsize=8)

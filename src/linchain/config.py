@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from peft.config import PeftConfig
 
 __all__ = ["LINCHAIN", "MIXER_INITS", "LinChainConfig", "adapter_scaling"]
+
 
 class PeftTypeName(str):
     """A peft_type string that also answers ``.value``, as the members of PEFT's closed
@@ -43,11 +43,14 @@ class LinChainConfig(PeftConfig):
 
     r: int = field(default=8, metadata={"help": "Rank r of the chain: A is r x in, each mixer r x r, B is out x r."})
     alpha: float = field(
-        default=16.0, metadata={"help": "Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA)."}
+        default=16.0,
+        metadata={"help": "Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA)."},
     )
     num_mixers: int = field(
         default=3,
-        metadata={"help": "Chain length k >= 0: number of r x r mixers between A and B (0 = LoRA, 1 = MoSLoRA; 3 in the reference code)."},
+        metadata={
+            "help": "Chain length k >= 0: number of r x r mixers between A and B (0 = LoRA, 1 = MoSLoRA; 3 in the reference code)."
+        },
     )
     mixer_bias: bool = field(
         default=False,
@@ -71,13 +74,18 @@ class LinChainConfig(PeftConfig):
     exclude_modules: Optional[Union[list[str], str]] = field(
         default=None, metadata={"help": "Module names or a regex string of modules never to adapt."}
     )
-    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r) instead of alpha / r."})
+    use_rslora: bool = field(
+        default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r) instead of alpha / r."}
+    )
     modules_to_save: Optional[list[str]] = field(
-        default=None, metadata={"help": "Modules besides the adapters that are trained and saved (e.g. a classifier head)."}
+        default=None,
+        metadata={"help": "Modules besides the adapters that are trained and saved (e.g. a classifier head)."},
     )
     init_weights: bool = field(
         default=True,
-        metadata={"help": "True: B starts at zero so the adapted model starts equal to the base. False: B random too (tests, analysis)."},
+        metadata={
+            "help": "True: B starts at zero so the adapted model starts equal to the base. False: B random too (tests, analysis)."
+        },
     )
     layers_to_transform: Optional[Union[list[int], int]] = field(
         default=None, metadata={"help": "Only adapt these layer indices (as in PEFT LoRA)."}
@@ -88,8 +96,10 @@ class LinChainConfig(PeftConfig):
 
     bias: str = field(
         default="none",
-        metadata={"help": "Base biases to train, as LoRA's bias: 'none', 'all' (every bias in the model) or "
-                          "'linchain_only' (the biases of the adapted layers). Saved with the adapter."},
+        metadata={
+            "help": "Base biases to train, as LoRA's bias: 'none', 'all' (every bias in the model) or "
+            "'linchain_only' (the biases of the adapted layers). Saved with the adapter."
+        },
     )
 
     # LoraConfig fields LinChain does not support: declared so that a config written for LoRA is
@@ -106,7 +116,9 @@ class LinChainConfig(PeftConfig):
         self.peft_type = LINCHAIN
         for name, way_round in _UNSUPPORTED_LORA_FIELDS.items():
             if getattr(self, name) is not None:
-                raise ValueError(f"LinChainConfig.{name} is not supported, got {name}={getattr(self, name)!r}: {way_round}")
+                raise ValueError(
+                    f"LinChainConfig.{name} is not supported, got {name}={getattr(self, name)!r}: {way_round}"
+                )
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ValueError(f"LinChainConfig.r must be a positive integer, got r={self.r!r}.")
         if isinstance(self.num_mixers, bool) or not isinstance(self.num_mixers, int) or self.num_mixers < 0:
@@ -131,7 +143,9 @@ class LinChainConfig(PeftConfig):
                     raise ValueError(f"LinChainConfig.{name} must hold non-empty strings, got {name}={value!r}.")
                 setattr(self, name, set(value))
             elif value is not None and not isinstance(value, str):
-                raise ValueError(f"LinChainConfig.{name} must be a list of names, a regex string or None, got {name}={value!r}.")
+                raise ValueError(
+                    f"LinChainConfig.{name} must be a list of names, a regex string or None, got {name}={value!r}."
+                )
         if self.bias not in BIAS_OPTIONS:
             raise ValueError(f"LinChainConfig.bias must be one of {list(BIAS_OPTIONS)}, got bias={self.bias!r}.")
         if self.layers_pattern and self.layers_to_transform is None:
@@ -149,9 +163,9 @@ BIAS_OPTIONS = ("none", "all", "linchain_only")
 #: LoraConfig fields LinChain refuses, and what to use instead
 _UNSUPPORTED_LORA_FIELDS = {
     "target_parameters": "LinChain adapts linear modules only; name them in target_modules (for parameters such "
-                         "as MoE expert weights use PEFT LoRA's target_parameters).",
+    "as MoE expert weights use PEFT LoRA's target_parameters).",
     "trainable_token_indices": "train the embedding rows with PEFT's TrainableTokensConfig as a second adapter, or "
-                               "list the embedding in modules_to_save.",
+    "list the embedding in modules_to_save.",
 }
 
 

@@ -20,7 +20,10 @@ AFFINE_MODES = ("error", "lora_bias")
 #: LinChainConfig.bias -> LoraConfig.bias where the names differ
 _LORA_BIAS = {"linchain_only": "lora_only"}
 
-def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error", overwrite: bool = False) -> Path:
+
+def export_lora(
+    src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affine: str = "error", overwrite: bool = False
+) -> Path:
     """Write the LinChain adapter in ``src`` as a stock PEFT LoRA adapter in ``dst``.
 
     A linear chain (``mixer_bias=False``) is exact: ``A' = M_k ... M_1 A``, ``B' = B``, same r,
@@ -37,12 +40,22 @@ def export_lora(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], affi
         raise ValueError(f"affine must be one of {list(AFFINE_MODES)}, got affine={affine!r}.")
     src = Path(src)
     config, tensors, weights_path = read_adapter(
-        src, "export_lora needs a LinChain adapter folder written by save_pretrained", peft_types=(LINCHAIN,), reader="export_lora converts"
+        src,
+        "export_lora needs a LinChain adapter folder written by save_pretrained",
+        peft_types=(LINCHAIN,),
+        reader="export_lora converts",
     )
 
     # before any work, and locked while writing: never over the adapter or its run, only over an earlier export
-    out_folder = OutputFolder(dst, "export-lora", flag="DST", overwrite=overwrite, command="linchain export-lora",
-                              inputs={"the adapter being exported": src}, runs={"the adapter's run": run_of(src)})
+    out_folder = OutputFolder(
+        dst,
+        "export-lora",
+        flag="DST",
+        overwrite=overwrite,
+        command="linchain export-lora",
+        inputs={"the adapter being exported": src},
+        runs={"the adapter's run": run_of(src)},
+    )
     out_folder.check()
     check_finite(tensors.items(), str(weights_path))
     _, passthrough = group_chain_tensors(tensors, source=str(weights_path))

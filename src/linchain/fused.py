@@ -28,8 +28,8 @@ from typing import Iterator, Optional
 
 import torch
 from torch import nn
-from torch.nn.modules import module as _module
 from torch.nn import functional as F
+from torch.nn.modules import module as _module
 from transformers.pytorch_utils import Conv1D
 
 from .dropout import _dropped_copy, _zero_dropped_
@@ -102,7 +102,9 @@ def fused_forward(
     return _FusedLinChain.apply(x, base.weight, base.bias, A_f, c, B, scale, keep_scale, drop, fan_in_fan_out)
 
 
-def _base_product(x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in_fan_out: bool) -> torch.Tensor:
+def _base_product(
+    x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in_fan_out: bool
+) -> torch.Tensor:
     """x W0^T + b0 for (T, in) ``x2``, bias fused into the GEMM; ``Conv1D`` stores W0 as (in, out)."""
     if fan_in_fan_out:
         return torch.addmm(bias, x2, weight) if bias is not None else x2 @ weight
@@ -127,7 +129,11 @@ class _FusedLinChain(torch.autograd.Function):
         # 2. the adapter's (T, r) activations, in the adapter's dtype
         dtype = A_f.dtype
         xa = x2 if x2.dtype == dtype else x2.to(dtype)
-        xd = xa if drop is None else _dropped_copy(xa, drop.reshape(-1, in_features) if drop.dtype == torch.bool else drop)
+        xd = (
+            xa
+            if drop is None
+            else _dropped_copy(xa, drop.reshape(-1, in_features) if drop.dtype == torch.bool else drop)
+        )
         h = xd @ A_f.t()
         h.mul_(scale * keep_scale)  # fresh (T, r): both scales in one pass over the small tensor
         if c is not None:

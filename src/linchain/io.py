@@ -20,7 +20,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
 
-__all__ = ["OutputExistsError", "atomic_dir", "atomic_write_json", "atomic_write_text", "is_nonempty_dir", "strict_json"]
+__all__ = [
+    "OutputExistsError",
+    "atomic_dir",
+    "atomic_write_json",
+    "atomic_write_text",
+    "is_nonempty_dir",
+    "strict_json",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -40,7 +47,9 @@ def strict_json(obj, **kwargs) -> str:
     try:
         return json.dumps(obj, allow_nan=False, **kwargs)
     except ValueError as err:
-        raise ValueError(f"refusing to write non-finite numbers as JSON ({err}); a NaN/inf result is an error") from None
+        raise ValueError(
+            f"refusing to write non-finite numbers as JSON ({err}); a NaN/inf result is an error"
+        ) from None
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -77,7 +86,7 @@ def _pid_alive(pid: int) -> bool:
 def _remove_stale_temporaries(path: Path) -> None:
     """Remove ``.NAME.tmp-PID-*`` folders beside ``path`` left by processes that no longer run."""
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = stale.name[len(path.name) + 6:].split("-", 1)[0]
+        pid = stale.name[len(path.name) + 6 :].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -99,7 +108,9 @@ def atomic_dir(path: PathLike, overwrite: bool = False, flag: str = "--overwrite
     if path.exists() and not path.is_dir():
         raise OutputExistsError(f"{path} is a file, not a folder; choose another output folder")
     if is_nonempty_dir(path) and not overwrite:
-        raise OutputExistsError(f"{path} already holds files; pass {flag} to replace them, or choose another output folder")
+        raise OutputExistsError(
+            f"{path} already holds files; pass {flag} to replace them, or choose another output folder"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))

@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
-from .config import MIXER_INITS, adapter_scaling
 from . import fused
+from .config import MIXER_INITS, adapter_scaling
 from .dropout import _draw_dropped, dropout_linear
 from .quant import dequantized_weight, float_dtype, store_weight_
 
@@ -116,11 +116,15 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         if r > min(self.in_features, self.out_features):
             # PEFT LoRA accepts this (the update's rank is then at most min(in, out)): the library does too,
             # with a warning; the commands refuse it (refuse_rank_above_layer), as a flag typo is likelier there
-            message = (f"r={r} is larger than {where}allows: it maps {self.in_features} -> {self.out_features} features, "
-                       f"so its update has rank <= {min(self.in_features, self.out_features)}")
+            message = (
+                f"r={r} is larger than {where}allows: it maps {self.in_features} -> {self.out_features} features, "
+                f"so its update has rank <= {min(self.in_features, self.out_features)}"
+            )
             if _REFUSE_RANK_ABOVE_LAYER.get():
                 raise ValueError(f"{message}. Lower r or exclude that layer (exclude_modules).")
-            warnings.warn(f"{message}; the extra rank trains parameters that add nothing (as in PEFT LoRA).", stacklevel=2)
+            warnings.warn(
+                f"{message}; the extra rank trains parameters that add nothing (as in PEFT LoRA).", stacklevel=2
+            )
         if num_mixers < 0:
             raise ValueError(f"num_mixers must be >= 0, got num_mixers={num_mixers}.")
         if mixer_init not in MIXER_INITS:
@@ -199,6 +203,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         activations costs 3k tiny (T, r) x (r, r) matmuls per step (forward + backward), which are
         slow on CPU for their size. ``upcast``: compute in fp32 when the adapter is fp16/bf16.
         """
+
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.float() if upcast and t.dtype in _LOW_PRECISION else t
 
@@ -266,8 +271,10 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
                 not torch.isfinite(new_w).all() or (new_b is not None and not torch.isfinite(new_b).all())
             ):
                 # PEFT LoRA's wording first (its shared merge tests match on it), then ours
-                raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken "
-                                 f"(NaN or inf in adapter {name!r}'s merged weights; the base layer is left unchanged).")
+                raise ValueError(
+                    f"NaNs detected in the merged weights. The adapter {name} seems to be broken "
+                    f"(NaN or inf in adapter {name!r}'s merged weights; the base layer is left unchanged)."
+                )
             store_weight_(base, new_w)  # requantizes a quantized base
             if new_b is not None:
                 if base.bias is None:
@@ -351,7 +358,12 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         """Whether a forward hook (the module's own or a global one) would see adapter ``name``'s modules."""
         if fused.global_hooks():
             return True
-        modules = (self.linchain_dropout[name], self.linchain_A[name], *self.linchain_mixers[name], self.linchain_B[name])
+        modules = (
+            self.linchain_dropout[name],
+            self.linchain_A[name],
+            *self.linchain_mixers[name],
+            self.linchain_B[name],
+        )
         return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
     def _fused_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -360,8 +372,9 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         p = self._active_dropout_p(name)
         # drawn here, with or without autograd, so a checkpoint recompute draws the same elements
         drop = _draw_dropped(x, p) if p > 0 else None
-        return fused.fused_forward(x, self.base_layer, A_f, c, self.linchain_B[name].weight,
-                                   self.scaling[name], p, drop)
+        return fused.fused_forward(
+            x, self.base_layer, A_f, c, self.linchain_B[name].weight, self.scaling[name], p, drop
+        )
 
     def _active_dropout_p(self, name: str) -> float:
         """The probability the layer's own ``nn.Dropout`` of adapter ``name`` drops with now (0.0: inactive)."""
@@ -411,7 +424,9 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
                 "weights apply to every row."
             )
 
-    def _mixed_batch_forward(self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any) -> torch.Tensor:
+    def _mixed_batch_forward(
+        self, x: torch.Tensor, *args: Any, adapter_names: list[str], **kwargs: Any
+    ) -> torch.Tensor:
         """Row ``i`` of ``x`` through adapter ``adapter_names[i]`` alone ("__base__", or one this layer lacks: the base layer)."""
         result = self.base_layer(x, *args, **kwargs)
         for name in dict.fromkeys(adapter_names):  # distinct names, in order

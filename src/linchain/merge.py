@@ -13,8 +13,13 @@ from .resolve import adapter_base_model, find_adapter_dir, resolve_model_path, t
 __all__ = ["merge_adapter"]
 
 
-def merge_adapter(adapter: Union[str, os.PathLike], output_dir: Union[str, os.PathLike], base_model: Optional[str] = None,
-                  dtype: str = "float32", overwrite: bool = False) -> Path:
+def merge_adapter(
+    adapter: Union[str, os.PathLike],
+    output_dir: Union[str, os.PathLike],
+    base_model: Optional[str] = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+) -> Path:
     """Load base + adapter (an adapter folder or a run folder), ``merge_and_unload(safe_merge=True)``,
     save model and tokenizer atomically to ``output_dir``. Returns the folder.
 
@@ -27,10 +32,15 @@ def merge_adapter(adapter: Union[str, os.PathLike], output_dir: Union[str, os.Pa
         raise ValueError(f"{adapter}/adapter_config.json names no base model: pass --base_model")
     # checked before the model loads, and locked while merging: never over what is read (the adapter,
     # its run, a local base model), never a folder of another kind, room for the merged weights
-    out = OutputFolder(output_dir, "merge", overwrite=overwrite, command="linchain merge",
-                       inputs={"the adapter being merged": adapter, "the base model": base_path},
-                       runs={"the adapter's run": run_of(adapter)},
-                       needs_bytes=max(MIN_FREE_BYTES, folder_bytes(base_path) * (2 if dtype == "float32" else 1)))
+    out = OutputFolder(
+        output_dir,
+        "merge",
+        overwrite=overwrite,
+        command="linchain merge",
+        inputs={"the adapter being merged": adapter, "the base model": base_path},
+        runs={"the adapter's run": run_of(adapter)},
+        needs_bytes=max(MIN_FREE_BYTES, folder_bytes(base_path) * (2 if dtype == "float32" else 1)),
+    )
     with out.locked():
         merged, tokenizer = _load_and_merge(adapter, base_path, dtype)
         with out.replace_whole() as tmp:
@@ -54,5 +64,7 @@ def _load_and_merge(adapter: Path, base_path: str, dtype: str):
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError):  # a base saved without one: merging needs none, so the model is saved alone
         tokenizer = None
-        print(f"linchain merge: no tokenizer loads from {source}; the merged model is saved without one", file=sys.stderr)
+        print(
+            f"linchain merge: no tokenizer loads from {source}; the merged model is saved without one", file=sys.stderr
+        )
     return merged, tokenizer

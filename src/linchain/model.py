@@ -14,8 +14,8 @@ from peft.tuners.tuners_utils import (
     _filter_state_dict_by_key_prefixes,
     _get_tuner_state_dict_key_prefixes,
 )
-from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from peft.utils import AuxiliaryTrainingWrapper
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from peft.utils.error import NoMatchingPeftModuleError
 from torch import nn
 
@@ -38,7 +38,9 @@ def linear_layer_names(model: nn.Module) -> list[str]:
         if any(name.startswith(p) and not name.startswith(p + "base_layer") for p in inside_adapters):
             continue  # another PEFT method's own layers (LoRA's lora_A.default ...)
         parts = name.split(".")
-        names.add(parts[-2] if parts[-1] == "base_layer" and len(parts) > 1 else parts[-1])  # a wrapped layer: its own name
+        names.add(
+            parts[-2] if parts[-1] == "base_layer" and len(parts) > 1 else parts[-1]
+        )  # a wrapped layer: its own name
     return sorted(names)
 
 
@@ -96,7 +98,9 @@ class LinChainModel(BaseTuner):
                 "LinChain adapter first (the other method can wrap a LinChain layer), or leave this layer out "
                 "(exclude_modules)."
             )
-        check_base_layer(target, current_key)  # torchao/HQQ and other foreign quantized layers: refused here, not at merge
+        check_base_layer(
+            target, current_key
+        )  # torchao/HQQ and other foreign quantized layers: refused here, not at merge
         if not isinstance(target, SUPPORTED_BASE_LAYERS):
             raise ValueError(
                 f"LinChainConfig.target_modules matched {current_key!r}, a {type(target).__name__}; LinChain wraps "
@@ -124,8 +128,10 @@ class LinChainModel(BaseTuner):
             return
         if self.training:
             # PEFT LoRA's wording first (code written for LoRA matches on it), then what to do
-            raise ValueError("Cannot pass `adapter_names` when the model is in training mode. Mixed-adapter batches "
-                             "are for inference only: call model.eval() first.")
+            raise ValueError(
+                "Cannot pass `adapter_names` when the model is in training mode. Mixed-adapter batches "
+                "are for inference only: call model.eval() first."
+            )
         if isinstance(adapter_names, str) or not all(isinstance(n, str) for n in adapter_names):
             raise TypeError(
                 f"adapter_names must be a list with one adapter name (or '__base__') per row, got {adapter_names!r}."
@@ -351,8 +357,12 @@ def _guard_optimizers(wrap, refuse_model) -> None:
 
     for module in (optimizers, loraplus):
         _install(module, "create_loraplus_optimizer", _linchain_loraplus)
-    for module, tool in ((optimizers, "create_lorafa_optimizer"), (lorafa, "create_lorafa_optimizer"),
-                         (optimizers, "create_riemannian_optimizer"), (riemannian, "create_riemannian_optimizer")):
+    for module, tool in (
+        (optimizers, "create_lorafa_optimizer"),
+        (lorafa, "create_lorafa_optimizer"),
+        (optimizers, "create_riemannian_optimizer"),
+        (riemannian, "create_riemannian_optimizer"),
+    ):
         wrap(module, tool, before=refuse_model(tool))
 
 
@@ -382,8 +392,10 @@ def _guard_transformers_hotswap() -> None:
         def load_adapter(self, *args, **kwargs):
             given = signature.bind_partial(self, *args, **kwargs).arguments
             if given.get("hotswap") is True and is_linchain(given.get("peft_model_id"), given.get("peft_config")):
-                raise ValueError("Hotswapping is currently only supported for LoRA, please set `hotswap=False`. "
-                                 + _lora_only("load_adapter(..., hotswap=True)"))
+                raise ValueError(
+                    "Hotswapping is currently only supported for LoRA, please set `hotswap=False`. "
+                    + _lora_only("load_adapter(..., hotswap=True)")
+                )
             return original(self, *args, **kwargs)
 
         return load_adapter
@@ -401,10 +413,16 @@ def _guard_lora_helpers(wrap, refuse_model) -> None:
     from peft.utils import loftq_utils
 
     _install(helpers, "rescale_adapter_scale", _linchain_rescale)
-    for module, tool in ((eva, "initialize_lora_eva_weights"), (eva, "get_eva_state_dict"),
-                         (peft, "initialize_lora_eva_weights"), (peft, "get_eva_state_dict"),
-                         (loftq_utils, "replace_lora_weights_loftq"), (peft, "replace_lora_weights_loftq"),
-                         (lora, "convert_to_lora"), (peft, "convert_to_lora")):
+    for module, tool in (
+        (eva, "initialize_lora_eva_weights"),
+        (eva, "get_eva_state_dict"),
+        (peft, "initialize_lora_eva_weights"),
+        (peft, "get_eva_state_dict"),
+        (loftq_utils, "replace_lora_weights_loftq"),
+        (peft, "replace_lora_weights_loftq"),
+        (lora, "convert_to_lora"),
+        (peft, "convert_to_lora"),
+    ):
         wrap(module, tool, before=refuse_model(tool))
 
 
@@ -462,11 +480,15 @@ def _linchain_loraplus(original):
             inner = "linchain_A" in name or "linchain_mixers" in name
             outer = "linchain_B" in name or "lora_B" in name or (param.ndim == 1 and not inner)
             groups["A" if not outer else ("B" if name in decay else "B_no_decay")].append(param)
-        optimizer = optimizer_cls([
-            {"params": groups["A"], "weight_decay": weight_decay, "lr": lr},
-            {"params": groups["B"], "weight_decay": weight_decay, "lr": lr * loraplus_lr_ratio},
-            {"params": groups["B_no_decay"], "weight_decay": 0.0, "lr": lr * loraplus_lr_ratio},
-        ], lr=lr, **kwargs)
+        optimizer = optimizer_cls(
+            [
+                {"params": groups["A"], "weight_decay": weight_decay, "lr": lr},
+                {"params": groups["B"], "weight_decay": weight_decay, "lr": lr * loraplus_lr_ratio},
+                {"params": groups["B_no_decay"], "weight_decay": 0.0, "lr": lr * loraplus_lr_ratio},
+            ],
+            lr=lr,
+            **kwargs,
+        )
         return optimizer
 
     return create
@@ -529,11 +551,16 @@ def _declare_merged_biases(model: nn.Module) -> None:
             break
     uncovered = actual - expected
     if uncovered:
-        problem = (f"merging the affine LinChain chain created biases in {sorted(uncovered)[:3]} (and "
-                   f"{max(0, len(uncovered) - 3)} more) that {type(config).__name__} cannot declare, so a saved copy "
-                   "would reload without them (other outputs)")
-        warnings.warn(f"The merged model computes the right outputs, but {problem}; its save_pretrained refuses. "
-                      "Save the adapter instead, or train with mixer_bias=False.", stacklevel=3)
+        problem = (
+            f"merging the affine LinChain chain created biases in {sorted(uncovered)[:3]} (and "
+            f"{max(0, len(uncovered) - 3)} more) that {type(config).__name__} cannot declare, so a saved copy "
+            "would reload without them (other outputs)"
+        )
+        warnings.warn(
+            f"The merged model computes the right outputs, but {problem}; its save_pretrained refuses. "
+            "Save the adapter instead, or train with mixer_bias=False.",
+            stacklevel=3,
+        )
         _refuse_save(model, problem)
     modules = dict(model.named_modules())
     for name in expected - actual:

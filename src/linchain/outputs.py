@@ -42,7 +42,16 @@ from typing import Iterator, Mapping, Optional, Union
 
 from .io import OutputExistsError, atomic_dir, atomic_write_json
 
-__all__ = ["KINDS", "MARKER", "OutputFolder", "OutputLockedError", "OutputUnwritableError", "folder_bytes", "read_marker", "run_of"]
+__all__ = [
+    "KINDS",
+    "MARKER",
+    "OutputFolder",
+    "OutputLockedError",
+    "OutputUnwritableError",
+    "folder_bytes",
+    "read_marker",
+    "run_of",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -51,20 +60,86 @@ MARKER = ".linchain-output.json"
 #: per kind, the names (fnmatch patterns) a folder of that kind holds; a folder without a marker
 #: whose every entry matches counts as written by an earlier linchain of that kind
 KINDS: dict[str, tuple[str, ...]] = {
-    "train": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "loss_curve.png", "summary.txt",
-              "summary.json", "runs", "analysis", "eval", "pissa-init", ".*"),
-    "seq-cls": ("adapter", "model", "checkpoint-*", "train_config.yaml", "metrics.jsonl", "results.json", "summary.json",
-                "summary.txt", "predictions.jsonl", "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin",
-                "README.md", "seq_cls.json", "tokenizer*", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
-                "added_tokens.json", "spm.model", "sentencepiece.bpe.model", ".*"),
+    "train": (
+        "adapter",
+        "model",
+        "checkpoint-*",
+        "train_config.yaml",
+        "metrics.jsonl",
+        "loss_curve.png",
+        "summary.txt",
+        "summary.json",
+        "runs",
+        "analysis",
+        "eval",
+        "pissa-init",
+        ".*",
+    ),
+    "seq-cls": (
+        "adapter",
+        "model",
+        "checkpoint-*",
+        "train_config.yaml",
+        "metrics.jsonl",
+        "results.json",
+        "summary.json",
+        "summary.txt",
+        "predictions.jsonl",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "adapter_model.bin",
+        "README.md",
+        "seq_cls.json",
+        "tokenizer*",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "added_tokens.json",
+        "spm.model",
+        "sentencepiece.bpe.model",
+        ".*",
+    ),
     "eval": ("results.json", "predictions.jsonl", ".*"),
-    "merge": ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json", "tokenizer*",
-              "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.*", "added_tokens.json", ".*"),
-    "export-lora": ("adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer*", "special_tokens_map.json",
-                    "vocab.json", "merges.txt", "chat_template.*", "added_tokens.json", ".*"),
+    "merge": (
+        "config.json",
+        "generation_config.json",
+        "model*.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer*",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.*",
+        "added_tokens.json",
+        ".*",
+    ),
+    "export-lora": (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "README.md",
+        "tokenizer*",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.*",
+        "added_tokens.json",
+        ".*",
+    ),
     "analyze": ("analysis.json", "*.png", ".*"),
-    "compare": ("settings.json", "data", "base", "runs", "report.md", "report.json", "*.png", "failed.json",
-                "compare-versions.txt", "*.log", ".*"),
+    "compare": (
+        "settings.json",
+        "data",
+        "base",
+        "runs",
+        "report.md",
+        "report.json",
+        "*.png",
+        "failed.json",
+        "compare-versions.txt",
+        "*.log",
+        ".*",
+    ),
 }
 
 #: space a command needs at least (bytes) unless it says more; below it the write would fail midway
@@ -148,10 +223,19 @@ class OutputFolder:
     folder must be a run of this kind). ``needs_bytes``: free space required before any work.
     """
 
-    def __init__(self, path: PathLike, kind: str, *, flag: str = "--output_dir", overwrite: bool = False,
-                 resume: bool = False, inputs: Optional[Mapping[str, Optional[PathLike]]] = None,
-                 runs: Optional[Mapping[str, Optional[PathLike]]] = None, needs_bytes: int = MIN_FREE_BYTES,
-                 command: str = "linchain") -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        kind: str,
+        *,
+        flag: str = "--output_dir",
+        overwrite: bool = False,
+        resume: bool = False,
+        inputs: Optional[Mapping[str, Optional[PathLike]]] = None,
+        runs: Optional[Mapping[str, Optional[PathLike]]] = None,
+        needs_bytes: int = MIN_FREE_BYTES,
+        command: str = "linchain",
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown output kind {kind!r} (valid: {', '.join(KINDS)})")
         self.path, self.kind, self.flag = Path(path), kind, flag
@@ -208,8 +292,11 @@ class OutputFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            self._refuse(f"is being written by another linchain process ({self._holder(lock)}); wait for it to "
-                         "finish, or choose another folder", OutputLockedError)
+            self._refuse(
+                f"is being written by another linchain process ({self._holder(lock)}); wait for it to "
+                "finish, or choose another folder",
+                OutputLockedError,
+            )
         finally:
             os.close(fd)
 
@@ -220,16 +307,20 @@ class OutputFolder:
             return
         kind = self.found_kind()
         if kind is None:
-            self._refuse(f"holds files linchain did not write ({self._sample()}); choose another folder "
-                         "(linchain replaces only folders it wrote, even with --overwrite)")
+            self._refuse(
+                f"holds files linchain did not write ({self._sample()}); choose another folder "
+                "(linchain replaces only folders it wrote, even with --overwrite)"
+            )
         if kind != self.kind:
             self._refuse(f"holds a linchain {kind} output, not a {self.kind} output; choose another folder")
         if self.resume:
             return
         if not self.overwrite:
             if self.kind in ("train", "seq-cls"):
-                self._refuse("holds a previous run; pass --resume to continue it, --overwrite to start afresh, "
-                             "or choose another folder")
+                self._refuse(
+                    "holds a previous run; pass --resume to continue it, --overwrite to start afresh, "
+                    "or choose another folder"
+                )
             if self.kind == "compare":
                 return  # a study resumes in place (compare checks its settings.json itself)
             self._refuse("already holds files; pass --overwrite to replace them, or choose another folder")
@@ -237,12 +328,16 @@ class OutputFolder:
     def _check_disk(self) -> None:
         folder = _nearest_existing(self.path)
         if not _writable(folder):
-            self._refuse(f"cannot be written: {folder} is not writable; choose a folder you can write to",
-                         OutputUnwritableError)
+            self._refuse(
+                f"cannot be written: {folder} is not writable; choose a folder you can write to", OutputUnwritableError
+            )
         free = _free_bytes(folder)
         if free < self.needs_bytes:
-            self._refuse(f"cannot be written: {free / 2**20:.0f} MiB free on its disk, the command needs at least "
-                         f"{self.needs_bytes / 2**20:.0f} MiB; free some space or choose another disk", OutputUnwritableError)
+            self._refuse(
+                f"cannot be written: {free / 2**20:.0f} MiB free on its disk, the command needs at least "
+                f"{self.needs_bytes / 2**20:.0f} MiB; free some space or choose another disk",
+                OutputUnwritableError,
+            )
 
     def found_kind(self) -> Optional[str]:
         """The kind of output the folder holds: its marker's, else the one whose layout its files match."""
@@ -293,8 +388,11 @@ class OutputFolder:
                 if err.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 holder = self._holder(lock)
-                self._refuse(f"is being written by another linchain process ({holder}); wait for it to finish, "
-                             "or choose another folder", OutputLockedError)
+                self._refuse(
+                    f"is being written by another linchain process ({holder}); wait for it to finish, "
+                    "or choose another folder",
+                    OutputLockedError,
+                )
             try:  # the file may have been removed (released) between open and flock: lock the current one
                 same = os.fstat(fd).st_ino == os.stat(lock).st_ino
             except FileNotFoundError:
@@ -304,8 +402,11 @@ class OutputFolder:
             os.close(fd)
         left = os.read(fd, 4096).decode("utf-8", "replace").strip()
         if left:
-            print(f"{self.command}: taking over the lock of {self.path} left by a process that no longer runs ({left})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{self.command}: taking over the lock of {self.path} left by a process that no longer runs ({left})",
+                file=sys.stderr,
+                flush=True,
+            )
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}".encode())
@@ -332,8 +433,13 @@ class OutputFolder:
     def _marker(self, status: str, error: Optional[str] = None) -> dict:
         import linchain
 
-        marker = {"kind": self.kind, "status": status, "linchain": linchain.__version__, "pid": os.getpid(),
-                  "updated": _now()}
+        marker = {
+            "kind": self.kind,
+            "status": status,
+            "linchain": linchain.__version__,
+            "pid": os.getpid(),
+            "updated": _now(),
+        }
         if error:
             marker["error"] = error[:500]  # a bounded summary, never an unbounded input
         return marker
@@ -370,7 +476,11 @@ class OutputFolder:
             try:
                 yield self
             except BaseException as err:
-                if fresh and saved and not any(fnmatch.fnmatchcase(p.name, pat) for p in self.path.iterdir() for pat in saved):
+                if (
+                    fresh
+                    and saved
+                    and not any(fnmatch.fnmatchcase(p.name, pat) for p in self.path.iterdir() for pat in saved)
+                ):
                     self._undo_fresh_start()
                 elif isinstance(err, (KeyboardInterrupt, SystemExit)):
                     self.mark("interrupted")
@@ -394,8 +504,12 @@ class OutputFolder:
         removed = []
         for entry in sorted(self.path.iterdir()) if self.path.is_dir() else []:
             name = entry.name
-            if name == MARKER or name in keep or name.startswith(".") or \
-                    not any(fnmatch.fnmatchcase(name, pattern) for pattern in KINDS[self.kind]):
+            if (
+                name == MARKER
+                or name in keep
+                or name.startswith(".")
+                or not any(fnmatch.fnmatchcase(name, pattern) for pattern in KINDS[self.kind])
+            ):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -403,6 +517,10 @@ class OutputFolder:
                 entry.unlink()
             removed.append(name)
         if removed:
-            print(f"{self.command}: --overwrite: removed the previous output's {', '.join(removed[:6])}"
-                  + (f" and {len(removed) - 6} more" if len(removed) > 6 else ""), file=sys.stderr, flush=True)
+            print(
+                f"{self.command}: --overwrite: removed the previous output's {', '.join(removed[:6])}"
+                + (f" and {len(removed) - 6} more" if len(removed) > 6 else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         return removed

@@ -35,7 +35,9 @@ class Progress(tqdm):
             kwargs["dynamic_ncols"] = False
             kwargs.setdefault("ncols", 100)
             if not kwargs.get("leave", True):
-                kwargs.setdefault("delay", PLAIN_INTERVAL)  # a transient bar (an evaluation inside training): quiet unless long
+                kwargs.setdefault(
+                    "delay", PLAIN_INTERVAL
+                )  # a transient bar (an evaluation inside training): quiet unless long
         super().__init__(*args, **kwargs)
 
     @staticmethod

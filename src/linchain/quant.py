@@ -105,7 +105,11 @@ def float_dtype(layer: nn.Module) -> torch.dtype:
         return layer.weight.dtype
     if kind == "4bit":
         state = layer.weight.quant_state
-        return getattr(state, "original_dtype", state.dtype) if getattr(state, "packing_format_for_cpu", False) else state.dtype
+        return (
+            getattr(state, "original_dtype", state.dtype)
+            if getattr(state, "packing_format_for_cpu", False)
+            else state.dtype
+        )
     return torch.float32
 
 
@@ -136,9 +140,9 @@ def store_weight_(layer: nn.Module, weight: torch.Tensor) -> None:
         layer.weight = new.to(old.device)
         return
     # Int8Params quantizes when it moves off the CPU copy it was made from
-    layer.weight = bnb.nn.Int8Params(
-        weight.to("cpu"), requires_grad=False, has_fp16_weights=old.has_fp16_weights
-    ).to(old.device)
+    layer.weight = bnb.nn.Int8Params(weight.to("cpu"), requires_grad=False, has_fp16_weights=old.has_fp16_weights).to(
+        old.device
+    )
     # drop the old codes and scales the layer cached on its state; the next forward takes the new ones
     layer.state.reset_grads()
 

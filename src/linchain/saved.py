@@ -55,7 +55,10 @@ def adapter_files(folder: Union[str, os.PathLike], need: str) -> tuple[Path, Pat
 
 
 def read_adapter(
-    folder: Union[str, os.PathLike], need: str, peft_types: tuple[str, ...] = (LINCHAIN, "LORA"), reader: str = "this reads"
+    folder: Union[str, os.PathLike],
+    need: str,
+    peft_types: tuple[str, ...] = (LINCHAIN, "LORA"),
+    reader: str = "this reads",
 ) -> tuple[dict, dict[str, torch.Tensor], Path]:
     """``(config, tensors, weights_path)`` of a saved adapter whose ``peft_type`` is one of
     ``peft_types``; errors name the file that is wrong (``reader`` starts the peft_type message)."""
@@ -66,8 +69,10 @@ def read_adapter(
         raise ValueError(f"{config_path}: not a valid JSON adapter config ({err}).") from None
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: expected a JSON object, got {type(config).__name__}.")
-    wrong_type = ValueError(f"{config_path} has peft_type={_describe(config.get('peft_type'))}; {reader} "
-                            f"{' and '.join(map(repr, peft_types))} adapters.")
+    wrong_type = ValueError(
+        f"{config_path} has peft_type={_describe(config.get('peft_type'))}; {reader} "
+        f"{' and '.join(map(repr, peft_types))} adapters."
+    )
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
@@ -102,17 +107,25 @@ def check_config_matches(config: dict, tensors: dict[str, torch.Tensor], config_
     lora_keys = [k for k in tensors if ".lora_A." in k or ".lora_B." in k]
     holds = "LinChain (linchain_A/B)" if chain_keys else "LoRA (lora_A/B)" if lora_keys else None
     if peft_type == LINCHAIN and not chain_keys:
-        raise ValueError(f"{config_path}: peft_type={_describe(peft_type)} but {weights_path.name} holds "
-                         f"{holds or 'no LinChain'} tensors; the config does not belong to these weights")
+        raise ValueError(
+            f"{config_path}: peft_type={_describe(peft_type)} but {weights_path.name} holds "
+            f"{holds or 'no LinChain'} tensors; the config does not belong to these weights"
+        )
     if peft_type != LINCHAIN and chain_keys:
-        raise ValueError(f"{config_path}: peft_type={_describe(peft_type)} but {weights_path.name} holds LinChain "
-                         f"(linchain_A/B) tensors; set peft_type to 'LINCHAIN' or use the config saved with them")
+        raise ValueError(
+            f"{config_path}: peft_type={_describe(peft_type)} but {weights_path.name} holds LinChain "
+            f"(linchain_A/B) tensors; set peft_type to 'LINCHAIN' or use the config saved with them"
+        )
     for field in ("alpha", "lora_alpha"):
         value = config.get(field)
-        if field in config and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if field in config and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        ):
             # json.loads reads NaN/Infinity: the scaling would turn every score into NaN, blamed on the weights
-            raise ValueError(f"{config_path}: {field}={_describe(value)} is not a finite number; the adapter's "
-                             "scaling s = alpha / r cannot be computed")
+            raise ValueError(
+                f"{config_path}: {field}={_describe(value)} is not a finite number; the adapter's "
+                "scaling s = alpha / r cannot be computed"
+            )
     if peft_type == LINCHAIN:
         _check_chain_fields(config, tensors, config_path, weights_path)
     elif peft_type == "LORA":
@@ -120,8 +133,10 @@ def check_config_matches(config: dict, tensors: dict[str, torch.Tensor], config_
 
 
 def _mismatch(config_path: Path, field: str, value, holds: str) -> ValueError:
-    return ValueError(f"{config_path}: {field}={_describe(value)} but the tensors hold {holds}; "
-                      "the config does not describe these weights (edited, or copied from another run?)")
+    return ValueError(
+        f"{config_path}: {field}={_describe(value)} but the tensors hold {holds}; "
+        "the config does not describe these weights (edited, or copied from another run?)"
+    )
 
 
 def _check_chain_fields(config: dict, tensors: dict, config_path: Path, weights_path: Path) -> None:
@@ -133,17 +148,30 @@ def _check_chain_fields(config: dict, tensors: dict, config_path: Path, weights_
             raise ValueError(f"{weights_path}: layer {name!r} lacks linchain_A or linchain_B.")
         rank = entry["A"].shape[0]
         if "r" in config and config["r"] != rank:
-            raise _mismatch(config_path, "r", config.get("r"), f"rank {rank} (linchain_A of {name} is {tuple(entry['A'].shape)})")
+            raise _mismatch(
+                config_path, "r", config.get("r"), f"rank {rank} (linchain_A of {name} is {tuple(entry['A'].shape)})"
+            )
         mixers = entry["mixers"]
         if "num_mixers" in config and config["num_mixers"] != len(mixers):
             raise _mismatch(config_path, "num_mixers", config["num_mixers"], f"{len(mixers)} mixer(s) in layer {name}")
         if sorted(mixers) != list(range(len(mixers))) or any("weight" not in m for m in mixers.values()):
-            raise ValueError(f"{weights_path}: layer {name!r} has mixers {sorted(mixers)} without a weight each; "
-                             "expected linchain_mixers.0 ... k-1, each with a weight")
+            raise ValueError(
+                f"{weights_path}: layer {name!r} has mixers {sorted(mixers)} without a weight each; "
+                "expected linchain_mixers.0 ... k-1, each with a weight"
+            )
         biases = sum("bias" in m for m in mixers.values())
-        if mixers and "mixer_bias" in config and bool(config["mixer_bias"]) != (biases == len(mixers)) or 0 < biases < len(mixers):
-            raise _mismatch(config_path, "mixer_bias", config.get("mixer_bias", False),
-                            f"{biases} of {len(mixers)} mixer bias(es) in layer {name}")
+        if (
+            mixers
+            and "mixer_bias" in config
+            and bool(config["mixer_bias"]) != (biases == len(mixers))
+            or 0 < biases < len(mixers)
+        ):
+            raise _mismatch(
+                config_path,
+                "mixer_bias",
+                config.get("mixer_bias", False),
+                f"{biases} of {len(mixers)} mixer bias(es) in layer {name}",
+            )
 
 
 def _check_lora_rank(config: dict, tensors: dict, config_path: Path, weights_path: Path) -> None:
@@ -155,7 +183,9 @@ def _check_lora_rank(config: dict, tensors: dict, config_path: Path, weights_pat
         expected = _pattern_value(name, config.get("rank_pattern"), config.get("r", 8))
         if expected != value.shape[0]:
             field = "rank_pattern" if expected != config.get("r", 8) else "r"
-            raise _mismatch(config_path, field, expected, f"rank {value.shape[0]} (lora_A of {name} is {tuple(value.shape)})")
+            raise _mismatch(
+                config_path, field, expected, f"rank {value.shape[0]} (lora_A of {name} is {tuple(value.shape)})"
+            )
 
 
 def check_finite(named: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
@@ -164,7 +194,9 @@ def check_finite(named: Iterable[tuple[str, torch.Tensor]], source: str) -> None
     for name, tensor in named:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = "NaN" if bool(torch.isnan(tensor).any()) else "inf"
-            raise ValueError(f"{source}: {name} holds {bad} values; the adapter is broken (a diverged run?) and is refused")
+            raise ValueError(
+                f"{source}: {name} holds {bad} values; the adapter is broken (a diverged run?) and is refused"
+            )
 
 
 def group_chain_tensors(
@@ -203,6 +235,7 @@ def chain_layers(
     (alpha, r, use_rslora); ``dtype`` converts the factors (None keeps them). Raises ``ValueError``
     naming ``source`` when a layer lacks A or B.
     """
+
     def cast(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return t if t is None or dtype is None else t.to(dtype)
 
@@ -212,7 +245,9 @@ def chain_layers(
         if "A" not in entry or "B" not in entry:
             raise ValueError(f"{source}: layer {name!r} lacks linchain_A or linchain_B.")
         scaling = adapter_scaling(config["alpha"], entry["A"].shape[0], config.get("use_rslora", False))
-        mixers = [(cast(entry["mixers"][i]["weight"]), cast(entry["mixers"][i].get("bias"))) for i in sorted(entry["mixers"])]
+        mixers = [
+            (cast(entry["mixers"][i]["weight"]), cast(entry["mixers"][i].get("bias"))) for i in sorted(entry["mixers"])
+        ]
         layers[name] = LinChainLayer.from_factors(cast(entry["A"]), mixers, cast(entry["B"]), scaling, ADAPTER)
     return layers
 
@@ -225,7 +260,9 @@ def _pattern_value(name: str, pattern: dict, default):
     return default
 
 
-def _lora_layers(config: dict, tensors: dict[str, torch.Tensor], config_path: Path, weights_path: Path) -> dict[str, SavedLayer]:
+def _lora_layers(
+    config: dict, tensors: dict[str, torch.Tensor], config_path: Path, weights_path: Path
+) -> dict[str, SavedLayer]:
     """A PEFT LoRA adapter as k = 0 chains with LoRA's scaling (``alpha_pattern`` honoured)."""
     if config.get("use_dora"):
         raise ValueError(f"{config_path}: DoRA adapters are not supported (their update is not s * B A).")
@@ -244,12 +281,17 @@ def _lora_layers(config: dict, tensors: dict[str, torch.Tensor], config_path: Pa
         alpha = _pattern_value(name, config.get("alpha_pattern"), config.get("lora_alpha", 8))
         scaling = adapter_scaling(alpha, A.shape[0], config.get("use_rslora", False))
         bias = entry.get("lora_B.bias")
-        layers[name] = (LinChainLayer.from_factors(A, [], B, scaling, ADAPTER), None if bias is None else bias * scaling)
+        layers[name] = (
+            LinChainLayer.from_factors(A, [], B, scaling, ADAPTER),
+            None if bias is None else bias * scaling,
+        )
     return layers
 
 
 def saved_layers(
-    folder: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None, need: str = "expected an adapter folder written by save_pretrained"
+    folder: Union[str, os.PathLike],
+    dtype: Optional[torch.dtype] = None,
+    need: str = "expected an adapter folder written by save_pretrained",
 ) -> tuple[dict, dict[str, SavedLayer]]:
     """Read a LinChain or PEFT LoRA adapter folder: ``(config, {module path as saved: (layer, extra_bias)})``.
 
@@ -260,7 +302,9 @@ def saved_layers(
     config, tensors, weights_path = read_adapter(folder, need)
     check_finite(tensors.items(), str(weights_path))
     if config["peft_type"] == LINCHAIN:
-        layers = {name: (layer, None) for name, layer in chain_layers(tensors, config, str(weights_path), dtype=dtype).items()}
+        layers = {
+            name: (layer, None) for name, layer in chain_layers(tensors, config, str(weights_path), dtype=dtype).items()
+        }
     else:
         layers = _lora_layers(config, tensors, Path(folder) / "adapter_config.json", weights_path)
     if not layers:
@@ -279,8 +323,9 @@ def load_peft_adapter(model: torch.nn.Module, folder: Union[str, os.PathLike]):
 
     register()
     known = tuple(str(getattr(k, "value", k)) for k in PEFT_TYPE_TO_CONFIG_MAPPING)
-    _, tensors, weights_path = read_adapter(folder, "expected an adapter folder written by save_pretrained",
-                                            peft_types=known, reader="linchain loads")
+    _, tensors, weights_path = read_adapter(
+        folder, "expected an adapter folder written by save_pretrained", peft_types=known, reader="linchain loads"
+    )
     check_finite(tensors.items(), str(weights_path))
     loaded = PeftModel.from_pretrained(model, str(folder))
     check_loaded_keys(loaded, tensors, weights_path)
@@ -298,6 +343,12 @@ def check_loaded_keys(model, tensors: dict[str, torch.Tensor], weights_path: Pat
     saved = set(tensors)
     missing, unexpected = sorted(expected - saved), sorted(saved - expected)
     if missing or unexpected:
-        parts = [f"{len(keys)} {title} (first: {keys[0]})" for title, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
-        raise ValueError(f"{weights_path} does not fit this base model ({type(model.get_base_model()).__name__}): "
-                         f"{'; '.join(parts)}; load it into the architecture it was trained on")
+        parts = [
+            f"{len(keys)} {title} (first: {keys[0]})"
+            for title, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        raise ValueError(
+            f"{weights_path} does not fit this base model ({type(model.get_base_model()).__name__}): "
+            f"{'; '.join(parts)}; load it into the architecture it was trained on"
+        )

@@ -50,8 +50,10 @@ BUSY_CORES = 0.5
 _COMMAND_SCRIPTS = ("linchain", "linchain.exe", "linchain-script.py")
 
 #: the --num_threads help of every command
-THREADS_HELP = ("torch intra-op CPU threads. Default: the cores idle when the run starts (all of them on an idle machine; "
-                "on a CPU shared with other jobs fewer threads are much faster than all cores).")
+THREADS_HELP = (
+    "torch intra-op CPU threads. Default: the cores idle when the run starts (all of them on an idle machine; "
+    "on a CPU shared with other jobs fewer threads are much faster than all cores)."
+)
 
 
 def _cpu_times() -> Optional[tuple[float, float]]:
@@ -97,7 +99,9 @@ def check_num_threads(value: Optional[int], name: str = "--num_threads") -> None
     if value < 1:
         raise ValueError(f"{name}={value!r}: must be >= 1 (or left unset).")
     if value > max_threads():  # torch.set_num_threads(99999) crashes the process (a segfault, no message)
-        raise ValueError(f"{name}={value!r}: more than this machine can use ({os.cpu_count()} cores; at most {max_threads()}).")
+        raise ValueError(
+            f"{name}={value!r}: more than this machine can use ({os.cpu_count()} cores; at most {max_threads()})."
+        )
 
 
 def max_threads() -> int:
@@ -117,8 +121,12 @@ def set_threads(num_threads: Optional[int], prog: str) -> int:
     cores = torch.get_num_threads()
     chosen = default_threads(cores)
     if chosen < cores:
-        print(f"{prog}: {cores - chosen} of {cores} cores are busy with other work: using {chosen} CPU thread(s) "
-              "(--num_threads to choose)", file=sys.stderr, flush=True)
+        print(
+            f"{prog}: {cores - chosen} of {cores} cores are busy with other work: using {chosen} CPU thread(s) "
+            "(--num_threads to choose)",
+            file=sys.stderr,
+            flush=True,
+        )
     torch.set_num_threads(chosen)
     return chosen
 

@@ -49,13 +49,19 @@ def test_positionals_in_any_place_among_flags():
         parse(["S", "D", "E"], (Opts,), "prog", positional=("src", "dst"))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--src", "s", "--max_step", "2"], "unknown option --max_step; did you mean --max_steps?"),  # no prefix matching
-    (["--src", "s", "--zzz"], "unknown option --zzz; see prog --help"),
-    (["--src", "s", "--max_steps", "x"], "invalid int value: 'x'"),
-    (["--src", "s", "--max_steps", "0"], "Opts.max_steps=0: must be >= 1"),
-    (["--src", "s", "--config"], "--config needs a FILE.yaml"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--src", "s", "--max_step", "2"],
+            "unknown option --max_step; did you mean --max_steps?",
+        ),  # no prefix matching
+        (["--src", "s", "--zzz"], "unknown option --zzz; see prog --help"),
+        (["--src", "s", "--max_steps", "x"], "invalid int value: 'x'"),
+        (["--src", "s", "--max_steps", "0"], "Opts.max_steps=0: must be >= 1"),
+        (["--src", "s", "--config"], "--config needs a FILE.yaml"),
+    ],
+)
 def test_errors_name_the_flag(argv, message):
     with pytest.raises(ValueError) as err:
         parse(argv, (Opts,), "prog")
@@ -72,11 +78,14 @@ def test_config_errors_name_the_file(tmp_path):
         parse(["--config", str(bad)], (Opts,), "prog")
 
 
-@pytest.mark.parametrize("argv, expected", [
-    ([], ("causal_lm", [])),
-    (["--task_type", "seq_cls", "--r", "2"], ("seq_cls", ["--r", "2"])),
-    (["--r", "2", "--task_type=causal_lm"], ("causal_lm", ["--r", "2"])),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], ("causal_lm", [])),
+        (["--task_type", "seq_cls", "--r", "2"], ("seq_cls", ["--r", "2"])),
+        (["--r", "2", "--task_type=causal_lm"], ("causal_lm", ["--r", "2"])),
+    ],
+)
 def test_task_type_both_spellings(argv, expected):
     assert pop_task_type(argv, "prog") == expected
 
@@ -138,13 +147,17 @@ def test_help_lists_each_option_once_and_the_positional_form(command, capsys):
     for flag, text in re.findall(r"\n  (--no_\w+)[^\n]*\n\s+([^\n]+)", options):
         if f"\n  --{flag[5:]} " in options:  # the negation HfArgumentParser adds to a True-by-default flag
             assert text.startswith("The opposite of --"), (flag, text)
-    positional = {"analyze": "linchain analyze ADAPTER [ADAPTER2] [options]",
-                  "export-lora": "linchain export-lora SRC DST [options]"}
+    positional = {
+        "analyze": "linchain analyze ADAPTER [ADAPTER2] [options]",
+        "export-lora": "linchain export-lora SRC DST [options]",
+    }
     if command in positional:
         assert usage.startswith(f"usage: {positional[command]}"), usage
 
 
-@pytest.mark.parametrize("argv", [["analyze", "a"], ["merge", "--adapter", "a", "--output_dir", "o"], ["export-lora", "a", "b"]])
+@pytest.mark.parametrize(
+    "argv", [["analyze", "a"], ["merge", "--adapter", "a", "--output_dir", "o"], ["export-lora", "a", "b"]]
+)
 def test_num_threads_below_one_is_refused_in_one_line(argv, capsys):
     assert cli([*argv, "--num_threads", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -154,8 +167,13 @@ def test_num_threads_below_one_is_refused_in_one_line(argv, capsys):
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_num_threads_beyond_the_machine_is_refused_before_any_work(command, capsys):
     """Found by the break-it check: --num_threads 99999 reached torch.set_num_threads, which segfaults."""
-    argv = {"analyze": ["a"], "merge": ["--adapter", "a", "--output_dir", "o"], "export-lora": ["a", "b"],
-            "eval": ["--model_name_or_path", "m", "--data", "d.json"], "compare": ["--eval_data", "e.json"]}.get(command, [])
+    argv = {
+        "analyze": ["a"],
+        "merge": ["--adapter", "a", "--output_dir", "o"],
+        "export-lora": ["a", "b"],
+        "eval": ["--model_name_or_path", "m", "--data", "d.json"],
+        "compare": ["--eval_data", "e.json"],
+    }.get(command, [])
     assert cli([command, *argv, "--num_threads", "99999"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "num_threads=99999: more than this machine can use" in err[0], err
@@ -177,8 +195,13 @@ def _imports(path: Path) -> set[str]:
 
 def test_no_library_module_imports_the_cli():
     root = Path(linchain.__file__).parent
-    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")  # __main__ is `python -m linchain`
-                 if "cli" not in p.relative_to(root).parts and p.name != "__main__.py" and any(n.startswith("linchain.cli") for n in _imports(p))]
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")  # __main__ is `python -m linchain`
+        if "cli" not in p.relative_to(root).parts
+        and p.name != "__main__.py"
+        and any(n.startswith("linchain.cli") for n in _imports(p))
+    ]
     assert offenders == []
 
 
@@ -188,8 +211,9 @@ def test_the_command_list_loads_neither_torch_nor_peft(argv):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "linchain", *argv], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "linchain", *argv], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("usage: linchain COMMAND"), proc.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert "linchain" in imported and not imported & {"torch", "peft", "transformers"}, sorted(imported)

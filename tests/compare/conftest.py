@@ -18,8 +18,14 @@ def boolq_rows(n: int, seed: int) -> list[dict]:
     for _ in range(n):
         k = rng.randrange(1000)
         answer = "true" if k % 2 == 0 else "false"
-        rows.append({"instruction": f"Is {k} even? Answer format: true/false", "input": "",
-                     "output": f"the correct answer is {answer}", "answer": answer})
+        rows.append(
+            {
+                "instruction": f"Is {k} even? Answer format: true/false",
+                "input": "",
+                "output": f"the correct answer is {answer}",
+                "answer": answer,
+            }
+        )
     return rows
 
 

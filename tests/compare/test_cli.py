@@ -12,7 +12,9 @@ def test_preset_then_config_then_flags(tmp_path, monkeypatch):
     monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "llm"))
     config = tmp_path / "c.yaml"
     config.write_text("max_steps: 7\nseeds: '3,4'\n")
-    c, m, d, t = parse_args(["--preset", "cpu-study", "--config", str(config), "--seeds", "5", "--r", "8", "--output_dir", str(tmp_path)])
+    c, m, d, t = parse_args(
+        ["--preset", "cpu-study", "--config", str(config), "--seeds", "5", "--r", "8", "--output_dir", str(tmp_path)]
+    )
     assert c.preset == "cpu-study" and c.methods.startswith("lora,moslora,linchain-k3,linchain-k3-frozen")
     assert c.eval_data == ["reasoning_gym:family_relationships:600:100000"] and c.eval_task == ["closed"]
     assert d.data == ["reasoning_gym:family_relationships:3000"] and c.validation_task == "closed"
@@ -36,7 +38,14 @@ def test_cpu_math_is_one_digit_chain_sums_scored_greedily_and_gpu_math_its_twin(
     monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "nowhere"))  # generated data: no folder needed
     c, m, d, t = parse_args(["--preset", "cpu-math", "--output_dir", str(tmp_path)])
     assert (c.scorer, c.num_beams, c.max_new_tokens, m.model_name_or_path) == ("generate", 1, 6, "smollm2")
-    assert c.methods.split(",") == ["lora", "dora", "moslora", "linchain-k3", "linchain-k3-orthogonal", "linchain-k3-identity"]
+    assert c.methods.split(",") == [
+        "lora",
+        "dora",
+        "moslora",
+        "linchain-k3",
+        "linchain-k3-orthogonal",
+        "linchain-k3-identity",
+    ]
     assert c.eval_task == c.eval_data and c.validation_task == c.eval_data[0]
     assert c.test_unseen_only  # one-digit problems repeat: the test keeps only rows no training row has
     train = load_examples(d.data[0].replace(":3000", ":200"), seed=0)
@@ -44,27 +53,57 @@ def test_cpu_math_is_one_digit_chain_sums_scored_greedily_and_gpu_math_its_twin(
     assert all(-18 <= int(e.answer) <= 27 for e in train + test)
     gc, gm, gd, gt = parse_args(["--preset", "gpu-math", "--output_dir", str(tmp_path)])
     assert gc.methods == c.methods and gt.bf16 and gc.seeds == "0,1,2" and (gc.num_beams, gc.max_new_tokens) == (1, 6)
-    assert gt.max_steps * gt.per_device_train_batch_size == 3200 and gc.eval_data[0].startswith("reasoning_gym:chain_sum:4500:")
+    assert gt.max_steps * gt.per_device_train_batch_size == 3200 and gc.eval_data[0].startswith(
+        "reasoning_gym:chain_sum:4500:"
+    )
 
 
 def test_shared_train_flags_and_lists(tmp_path):
-    c, m, d, t = parse_args(["--eval_data", "a/boolq/test.json", "--eval_data", "b/piqa/test.json", "--methods", "lora,lora-2r",
-                             "--learning_rates", "1e-4,1e-3", "--bf16", "false", "--cutoff_len", "128", "--num_mixers", "2"])
+    c, m, d, t = parse_args(
+        [
+            "--eval_data",
+            "a/boolq/test.json",
+            "--eval_data",
+            "b/piqa/test.json",
+            "--methods",
+            "lora,lora-2r",
+            "--learning_rates",
+            "1e-4,1e-3",
+            "--bf16",
+            "false",
+            "--cutoff_len",
+            "128",
+            "--num_mixers",
+            "2",
+        ]
+    )
     assert c.eval_data == ["a/boolq/test.json", "b/piqa/test.json"] and d.cutoff_len == 128 and m.num_mixers == 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--eval_data", "x/boolq/test.json", "--methods", "lora,moslora", "--baseline", "linchain"], "--baseline='linchain' is not in --methods"),
-    (["--eval_data", "x/boolq/test.json", "--seeds", "0,a"], "--seeds='0,a': expected comma-separated integers"),
-    (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be > 0"),
-    (["--eval_data", "x/boolq/test.json", "--methods", "lora-frozen"], "has no mixers"),
-    (["--methods", "lora"], "--eval_data is required"),
-    (["--preset", "nope", "--eval_data", "x"], "--preset='nope': use one of paper-commonsense, paper-math, cpu-study, gpu-study, cpu-math, gpu-math"),
-    (["--eval_data", "x", "--learning_rate", "1e-3", "--max_step", "3"], "unknown option --max_step; did you mean --max_steps?"),
-    (["--eval_data", "x", "--method", "lora", "--output_dir", "o"], "the methods come from --methods"),
-    (["--eval_data", "x", "--val_set_size", "10", "--output_dir", "o"], "use --validation_size"),
-    (["--eval_data", "x"], "--output_dir is required"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--eval_data", "x/boolq/test.json", "--methods", "lora,moslora", "--baseline", "linchain"],
+            "--baseline='linchain' is not in --methods",
+        ),
+        (["--eval_data", "x/boolq/test.json", "--seeds", "0,a"], "--seeds='0,a': expected comma-separated integers"),
+        (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be > 0"),
+        (["--eval_data", "x/boolq/test.json", "--methods", "lora-frozen"], "has no mixers"),
+        (["--methods", "lora"], "--eval_data is required"),
+        (
+            ["--preset", "nope", "--eval_data", "x"],
+            "--preset='nope': use one of paper-commonsense, paper-math, cpu-study, gpu-study, cpu-math, gpu-math",
+        ),
+        (
+            ["--eval_data", "x", "--learning_rate", "1e-3", "--max_step", "3"],
+            "unknown option --max_step; did you mean --max_steps?",
+        ),
+        (["--eval_data", "x", "--method", "lora", "--output_dir", "o"], "the methods come from --methods"),
+        (["--eval_data", "x", "--val_set_size", "10", "--output_dir", "o"], "use --validation_size"),
+        (["--eval_data", "x"], "--output_dir is required"),
+    ],
+)
 def test_errors_are_one_line(argv, message, capsys):
     assert cli(["compare", *argv]) == 2
     err = capsys.readouterr().err.strip()

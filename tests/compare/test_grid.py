@@ -17,7 +17,12 @@ from linchain.eval.run import EvalRun
 from linchain.train.engine import RunResult
 
 #: validation accuracy of (method, learning rate): lora is best at 1e-3, linchain-k3 at 1e-2
-VALIDATION = {("lora", "lr0.001"): 0.75, ("lora", "lr0.01"): 0.5, ("linchain-k3", "lr0.001"): 0.25, ("linchain-k3", "lr0.01"): 1.0}
+VALIDATION = {
+    ("lora", "lr0.001"): 0.75,
+    ("lora", "lr0.01"): 0.5,
+    ("linchain-k3", "lr0.001"): 0.25,
+    ("linchain-k3", "lr0.01"): 1.0,
+}
 
 
 class Fakes:
@@ -37,13 +42,22 @@ class Fakes:
         (out / "adapter" / "adapter_config.json").write_text("{}")
         lines = [json.dumps({"loss": 2.0 / step, "step": step}) for step in range(1, train_args.max_steps + 1)]
         (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-        return RunResult(output_dir=str(out), global_step=train_args.max_steps, interrupted=False, train_loss=1.0,
-                         trainable_params=1000 if model_args.method == "lora" else 1200)
+        return RunResult(
+            output_dir=str(out),
+            global_step=train_args.max_steps,
+            interrupted=False,
+            train_loss=1.0,
+            trainable_params=1000 if model_args.method == "lora" else 1200,
+        )
 
     def eval(self, args):
         self.evaluated.append(args.output_dir)
         run_dir = Path(args.output_dir).parent
-        method, rate, seed = run_dir.parts[-3], run_dir.parts[-2], int(run_dir.parts[-1][4:]) if "seed" in run_dir.name else 0
+        method, rate, seed = (
+            run_dir.parts[-3],
+            run_dir.parts[-2],
+            int(run_dir.parts[-1][4:]) if "seed" in run_dir.name else 0,
+        )
         results = []
         for data in args.data:
             n = 4 if "validation" in data else 40
@@ -52,16 +66,45 @@ class Fakes:
             else:  # test: linchain-k3 right on 30 of 40 rows, lora on 10 (+ the seed), the base model on 20
                 right = {"lora": 10 + seed, "linchain-k3": 30}.get(method, 20)
             preds = [{"row": i, "correct": i < right, "gold": "true" if i % 2 else "false"} for i in range(n)]
-            results.append(TaskResult(task="boolq", data=data, scorer=args.scorer, total=n, correct=right, no_answer=0,
-                                      seconds=0.0, predictions=preds))
+            results.append(
+                TaskResult(
+                    task="boolq",
+                    data=data,
+                    scorer=args.scorer,
+                    total=n,
+                    correct=right,
+                    no_answer=0,
+                    seconds=0.0,
+                    predictions=preds,
+                )
+            )
         return EvalRun(results=results, payload={}, path=Path(args.output_dir) / "results.json")
 
 
 def _argv(boolq_dir, out, *extra):
-    return ["--model_name_or_path", "unused", "--data", str(boolq_dir / "boolq" / "train.json"),
-            "--eval_data", str(boolq_dir / "boolq" / "test.json"), "--methods", "lora,linchain-k3", "--seeds", "0,1",
-            "--learning_rates", "1e-3,1e-2", "--max_steps", "10", "--validation_size", "4", "--output_dir", str(out),
-            "--n_resamples", "500", *extra]
+    return [
+        "--model_name_or_path",
+        "unused",
+        "--data",
+        str(boolq_dir / "boolq" / "train.json"),
+        "--eval_data",
+        str(boolq_dir / "boolq" / "test.json"),
+        "--methods",
+        "lora,linchain-k3",
+        "--seeds",
+        "0,1",
+        "--learning_rates",
+        "1e-3,1e-2",
+        "--max_steps",
+        "10",
+        "--validation_size",
+        "4",
+        "--output_dir",
+        str(out),
+        "--n_resamples",
+        "500",
+        *extra,
+    ]
 
 
 def test_grid_chooses_rates_on_validation_and_reuses_runs(boolq_dir, tmp_path):
@@ -71,13 +114,25 @@ def test_grid_chooses_rates_on_validation_and_reuses_runs(boolq_dir, tmp_path):
     assert report["methods"]["lora"]["learning_rate"] == 1e-3
     assert report["methods"]["linchain-k3"]["learning_rate"] == 1e-2
     # sweep with seed 0 at both rates, then seed 1 at the chosen rate only
-    assert sorted(fakes.trained) == sorted([("lora", 1e-3, 0, False), ("lora", 1e-2, 0, False), ("lora", 1e-3, 1, False),
-                                            ("linchain-k3", 1e-3, 0, False), ("linchain-k3", 1e-2, 0, False), ("linchain-k3", 1e-2, 1, False)])
+    assert sorted(fakes.trained) == sorted(
+        [
+            ("lora", 1e-3, 0, False),
+            ("lora", 1e-2, 0, False),
+            ("lora", 1e-3, 1, False),
+            ("linchain-k3", 1e-3, 0, False),
+            ("linchain-k3", 1e-2, 0, False),
+            ("linchain-k3", 1e-2, 1, False),
+        ]
+    )
     assert [x["validation_accuracy"] for x in report["methods"]["linchain-k3"]["sweep"]] == [0.25, 1.0]
     # the validation rows are carved from the training data and never trained on
     train_rows = json.loads((out / "data" / "train.json").read_text())
     val_rows = json.loads((out / "data" / "validation-boolq.json").read_text())
-    assert len(val_rows) == 4 and len(train_rows) == 56 and not {r["instruction"] for r in val_rows} & {r["instruction"] for r in train_rows}
+    assert (
+        len(val_rows) == 4
+        and len(train_rows) == 56
+        and not {r["instruction"] for r in val_rows} & {r["instruction"] for r in train_rows}
+    )
     c = report["comparisons"][0]
     assert (c["method"], c["baseline"], c["paired_seeds"]) == ("linchain-k3", "lora", [0, 1])
     assert c["difference"] == pytest.approx((30 - 10.5) / 40) and c["verdict"] == "better" and c["ci_low"] > 0
@@ -104,7 +159,10 @@ def test_a_failed_run_is_recorded_and_the_grid_goes_on(boolq_dir, tmp_path):
     report, md = compare(*parse_args(_argv(boolq_dir, out)), train_fn=fakes.train, eval_fn=fakes.eval)
     assert report["methods"]["lora"]["learning_rate"] == 1e-3 and len(report["methods"]["lora"]["per_seed"]) == 2
     assert report["methods"]["linchain-k3"]["learning_rate"] is None and report["comparisons"] == []
-    assert [f["step"] for f in report["failures"]] == ["linchain-k3 lr 0.001 seed 0 training", "linchain-k3 lr 0.01 seed 0 training"]
+    assert [f["step"] for f in report["failures"]] == [
+        "linchain-k3 lr 0.001 seed 0 training",
+        "linchain-k3 lr 0.01 seed 0 training",
+    ]
     assert "diverged" in md.read_text()
     # the next call retries what failed and reuses the rest
     fixed = Fakes()
@@ -117,11 +175,42 @@ def test_tiny_llama_end_to_end_and_resume(tiny_model_dir, boolq_dir, tmp_path):
     from linchain.train import engine
 
     out = tmp_path / "cmp"
-    argv = ["--model_name_or_path", str(tiny_model_dir), "--data", str(boolq_dir / "boolq" / "train.json"),
-            "--eval_data", str(boolq_dir / "boolq" / "test.json"), "--methods", "lora,linchain-k2-frozen", "--seeds", "0,1",
-            "--learning_rates", "1e-3,3e-2", "--max_steps", "3", "--validation_size", "8", "--output_dir", str(out),
-            "--r", "2", "--alpha", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-            "--cutoff_len", "64", "--save_steps", "2", "--report_to", "none", "--n_resamples", "500"]
+    argv = [
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--data",
+        str(boolq_dir / "boolq" / "train.json"),
+        "--eval_data",
+        str(boolq_dir / "boolq" / "test.json"),
+        "--methods",
+        "lora,linchain-k2-frozen",
+        "--seeds",
+        "0,1",
+        "--learning_rates",
+        "1e-3,3e-2",
+        "--max_steps",
+        "3",
+        "--validation_size",
+        "8",
+        "--output_dir",
+        str(out),
+        "--r",
+        "2",
+        "--alpha",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--cutoff_len",
+        "64",
+        "--save_steps",
+        "2",
+        "--report_to",
+        "none",
+        "--n_resamples",
+        "500",
+    ]
     calls = []
 
     def counted(*args, **kwargs):
@@ -140,7 +229,10 @@ def test_tiny_llama_end_to_end_and_resume(tiny_model_dir, boolq_dir, tmp_path):
         assert all(len(s) == 2 for s in [m["convergence"]["steps_to_target"]])
     c = report["comparisons"][0]
     assert set(c) >= {"difference", "ci_low", "ci_high", "p_value", "verdict", "min_detectable_difference"}
-    assert report["schema_version"] == 1 and json.loads((out / "report.json").read_text())["comparisons"][0]["verdict"] == c["verdict"]
+    assert (
+        report["schema_version"] == 1
+        and json.loads((out / "report.json").read_text())["comparisons"][0]["verdict"] == c["verdict"]
+    )
     # frozen mixers: fewer trainable parameters than the same chain would have, more than LoRA at r=2 (A, B only)
     assert report["methods"]["linchain-k2-frozen"]["trainable_params"] == report["methods"]["lora"]["trainable_params"]
 
@@ -162,11 +254,40 @@ def test_tiny_llama_end_to_end_and_resume(tiny_model_dir, boolq_dir, tmp_path):
 
 def test_a_grid_with_a_peft_variant_end_to_end(tiny_model_dir, boolq_dir, tmp_path):
     """Issue 20: DoRA (PEFT's own) as a compared method: swept, tested, in the report beside LoRA."""
-    argv = ["--model_name_or_path", str(tiny_model_dir), "--data", str(boolq_dir / "boolq" / "train.json"),
-            "--eval_data", str(boolq_dir / "boolq" / "test.json"), "--methods", "lora,dora", "--seeds", "0",
-            "--learning_rates", "1e-3,3e-2", "--max_steps", "2", "--validation_size", "8", "--output_dir", str(tmp_path / "cmp"),
-            "--r", "2", "--alpha", "4", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-            "--cutoff_len", "64", "--report_to", "none", "--n_resamples", "200"]
+    argv = [
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--data",
+        str(boolq_dir / "boolq" / "train.json"),
+        "--eval_data",
+        str(boolq_dir / "boolq" / "test.json"),
+        "--methods",
+        "lora,dora",
+        "--seeds",
+        "0",
+        "--learning_rates",
+        "1e-3,3e-2",
+        "--max_steps",
+        "2",
+        "--validation_size",
+        "8",
+        "--output_dir",
+        str(tmp_path / "cmp"),
+        "--r",
+        "2",
+        "--alpha",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "1",
+        "--cutoff_len",
+        "64",
+        "--report_to",
+        "none",
+        "--n_resamples",
+        "200",
+    ]
     report, md = compare(*parse_args(argv))
     dora, lora = report["methods"]["dora"], report["methods"]["lora"]
     assert len(dora["sweep"]) == 2 and dora["per_seed"][0]["seed"] == 0
@@ -263,8 +384,23 @@ def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp
     parts = Fakes()
     for method in ("lora", "linchain-k3"):
         for rate in ("1e-3", "1e-2"):
-            compare(*parse_args(_argv(boolq_dir, out, "--methods", method, "--baseline", method, "--learning_rates", rate,
-                                      "--sweep_only")), train_fn=parts.train, eval_fn=parts.eval)
+            compare(
+                *parse_args(
+                    _argv(
+                        boolq_dir,
+                        out,
+                        "--methods",
+                        method,
+                        "--baseline",
+                        method,
+                        "--learning_rates",
+                        rate,
+                        "--sweep_only",
+                    )
+                ),
+                train_fn=parts.train,
+                eval_fn=parts.eval,
+            )
     assert sorted(parts.trained) == sorted((m, r, 0, False) for m in ("lora", "linchain-k3") for r in (1e-3, 1e-2))
     assert not list(out.glob("runs/*/*/*/test.json")) and len(list(out.glob("runs/*/*/seed0/validation.json"))) == 4
     rest = Fakes()
@@ -294,8 +430,11 @@ def test_generation_settings_reach_every_eval_and_belong_to_the_study(boolq_dir,
     compare(*parse_args(argv), train_fn=fakes.train, eval_fn=eval_fn)
     assert seen and set(seen) == {(1, 6)}
     with pytest.raises(ValueError, match=r"other settings \(eval.num_beams\)"):
-        compare(*parse_args(_argv(boolq_dir, out, "--scorer", "generate", "--max_new_tokens", "6")),
-                train_fn=fakes.train, eval_fn=eval_fn)
+        compare(
+            *parse_args(_argv(boolq_dir, out, "--scorer", "generate", "--max_new_tokens", "6")),
+            train_fn=fakes.train,
+            eval_fn=eval_fn,
+        )
     # settings.json from before these fields: read as the defaults they had
     old = tmp_path / "old"
     compare(*parse_args(_argv(boolq_dir, old)), train_fn=fakes.train, eval_fn=fakes.eval)
@@ -327,14 +466,40 @@ def test_test_rows_that_repeat_a_training_prompt_are_dropped_and_counted(boolq_d
                 scored.append([r["instruction"] for r in json.loads(Path(d).read_text())])
         return fakes.eval(args)
 
-    argv = ["--model_name_or_path", "unused", "--data", str(data / "train.json"), "--eval_data", str(data / "test.json"),
-            "--methods", "lora", "--seeds", "0", "--learning_rates", "1e-3", "--max_steps", "3", "--validation_size", "4",
-            "--n_resamples", "100"]
-    report, md = compare(*parse_args([*argv, "--output_dir", str(tmp_path / "a")]), train_fn=fakes.train, eval_fn=eval_fn)
+    argv = [
+        "--model_name_or_path",
+        "unused",
+        "--data",
+        str(data / "train.json"),
+        "--eval_data",
+        str(data / "test.json"),
+        "--methods",
+        "lora",
+        "--seeds",
+        "0",
+        "--learning_rates",
+        "1e-3",
+        "--max_steps",
+        "3",
+        "--validation_size",
+        "4",
+        "--n_resamples",
+        "100",
+    ]
+    report, md = compare(
+        *parse_args([*argv, "--output_dir", str(tmp_path / "a")]), train_fn=fakes.train, eval_fn=eval_fn
+    )
     assert scored and all(rows == [r["instruction"] for r in unseen] for rows in scored)
-    assert report["test_rows"][str(data / "test.json")] == {"rows": 5 + len(unseen), "kept": len(unseen), "dropped_seen_in_training": 5}
+    assert report["test_rows"][str(data / "test.json")] == {
+        "rows": 5 + len(unseen),
+        "kept": len(unseen),
+        "dropped_seen_in_training": 5,
+    }
     assert "5 of" in md.read_text() and "dropped (--test_unseen_only)" in md.read_text()
     scored.clear()
-    report, _ = compare(*parse_args([*argv, "--output_dir", str(tmp_path / "b"), "--test_unseen_only", "false"]),
-                        train_fn=fakes.train, eval_fn=eval_fn)
+    report, _ = compare(
+        *parse_args([*argv, "--output_dir", str(tmp_path / "b"), "--test_unseen_only", "false"]),
+        train_fn=fakes.train,
+        eval_fn=eval_fn,
+    )
     assert report["test_rows"] is None and len(scored[0]) == 5 + len(unseen)

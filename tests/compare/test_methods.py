@@ -6,39 +6,50 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from linchain.cli.train import parse_args
 from linchain.compare.methods import parse_method, parse_methods
 from linchain.train import run_training
 from linchain.train.args import ModelArguments
 
 from ..train.conftest import base_args
-from linchain.cli.train import parse_args
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("lora", dict(method="lora", r=16, alpha=32.0, chain_length=0)),
-    ("moslora", dict(method="moslora", chain_length=1)),
-    ("linchain", dict(method="linchain", chain_length=3)),  # the shared --num_mixers
-    ("linchain-k4", dict(method="linchain", chain_length=4, mixer_bias=False)),
-    ("linchain-k2-bias-orthogonal", dict(chain_length=2, mixer_bias=True, mixer_init="orthogonal")),
-    ("linchain-k3-frozen", dict(chain_length=3, freeze_mixers=True, mixer_init="kaiming")),
-    ("moslora-identity", dict(chain_length=1, mixer_init="identity")),
-    ("lora-2r", dict(method="lora", r=32, alpha=64.0, chain_length=0)),
-    ("peft-lora", dict(method="peft-lora", chain_length=None)),
-    ("dora", dict(method="dora", r=16, alpha=32.0, chain_length=None)),
-    ("pissa", dict(method="pissa", chain_length=None)),
-    ("rslora", dict(method="rslora", chain_length=None)),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("lora", dict(method="lora", r=16, alpha=32.0, chain_length=0)),
+        ("moslora", dict(method="moslora", chain_length=1)),
+        ("linchain", dict(method="linchain", chain_length=3)),  # the shared --num_mixers
+        ("linchain-k4", dict(method="linchain", chain_length=4, mixer_bias=False)),
+        ("linchain-k2-bias-orthogonal", dict(chain_length=2, mixer_bias=True, mixer_init="orthogonal")),
+        ("linchain-k3-frozen", dict(chain_length=3, freeze_mixers=True, mixer_init="kaiming")),
+        ("moslora-identity", dict(chain_length=1, mixer_init="identity")),
+        ("lora-2r", dict(method="lora", r=32, alpha=64.0, chain_length=0)),
+        ("peft-lora", dict(method="peft-lora", chain_length=None)),
+        ("dora", dict(method="dora", r=16, alpha=32.0, chain_length=None)),
+        ("pissa", dict(method="pissa", chain_length=None)),
+        ("rslora", dict(method="rslora", chain_length=None)),
+    ],
+)
 def test_method_names(name, expected):
     args = parse_method(name).model_arguments(ModelArguments(r=16, alpha=32.0, num_mixers=3))
     for key, value in expected.items():
         assert getattr(args, key) == value, (name, key)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("lora-frozen", "has no mixers"), ("linchain-k0-bias", "has no mixers"), ("full-bias", "has no mixers"),
-    ("dora-bias", "has no mixers"), ("doras", "is not a method"), ("linchain-k3-biass", "is not a method"), ("linchain-k3-bias-bias", "is not a method"),
-    ("moslora-orthogonal-identity", "choose one"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("lora-frozen", "has no mixers"),
+        ("linchain-k0-bias", "has no mixers"),
+        ("full-bias", "has no mixers"),
+        ("dora-bias", "has no mixers"),
+        ("doras", "is not a method"),
+        ("linchain-k3-biass", "is not a method"),
+        ("linchain-k3-bias-bias", "is not a method"),
+        ("moslora-orthogonal-identity", "choose one"),
+    ],
+)
 def test_bad_method_names(name, message):
     with pytest.raises(ValueError, match=message):
         parse_method(name)
@@ -63,8 +74,19 @@ class _Snapshot(TrainerCallback):
 
 @pytest.mark.parametrize("freeze", [True, False])
 def test_frozen_mixers_stay_at_their_initial_values(tiny_model_dir, even_data, tmp_path, freeze):
-    model_args, data_args, train_args = parse_args(base_args(tiny_model_dir, even_data, tmp_path / "run", "--eval_strategy", "no",
-                                                             "--save_steps", "100", "--freeze_mixers", str(freeze).lower()))
+    model_args, data_args, train_args = parse_args(
+        base_args(
+            tiny_model_dir,
+            even_data,
+            tmp_path / "run",
+            "--eval_strategy",
+            "no",
+            "--save_steps",
+            "100",
+            "--freeze_mixers",
+            str(freeze).lower(),
+        )
+    )
     snap = _Snapshot()
     result = run_training(model_args, data_args, train_args, callbacks=[snap])
     after = dict(snap.model.named_parameters())

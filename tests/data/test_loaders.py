@@ -37,7 +37,9 @@ def test_json_list_rows(tmp_path):
 def test_adapters_row_writes_a_file_that_loads_back_the_same_rows(tmp_path):
     rows = load_examples(write_json(tmp_path / "d.json", ROWS))
     again = load_examples(write_json(tmp_path / "again.json", [e.adapters_row() for e in rows]))
-    assert [(e.instruction, e.input, e.output, e.answer) for e in again] == [(e.instruction, e.input, e.output, e.answer) for e in rows]
+    assert [(e.instruction, e.input, e.output, e.answer) for e in again] == [
+        (e.instruction, e.input, e.output, e.answer) for e in rows
+    ]
     assert [e.answer for e in again] == ["true", "5"]
 
 
@@ -158,7 +160,10 @@ def test_saved_hf_dataset_with_columns(tmp_path):
     datasets.DatasetDict({"train": ds, "test": ds.select([1])}).save_to_disk(tmp_path / "saved")
     got = load_examples(tmp_path / "saved", columns={"instruction": "question", "output": "label", "answer": "label"})
     assert [(e.instruction, e.output, e.answer) for e in got] == [("a?", "A", "A"), ("b?", "B", "B")]
-    assert [e.row for e in load_examples(tmp_path / "saved", split="test", columns={"instruction": "question", "output": "label"})] == [0]
+    assert [
+        e.row
+        for e in load_examples(tmp_path / "saved", split="test", columns={"instruction": "question", "output": "label"})
+    ] == [0]
     with pytest.raises(DataError, match=r"no column\(s\) \['output'\]"):
         load_examples(tmp_path / "saved", columns={"instruction": "question"})
 
@@ -171,7 +176,9 @@ def test_reasoning_gym_spec_seed_draws_rows_seed_plus_index():
     shifted = load_examples("reasoning_gym:family_relationships:4:8")
     assert [e.instruction for e in shifted] == [e.instruction for e in train[8:]]
     assert shifted[0].source == "reasoning_gym:family_relationships:4:8"
-    assert not {e.instruction for e in load_examples("reasoning_gym:family_relationships:4:12")} & {e.instruction for e in train}
+    assert not {e.instruction for e in load_examples("reasoning_gym:family_relationships:4:12")} & {
+        e.instruction for e in train
+    }
     with pytest.raises(DataError, match="the seed after the third ':' must be a non-negative integer"):
         load_examples("reasoning_gym:family_relationships:4:x")
 
@@ -189,12 +196,15 @@ def test_reasoning_gym_options_configure_the_generator():
     assert max(len(r.instruction) for r in default) > max(len(r.instruction) for r in rows)
 
 
-@pytest.mark.parametrize("options, message", [
-    ("nope=1", "unexpected keyword argument 'nope'"),
-    ("min_digits", "must be key=value pairs"),
-    ("min_digits=5&max_digits=1", "max_digits must be >= min_digits"),
-    ("min_digits=[1]", "must be a number, a word or true/false"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ("nope=1", "unexpected keyword argument 'nope'"),
+        ("min_digits", "must be key=value pairs"),
+        ("min_digits=5&max_digits=1", "max_digits must be >= min_digits"),
+        ("min_digits=[1]", "must be a number, a word or true/false"),
+    ],
+)
 def test_reasoning_gym_bad_options_name_the_spec(options, message):
     pytest.importorskip("reasoning_gym")
     with pytest.raises(DataError, match=re.escape(message)):

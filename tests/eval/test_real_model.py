@@ -20,8 +20,28 @@ def test_smollm2_both_scorers_on_boolq(tmp_path):
     data = str(DATA_DIR / "boolq" / "test.json")
     for scorer in ("loglik", "generate"):
         out = tmp_path / scorer
-        assert main(["--model_name_or_path", "smollm2", "--data", data, "--scorer", scorer, "--limit", "4",
-                     "--num_beams", "2", "--max_new_tokens", "8", "--output_dir", str(out), "--no_progress"]) == 0
+        assert (
+            main(
+                [
+                    "--model_name_or_path",
+                    "smollm2",
+                    "--data",
+                    data,
+                    "--scorer",
+                    scorer,
+                    "--limit",
+                    "4",
+                    "--num_beams",
+                    "2",
+                    "--max_new_tokens",
+                    "8",
+                    "--output_dir",
+                    str(out),
+                    "--no_progress",
+                ]
+            )
+            == 0
+        )
         res = json.loads((out / "results.json").read_text())
         assert res["tasks"][0]["total"] == 4 and res["tasks"][0]["task"] == "boolq"
         preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]

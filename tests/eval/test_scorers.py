@@ -6,11 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from linchain.data.prompts import format_prompt
 from linchain.data import Example
+from linchain.data.prompts import format_prompt
 from linchain.eval.generate import generate_predict, generate_texts
-from linchain.eval.loglik import (continuation_logprobs, loglik_accuracy, loglik_predict, shared_prompt_logprobs,
-                                  shared_prompts_logprobs)
+from linchain.eval.loglik import (
+    continuation_logprobs,
+    loglik_accuracy,
+    loglik_predict,
+    shared_prompt_logprobs,
+    shared_prompts_logprobs,
+)
 from linchain.eval.tasks import get_task
 
 from .helpers import byte_tokenizer, tiny_lm
@@ -70,7 +75,12 @@ def test_rows_batched_through_one_cache_match_the_unbatched_reference(tok, arch,
     different lengths, and batch sizes that split a row's candidates over chunks (copies of the
     cache), put several rows in one chunk, or everything in one pass."""
     model = tiny_lm(len(tok), seed=11) if arch == "llama" else _tiny_gpt2(len(tok))
-    prompts = ["Q: one?\n", "A much longer question, so that the shorter ones are padded on the left?\n", "Mid-size?", "x"]
+    prompts = [
+        "Q: one?\n",
+        "A much longer question, so that the shorter ones are padded on the left?\n",
+        "Mid-size?",
+        "x",
+    ]
     conts = [["yes", "no", "maybe not", "z"], [" a"], ["first answer", "second"], ["b", "cc", "ddd"]]
     got = shared_prompts_logprobs(model, tok, prompts, conts, batch_size=batch_size)
     assert [len(g) for g in got] == [len(c) for c in conts]
@@ -94,16 +104,24 @@ def test_batched_left_padded_generation_matches_one_by_one(tok, num_beams):
     model = tiny_lm(len(tok), seed=5)
     prompts = ["Instruction: add", "A longer instruction with more bytes in it", "mid-size one"]
     batched = generate_texts(model, tok, prompts, max_new_tokens=6, num_beams=num_beams, batch_size=3)
-    single = [generate_texts(model, tok, [p], max_new_tokens=6, num_beams=num_beams, batch_size=1)[0]
-              for p in prompts]
+    single = [generate_texts(model, tok, [p], max_new_tokens=6, num_beams=num_beams, batch_size=1)[0] for p in prompts]
     assert batched == single
     assert all(len(t) > 0 for t in batched)
 
 
 def _rows(n: int):
     # gold alternates, so a model that always says "true" scores exactly 50%
-    return [Example(f"Question {i}: is the sky {['blue', 'green'][i % 2]}?\n\nAnswer format: true/false", "", "",
-                    answer=["true", "false"][i % 2], source="synthetic", row=i) for i in range(n)]
+    return [
+        Example(
+            f"Question {i}: is the sky {['blue', 'green'][i % 2]}?\n\nAnswer format: true/false",
+            "",
+            "",
+            answer=["true", "false"][i % 2],
+            source="synthetic",
+            row=i,
+        )
+        for i in range(n)
+    ]
 
 
 def _force_true(tok, seed: int = 0):

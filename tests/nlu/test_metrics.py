@@ -7,7 +7,13 @@ import math
 import pytest
 
 from linchain.nlu.metrics import (
-    accuracy, compute_metrics, f1_binary, f1_macro, matthews_corrcoef, pearson, spearman,
+    accuracy,
+    compute_metrics,
+    f1_binary,
+    f1_macro,
+    matthews_corrcoef,
+    pearson,
+    spearman,
 )
 
 # labels 1 1 1 0 0 0 1 0 ; preds 1 0 1 0 1 0 1 0  -> TP=3 FN=1 FP=1 TN=3

@@ -4,8 +4,8 @@ Trainer and LinChain, save, reload the adapter through `linchain eval --task_typ
 from __future__ import annotations
 
 import csv
-import os
 import json
+import os
 import random
 
 import pytest
@@ -27,8 +27,14 @@ def encoder_dir(tmp_path_factory):
     assert tokenizer("the movie")["input_ids"] == [2, 11, 12, 3]  # words are in the vocabulary, not [UNK]
     tokenizer.save_pretrained(path)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertForSequenceClassification(config).bert.save_pretrained(path)  # an encoder without a head
     return str(path)
 
@@ -50,9 +56,20 @@ def _sentiment_csv(path, n: int, seed: int = 0) -> str:
 def test_tiny_encoder_learns_and_the_saved_adapter_evaluates_the_same(encoder_dir, tmp_path):
     data = _sentiment_csv(tmp_path / "sent.csv", 120)
     out = tmp_path / "run"
-    args = NLUArguments(model_name_or_path=encoder_dir, data=data, do_train=True, r=4, alpha=8, num_mixers=2,
-                        learning_rate=2e-2, max_steps=100, per_device_train_batch_size=16, eval_fraction=0.25,
-                        output_dir=str(out), seed=0)
+    args = NLUArguments(
+        model_name_or_path=encoder_dir,
+        data=data,
+        do_train=True,
+        r=4,
+        alpha=8,
+        num_mixers=2,
+        learning_rate=2e-2,
+        max_steps=100,
+        per_device_train_batch_size=16,
+        eval_fraction=0.25,
+        output_dir=str(out),
+        seed=0,
+    )
     result = train_seq_cls(args)
     assert result["label_names"] == ["neg", "pos"] and result["eval_rows"] == 30
     assert result["metrics"]["accuracy"] >= 0.9, result["metrics"]
@@ -62,8 +79,23 @@ def test_tiny_encoder_learns_and_the_saved_adapter_evaluates_the_same(encoder_di
     assert config["peft_type"] == "LINCHAIN" and config["task_type"] == "SEQ_CLS"
     # evaluate the saved adapter on the same held-out rows through the CLI: identical metrics
     # --num_threads is documented for eval and was refused on this path; --task_type=X as for train
-    rc = eval_main(["--task_type=seq_cls", "--model_name_or_path", encoder_dir, "--adapter", str(out),
-                    "--data", data, "--eval_fraction", "0.25", "--output_dir", str(tmp_path / "ev"), "--num_threads", "1"])
+    rc = eval_main(
+        [
+            "--task_type=seq_cls",
+            "--model_name_or_path",
+            encoder_dir,
+            "--adapter",
+            str(out),
+            "--data",
+            data,
+            "--eval_fraction",
+            "0.25",
+            "--output_dir",
+            str(tmp_path / "ev"),
+            "--num_threads",
+            "1",
+        ]
+    )
     assert rc == 0
     again = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert again["metrics"] == pytest.approx(result["metrics"])
@@ -109,9 +141,28 @@ def test_linchain_train_task_type_seq_cls_runs_the_encoder_path(encoder_dir, tmp
 
     data = _sentiment_csv(tmp_path / "sent.csv", 60)
     out = tmp_path / "run"
-    rc = train_main(["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data, "--r", "4",
-                     "--alpha", "8", "--max_steps", "5", "--per_device_train_batch_size", "8",
-                     "--eval_fraction", "0.25", "--output_dir", str(out)])
+    rc = train_main(
+        [
+            "--task_type",
+            "seq_cls",
+            "--model_name_or_path",
+            encoder_dir,
+            "--data",
+            data,
+            "--r",
+            "4",
+            "--alpha",
+            "8",
+            "--max_steps",
+            "5",
+            "--per_device_train_batch_size",
+            "8",
+            "--eval_fraction",
+            "0.25",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     assert train_main(["--task_type", "token_cls", "--output_dir", str(tmp_path / "x")]) == 2
@@ -124,7 +175,22 @@ def test_seq_cls_refuses_a_non_empty_output_folder(encoder_dir, tmp_path, capsys
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     data = _sentiment_csv(tmp_path / "sent.csv", 20)
-    assert train_main(["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data,
-                       "--max_steps", "1", "--output_dir", str(out)]) == 2
+    assert (
+        train_main(
+            [
+                "--task_type",
+                "seq_cls",
+                "--model_name_or_path",
+                encoder_dir,
+                "--data",
+                data,
+                "--max_steps",
+                "1",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "holds files linchain did not write (notes.txt); choose another folder" in capsys.readouterr().err
     assert os.listdir(out) == ["notes.txt"]

@@ -15,8 +15,16 @@ from linchain.outputs import KINDS
 PACKAGE = Path(linchain.__file__).parent
 THE_WRITE_PATH = {"io.py", "outputs.py"}
 #: calls that delete or move files: module functions, and methods of Path objects
-REMOVING_FUNCTIONS = {("shutil", "rmtree"), ("shutil", "move"), ("os", "remove"), ("os", "unlink"), ("os", "rmdir"),
-                      ("os", "rename"), ("os", "replace"), ("os", "removedirs")}
+REMOVING_FUNCTIONS = {
+    ("shutil", "rmtree"),
+    ("shutil", "move"),
+    ("os", "remove"),
+    ("os", "unlink"),
+    ("os", "rmdir"),
+    ("os", "rename"),
+    ("os", "replace"),
+    ("os", "removedirs"),
+}
 REMOVING_METHODS = {"unlink", "rmdir", "rename"}
 
 
@@ -39,9 +47,13 @@ def _removals(tree: ast.AST) -> list[str]:
 
 
 def test_only_the_write_path_removes_files():
-    outside = {str(path.relative_to(PACKAGE)): calls for path, tree in _modules()
-               if path.name not in THE_WRITE_PATH or path.parent != PACKAGE
-               for calls in [_removals(tree)] if calls}
+    outside = {
+        str(path.relative_to(PACKAGE)): calls
+        for path, tree in _modules()
+        if path.name not in THE_WRITE_PATH or path.parent != PACKAGE
+        for calls in [_removals(tree)]
+        if calls
+    }
     assert outside == {}, f"files removed or moved outside linchain/io.py and linchain/outputs.py: {outside}"
 
 
@@ -56,7 +68,11 @@ def test_every_kind_of_output_is_written_through_an_output_folder():
     opened = set()
     for path, tree in _modules():
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "OutputFolder" and len(node.args) >= 2 \
-                    and isinstance(node.args[1], ast.Constant):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "OutputFolder"
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+            ):
                 opened.add(node.args[1].value)
     assert opened == set(KINDS), f"kinds never opened: {set(KINDS) - opened}; unknown kinds: {opened - set(KINDS)}"

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from linchain.cli.main import main as cli
 from linchain.outputs import MARKER, OutputFolder, read_marker
 
-from ..nlu.test_seq_cls import _sentiment_csv, encoder_dir  # noqa: F401  (a fixture)
+from ..nlu.test_seq_cls import _sentiment_csv
 from ..train.conftest import base_args, make_rows
 from .helpers import error_line, tree
 
@@ -58,16 +58,18 @@ def _killed_after_step_4(straight: Path, dest: Path) -> Path:
     for name in ("adapter", "summary.json", "summary.txt", "loss_curve.png"):
         shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    (run / "metrics.jsonl").write_text("".join(l + "\n" for l in lines if json.loads(l).get("step", 0) <= 4
-                                               and "summary" not in l))
+    (run / "metrics.jsonl").write_text(
+        "".join(line + "\n" for line in lines if json.loads(line).get("step", 0) <= 4 and "summary" not in line)
+    )
     (run / MARKER).write_text(json.dumps({"kind": "train", "status": "writing"}))
     return run
 
 
 # ------------------------------------------------------------------------ one write path
 @pytest.mark.parametrize("resume", [False, True], ids=["new run", "resume"])
-def test_a_second_train_into_a_folder_being_written_is_refused_at_once(tiny_model_dir, even_data, finished, tmp_path,
-                                                                       capsys, resume):
+def test_a_second_train_into_a_folder_being_written_is_refused_at_once(
+    tiny_model_dir, even_data, finished, tmp_path, capsys, resume
+):
     out = _run_copy(finished, tmp_path / "run") if resume else tmp_path / "run"
     before = tree(out) if resume else {}
     with OutputFolder(out, "train", resume=resume).locked():  # another `linchain train` (or --resume) is running
@@ -76,7 +78,9 @@ def test_a_second_train_into_a_folder_being_written_is_refused_at_once(tiny_mode
     assert (tree(out) if out.exists() else {}) == before
 
 
-def test_overwrite_removes_the_old_run_before_a_new_run_that_fails(tiny_model_dir, even_data, finished, tmp_path, capsys):
+def test_overwrite_removes_the_old_run_before_a_new_run_that_fails(
+    tiny_model_dir, even_data, finished, tmp_path, capsys
+):
     """The old adapter and summary never stay beside a failed new run, looking like its result."""
     out = _run_copy(finished, tmp_path / "run")
     bad = tmp_path / "bad.json"
@@ -95,10 +99,12 @@ def test_a_new_run_that_fails_before_saving_leaves_a_new_folder_as_it_was(tiny_m
     assert not out.exists()
 
 
-@pytest.mark.parametrize("where", ["holds the data", "inside the base model", "the base model", "an eval output",
-                                   "the current folder"])
-def test_train_never_writes_over_or_inside_its_inputs_even_with_overwrite(tiny_model_dir, even_data, tmp_path, capsys,
-                                                                          monkeypatch, where):
+@pytest.mark.parametrize(
+    "where", ["holds the data", "inside the base model", "the base model", "an eval output", "the current folder"]
+)
+def test_train_never_writes_over_or_inside_its_inputs_even_with_overwrite(
+    tiny_model_dir, even_data, tmp_path, capsys, monkeypatch, where
+):
     model = _run_copy(tiny_model_dir, tmp_path / "model")
     data = tmp_path / "data" / "even.json"
     data.parent.mkdir()
@@ -108,8 +114,13 @@ def test_train_never_writes_over_or_inside_its_inputs_even_with_overwrite(tiny_m
     (evals / "results.json").write_text("{}")
     (evals / "predictions.jsonl").write_text("")
     monkeypatch.chdir(data.parent)
-    out = {"holds the data": data.parent, "inside the base model": model / "run", "the base model": model,
-           "an eval output": evals, "the current folder": Path(".")}[where]
+    out = {
+        "holds the data": data.parent,
+        "inside the base model": model / "run",
+        "the base model": model,
+        "an eval output": evals,
+        "the current folder": Path("."),
+    }[where]
     before = tree(tmp_path)
     assert cli(["train", *base_args(model, data, out), "--overwrite"]) == 2
     assert error_line(capsys, "train").split("error: ")[1].startswith(f"--output_dir {out} ")
@@ -117,8 +128,9 @@ def test_train_never_writes_over_or_inside_its_inputs_even_with_overwrite(tiny_m
 
 
 @pytest.mark.parametrize("case", ["a file", "read-only", "no space"])
-def test_output_folder_problems_are_one_line_before_the_model_loads(tiny_model_dir, even_data, tmp_path, capsys,
-                                                                    monkeypatch, case):
+def test_output_folder_problems_are_one_line_before_the_model_loads(
+    tiny_model_dir, even_data, tmp_path, capsys, monkeypatch, case
+):
     import linchain.outputs
 
     out = tmp_path / "run"
@@ -150,7 +162,9 @@ def test_readme_config_example_never_wipes_the_run_it_came_from(finished, tmp_pa
         path.write_text(yaml.safe_dump({**saved, "overwrite": True, "resume": False}))
     before = tree(out)
     assert cli(["train", "--config", str(path), "--max_steps", "2"]) == 2
-    assert "holds a previous run; pass --resume to continue it, --overwrite to start afresh" in error_line(capsys, "train")
+    assert "holds a previous run; pass --resume to continue it, --overwrite to start afresh" in error_line(
+        capsys, "train"
+    )
     assert tree(out) == before
     # the README's form: the same settings into another folder, a new run; the first run untouched
     other = tmp_path / "other"
@@ -159,15 +173,21 @@ def test_readme_config_example_never_wipes_the_run_it_came_from(finished, tmp_pa
     assert yaml.safe_load((other / "train_config.yaml").read_text())["learning_rate"] == saved["learning_rate"]
 
 
-@pytest.mark.parametrize("flags, named", [
-    (["--learning_rate", "2e-2"], "--learning_rate 0.01 -> 0.02"),
-    (["--r", "8", "--alpha", "16"], "--alpha 8.0 -> 16.0; --r 4 -> 8"),
-    (["--method", "lora"], "--method 'linchain' -> 'lora'"),
-    (["--seed", "1"], "--seed 0 -> 1"),
-    (["--max_steps", "8"], "--max_steps 4 -> 8"),
-    (["--data", "OTHER"], "--data ["),
-], ids=["learning rate", "r and alpha", "method", "seed", "longer max_steps", "other data"])
-def test_resume_refuses_changed_settings_naming_each(tiny_model_dir, even_data, finished, tmp_path, capsys, flags, named):
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--learning_rate", "2e-2"], "--learning_rate 0.01 -> 0.02"),
+        (["--r", "8", "--alpha", "16"], "--alpha 8.0 -> 16.0; --r 4 -> 8"),
+        (["--method", "lora"], "--method 'linchain' -> 'lora'"),
+        (["--seed", "1"], "--seed 0 -> 1"),
+        (["--max_steps", "8"], "--max_steps 4 -> 8"),
+        (["--data", "OTHER"], "--data ["),
+    ],
+    ids=["learning rate", "r and alpha", "method", "seed", "longer max_steps", "other data"],
+)
+def test_resume_refuses_changed_settings_naming_each(
+    tiny_model_dir, even_data, finished, tmp_path, capsys, flags, named
+):
     out = _run_copy(finished, tmp_path / "run")
     if flags[-1] == "OTHER":
         other = tmp_path / "other.json"
@@ -180,8 +200,22 @@ def test_resume_refuses_changed_settings_naming_each(tiny_model_dir, even_data, 
     assert "start a new run" in line and ("another learning-rate schedule" in line) == ("--max_steps" in named)
     assert tree(out) == before
     # launch and speed-only flags may change: the finished run is recognised and its outputs rewritten
-    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--resume", "--num_threads", "1",
-                "--logging_steps", "2", "--disable_tqdm", "false"]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                *base_args(tiny_model_dir, even_data, out),
+                "--resume",
+                "--num_threads",
+                "1",
+                "--logging_steps",
+                "2",
+                "--disable_tqdm",
+                "false",
+            ]
+        )
+        == 0
+    )
 
 
 def test_resume_with_an_unreadable_train_config_is_one_line(tiny_model_dir, even_data, finished, tmp_path, capsys):
@@ -191,16 +225,20 @@ def test_resume_with_an_unreadable_train_config_is_one_line(tiny_model_dir, even
     assert "train_config.yaml cannot be read" in error_line(capsys, "train")
 
 
-@pytest.mark.parametrize("break_it, says", [
-    ("optimizer.pt truncated", "checkpoint-4 cannot be resumed from (optimizer.pt is truncated"),
-    ("adapter truncated", "checkpoint-4 cannot be resumed from (adapter_model.safetensors is truncated"),
-    ("trainer_state.json is []", "checkpoint-4 cannot be resumed from (trainer_state.json is not a Trainer state"),
-    ("adapter config disagrees with its tensors", "checkpoint-4 cannot be resumed from ("),
-    ("metrics.jsonl half-written last line", "dropped 1 malformed line(s)"),
-    ("nothing", "resuming from"),
-])
-def test_resume_falls_back_past_a_broken_checkpoint_and_summarises_the_whole_run(tiny_model_dir, even_data, straight,
-                                                                                  tmp_path, capsys, break_it, says):
+@pytest.mark.parametrize(
+    "break_it, says",
+    [
+        ("optimizer.pt truncated", "checkpoint-4 cannot be resumed from (optimizer.pt is truncated"),
+        ("adapter truncated", "checkpoint-4 cannot be resumed from (adapter_model.safetensors is truncated"),
+        ("trainer_state.json is []", "checkpoint-4 cannot be resumed from (trainer_state.json is not a Trainer state"),
+        ("adapter config disagrees with its tensors", "checkpoint-4 cannot be resumed from ("),
+        ("metrics.jsonl half-written last line", "dropped 1 malformed line(s)"),
+        ("nothing", "resuming from"),
+    ],
+)
+def test_resume_falls_back_past_a_broken_checkpoint_and_summarises_the_whole_run(
+    tiny_model_dir, even_data, straight, tmp_path, capsys, break_it, says
+):
     run = _killed_after_step_4(straight, tmp_path / "run")
     checkpoint = run / "checkpoint-4"
     if break_it == "optimizer.pt truncated":
@@ -222,8 +260,11 @@ def test_resume_falls_back_past_a_broken_checkpoint_and_summarises_the_whole_run
     assert says in err and "Traceback" not in err
     a, b = _adapter(straight), _adapter(run)
     assert all((a[k] == b[k]).all() for k in a)  # the same run, bit for bit on CPU
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]
+    steps = [
+        json.loads(line)["step"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if "loss" in json.loads(line)
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]
     # the summary covers all 6 steps, not the 2 or 4 trained after the resume
     whole = json.loads((straight / "summary.json").read_text())["train_loss"]
@@ -242,25 +283,46 @@ def test_resume_with_no_intact_checkpoint_is_one_line(tiny_model_dir, even_data,
 # ------------------------------------------------------------------------ no secret written
 def test_hub_token_is_written_nowhere(tiny_model_dir, even_data, tmp_path):
     out = tmp_path / "run"
-    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--max_steps", "2", "--save_steps", "1",
-                "--hub_token", "hf_SECRETxyz"]) == 0
+    assert (
+        cli(
+            [
+                "train",
+                *base_args(tiny_model_dir, even_data, out),
+                "--max_steps",
+                "2",
+                "--save_steps",
+                "1",
+                "--hub_token",
+                "hf_SECRETxyz",
+            ]
+        )
+        == 0
+    )
     files = tree(out)
     assert "checkpoint-1/training_args.bin" in files
     assert [name for name, data in files.items() if b"hf_SECRETxyz" in data] == []
 
 
 # ------------------------------------------------------------------------ refusals before any model loads
-@pytest.mark.parametrize("flags, named", [
-    (["--num_train_epochs", "0", "--max_steps", "-1"], "--num_train_epochs=0.0 with --max_steps=-1: nothing would be trained"),
-    (["--max_steps", "-5"], "--max_steps=-5"),
-    (["--alpha", "inf"], "--alpha=inf: must be a finite number"),
-    (["--learning_rate", "inf"], "--learning_rate=inf: must be a finite number"),
-    (["--weight_decay", "nan"], "--weight_decay=nan: must be a finite number"),
-    (["--max_grad_norm", "inf"], "--max_grad_norm=inf: must be a finite number"),
-    (["--seed", "-1"], "--seed=-1: must be between 0 and"),
-    (["--data_seed", "4294967296"], "--data_seed=4294967296"),
-])
-def test_zero_work_and_bad_values_are_refused_naming_the_flag(tiny_model_dir, even_data, tmp_path, capsys, flags, named):
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (
+            ["--num_train_epochs", "0", "--max_steps", "-1"],
+            "--num_train_epochs=0.0 with --max_steps=-1: nothing would be trained",
+        ),
+        (["--max_steps", "-5"], "--max_steps=-5"),
+        (["--alpha", "inf"], "--alpha=inf: must be a finite number"),
+        (["--learning_rate", "inf"], "--learning_rate=inf: must be a finite number"),
+        (["--weight_decay", "nan"], "--weight_decay=nan: must be a finite number"),
+        (["--max_grad_norm", "inf"], "--max_grad_norm=inf: must be a finite number"),
+        (["--seed", "-1"], "--seed=-1: must be between 0 and"),
+        (["--data_seed", "4294967296"], "--data_seed=4294967296"),
+    ],
+)
+def test_zero_work_and_bad_values_are_refused_naming_the_flag(
+    tiny_model_dir, even_data, tmp_path, capsys, flags, named
+):
     out = tmp_path / "run"
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), *flags]) == 2
     assert named in error_line(capsys, "train")
@@ -269,8 +331,26 @@ def test_zero_work_and_bad_values_are_refused_naming_the_flag(tiny_model_dir, ev
 
 # ------------------------------------------------------------------------ sequence classification
 def _seq_cls(encoder: str, data: str, out: Path, *extra: str) -> list[str]:
-    return ["train", "--task_type", "seq_cls", "--model_name_or_path", encoder, "--data", data, "--r", "4",
-            "--alpha", "8", "--max_steps", "2", "--per_device_train_batch_size", "8", "--output_dir", str(out), *extra]
+    return [
+        "train",
+        "--task_type",
+        "seq_cls",
+        "--model_name_or_path",
+        encoder,
+        "--data",
+        data,
+        "--r",
+        "4",
+        "--alpha",
+        "8",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
 
 
 def test_seq_cls_overwrite_removes_the_old_run_before_a_new_run_that_fails(encoder_dir, tmp_path, capsys):
@@ -302,16 +382,23 @@ def test_seq_cls_refusals_are_one_line_before_the_model_loads(encoder_dir, tmp_p
     else:
         assert cli(_seq_cls(encoder_dir, data, out, *extra)) == 2
     line = error_line(capsys, "train")
-    assert {"being written": "is being written by another linchain process", "a file": "is a file, not a folder",
-            "seed -1": "--seed=-1", "zero epochs": "nothing would be trained",
-            "the data's folder": "holds the data"}[case] in line
+    assert {
+        "being written": "is being written by another linchain process",
+        "a file": "is a file, not a folder",
+        "seed -1": "--seed=-1",
+        "zero epochs": "nothing would be trained",
+        "the data's folder": "holds the data",
+    }[case] in line
     assert tree(tmp_path) == before
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None,
-                    reason="tensorboard is installed here")
-def test_report_to_tensorboard_without_tensorboard_is_one_line_before_the_model_loads(tiny_model_dir, even_data, tmp_path,
-                                                                                        capsys):
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None,
+    reason="tensorboard is installed here",
+)
+def test_report_to_tensorboard_without_tensorboard_is_one_line_before_the_model_loads(
+    tiny_model_dir, even_data, tmp_path, capsys
+):
     """Found by the break-it check: HF's Trainer raised a RuntimeError traceback after the model loaded."""
     out = tmp_path / "run"
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--report_to", "tensorboard"]) == 2

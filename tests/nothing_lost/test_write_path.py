@@ -16,8 +16,7 @@ import transformers
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM
 
-from linchain import LinChainConfig
-from linchain import outputs
+from linchain import LinChainConfig, outputs
 from linchain.cli.main import main as cli
 from linchain.outputs import MARKER, OutputFolder, read_marker
 

@@ -13,29 +13,55 @@ import os
 import subprocess
 import sys
 
-import pytest
-import torch
 from safetensors.torch import load_file
 
 from .conftest import base_args
 
 
 def _run(cmd, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MASTER_PORT": str(29500 + os.getpid() % 1000),
+    }
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
 
 def test_two_process_ddp_matches_one_process(tiny_model_dir, even_data, tmp_path):
-    common = ["--max_steps", "3", "--gradient_accumulation_steps", "2", "--adapter_dropout", "0", "--eval_strategy", "no",
-              "--save_strategy", "no", "--eval_accuracy", "no"]
+    common = [
+        "--max_steps",
+        "3",
+        "--gradient_accumulation_steps",
+        "2",
+        "--adapter_dropout",
+        "0",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--eval_accuracy",
+        "no",
+    ]
     one = tmp_path / "one"
     two = tmp_path / "two"
     flags_one = [*base_args(tiny_model_dir, even_data, one), *common, "--per_device_train_batch_size", "4"]
     flags_two = [*base_args(tiny_model_dir, even_data, two), *common, "--per_device_train_batch_size", "2"]
     _run([sys.executable, "-m", "linchain", "train", *flags_one], tmp_path)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(29500 + os.getpid() % 1000), "-m", "linchain", "--", "train"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "linchain",
+        "--",
+        "train",
+    ]
     # "--": torchrun's own argparse would otherwise take "--r" for an abbreviation of its options.
     _run([*torchrun, *flags_two], tmp_path)
     a = load_file(str(one / "adapter" / "adapter_model.safetensors"))

@@ -45,7 +45,9 @@ def _has_fsdp2() -> bool:
     return torch.distributed.is_available()
 
 
-pytestmark = pytest.mark.skipif(not _has_fsdp2(), reason="needs torch >= 2.6 with torch.distributed (FSDP2's fully_shard)")
+pytestmark = pytest.mark.skipif(
+    not _has_fsdp2(), reason="needs torch >= 2.6 with torch.distributed (FSDP2's fully_shard)"
+)
 
 STEPS, ROWS, LENGTH, LR, TOL = 3, 4, 12, 1e-2, 1e-5
 #: AdamW eps above the smallest gradients (attention q/k get ~1e-9..1e-7 on this random model): with the
@@ -59,8 +61,14 @@ def build(case: str):
     """The tiny Llama with a LinChain adapter whose every factor is random and non-zero (seeded)."""
     num_mixers, mixer_bias = CASES[case]
     model = tiny_llama(seed=0)
-    cfg = LinChainConfig(r=4, alpha=8, num_mixers=num_mixers, mixer_bias=mixer_bias, dropout=0.0,
-                         target_modules=["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"])
+    cfg = LinChainConfig(
+        r=4,
+        alpha=8,
+        num_mixers=num_mixers,
+        mixer_bias=mixer_bias,
+        dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"],
+    )
     torch.manual_seed(1)
     model = get_peft_model(model, cfg)
     with torch.no_grad():
@@ -123,7 +131,7 @@ def worker(out: Path) -> None:
         # every parameter is now a DTensor sharded over the ranks (dim 0)
         assert all(isinstance(p, DTensor) and p.placements == (Shard(0),) for p in model.parameters())
         losses, grads = [], {}
-        for ids in batches()[:, rank * share:(rank + 1) * share]:
+        for ids in batches()[:, rank * share : (rank + 1) * share]:
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             # the reduce-scattered (mean) gradient shards, gathered (a collective: every rank calls it)
@@ -146,11 +154,23 @@ def worker(out: Path) -> None:
 @pytest.fixture(scope="module")
 def fsdp_results(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fsdp")
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     # --standalone: a free local port for the rendezvous, so parallel runs cannot collide
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tests.train.test_fsdp", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "tests.train.test_fsdp",
+        str(out),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return out

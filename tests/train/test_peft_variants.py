@@ -21,8 +21,9 @@ TARGETS = "q_proj,v_proj"
 
 
 def _ours(model_dir, method: str, out):
-    model_args = ModelArguments(model_name_or_path=str(model_dir), method=method, r=4, alpha=8, adapter_dropout=0.0,
-                                target_modules=TARGETS)
+    model_args = ModelArguments(
+        model_name_or_path=str(model_dir), method=method, r=4, alpha=8, adapter_dropout=0.0, target_modules=TARGETS
+    )
     train_args = LinChainTrainingArguments(output_dir=str(out), report_to="none")
     torch.manual_seed(0)
     model, _, _ = build_model(model_args, train_args)
@@ -32,8 +33,12 @@ def _ours(model_dir, method: str, out):
 def _peft(model_dir, options: dict):
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    return get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS.split(","),
-                                           task_type="CAUSAL_LM", **options))
+    return get_peft_model(
+        base,
+        LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS.split(","), task_type="CAUSAL_LM", **options
+        ),
+    )
 
 
 @pytest.mark.parametrize("method", ["dora", "pissa", "rslora"])
@@ -41,8 +46,11 @@ def test_variants_are_built_as_peft_builds_them(method, tiny_model_dir, tmp_path
     ours, _ = _ours(tiny_model_dir, method, tmp_path / "run")
     reference = _peft(tiny_model_dir, PEFT_LORA_VARIANTS[method])
     config = ours.peft_config["default"]
-    assert (config.use_dora, config.use_rslora, config.init_lora_weights) == \
-        (method == "dora", method == "rslora", "pissa" if method == "pissa" else True)
+    assert (config.use_dora, config.use_rslora, config.init_lora_weights) == (
+        method == "dora",
+        method == "rslora",
+        "pissa" if method == "pissa" else True,
+    )
     trainable = {n: p.shape for n, p in ours.named_parameters() if p.requires_grad}
     assert trainable == {n: p.shape for n, p in reference.named_parameters() if p.requires_grad}
     # the same initial weights and scale as PEFT's (PiSSA's SVD and the base residual included)
@@ -50,7 +58,7 @@ def test_variants_are_built_as_peft_builds_them(method, tiny_model_dir, tmp_path
     for name, tensor in ours.state_dict().items():
         torch.testing.assert_close(tensor, reference_state[name], rtol=0, atol=1e-6, msg=name)
     layer = ours.base_model.model.model.layers[0].self_attn.q_proj
-    assert layer.scaling["default"] == pytest.approx(8 / 4 ** 0.5 if method == "rslora" else 8 / 4)
+    assert layer.scaling["default"] == pytest.approx(8 / 4**0.5 if method == "rslora" else 8 / 4)
 
 
 def test_a_pissa_adapter_is_saved_for_the_original_base_model(tiny_model_dir, tmp_path):
@@ -93,11 +101,30 @@ def test_pissa_initialisation_is_deterministic_so_a_resume_rebuilds_the_same_bas
 @pytest.mark.parametrize("method", ["dora", "pissa"])
 def test_a_variant_trains_saves_and_scores_from_the_cli(method, tiny_model_dir, even_data, tmp_path):
     out = tmp_path / "run"
-    assert cli(["train", *base_args(tiny_model_dir, even_data, out, "--method", method, "--target_modules", TARGETS)]) == 0
+    assert (
+        cli(["train", *base_args(tiny_model_dir, even_data, out, "--method", method, "--target_modules", TARGETS)]) == 0
+    )
     rows = tmp_path / "rows.json"
     rows.write_text(json.dumps(json.loads(even_data.read_text())[:6]))
-    assert cli(["eval", "--adapter", str(out), "--data", str(rows), "--task", "closed", "--scorer", "loglik",
-                "--output_dir", str(tmp_path / "eval"), "--no_progress"]) == 0
+    assert (
+        cli(
+            [
+                "eval",
+                "--adapter",
+                str(out),
+                "--data",
+                str(rows),
+                "--task",
+                "closed",
+                "--scorer",
+                "loglik",
+                "--output_dir",
+                str(tmp_path / "eval"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["tasks"][0]["total"] == 6
 
 

@@ -12,8 +12,8 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from linchain.cli.main import main as cli
 from linchain.cli.args import UsageError
+from linchain.cli.main import main as cli
 from linchain.cli.train import parse_args
 from linchain.train import run_training
 
@@ -61,14 +61,18 @@ def test_train_linchain_writes_all_outputs(tiny_model_dir, even_data, tmp_path, 
 )
 def test_adapter_methods(tiny_model_dir, even_data, tmp_path, method, check):
     out = tmp_path / method
-    args = base_args(tiny_model_dir, even_data, out, "--method", method, "--eval_strategy", "no", "--save_strategy", "no")
+    args = base_args(
+        tiny_model_dir, even_data, out, "--method", method, "--eval_strategy", "no", "--save_strategy", "no"
+    )
     assert cli(["train", *args]) == 0
     assert check(json.loads((out / "adapter" / "adapter_config.json").read_text()))
 
 
 def test_full_fine_tuning_saves_a_plain_model(tiny_model_dir, even_data, tmp_path):
     out = tmp_path / "full"
-    args = base_args(tiny_model_dir, even_data, out, "--method", "full", "--eval_strategy", "no", "--save_strategy", "no")
+    args = base_args(
+        tiny_model_dir, even_data, out, "--method", "full", "--eval_strategy", "no", "--save_strategy", "no"
+    )
     assert cli(["train", *args]) == 0
     tuned = AutoModelForCausalLM.from_pretrained(out / "model")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -77,8 +81,12 @@ def test_full_fine_tuning_saves_a_plain_model(tiny_model_dir, even_data, tmp_pat
 
 def test_config_file_values_are_overridden_by_flags(tiny_model_dir, even_data, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"r": 8, "alpha": 4, "method": "moslora", "data": [str(even_data)], "output_dir": "x"}))
-    model_args, data_args, train_args = parse_args(["--config", str(cfg), "--r", "2", "--output_dir", str(tmp_path / "o")])
+    cfg.write_text(
+        yaml.safe_dump({"r": 8, "alpha": 4, "method": "moslora", "data": [str(even_data)], "output_dir": "x"})
+    )
+    model_args, data_args, train_args = parse_args(
+        ["--config", str(cfg), "--r", "2", "--output_dir", str(tmp_path / "o")]
+    )
     assert (model_args.r, model_args.alpha, model_args.method, model_args.chain_length) == (2, 4, "moslora", 1)
     assert data_args.data == [str(even_data)] and train_args.output_dir == str(tmp_path / "o")
     cfg.write_text(yaml.safe_dump({"rank": 8}))
@@ -94,7 +102,7 @@ def test_repeated_data_flags_are_all_kept(even_data):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--method", "dora"], "ModelArguments.method='dora'"),
+        (["--method", "vera"], "ModelArguments.method='vera'"),
         (["--r", "0"], "ModelArguments.r=0"),
         (["--cutoff_len", "2"], "DataArguments.cutoff_len=2"),
         (["--data_columns", "instruction"], "DataArguments.data_columns='instruction'"),
@@ -118,7 +126,9 @@ def test_merge_gives_the_adapted_models_outputs(tiny_model_dir, even_data, tmp_p
     from peft import PeftModel
 
     out = tmp_path / "run"
-    args = base_args(tiny_model_dir, even_data, out, "--mixer_bias", "true", "--eval_strategy", "no", "--save_strategy", "no")
+    args = base_args(
+        tiny_model_dir, even_data, out, "--mixer_bias", "true", "--eval_strategy", "no", "--save_strategy", "no"
+    )
     assert cli(["train", *args]) == 0
     assert cli(["merge", "--adapter", str(out), "--output_dir", str(tmp_path / "merged")]) == 0
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
@@ -164,7 +174,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_
 
 
 def test_fsdp_without_a_gpu_says_it_runs_ddp(capsys, monkeypatch):
-    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch --config_file accelerate_fsdp.yaml` sets
+    monkeypatch.setenv(
+        "ACCELERATE_USE_FSDP", "true"
+    )  # what `accelerate launch --config_file accelerate_fsdp.yaml` sets
     parse_args(["--output_dir", "o"])
     assert "FSDP was asked for, but there is no GPU: accelerate runs plain DDP on CPU" in capsys.readouterr().err
 

@@ -90,9 +90,9 @@ def _pop_flag(argv: list[str], flag: str, needs: str) -> tuple[Optional[str], li
     for i, arg in enumerate(argv):
         if arg == flag or arg.startswith(flag + "="):
             if "=" in arg:
-                return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+                return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
             if i + 1 < len(argv):
-                return argv[i + 1], argv[:i] + argv[i + 2:]
+                return argv[i + 1], argv[:i] + argv[i + 2 :]
             raise UsageError(f"{flag} needs {needs}")
     return None, argv
 
@@ -161,7 +161,9 @@ def _positionals_to_flags(argv: list[str], parser, positional: Sequence[str]) ->
             bare.append(arg)
             i += 1
     if len(bare) > len(positional):
-        raise UsageError(f"unexpected argument(s) {bounded(' '.join(bare[len(positional):]))!r}; see {parser.prog} --help")
+        raise UsageError(
+            f"unexpected argument(s) {bounded(' '.join(bare[len(positional) :]))!r}; see {parser.prog} --help"
+        )
     return [tok for name, value in zip(positional, bare) for tok in (f"--{name}", value)] + flags
 
 
@@ -175,7 +177,9 @@ def _config_values(argv: list[str]) -> tuple[list[str], dict[str, Any], Optional
     try:
         size = Path(path).stat().st_size
         if size > CONFIG_MAX_BYTES:
-            raise UsageError(f"--config {bounded(path)}: {size} bytes is no options file (at most {CONFIG_MAX_BYTES} bytes)")
+            raise UsageError(
+                f"--config {bounded(path)}: {size} bytes is no options file (at most {CONFIG_MAX_BYTES} bytes)"
+            )
         # safe_load keeps an alias as a reference (cheap), but anything that walks or prints the value pays
         # for every copy: bound the expanded size before any option sees it. Anchors that yaml.safe_dump
         # writes for a repeated list (a saved train_config.yaml) stay accepted.
@@ -184,10 +188,14 @@ def _config_values(argv: list[str]) -> tuple[list[str], dict[str, Any], Optional
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UsageError(f"--config {bounded(path)}: cannot read it as YAML ({bounded(first)})") from None
     if _expanded_size(values, CONFIG_MAX_VALUES) > CONFIG_MAX_VALUES:
-        raise UsageError(f"--config {bounded(path)}: its YAML aliases (*name) expand to more than {CONFIG_MAX_VALUES:,} "
-                         "values (an alias bomb?); write the options out without nested aliases")
+        raise UsageError(
+            f"--config {bounded(path)}: its YAML aliases (*name) expand to more than {CONFIG_MAX_VALUES:,} "
+            "values (an alias bomb?); write the options out without nested aliases"
+        )
     if not isinstance(values, dict):
-        raise UsageError(f"--config {bounded(path)}: expected a mapping of option names to values, got {type(values).__name__}")
+        raise UsageError(
+            f"--config {bounded(path)}: expected a mapping of option names to values, got {type(values).__name__}"
+        )
     return rest, values, path
 
 
@@ -211,7 +219,9 @@ def _expanded_size(value: Any, limit: int) -> int:
             children = list(node.items()) if isinstance(node, dict) else node
             total = 1
             for child in children:
-                total += sum(size(c, path + (key,)) for c in child) if isinstance(node, dict) else size(child, path + (key,))
+                total += (
+                    sum(size(c, path + (key,)) for c in child) if isinstance(node, dict) else size(child, path + (key,))
+                )
                 if total > limit:
                     break
             sizes[key] = total
@@ -262,7 +272,12 @@ def parse(
     Raises :class:`UsageError` (bad flags) or the ``ValueError`` of a dataclass's ``__post_init__``.
     """
     parser = _parser_class()(tuple(types), prog=prog, description=description, allow_abbrev=False)
-    parser.add_argument("--config", default=None, metavar="FILE.yaml", help="A YAML file of options; flags on the command line override it.")
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.yaml",
+        help="A YAML file of options; flags on the command line override it.",
+    )
     _tidy_help(parser, positional)
     argv, values, config_path = _config_values(list(argv))
     known = {action.dest for action in parser._actions}
@@ -322,14 +337,24 @@ def _user_errors() -> tuple[type, ...]:
     from ..offline import OfflineError
     from ..outputs import OutputUnwritableError
 
-    return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
-            OutputUnwritableError, DataError, OfflineError)
+    return (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        OutputUnwritableError,
+        DataError,
+        OfflineError,
+    )
 
 
 def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
     """Run a command's body; a user error becomes one line on stderr and exit status 2.
 
     SIGTERM becomes an exit through Python (status 143), so temporary folders are cleaned up."""
+
     def terminate(signum, frame):
         raise SystemExit(128 + signum)
 
@@ -339,10 +364,11 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
         return int(body() or 0)
     except (*_user_errors(), OSError) as err:
         # a full disk, a read-only or forbidden folder met while writing is the machine's state, not a bug
-        if os.environ.get("LINCHAIN_TRACEBACK") or not (isinstance(err, _user_errors()) or err.errno in _MACHINE_ERRNOS):
+        if os.environ.get("LINCHAIN_TRACEBACK") or not (
+            isinstance(err, _user_errors()) or err.errno in _MACHINE_ERRNOS
+        ):
             raise
         message = str(err).strip() or type(err).__name__
         # a backstop: a message that repeats a user's value whole (a data row, a config value) is cut
         print(f"{prog}: error: {bounded(message, 8 * ECHO_LIMIT)}", file=sys.stderr)
         return 2
-

@@ -54,9 +54,15 @@ def _compare(argv: list[str]) -> int:
     if failures:
         # a study with failed steps is not a result to quote: say which, and exit non-zero (a script notices)
         for f in failures:
-            print(f"{PROG}: FAILED {f['step']}: {_bounded(f['error'].splitlines()[0] if f['error'] else '')}", file=sys.stderr)
-        print(f"{PROG}: error: {len(failures)} step(s) failed (listed above and in {path}); "
-              "run the same command again to retry them", file=sys.stderr)
+            print(
+                f"{PROG}: FAILED {f['step']}: {_bounded(f['error'].splitlines()[0] if f['error'] else '')}",
+                file=sys.stderr,
+            )
+        print(
+            f"{PROG}: error: {len(failures)} step(s) failed (listed above and in {path}); "
+            "run the same command again to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -18,11 +18,17 @@ PROG = "linchain export-lora"
 
 @dataclass
 class ExportArguments:
-    src: str = field(metadata={"help": "SRC: LinChain adapter folder (adapter_config.json + adapter_model.safetensors)."})
+    src: str = field(
+        metadata={"help": "SRC: LinChain adapter folder (adapter_config.json + adapter_model.safetensors)."}
+    )
     dst: str = field(metadata={"help": "DST: folder for the PEFT LoRA adapter."})
-    affine: str = field(default="error", metadata={
-        "help": "Affine chains (mixer_bias): 'error' (default) or 'lora_bias' (exact, LoRA with lora_bias=True).",
-        "choices": list(AFFINE_MODES)})
+    affine: str = field(
+        default="error",
+        metadata={
+            "help": "Affine chains (mixer_bias): 'error' (default) or 'lora_bias' (exact, LoRA with lora_bias=True).",
+            "choices": list(AFFINE_MODES),
+        },
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty DST (refused without it)."})
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
 
@@ -33,8 +39,13 @@ class ExportArguments:
 def _export(argv: list[str]) -> int:
     from ..export import export_lora
 
-    (args,) = parse(argv, (ExportArguments,), PROG, description="Write a LinChain adapter as a standard PEFT LoRA adapter.",
-                    positional=("src", "dst"))
+    (args,) = parse(
+        argv,
+        (ExportArguments,),
+        PROG,
+        description="Write a LinChain adapter as a standard PEFT LoRA adapter.",
+        positional=("src", "dst"),
+    )
     set_threads(args.num_threads, PROG)
     out = export_lora(find_adapter_dir(args.src, flag="SRC"), args.dst, affine=args.affine, overwrite=args.overwrite)
     print(f"wrote a PEFT LoRA adapter to {out}")

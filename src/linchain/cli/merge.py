@@ -21,12 +21,17 @@ PROG = "linchain merge"
 
 @dataclass
 class MergeArguments:
-    adapter: str = field(metadata={"help": "An adapter folder (adapter_config.json), or a `linchain train` output_dir holding adapter/."})
+    adapter: str = field(
+        metadata={"help": "An adapter folder (adapter_config.json), or a `linchain train` output_dir holding adapter/."}
+    )
     output_dir: str = field(metadata={"help": "Where the merged model (safetensors, config, tokenizer) is written."})
     base_model: Optional[str] = field(
-        default=None, metadata={"help": "Base model folder, hub id or offline name; default: the adapter's base_model_name_or_path."}
+        default=None,
+        metadata={"help": "Base model folder, hub id or offline name; default: the adapter's base_model_name_or_path."},
     )
-    torch_dtype: str = field(default="float32", metadata={"help": f"Dtype to load the base in and save: {', '.join(DTYPES)}."})
+    torch_dtype: str = field(
+        default="float32", metadata={"help": f"Dtype to load the base in and save: {', '.join(DTYPES)}."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace a non-empty --output_dir (refused without it)."})
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
 
@@ -41,7 +46,9 @@ def _merge(argv: list[str]) -> int:
 
     (args,) = parse(argv, (MergeArguments,), PROG)
     set_threads(args.num_threads, PROG)
-    out = merge_adapter(args.adapter, args.output_dir, base_model=args.base_model, dtype=args.torch_dtype, overwrite=args.overwrite)
+    out = merge_adapter(
+        args.adapter, args.output_dir, base_model=args.base_model, dtype=args.torch_dtype, overwrite=args.overwrite
+    )
     print(f"{PROG}: wrote a plain transformers model to {out}")
     return 0
 

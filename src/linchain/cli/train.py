@@ -20,8 +20,15 @@ PROG = "linchain train"
 #: keys a --config file may hold but that never come from one: how a run is launched (an older
 #: linchain saved ``overwrite: true`` into train_config.yaml, and reusing that file with --config
 #: wiped the run it came from) and secrets. They are taken from the command line only.
-LAUNCH_KEYS = ("overwrite", "resume", "resume_from_checkpoint", "overwrite_output_dir", "logging_dir", "hub_token",
-               "push_to_hub_token")
+LAUNCH_KEYS = (
+    "overwrite",
+    "resume",
+    "resume_from_checkpoint",
+    "overwrite_output_dir",
+    "logging_dir",
+    "hub_token",
+    "push_to_hub_token",
+)
 #: errors of the file system that are the user's to fix (a read-only folder, a full disk), in one line
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, None}
 
@@ -31,8 +38,12 @@ def _say_ignored(argv: Sequence[str]) -> None:
     _, values, path = _config_values(list(argv))
     held = [k for k in LAUNCH_KEYS if values.get(k) not in (None, False, "")]
     if held:
-        print(f"{PROG}: --config {path}: ignoring {', '.join(held)} (how a run is launched, not what it is: "
-              "give it on the command line)", file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: --config {path}: ignoring {', '.join(held)} (how a run is launched, not what it is: "
+            "give it on the command line)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def parse_args(argv: Sequence[str]):
@@ -41,8 +52,12 @@ def parse_args(argv: Sequence[str]):
 
     _say_ignored(argv)
     # a run's train_config.yaml also records the resolved model folder; --config reads it back
-    return parse(argv, (ModelArguments, DataArguments, LinChainTrainingArguments), PROG,
-                 ignore_config_keys=("resolved_model_path", *LAUNCH_KEYS))
+    return parse(
+        argv,
+        (ModelArguments, DataArguments, LinChainTrainingArguments),
+        PROG,
+        ignore_config_keys=("resolved_model_path", *LAUNCH_KEYS),
+    )
 
 
 def _train(argv: list[str]) -> int:
@@ -61,8 +76,10 @@ def _one_line_disk_errors(argv: list[str]) -> int:
     try:
         return _train(argv)
     except OSError as err:
-        if isinstance(err, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)) or \
-                err.errno not in _DISK_ERRNOS:
+        if (
+            isinstance(err, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError))
+            or err.errno not in _DISK_ERRNOS
+        ):
             raise
         where = f" ({err.filename})" if err.filename else ""
         raise ValueError(f"cannot write{where}: {err.strerror or err}" if err.errno else str(err)) from None

@@ -30,7 +30,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -48,10 +47,27 @@ if TYPE_CHECKING:
 SETTINGS_FILE = "settings.json"
 SPLIT_SEED = 0  # the validation rows are the same for every seed and method
 # Training fields that change speed or bookkeeping, not results (or are set per run by the grid).
-_NOT_RESULTS = {"output_dir", "logging_dir", "resume", "num_threads", "disable_tqdm", "report_to", "per_device_eval_batch_size",
-                "save_steps", "save_total_limit", "learning_rate", "seed", "data_seed", "run_name", "logging_steps",
-                "eval_strategy", "eval_steps", "dataloader_num_workers",
-                "use_cpu", "dataloader_pin_memory"}  # these two follow the machine: a study moves between CPU and GPU
+_NOT_RESULTS = {
+    "output_dir",
+    "logging_dir",
+    "resume",
+    "num_threads",
+    "disable_tqdm",
+    "report_to",
+    "per_device_eval_batch_size",
+    "save_steps",
+    "save_total_limit",
+    "learning_rate",
+    "seed",
+    "data_seed",
+    "run_name",
+    "logging_steps",
+    "eval_strategy",
+    "eval_steps",
+    "dataloader_num_workers",
+    "use_cpu",
+    "dataloader_pin_memory",
+}  # these two follow the machine: a study moves between CPU and GPU
 
 
 #: eval settings added after studies were made, with the value those studies used
@@ -91,8 +107,15 @@ class GridResult:
 class Grid:
     """Runs the grid; ``train_fn``/``eval_fn`` are injectable for tests (default: run_training / run_evaluation)."""
 
-    def __init__(self, compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments,
-                 train_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None) -> None:
+    def __init__(
+        self,
+        compare: CompareArguments,
+        model: ModelArguments,
+        data: DataArguments,
+        train: LinChainTrainingArguments,
+        train_fn: Optional[Callable] = None,
+        eval_fn: Optional[Callable] = None,
+    ) -> None:
         self.args, self.model, self.data, self.train = compare, model, data, train
         # shared options that the grid sets per run: refuse rather than silently ignore them
         if model.method != "linchain" or model.freeze_mixers:
@@ -134,8 +157,18 @@ class Grid:
         train = {k: v for k, v in _init_fields(self.train).items() if k not in _NOT_RESULTS}
         model = {k: v for k, v in dataclasses.asdict(self.model).items() if k not in ("method",)}
         keys = ("eval_data", "eval_task", "eval_limit", "scorer", "validation_size", "validation_task", *_EVAL_DEFAULTS)
-        return json.loads(json.dumps({"model": model, "data": dataclasses.asdict(self.data), "train": train,
-                                      "eval": {k: getattr(self.args, k) for k in keys}, "split_seed": SPLIT_SEED}, default=str))
+        return json.loads(
+            json.dumps(
+                {
+                    "model": model,
+                    "data": dataclasses.asdict(self.data),
+                    "train": train,
+                    "eval": {k: getattr(self.args, k) for k in keys},
+                    "split_seed": SPLIT_SEED,
+                },
+                default=str,
+            )
+        )
 
     def check_settings(self, write: bool = True) -> dict[str, Any]:
         """The study's settings, compared with those of an earlier call into the same folder. ``write``:
@@ -149,12 +182,19 @@ class Grid:
             old["train"] = {k: v for k, v in old.get("train", {}).items() if k not in _NOT_RESULTS}
             # a study made before an eval setting existed used its default
             old["eval"] = {**_EVAL_DEFAULTS, **old.get("eval", {})}
-            diff = sorted(f"{group}.{k}" for group, values in settings.items() if isinstance(values, dict)
-                          for k in set(values) | set(old.get(group, {})) if values.get(k) != old.get(group, {}).get(k))
+            diff = sorted(
+                f"{group}.{k}"
+                for group, values in settings.items()
+                if isinstance(values, dict)
+                for k in set(values) | set(old.get(group, {}))
+                if values.get(k) != old.get(group, {}).get(k)
+            )
             diff += [k for k, v in settings.items() if not isinstance(v, dict) and old.get(k) != v]
             if diff:
-                raise ValueError(f"{self.out} holds a comparison made with other settings ({', '.join(diff[:6])}); "
-                                 f"use another --output_dir, or the same settings to reuse its runs")
+                raise ValueError(
+                    f"{self.out} holds a comparison made with other settings ({', '.join(diff[:6])}); "
+                    f"use another --output_dir, or the same settings to reuse its runs"
+                )
         elif write:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, settings)
@@ -171,8 +211,10 @@ class Grid:
         if not train_file.exists() and not self.args.report_only:
             examples = load_data(self.data, SPLIT_SEED)
             if any(e.options for e in examples):
-                raise ValueError("--data: compare needs rows without per-row options (LLM-Adapters .json/.jsonl, "
-                                 "reasoning_gym:, hf: with columns); bigbench: rows are not supported")
+                raise ValueError(
+                    "--data: compare needs rows without per-row options (LLM-Adapters .json/.jsonl, "
+                    "reasoning_gym:, hf: with columns); bigbench: rows are not supported"
+                )
             size = self.args.validation_size
             try:
                 train, val = split_examples(examples, size, SPLIT_SEED) if size else (list(examples), [])
@@ -183,14 +225,20 @@ class Grid:
             for e in val:
                 task = self.args.validation_task or default_task or infer_task(e.source)
                 if task is None:
-                    raise ValueError(f"--data {e.source}: cannot infer the validation rows' task from the path; pass --validation_task")
+                    raise ValueError(
+                        f"--data {e.source}: cannot infer the validation rows' task from the path; pass --validation_task"
+                    )
                 groups.setdefault(task, []).append(e)
             for task, rows in groups.items():
                 atomic_write_json(folder / f"validation-{task}.json", [e.adapters_row() for e in rows])
             if self.args.test_unseen_only:
                 self._write_unseen_test(folder, examples)
-            atomic_write_json(train_file, [e.adapters_row() for e in train])  # last: its presence marks the data as prepared
-            _say(f"{len(train)} training rows, {len(val)} validation rows ({', '.join(f'{t}: {len(r)}' for t, r in groups.items())})")
+            atomic_write_json(
+                train_file, [e.adapters_row() for e in train]
+            )  # last: its presence marks the data as prepared
+            _say(
+                f"{len(train)} training rows, {len(val)} validation rows ({', '.join(f'{t}: {len(r)}' for t, r in groups.items())})"
+            )
         self.validation = [(str(p), p.stem.split("-", 1)[1]) for p in sorted(folder.glob("validation-*.json"))]
 
     def default_validation_task(self) -> Optional[str]:
@@ -221,14 +269,32 @@ class Grid:
         checkpoint = find_complete_checkpoint(train_dir)
         resume = checkpoint is not None  # from the final one, run_training only writes the outputs
         if not summary.exists():
-            _say(f"{spec.name} lr {lr:g} seed {seed}: training" + (f" (resuming from {checkpoint.name})" if resume else ""))
+            _say(
+                f"{spec.name} lr {lr:g} seed {seed}: training"
+                + (f" (resuming from {checkpoint.name})" if resume else "")
+            )
         model_args = spec.model_arguments(self.model)
-        data_args = dataclasses.replace(self.data, data=[str(self.out / "data" / "train.json")], data_columns="", val_set_size=0,
-                                        eval_accuracy="no", skip_malformed=False)
+        data_args = dataclasses.replace(
+            self.data,
+            data=[str(self.out / "data" / "train.json")],
+            data_columns="",
+            val_set_size=0,
+            eval_accuracy="no",
+            skip_malformed=False,
+        )
         # the grid owns train_dir: a run cut short before its first checkpoint starts afresh there
-        fields = {**_init_fields(self.train), "output_dir": str(train_dir), "resume": resume, "overwrite": not resume,
-                  "learning_rate": lr, "seed": seed,
-                  "data_seed": seed, "logging_steps": 1, "eval_strategy": "no", "disable_tqdm": True}
+        fields = {
+            **_init_fields(self.train),
+            "output_dir": str(train_dir),
+            "resume": resume,
+            "overwrite": not resume,
+            "learning_rate": lr,
+            "seed": seed,
+            "data_seed": seed,
+            "logging_steps": 1,
+            "eval_strategy": "no",
+            "disable_tqdm": True,
+        }
         fields.pop("logging_dir", None)
         train_args = type(self.train)(**fields)
         started = time.time()
@@ -242,16 +308,32 @@ class Grid:
             with open(run_dir / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
                 result = self.train_fn(model_args, data_args, train_args)
         if result.interrupted:
-            raise KeyboardInterrupt(f"{spec.name} lr {lr:g} seed {seed} stopped at step {result.global_step}; run again to resume")
+            raise KeyboardInterrupt(
+                f"{spec.name} lr {lr:g} seed {seed} stopped at step {result.global_step}; run again to resume"
+            )
         losses = [(r["step"], r["loss"]) for r in read_metrics(train_dir / METRICS_FILE) if "loss" in r]
-        record = {"method": spec.name, "learning_rate": lr, "seed": seed, "trainable_params": result.trainable_params,
-                  "train_loss": result.train_loss, "losses": losses, "global_step": result.global_step,
-                  "train_wall_s": round(time.time() - started, 1), "model_arguments": dataclasses.asdict(model_args)}
+        record = {
+            "method": spec.name,
+            "learning_rate": lr,
+            "seed": seed,
+            "trainable_params": result.trainable_params,
+            "train_loss": result.train_loss,
+            "losses": losses,
+            "global_step": result.global_step,
+            "train_wall_s": round(time.time() - started, 1),
+            "model_arguments": dataclasses.asdict(model_args),
+        }
         atomic_write_json(marker, record)
         return record
 
-    def _evaluate(self, where: Path, name: str, data: list[tuple[str, Optional[str]]], adapter: Optional[Path],
-                  model_path: Optional[str] = None) -> dict:
+    def _evaluate(
+        self,
+        where: Path,
+        name: str,
+        data: list[tuple[str, Optional[str]]],
+        adapter: Optional[Path],
+        model_path: Optional[str] = None,
+    ) -> dict:
         """Score and keep per-row correctness (``name``: validation or test)."""
         from ..eval import EvalArguments
 
@@ -262,21 +344,40 @@ class Grid:
             raise NotRun
         tasks = [t for _, t in data]
         args = EvalArguments(
-            model_name_or_path=model_path or self.model.model_name_or_path, adapter=str(adapter) if adapter else None,
-            data=[d for d, _ in data], task=tasks if all(tasks) else [], scorer=self.args.scorer,
-            num_beams=self.args.num_beams, max_new_tokens=self.args.max_new_tokens,
-            limit=self.args.eval_limit if name == "test" else None, per_device_eval_batch_size=self.train.per_device_eval_batch_size,
-            dtype=self.model.torch_dtype, num_threads=self.train.num_threads, faithful_prompt=self.data.faithful_prompt,
-            output_dir=str(where / name), progress=False,
+            model_name_or_path=model_path or self.model.model_name_or_path,
+            adapter=str(adapter) if adapter else None,
+            data=[d for d, _ in data],
+            task=tasks if all(tasks) else [],
+            scorer=self.args.scorer,
+            num_beams=self.args.num_beams,
+            max_new_tokens=self.args.max_new_tokens,
+            limit=self.args.eval_limit if name == "test" else None,
+            per_device_eval_batch_size=self.train.per_device_eval_batch_size,
+            dtype=self.model.torch_dtype,
+            num_threads=self.train.num_threads,
+            faithful_prompt=self.data.faithful_prompt,
+            output_dir=str(where / name),
+            progress=False,
             overwrite=True,  # the grid owns where/name: a call killed after the scores but before the marker redoes it
         )
         started = time.time()
         run = self.eval_fn(args)
-        tasks_out = {r.task: {"accuracy": r.accuracy, "correct": r.correct, "total": r.total,
-                              "rows": [p["row"] for p in r.predictions], "per_row": [int(bool(p["correct"])) for p in r.predictions],
-                              "gold": [p["gold"] for p in r.predictions]} for r in run.results}
-        record = {"tasks": tasks_out, "average": sum(t["accuracy"] for t in tasks_out.values()) / len(tasks_out),
-                  "eval_wall_s": round(time.time() - started, 1)}
+        tasks_out = {
+            r.task: {
+                "accuracy": r.accuracy,
+                "correct": r.correct,
+                "total": r.total,
+                "rows": [p["row"] for p in r.predictions],
+                "per_row": [int(bool(p["correct"])) for p in r.predictions],
+                "gold": [p["gold"] for p in r.predictions],
+            }
+            for r in run.results
+        }
+        record = {
+            "tasks": tasks_out,
+            "average": sum(t["accuracy"] for t in tasks_out.values()) / len(tasks_out),
+            "eval_wall_s": round(time.time() - started, 1),
+        }
         atomic_write_json(marker, record)
         return record
 
@@ -317,12 +418,16 @@ class Grid:
             rows = load_eval_examples(spec)  # as the grid's evals read it (EvalArguments' defaults)
             unseen = [e for e in rows if (e.instruction, e.input) not in seen]
             if not unseen:
-                raise ValueError(f"--eval_data {spec}: every one of its {len(rows)} rows repeats a training prompt; "
-                                 "use other test data, or --test_unseen_only false to score them anyway")
+                raise ValueError(
+                    f"--eval_data {spec}: every one of its {len(rows)} rows repeats a training prompt; "
+                    "use other test data, or --test_unseen_only false to score them anyway"
+                )
             atomic_write_json(folder / f"test-{i}.json", [e.adapters_row() for e in unseen])
             info[spec] = {"rows": len(rows), "kept": len(unseen), "dropped_seen_in_training": len(rows) - len(unseen)}
-            _say(f"--eval_data {spec}: {len(rows) - len(unseen)} of {len(rows)} rows repeat a training prompt and are "
-                 f"dropped (--test_unseen_only); {len(unseen)} rows are scored")
+            _say(
+                f"--eval_data {spec}: {len(rows) - len(unseen)} of {len(rows)} rows repeat a training prompt and are "
+                f"dropped (--test_unseen_only); {len(unseen)} rows are scored"
+            )
         atomic_write_json(folder / TEST_INFO, info)
 
     # ------------------------------------------------------------------------------ the grid
@@ -334,21 +439,27 @@ class Grid:
         tasks = self.args.eval_task or [None] * len(self.args.eval_data)
         if not self.args.test_unseen_only:
             return list(zip(self.args.eval_data, tasks))
-        return [(str(self.out / "data" / f"test-{i}.json"), task or infer_task(spec))
-                for i, (spec, task) in enumerate(zip(self.args.eval_data, tasks))]
+        return [
+            (str(self.out / "data" / f"test-{i}.json"), task or infer_task(spec))
+            for i, (spec, task) in enumerate(zip(self.args.eval_data, tasks))
+        ]
 
     def preflight(self) -> dict[str, Any]:
         """The refusals that need no work (a study with other settings, --report_only of nothing), before
         the folder is marked as being written: a refused call leaves a study's marker as it was."""
         if self.args.report_only and not (self.out / SETTINGS_FILE).exists():
-            raise ValueError(f"--report_only: {self.out} holds no comparison yet (no {SETTINGS_FILE}); run it without --report_only first")
+            raise ValueError(
+                f"--report_only: {self.out} holds no comparison yet (no {SETTINGS_FILE}); run it without --report_only first"
+            )
         return self.check_settings(write=False)
 
     def run(self) -> GridResult:
         settings = self.preflight()
         self.prepare_data()
         self.check_settings(write=True)
-        result = GridResult(out=self.out, methods=self.methods, seeds=self.seeds, learning_rates=self.rates, settings=settings)
+        result = GridResult(
+            out=self.out, methods=self.methods, seeds=self.seeds, learning_rates=self.rates, settings=settings
+        )
         steps, sweep_val = self.train.max_steps, len(self.rates) > 1 or self.args.sweep_only
         val_rows = self.args.validation_size
         test_rows = (self.args.eval_limit or 500) * len(self.args.eval_data)
@@ -356,15 +467,26 @@ class Grid:
         w_train, w_val, w_test = steps, val_rows / 4, test_rows / 4
         seeds_part = 0 if self.args.sweep_only else w_test + (len(self.seeds) - 1) * (w_train + w_test)
         total = (w_test if self.args.eval_base else 0) + len(self.methods) * (
-            len(self.rates) * (w_train + (w_val if sweep_val else 0)) + seeds_part)
+            len(self.rates) * (w_train + (w_val if sweep_val else 0)) + seeds_part
+        )
         from ..progress import Progress
 
-        self.bar = Progress(total=round(total), desc="compare", unit="step-eq", dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}")
+        self.bar = Progress(
+            total=round(total),
+            desc="compare",
+            unit="step-eq",
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
+        )
         try:
             if self.args.eval_base:
                 self.bar.set_postfix_str("base model")
-                result.base = self._step(result, "base model test", lambda: self._evaluate(self.out / "base", "test", self._test_data(), None), w_test)
+                result.base = self._step(
+                    result,
+                    "base model test",
+                    lambda: self._evaluate(self.out / "base", "test", self._test_data(), None),
+                    w_test,
+                )
             for spec in self.methods:
                 self._sweep(spec, result, w_train, w_val if sweep_val else 0)
             for spec in self.methods:
@@ -382,14 +504,23 @@ class Grid:
             self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
             what = f"{spec.name} lr {lr:g} seed {seed} training"
             trained = self._step(result, what, lambda: self._train(spec, lr, seed), w_train)
-            record = {"learning_rate": lr, "status": "ok" if trained is not None else "not run" if what in result.not_run else "failed",
-                      "validation": None,
-                      "final_loss": _final_loss(trained["losses"]) if trained else None}
+            record = {
+                "learning_rate": lr,
+                "status": "ok" if trained is not None else "not run" if what in result.not_run else "failed",
+                "validation": None,
+                "final_loss": _final_loss(trained["losses"]) if trained else None,
+            }
             if trained is not None and w_val:
                 adapter, model_path = self._adapter_of(spec, lr, seed)
                 what = f"{spec.name} lr {lr:g} validation"
-                record["validation"] = self._step(result, what, lambda: self._evaluate(
-                    self.run_dir(spec, lr, seed), "validation", self.validation, adapter, model_path), w_val)
+                record["validation"] = self._step(
+                    result,
+                    what,
+                    lambda: self._evaluate(
+                        self.run_dir(spec, lr, seed), "validation", self.validation, adapter, model_path
+                    ),
+                    w_val,
+                )
                 if record["validation"] is None:
                     record["status"] = "not run" if what in result.not_run else "failed"
             elif w_val:
@@ -403,7 +534,13 @@ class Grid:
         if len(self.rates) == 1:
             result.chosen[spec.name] = ok[0]["learning_rate"]
             return
-        best = max(ok, key=lambda r: (r["validation"]["average"], -(r["final_loss"] if r["final_loss"] is not None else float("inf"))))
+        best = max(
+            ok,
+            key=lambda r: (
+                r["validation"]["average"],
+                -(r["final_loss"] if r["final_loss"] is not None else float("inf")),
+            ),
+        )
         result.chosen[spec.name] = best["learning_rate"]
 
     def _seeds(self, spec: MethodSpec, result: GridResult, w_train: float, w_test: float) -> None:
@@ -415,23 +552,37 @@ class Grid:
                 continue
             self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
             if i:
-                trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), w_train)
+                trained = self._step(
+                    result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), w_train
+                )
             else:
                 trained = json.loads((self.run_dir(spec, lr, seed) / "train.json").read_text())
             if trained is None:
                 self.bar.update(w_test)
                 continue
             adapter, model_path = self._adapter_of(spec, lr, seed)
-            if (adapter is not None and not self.args.report_only and not (adapter / "adapter_config.json").exists()
-                    and not (self.run_dir(spec, lr, seed) / "test.json").exists()):
+            if (
+                adapter is not None
+                and not self.args.report_only
+                and not (adapter / "adapter_config.json").exists()
+                and not (self.run_dir(spec, lr, seed) / "test.json").exists()
+            ):
                 # only the small markers were kept (a study carried to another machine): train it again; the
                 # marker stays until the new one replaces it, so a retraining cut short loses no sweep record
-                trained = self._step(result, f"{spec.name} lr {lr:g} seed {seed} training",
-                                     lambda: self._train(spec, lr, seed, again=True), 0)
+                trained = self._step(
+                    result,
+                    f"{spec.name} lr {lr:g} seed {seed} training",
+                    lambda: self._train(spec, lr, seed, again=True),
+                    0,
+                )
                 if trained is None:
                     continue
-            tested = self._step(result, f"{spec.name} lr {lr:g} seed {seed} test", lambda: self._evaluate(
-                self.run_dir(spec, lr, seed), "test", self._test_data(), adapter, model_path), w_test)
+            tested = self._step(
+                result,
+                f"{spec.name} lr {lr:g} seed {seed} test",
+                lambda: self._evaluate(self.run_dir(spec, lr, seed), "test", self._test_data(), adapter, model_path),
+                w_test,
+            )
             if tested is not None:
                 runs.append({**trained, "test": tested, "adapter": str(adapter) if adapter else None})
         result.runs[spec.name] = runs
@@ -453,7 +604,9 @@ def prepare_environment(train: LinChainTrainingArguments) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_grid(compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments, **kwargs) -> GridResult:
+def run_grid(
+    compare: CompareArguments, model: ModelArguments, data: DataArguments, train: LinChainTrainingArguments, **kwargs
+) -> GridResult:
     """Run (or complete) the grid of ``compare`` and return what it produced."""
     prepare_environment(train)
     return Grid(compare, model, data, train, **kwargs).run()

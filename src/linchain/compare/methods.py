@@ -44,9 +44,13 @@ class MethodSpec:
 
     def model_arguments(self, shared: ModelArguments) -> ModelArguments:
         """The shared model settings with this method's overrides (validated by ModelArguments)."""
-        changes = {"method": self.method, "mixer_bias": self.mixer_bias or shared.mixer_bias,
-                   "freeze_mixers": self.freeze_mixers,
-                   "r": shared.r * self.rank_mult, "alpha": shared.alpha * self.rank_mult}
+        changes = {
+            "method": self.method,
+            "mixer_bias": self.mixer_bias or shared.mixer_bias,
+            "freeze_mixers": self.freeze_mixers,
+            "r": shared.r * self.rank_mult,
+            "alpha": shared.alpha * self.rank_mult,
+        }
         if self.num_mixers is not None:
             changes["num_mixers"] = self.num_mixers
         if self.mixer_init is not None:
@@ -58,27 +62,38 @@ def parse_method(name: str) -> MethodSpec:
     """The :class:`MethodSpec` called ``name``; a ``ValueError`` naming what is valid otherwise."""
     base = next((b for b in _BASES if name == b or name.startswith(b + "-")), None)
     k: Optional[int] = None
-    rest = name[len(base):] if base else ""
+    rest = name[len(base) :] if base else ""
     if base == "linchain":
         m = re.match(r"-k(\d+)", rest)
         if m:
-            k, rest = int(m.group(1)), rest[m.end():]
+            k, rest = int(m.group(1)), rest[m.end() :]
     suffixes = [s for s in rest.split("-") if s]
     bad = [s for s in suffixes if s not in _SUFFIXES]
     if base is None or bad or len(set(suffixes)) != len(suffixes):
-        raise ValueError(f"--methods: {name!r} is not a method; use lora, moslora, linchain, linchain-kK, lora-2r, "
-                         f"peft-lora, dora, pissa, rslora or full, (the chains) optionally with -bias, -orthogonal, "
-                         f"-identity, -frozen")
+        raise ValueError(
+            f"--methods: {name!r} is not a method; use lora, moslora, linchain, linchain-kK, lora-2r, "
+            f"peft-lora, dora, pissa, rslora or full, (the chains) optionally with -bias, -orthogonal, "
+            f"-identity, -frozen"
+        )
     method = "lora" if base == "lora-2r" else base
     has_mixers = method == "moslora" or (method == "linchain" and k != 0)
     if suffixes and not has_mixers:
-        raise ValueError(f"--methods: {name!r}: {base} has no mixers, so -{suffixes[0]} does not apply "
-                         f"(suffixes go with moslora and linchain-kK, K >= 1)")
+        raise ValueError(
+            f"--methods: {name!r}: {base} has no mixers, so -{suffixes[0]} does not apply "
+            f"(suffixes go with moslora and linchain-kK, K >= 1)"
+        )
     if "orthogonal" in suffixes and "identity" in suffixes:
         raise ValueError(f"--methods: {name!r}: choose one of -orthogonal and -identity")
     init = "orthogonal" if "orthogonal" in suffixes else "identity" if "identity" in suffixes else None
-    return MethodSpec(name=name, method=method, num_mixers=k, mixer_bias="bias" in suffixes, mixer_init=init,
-                      freeze_mixers="frozen" in suffixes, rank_mult=2 if base == "lora-2r" else 1)
+    return MethodSpec(
+        name=name,
+        method=method,
+        num_mixers=k,
+        mixer_bias="bias" in suffixes,
+        mixer_init=init,
+        freeze_mixers="frozen" in suffixes,
+        rank_mult=2 if base == "lora-2r" else 1,
+    )
 
 
 def parse_methods(names: str) -> list[MethodSpec]:

@@ -100,17 +100,30 @@ def data_dir() -> Path:
     for folder in (here, *here.parents):
         if (folder / _REL).is_dir():
             return folder / _REL
-    raise FileNotFoundError(f"--preset: no {_REL} folder in {here} or above it; set LINCHAIN_DATA_DIR to the LLM-Adapters data folder")
+    raise FileNotFoundError(
+        f"--preset: no {_REL} folder in {here} or above it; set LINCHAIN_DATA_DIR to the LLM-Adapters data folder"
+    )
 
 
 def _paper_commonsense(d: Path) -> dict[str, Any]:
     return {
         "data": [str(d / t / "train.json") for t in _COMMONSENSE_TRAIN],
         "eval_data": [str(d / t / "test.json") for t in _COMMONSENSE_TEST],
-        "scorer": "generate", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0,1,2",
-        "learning_rates": "1e-4,3e-4,1e-3", "max_steps": -1, "num_train_epochs": 3,
-        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "warmup_steps": 100, "cutoff_len": 256,
-        "train_on_inputs": True, "r": 16, "alpha": 32, "validation_size": 500,
+        "scorer": "generate",
+        "methods": _PAPER_METHODS,
+        "baseline": "lora",
+        "seeds": "0,1,2",
+        "learning_rates": "1e-4,3e-4,1e-3",
+        "max_steps": -1,
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 4,
+        "warmup_steps": 100,
+        "cutoff_len": 256,
+        "train_on_inputs": True,
+        "r": 16,
+        "alpha": 32,
+        "validation_size": 500,
     }
 
 
@@ -118,58 +131,132 @@ def _paper_math(d: Path) -> dict[str, Any]:
     return {
         "data": [str(d / "ft-training_set" / "math_data.json")],
         "eval_data": [str(d / t / "test.json") for t in _MATH_TEST],
-        "scorer": "generate", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0,1,2",
-        "learning_rates": "1e-4,3e-4,1e-3", "max_steps": -1, "num_train_epochs": 3,
-        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 4, "warmup_steps": 100, "cutoff_len": 256,
-        "train_on_inputs": True, "r": 16, "alpha": 32, "validation_size": 120, "validation_task": "gsm8k",
+        "scorer": "generate",
+        "methods": _PAPER_METHODS,
+        "baseline": "lora",
+        "seeds": "0,1,2",
+        "learning_rates": "1e-4,3e-4,1e-3",
+        "max_steps": -1,
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 4,
+        "warmup_steps": 100,
+        "cutoff_len": 256,
+        "train_on_inputs": True,
+        "r": 16,
+        "alpha": 32,
+        "validation_size": 120,
+        "validation_task": "gsm8k",
     }
 
 
 def _cpu_study(d: Optional[Path]) -> dict[str, Any]:
     return {
         "model_name_or_path": "smollm2",
-        "data": [f"reasoning_gym:{_STUDY_TASK}:3000"], "validation_size": 150, "validation_task": "closed",
-        "eval_data": [f"reasoning_gym:{_STUDY_TASK}:600:{_STUDY_TEST_SEED}"], "eval_task": ["closed"],
-        "scorer": "loglik", "methods": _PAPER_METHODS, "baseline": "lora", "seeds": "0",
-        "learning_rates": "1e-3,3e-3,1e-2", "max_steps": 80, "warmup_steps": 8, "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 2, "cutoff_len": 256, "r": 16, "alpha": 32,
-        "per_device_eval_batch_size": 8, "save_steps": 20, "save_total_limit": 1, "num_threads": 2,
+        "data": [f"reasoning_gym:{_STUDY_TASK}:3000"],
+        "validation_size": 150,
+        "validation_task": "closed",
+        "eval_data": [f"reasoning_gym:{_STUDY_TASK}:600:{_STUDY_TEST_SEED}"],
+        "eval_task": ["closed"],
+        "scorer": "loglik",
+        "methods": _PAPER_METHODS,
+        "baseline": "lora",
+        "seeds": "0",
+        "learning_rates": "1e-3,3e-3,1e-2",
+        "max_steps": 80,
+        "warmup_steps": 8,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "cutoff_len": 256,
+        "r": 16,
+        "alpha": 32,
+        "per_device_eval_batch_size": 8,
+        "save_steps": 20,
+        "save_total_limit": 1,
+        "num_threads": 2,
         # measured: none of the 600 test rows repeats a training prompt, so the study's test set stays as it was made
         "test_unseen_only": False,
     }
 
 
 def _gpu_study(d: Optional[Path]) -> dict[str, Any]:
-    return {**_cpu_study(d), "data": [f"reasoning_gym:{_STUDY_TASK}:8000"], "validation_size": 300,
-            "eval_data": [f"reasoning_gym:{_STUDY_TASK}:1500:{_STUDY_TEST_SEED}"], "seeds": "0,1,2",
-            "max_steps": 200, "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
-            "per_device_eval_batch_size": 512, "save_steps": 50, "bf16": True, "num_threads": 1}
+    return {
+        **_cpu_study(d),
+        "data": [f"reasoning_gym:{_STUDY_TASK}:8000"],
+        "validation_size": 300,
+        "eval_data": [f"reasoning_gym:{_STUDY_TASK}:1500:{_STUDY_TEST_SEED}"],
+        "seeds": "0,1,2",
+        "max_steps": 200,
+        "warmup_steps": 20,
+        "per_device_train_batch_size": 16,
+        "gradient_accumulation_steps": 1,
+        "per_device_eval_batch_size": 512,
+        "save_steps": 50,
+        "bf16": True,
+        "num_threads": 1,
+    }
 
 
 def _cpu_math(d: Optional[Path]) -> dict[str, Any]:
     test = f"reasoning_gym:{_MATH_TASK}:1800:{_STUDY_TEST_SEED}{_MATH_OPTIONS}"
     return {
         "model_name_or_path": "smollm2",
-        "data": [f"reasoning_gym:{_MATH_TASK}:3000{_MATH_OPTIONS}"], "validation_size": 150, "validation_task": test,
-        "eval_data": [test], "eval_task": [test], "scorer": "generate", "num_beams": 1, "max_new_tokens": 6,
-        "methods": _MATH_METHODS, "baseline": "lora", "seeds": "0",
-        "learning_rates": "1e-3,3e-3,1e-2", "max_steps": 80, "warmup_steps": 8, "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 2, "cutoff_len": 128, "r": 16, "alpha": 32,
-        "per_device_eval_batch_size": 16, "save_steps": 20, "save_total_limit": 1, "num_threads": 2,
+        "data": [f"reasoning_gym:{_MATH_TASK}:3000{_MATH_OPTIONS}"],
+        "validation_size": 150,
+        "validation_task": test,
+        "eval_data": [test],
+        "eval_task": [test],
+        "scorer": "generate",
+        "num_beams": 1,
+        "max_new_tokens": 6,
+        "methods": _MATH_METHODS,
+        "baseline": "lora",
+        "seeds": "0",
+        "learning_rates": "1e-3,3e-3,1e-2",
+        "max_steps": 80,
+        "warmup_steps": 8,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "cutoff_len": 128,
+        "r": 16,
+        "alpha": 32,
+        "per_device_eval_batch_size": 16,
+        "save_steps": 20,
+        "save_total_limit": 1,
+        "num_threads": 2,
     }
 
 
 def _gpu_math(d: Optional[Path]) -> dict[str, Any]:
     test = f"reasoning_gym:{_MATH_TASK}:4500:{_STUDY_TEST_SEED}{_MATH_OPTIONS}"
-    return {**_cpu_math(d), "data": [f"reasoning_gym:{_MATH_TASK}:8000{_MATH_OPTIONS}"], "validation_size": 300,
-            "validation_task": test, "eval_data": [test], "eval_task": [test], "seeds": "0,1,2",
-            "max_steps": 200, "warmup_steps": 20, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
-            "per_device_eval_batch_size": 256, "save_steps": 50, "bf16": True, "num_threads": 1}
+    return {
+        **_cpu_math(d),
+        "data": [f"reasoning_gym:{_MATH_TASK}:8000{_MATH_OPTIONS}"],
+        "validation_size": 300,
+        "validation_task": test,
+        "eval_data": [test],
+        "eval_task": [test],
+        "seeds": "0,1,2",
+        "max_steps": 200,
+        "warmup_steps": 20,
+        "per_device_train_batch_size": 16,
+        "gradient_accumulation_steps": 1,
+        "per_device_eval_batch_size": 256,
+        "save_steps": 50,
+        "bf16": True,
+        "num_threads": 1,
+    }
 
 
 #: name -> function of the data folder giving option values
-PRESETS = {"paper-commonsense": _paper_commonsense, "paper-math": _paper_math, "cpu-study": _cpu_study, "gpu-study": _gpu_study,
-           "cpu-math": _cpu_math, "gpu-math": _gpu_math}
+PRESETS = {
+    "paper-commonsense": _paper_commonsense,
+    "paper-math": _paper_math,
+    "cpu-study": _cpu_study,
+    "gpu-study": _gpu_study,
+    "cpu-math": _cpu_math,
+    "gpu-math": _gpu_math,
+}
 _FILES = ("paper-commonsense", "paper-math")  # the presets that read the LLM-Adapters folder
 
 

@@ -79,11 +79,18 @@ def _check_rows(runs: dict[str, list[dict]], tasks: list[str]) -> None:
             if ref is None:
                 ref = rows
             elif rows != ref:
-                raise ValueError(f"{name} seed {r['seed']} was scored on other test rows; rerun in a fresh --output_dir")
+                raise ValueError(
+                    f"{name} seed {r['seed']} was scored on other test rows; rerun in a fresh --output_dir"
+                )
 
 
-def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, target_loss: Optional[float] = None,
-                 effective_rank: bool = True) -> dict[str, Any]:
+def build_report(
+    grid: GridResult,
+    baseline: str,
+    n_resamples: int = 10000,
+    target_loss: Optional[float] = None,
+    effective_rank: bool = True,
+) -> dict[str, Any]:
     """Everything the report shows, as one JSON-able dict (see ``REPORT_SCHEMA_VERSION``)."""
     runs = {name: rs for name, rs in grid.runs.items() if rs}
     any_run = next((r for rs in runs.values() for r in rs), None)
@@ -92,20 +99,36 @@ def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, targ
     _check_rows(runs, tasks)
     max_steps = max((r["losses"][-1][0] for rs in runs.values() for r in rs if r["losses"]), default=1)
     window = max(1, max_steps // 10)
-    final = {name: _mean_std([smooth(r["losses"], window)[-1][1] for r in rs if r["losses"]]) for name, rs in runs.items()}
+    final = {
+        name: _mean_std([smooth(r["losses"], window)[-1][1] for r in rs if r["losses"]]) for name, rs in runs.items()
+    }
     if target_loss is None and final.get(baseline):
         target_loss = final[baseline][0]  # the paper's claim: reaching the baseline's end-of-run loss in fewer steps
     methods: dict[str, Any] = {}
     for spec in grid.methods:
         rs = runs.get(spec.name, [])
-        per_seed = [{"seed": r["seed"], "per_task": {t: r["test"]["tasks"][t]["accuracy"] for t in tasks},
-                     "average": r["test"]["average"]} for r in rs]
+        per_seed = [
+            {
+                "seed": r["seed"],
+                "per_task": {t: r["test"]["tasks"][t]["accuracy"] for t in tasks},
+                "average": r["test"]["average"],
+            }
+            for r in rs
+        ]
         methods[spec.name] = {
             "learning_rate": grid.chosen.get(spec.name),
-            "sweep": [{"learning_rate": s["learning_rate"], "status": s["status"], "final_loss": s["final_loss"],
-                       "validation_accuracy": s["validation"]["average"] if s.get("validation") else None,
-                       "validation_per_task": {t: v["accuracy"] for t, v in s["validation"]["tasks"].items()} if s.get("validation") else None}
-                      for s in grid.sweep.get(spec.name, [])],
+            "sweep": [
+                {
+                    "learning_rate": s["learning_rate"],
+                    "status": s["status"],
+                    "final_loss": s["final_loss"],
+                    "validation_accuracy": s["validation"]["average"] if s.get("validation") else None,
+                    "validation_per_task": {t: v["accuracy"] for t, v in s["validation"]["tasks"].items()}
+                    if s.get("validation")
+                    else None,
+                }
+                for s in grid.sweep.get(spec.name, [])
+            ],
             "seeds": [r["seed"] for r in rs],
             "per_seed": per_seed,
             "per_task": {t: _mean_std([p["per_task"][t] for p in per_seed]) for t in tasks},
@@ -114,7 +137,9 @@ def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, targ
             "effective_rank": _mean_std([_effective_rank(r) for r in rs]) if effective_rank else None,
             "convergence": {
                 "final_loss": final.get(spec.name),
-                "steps_to_target": [steps_to_target(r["losses"], target_loss, window) if target_loss is not None else None for r in rs],
+                "steps_to_target": [
+                    steps_to_target(r["losses"], target_loss, window) if target_loss is not None else None for r in rs
+                ],
                 "loss_auc": _mean_std([loss_auc(r["losses"]) for r in rs]),
             },
             "train_wall_s": _mean_std([r["train_wall_s"] for r in rs]),
@@ -132,9 +157,17 @@ def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, targ
         a = {t: [mine[s]["test"]["tasks"][t]["per_row"] for s in seeds] for t in tasks}
         b = {t: [base_runs[s]["test"]["tasks"][t]["per_row"] for s in seeds] for t in tasks}
         overall = paired_comparison(a, b, n_resamples=n_resamples)
-        per_task = {t: {k: v for k, v in paired_comparison({t: a[t]}, {t: b[t]}, n_resamples=n_resamples).items()
-                        if k in ("difference", "ci_low", "ci_high", "p_value", "verdict")} for t in tasks}
-        comparisons.append({"method": spec.name, "baseline": baseline, "paired_seeds": seeds, **overall, "per_task": per_task})
+        per_task = {
+            t: {
+                k: v
+                for k, v in paired_comparison({t: a[t]}, {t: b[t]}, n_resamples=n_resamples).items()
+                if k in ("difference", "ci_low", "ci_high", "p_value", "verdict")
+            }
+            for t in tasks
+        }
+        comparisons.append(
+            {"method": spec.name, "baseline": baseline, "paired_seeds": seeds, **overall, "per_task": per_task}
+        )
     prior = {}
     if source:
         for t in tasks:
@@ -142,11 +175,19 @@ def build_report(grid: GridResult, baseline: str, n_resamples: int = 10000, targ
             prior[t] = max(gold.values()) / sum(gold.values())
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "settings": {**grid.settings, "methods": [s.name for s in grid.methods], "baseline": baseline, "seeds": grid.seeds,
-                     "learning_rates": grid.learning_rates, "n_resamples": n_resamples},
+        "settings": {
+            **grid.settings,
+            "methods": [s.name for s in grid.methods],
+            "baseline": baseline,
+            "seeds": grid.seeds,
+            "learning_rates": grid.learning_rates,
+            "n_resamples": n_resamples,
+        },
         "eval_tasks": tasks,
         "test_rows": _test_rows(grid),
-        "base": None if not grid.base else {"per_task": {t: grid.base["tasks"][t]["accuracy"] for t in tasks}, "average": grid.base["average"]},
+        "base": None
+        if not grid.base
+        else {"per_task": {t: grid.base["tasks"][t]["accuracy"] for t in tasks}, "average": grid.base["average"]},
         "label_prior": {"per_task": prior, "average": statistics.fmean(prior.values()) if prior else None},
         "smoothing_window": window,
         "target_loss": target_loss,
@@ -183,75 +224,149 @@ def markdown(report: dict[str, Any]) -> str:
     """report.md: readable alone (settings, tables, verdicts, how to read them)."""
     s, tasks, methods = report["settings"], report["eval_tasks"], report["methods"]
     train, model = s.get("train", {}), s.get("model", {})
-    lines = ["# linchain compare", "",
-             f"Model `{model.get('model_name_or_path')}`, r = {model.get('r')}, alpha = {model.get('alpha')}, targets "
-             f"`{model.get('target_modules')}`; {train.get('max_steps')} steps of {train.get('per_device_train_batch_size')} x "
-             f"{train.get('gradient_accumulation_steps')} sequences (cutoff {s.get('data', {}).get('cutoff_len')}), training data "
-             f"{', '.join('`' + d + '`' for d in s.get('data', {}).get('data', []))}.",
-             f"Methods {', '.join(s['methods'])}; baseline **{s['baseline']}**; seeds {s['seeds']}; learning rates swept "
-             f"{s['learning_rates']} (first seed, {s['eval']['validation_size']} validation rows carved from the training data).",
-             f"Test: {', '.join(s['eval']['eval_data'])} ("
-             + (f"first {s['eval']['eval_limit']} rows each" if s['eval']['eval_limit'] else "all rows") + ", the same for every run), "
-             f"scorer `{s['eval']['scorer']}`."
-             + "".join(f" {spec}: {n['dropped_seen_in_training']} of {n['rows']} rows repeat a training prompt and were "
-                       f"dropped (--test_unseen_only), {n['kept']} kept." for spec, n in (report.get("test_rows") or {}).items()),
-             "",
-             "## Accuracy (%), mean ± std over seeds", "",
-             _row(["method", "lr", "params", *tasks, "average"]), _row(["---", "---:", "---:", *["---:"] * (len(tasks) + 1)])]
+    lines = [
+        "# linchain compare",
+        "",
+        f"Model `{model.get('model_name_or_path')}`, r = {model.get('r')}, alpha = {model.get('alpha')}, targets "
+        f"`{model.get('target_modules')}`; {train.get('max_steps')} steps of {train.get('per_device_train_batch_size')} x "
+        f"{train.get('gradient_accumulation_steps')} sequences (cutoff {s.get('data', {}).get('cutoff_len')}), training data "
+        f"{', '.join('`' + d + '`' for d in s.get('data', {}).get('data', []))}.",
+        f"Methods {', '.join(s['methods'])}; baseline **{s['baseline']}**; seeds {s['seeds']}; learning rates swept "
+        f"{s['learning_rates']} (first seed, {s['eval']['validation_size']} validation rows carved from the training data).",
+        f"Test: {', '.join(s['eval']['eval_data'])} ("
+        + (f"first {s['eval']['eval_limit']} rows each" if s["eval"]["eval_limit"] else "all rows")
+        + ", the same for every run), "
+        f"scorer `{s['eval']['scorer']}`."
+        + "".join(
+            f" {spec}: {n['dropped_seen_in_training']} of {n['rows']} rows repeat a training prompt and were "
+            f"dropped (--test_unseen_only), {n['kept']} kept."
+            for spec, n in (report.get("test_rows") or {}).items()
+        ),
+        "",
+        "## Accuracy (%), mean ± std over seeds",
+        "",
+        _row(["method", "lr", "params", *tasks, "average"]),
+        _row(["---", "---:", "---:", *["---:"] * (len(tasks) + 1)]),
+    ]
     # every row has the header's cells: with no test scores at all (every test step failed) the table
     # has no task columns, and a row's cells are joined from a list, never spliced from strings
     if report["label_prior"]["per_task"]:
         p = report["label_prior"]
-        lines.append(_row(["majority label (prior)", "", "", *(f"{100 * p['per_task'][t]:.1f}" for t in tasks), f"{100 * p['average']:.1f}"]))
+        lines.append(
+            _row(
+                [
+                    "majority label (prior)",
+                    "",
+                    "",
+                    *(f"{100 * p['per_task'][t]:.1f}" for t in tasks),
+                    f"{100 * p['average']:.1f}",
+                ]
+            )
+        )
     if report["base"]:
         b = report["base"]
-        lines.append(_row(["base model (no fine-tuning)", "", "0", *(f"{100 * b['per_task'][t]:.1f}" for t in tasks), f"{100 * b['average']:.1f}"]))
+        lines.append(
+            _row(
+                [
+                    "base model (no fine-tuning)",
+                    "",
+                    "0",
+                    *(f"{100 * b['per_task'][t]:.1f}" for t in tasks),
+                    f"{100 * b['average']:.1f}",
+                ]
+            )
+        )
     for name, m in methods.items():
         params = f"{m['trainable_params']:,}" if m["trainable_params"] else "-"
         lr = "-" if m["learning_rate"] is None else f"{m['learning_rate']:g}"
-        lines.append(_row([name, lr, params, *(_pct(m["per_task"].get(t)) for t in tasks), f"**{_pct(m['average'])}**"]))
+        lines.append(
+            _row([name, lr, params, *(_pct(m["per_task"].get(t)) for t in tasks), f"**{_pct(m['average'])}**"])
+        )
     if not tasks:
         lines += ["", "No test scores: every test step failed or has not run (see Failures below)."]
-    lines += ["", f"## Against {s['baseline']} (paired over the same test rows and seeds)", "",
-              "| method | difference (points) | 95% CI | p | verdict | detectable at this n | per seed |", "|---|---:|---|---:|---|---:|---|"]
+    lines += [
+        "",
+        f"## Against {s['baseline']} (paired over the same test rows and seeds)",
+        "",
+        "| method | difference (points) | 95% CI | p | verdict | detectable at this n | per seed |",
+        "|---|---:|---|---:|---|---:|---|",
+    ]
     for c in report["comparisons"]:
-        lines.append(f"| {c['method']} | {100 * c['difference']:+.1f} | [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] | "
-                     f"{c['p_value']:.3g} | **{c['verdict']}** | ±{100 * c['min_detectable_difference']:.1f} | "
-                     + ", ".join(f"{100 * d:+.1f}" for d in c["per_seed_difference"]) + " |")
-    lines += ["", "How to read: the difference is the method's task-averaged accuracy minus the baseline's. The interval is a "
-              "paired bootstrap over test rows (seeds kept together), p a sign-flip randomisation test over rows (McNemar's "
-              "test for one seed). *better*/*worse* need p < 0.05 and an interval that excludes 0; otherwise *no detectable "
-              "difference*, which is not evidence of equality: differences smaller than the 'detectable' column (80% power) "
-              "are likely to be missed. Rows are resampled, seeds are not: look at 'per seed' to see whether seeds agree.", "",
-              "## Learning-rate sweep (validation accuracy %, first seed)", "",
-              "| method | " + " | ".join(f"{lr:g}" for lr in s["learning_rates"]) + " | chosen |", "|---|" + "---:|" * (len(s["learning_rates"]) + 1)]
+        lines.append(
+            f"| {c['method']} | {100 * c['difference']:+.1f} | [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] | "
+            f"{c['p_value']:.3g} | **{c['verdict']}** | ±{100 * c['min_detectable_difference']:.1f} | "
+            + ", ".join(f"{100 * d:+.1f}" for d in c["per_seed_difference"])
+            + " |"
+        )
+    lines += [
+        "",
+        "How to read: the difference is the method's task-averaged accuracy minus the baseline's. The interval is a "
+        "paired bootstrap over test rows (seeds kept together), p a sign-flip randomisation test over rows (McNemar's "
+        "test for one seed). *better*/*worse* need p < 0.05 and an interval that excludes 0; otherwise *no detectable "
+        "difference*, which is not evidence of equality: differences smaller than the 'detectable' column (80% power) "
+        "are likely to be missed. Rows are resampled, seeds are not: look at 'per seed' to see whether seeds agree.",
+        "",
+        "## Learning-rate sweep (validation accuracy %, first seed)",
+        "",
+        "| method | " + " | ".join(f"{lr:g}" for lr in s["learning_rates"]) + " | chosen |",
+        "|---|" + "---:|" * (len(s["learning_rates"]) + 1),
+    ]
     for name, m in methods.items():
         by_lr = {x["learning_rate"]: x for x in m["sweep"]}
         cells = []
         for lr in s["learning_rates"]:
             x = by_lr.get(lr)
-            cells.append("-" if x is None else x["status"] if x["status"] != "ok" else
-                         "-" if x["validation_accuracy"] is None else f"{100 * x['validation_accuracy']:.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {'-' if m['learning_rate'] is None else format(m['learning_rate'], 'g')} |")
+            cells.append(
+                "-"
+                if x is None
+                else x["status"]
+                if x["status"] != "ok"
+                else "-"
+                if x["validation_accuracy"] is None
+                else f"{100 * x['validation_accuracy']:.1f}"
+            )
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {'-' if m['learning_rate'] is None else format(m['learning_rate'], 'g')} |"
+        )
     target = report["target_loss"]
-    lines += ["", "## Convergence, parameters, effective rank", "",
-              f"| method | final train loss (smoothed, window {report['smoothing_window']}) | steps to "
-              + (f"{target:.4f}" if target is not None else "target") + " per seed | loss AUC (mean loss per step) | "
-              "trainable params | mean effective rank of ΔW | train s | test eval s |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Convergence, parameters, effective rank",
+        "",
+        f"| method | final train loss (smoothed, window {report['smoothing_window']}) | steps to "
+        + (f"{target:.4f}" if target is not None else "target")
+        + " per seed | loss AUC (mean loss per step) | "
+        "trainable params | mean effective rank of ΔW | train s | test eval s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for name, m in methods.items():
         c = m["convergence"]
         steps = ", ".join("never" if x is None else str(x) for x in c["steps_to_target"]) or "-"
         params = f"{m['trainable_params']:,}" if m["trainable_params"] else "-"
-        lines.append(f"| {name} | {_num(c['final_loss'])} | {steps} | {_num(c['loss_auc'])} | {params} | {_num(m['effective_rank'], '.2f')} | "
-                     f"{_num(m['train_wall_s'], '.0f')} | {_num(m['eval_wall_s'], '.0f')} |")
-    lines += ["", f"Steps to target: the first step whose moving-average training loss reaches the baseline's final one "
-              f"('never' = not within the run). Effective rank: `linchain analyze` (exp of the entropy of the normalised "
-              f"singular values), averaged over layers. Plots: convergence.png, lr_sweep.png."]
+        lines.append(
+            f"| {name} | {_num(c['final_loss'])} | {steps} | {_num(c['loss_auc'])} | {params} | {_num(m['effective_rank'], '.2f')} | "
+            f"{_num(m['train_wall_s'], '.0f')} | {_num(m['eval_wall_s'], '.0f')} |"
+        )
+    lines += [
+        "",
+        "Steps to target: the first step whose moving-average training loss reaches the baseline's final one "
+        "('never' = not within the run). Effective rank: `linchain analyze` (exp of the entropy of the normalised "
+        "singular values), averaged over layers. Plots: convergence.png, lr_sweep.png.",
+    ]
     if report["not_run"]:
-        lines += ["", f"## Not run yet ({len(report['not_run'])} steps; a partial report, written with --report_only)", "",
-                  "A method whose sweep is incomplete has a provisional learning rate.", ""] + [f"- {step}" for step in report["not_run"]]
+        lines += [
+            "",
+            f"## Not run yet ({len(report['not_run'])} steps; a partial report, written with --report_only)",
+            "",
+            "A method whose sweep is incomplete has a provisional learning rate.",
+            "",
+        ] + [f"- {step}" for step in report["not_run"]]
     if report["failures"]:
-        lines += ["", "## Failures (retried on the next call)", ""] + [f"- {f['step']}: {f['error'].splitlines()[0]}" for f in report["failures"]]
+        lines += ["", "## Failures (retried on the next call)", ""] + [
+            f"- {f['step']}: {f['error'].splitlines()[0]}" for f in report["failures"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -280,7 +395,7 @@ def plot_convergence(grid: GridResult, window: int, target: Optional[float], png
         n = min(len(c) for c in curves)
         steps = [curves[0][i][0] for i in range(n)]
         values = [[c[i][1] for c in curves] for i in range(n)]
-        line, = ax.plot(steps, [statistics.fmean(v) for v in values], label=f"{spec.name} ({len(curves)} seeds)")
+        (line,) = ax.plot(steps, [statistics.fmean(v) for v in values], label=f"{spec.name} ({len(curves)} seeds)")
         ax.fill_between(steps, [min(v) for v in values], [max(v) for v in values], color=line.get_color(), alpha=0.15)
     if target is not None:
         ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:.3f}")
@@ -300,7 +415,9 @@ def plot_sweep(report: dict[str, Any], png: Path) -> Optional[Path]:
         return None
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for name, m in report["methods"].items():
-        points = [(x["learning_rate"], x["validation_accuracy"]) for x in m["sweep"] if x["validation_accuracy"] is not None]
+        points = [
+            (x["learning_rate"], x["validation_accuracy"]) for x in m["sweep"] if x["validation_accuracy"] is not None
+        ]
         if points:
             ax.plot(*zip(*points), "o-", label=name)
     ax.set_xscale("log")

@@ -36,7 +36,9 @@ VERDICTS = ("better", "worse", "no detectable difference")
 _CHUNK = 1000  # bootstrap draws per block (bounds memory: CHUNK x rows indices)
 
 
-def row_differences(a: Mapping[str, Sequence[Sequence[int]]], b: Mapping[str, Sequence[Sequence[int]]]) -> dict[str, np.ndarray]:
+def row_differences(
+    a: Mapping[str, Sequence[Sequence[int]]], b: Mapping[str, Sequence[Sequence[int]]]
+) -> dict[str, np.ndarray]:
     """``d_t`` (rows_t,) per task: a's minus b's correctness, averaged over the paired seeds."""
     if set(a) != set(b):
         raise ValueError(f"paired comparison needs the same tasks; got {sorted(a)} and {sorted(b)}")
@@ -44,7 +46,9 @@ def row_differences(a: Mapping[str, Sequence[Sequence[int]]], b: Mapping[str, Se
     for task in a:
         x, y = np.asarray(a[task], dtype=float), np.asarray(b[task], dtype=float)
         if x.ndim != 2 or x.shape != y.shape or x.shape[1] == 0:
-            raise ValueError(f"task {task}: correctness must be (seeds, rows) arrays of the same shape; got {x.shape} and {y.shape}")
+            raise ValueError(
+                f"task {task}: correctness must be (seeds, rows) arrays of the same shape; got {x.shape} and {y.shape}"
+            )
         out[task] = (x - y).mean(axis=0)
     return out
 
@@ -85,9 +89,9 @@ def paired_comparison(
         n = min(_CHUNK, n_resamples - start)
         for t in tasks:
             v = d[t]
-            boot[start:start + n] += v[rng.integers(0, v.size, size=(n, v.size))].mean(axis=1) / T
+            boot[start : start + n] += v[rng.integers(0, v.size, size=(n, v.size))].mean(axis=1) / T
             signs = rng.integers(0, 2, size=(n, v.size)) * 2 - 1
-            flip[start:start + n] += (signs * v).mean(axis=1) / T
+            flip[start : start + n] += (signs * v).mean(axis=1) / T
     ci_low, ci_high = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
     # floating sums of the same values may differ in the last bits: compare with a tolerance
     extreme = int(np.sum(np.abs(flip) >= abs(observed) - 1e-12))
@@ -99,13 +103,23 @@ def paired_comparison(
     else:
         verdict = "no detectable difference"
     seeds = len(np.asarray(next(iter(a.values()))))
-    per_seed = [sum(float(np.mean(np.asarray(a[t], dtype=float)[s] - np.asarray(b[t], dtype=float)[s])) for t in tasks) / T
-                for s in range(seeds)]
+    per_seed = [
+        sum(float(np.mean(np.asarray(a[t], dtype=float)[s] - np.asarray(b[t], dtype=float)[s])) for t in tasks) / T
+        for s in range(seeds)
+    ]
     a_only = sum(int(np.sum((np.asarray(a[t]) == 1) & (np.asarray(b[t]) == 0))) for t in tasks)
     b_only = sum(int(np.sum((np.asarray(a[t]) == 0) & (np.asarray(b[t]) == 1))) for t in tasks)
     return {
-        "difference": observed, "ci_low": ci_low, "ci_high": ci_high, "p_value": p_value, "verdict": verdict,
+        "difference": observed,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "p_value": p_value,
+        "verdict": verdict,
         "min_detectable_difference": minimum_detectable_difference(d, alpha),
-        "per_seed_difference": per_seed, "rows": {t: int(d[t].size) for t in tasks}, "seeds": seeds,
-        "discordant": [a_only, b_only], "n_resamples": n_resamples, "alpha": alpha,
+        "per_seed_difference": per_seed,
+        "rows": {t: int(d[t].size) for t in tasks},
+        "seeds": seeds,
+        "discordant": [a_only, b_only],
+        "n_resamples": n_resamples,
+        "alpha": alpha,
     }

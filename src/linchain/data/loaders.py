@@ -116,9 +116,7 @@ def _adapters_row(rows: _Rows, index: int, row: Any, columns: Mapping[str, str])
         raise rows.fail(index, f"expected an object with fields {list(FIELDS)}, got {type(row).__name__}")
     get = {f: columns.get(f, f) for f in FIELDS}
     mapped = {f: row.get(get[f]) for f in FIELDS if get[f] in row}
-    values = {
-        f: _text(rows, index, mapped, f, required=f in ("instruction", "output")) for f in FIELDS
-    }
+    values = {f: _text(rows, index, mapped, f, required=f in ("instruction", "output")) for f in FIELDS}
     return Example(**values, source=rows.source, row=index)
 
 
@@ -182,8 +180,14 @@ def _bigbench_row(rows: _Rows, index: int, row: Any) -> Example:
         best = max(scores.values())
         answer = next(str(o) for o, s in scores.items() if s == best)
         return Example(
-            instruction=row["input"], input="", output=answer, answer=answer, source=rows.source, row=index,
-            options=options, target_scores={str(o): float(s) for o, s in scores.items()},
+            instruction=row["input"],
+            input="",
+            output=answer,
+            answer=answer,
+            source=rows.source,
+            row=index,
+            options=options,
+            target_scores={str(o): float(s) for o, s in scores.items()},
         )
     target = row.get("target")
     if isinstance(target, list) and target and all(isinstance(t, str) for t in target):
@@ -200,7 +204,9 @@ def _reasoning_gym_options(rest: str, options: str) -> dict:
     try:
         pairs = parse_qsl(options, keep_blank_values=True, strict_parsing=True)
     except ValueError:
-        raise DataError(f"reasoning_gym:{rest}: the options after '?' must be key=value pairs joined by '&', got {options!r:.80}") from None
+        raise DataError(
+            f"reasoning_gym:{rest}: the options after '?' must be key=value pairs joined by '&', got {options!r:.80}"
+        ) from None
     values = {}
     for key, text in pairs:
         try:
@@ -221,12 +227,16 @@ def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
     try:
         n = int(size) if size else DEFAULT_REASONING_GYM_SIZE
     except ValueError:
-        raise DataError(f"reasoning_gym:{rest}: the size after the second ':' must be an integer, got {size!r}") from None
+        raise DataError(
+            f"reasoning_gym:{rest}: the size after the second ':' must be an integer, got {size!r}"
+        ) from None
     if n <= 0:
         raise DataError(f"reasoning_gym:{rest}: the size must be positive, got {n}")
     if fixed_seed:
         if not fixed_seed.isdigit():
-            raise DataError(f"reasoning_gym:{rest}: the seed after the third ':' must be a non-negative integer, got {fixed_seed!r}")
+            raise DataError(
+                f"reasoning_gym:{rest}: the seed after the third ':' must be a non-negative integer, got {fixed_seed!r}"
+            )
         seed = int(fixed_seed)
     try:
         import reasoning_gym
@@ -235,7 +245,9 @@ def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
     try:
         dataset = reasoning_gym.create_dataset(name, size=n, seed=seed, **config)
     except TypeError as err:  # an option the generator's config does not have
-        raise DataError(f"reasoning_gym:{rest}: {str(err)[:200]} (the options are the fields of {name}'s config class)") from None
+        raise DataError(
+            f"reasoning_gym:{rest}: {str(err)[:200]} (the options are the fields of {name}'s config class)"
+        ) from None
     except (KeyError, ValueError, AssertionError) as err:
         raise DataError(f"reasoning_gym:{rest}: {str(err)[:200] or type(err).__name__}") from None
     source = f"reasoning_gym:{name}:{n}" + (f":{seed}" if fixed_seed else "") + (f"?{options}" if options else "")
@@ -243,7 +255,9 @@ def _load_reasoning_gym(rest: str, seed: int) -> list[Example]:
     for index in range(n):
         item = dataset[index]
         answer = str(item["answer"])
-        out.append(Example(instruction=item["question"], input="", output=answer, answer=answer, source=source, row=index))
+        out.append(
+            Example(instruction=item["question"], input="", output=answer, answer=answer, source=source, row=index)
+        )
     return out
 
 
@@ -258,7 +272,9 @@ def open_hf_dataset(spec: str, split: str):
         # The real hub path; tests use saved local datasets (no hub access at test time).
         return datasets.load_dataset(name, config or None, split=split)
     if not any((Path(spec) / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
-        raise DataError(f"{spec}: a folder, but not a dataset saved with save_to_disk; give a .json/.jsonl file in it, or such a folder")
+        raise DataError(
+            f"{spec}: a folder, but not a dataset saved with save_to_disk; give a .json/.jsonl file in it, or such a folder"
+        )
     data = datasets.load_from_disk(spec)
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
@@ -305,9 +321,9 @@ def load_examples(
         raise DataError(f"columns maps unknown field(s) {bad}; our fields are {list(FIELDS)}")
     spec = os.fspath(spec)
     if spec.startswith("bigbench:"):
-        return _load_bigbench(spec[len("bigbench:"):], skip_malformed)
+        return _load_bigbench(spec[len("bigbench:") :], skip_malformed)
     if spec.startswith("reasoning_gym:"):
-        return _load_reasoning_gym(spec[len("reasoning_gym:"):], seed)
+        return _load_reasoning_gym(spec[len("reasoning_gym:") :], seed)
     if spec.startswith("hf:"):
         return _load_hf(spec, split, skip_malformed, columns)
     path = Path(spec)
@@ -323,4 +339,6 @@ def load_examples(
     try:
         return _load_json_file(path, skip_malformed, columns)
     except UnicodeDecodeError as err:
-        raise DataError(f"{spec}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8") from None
+        raise DataError(
+            f"{spec}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save it as UTF-8"
+        ) from None

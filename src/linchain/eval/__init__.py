@@ -11,8 +11,14 @@ from .args import EvalArguments
 from .examples import build_prompt, candidate_answers, continuation, gold_answer, load_eval_examples
 from .extract import extract_answer, is_correct, response_text
 from .generate import GeneratePrediction, generate_predict, generate_texts
-from .loglik import (LoglikPrediction, continuation_logprobs, loglik_accuracy, loglik_predict, shared_prompt_logprobs,
-                     shared_prompts_logprobs)
+from .loglik import (
+    LoglikPrediction,
+    continuation_logprobs,
+    loglik_accuracy,
+    loglik_predict,
+    shared_prompt_logprobs,
+    shared_prompts_logprobs,
+)
 from .results import TaskResult, format_table, results_dict, write_results
 from .run import EvalRun, run_evaluation
 from .runner import SCORERS, evaluate_task

@@ -75,7 +75,6 @@ def continuation(task: TaskSpec, answer: str) -> str:
     return answer
 
 
-
 def build_prompt(example: Any, task: TaskSpec, faithful: bool = False, append_choices: bool = True) -> str:
     """The Alpaca prompt of a row, the same for both scorers.
 

@@ -46,8 +46,9 @@ def generate_texts(
     Rows are sorted by length so that a batch pads little.
     """
     if num_beams < 1 or batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(f"num_beams, batch_size and max_new_tokens must be >= 1, got "
-                         f"{num_beams}, {batch_size}, {max_new_tokens}")
+        raise ValueError(
+            f"num_beams, batch_size and max_new_tokens must be >= 1, got {num_beams}, {batch_size}, {max_new_tokens}"
+        )
     from transformers import LogitsProcessorList
 
     device = model_device(model)
@@ -61,11 +62,12 @@ def generate_texts(
     finite = _FiniteScores()
     if progress:
         from ..progress import Progress
+
         bar = Progress(total=len(prompts), desc=f"generate (beams={num_beams})", unit="row")
     try:
         with eval_mode(model):
             for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
+                batch = order[start : start + batch_size]
                 enc = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
                 out = model.generate(
                     input_ids=enc["input_ids"].to(device),
@@ -76,7 +78,7 @@ def generate_texts(
                     pad_token_id=pad_id,
                     logits_processor=LogitsProcessorList([finite.at(batch, num_beams)]),
                 )
-                new = out[:, enc["input_ids"].shape[1]:]
+                new = out[:, enc["input_ids"].shape[1] :]
                 for i, text in zip(batch, tokenizer.batch_decode(new, skip_special_tokens=True)):
                     outputs[i] = text
                 if bar is not None:
@@ -122,8 +124,15 @@ def generate_predict(
     ``max_new_tokens`` defaults to the task's (32 commonsense, 256 math).
     """
     prompts = [build_prompt(ex, task, faithful_prompt, append_choices) for ex in examples]
-    texts = generate_texts(model, tokenizer, prompts, max_new_tokens or task.max_new_tokens,
-                           num_beams=num_beams, batch_size=batch_size, progress=progress)
+    texts = generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens or task.max_new_tokens,
+        num_beams=num_beams,
+        batch_size=batch_size,
+        progress=progress,
+    )
     out = []
     for ex, prompt, text in zip(examples, prompts, texts):
         options = getattr(ex, "options", None) or list(getattr(ex, "target_scores", None) or [])

@@ -11,8 +11,13 @@ from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source, to
 __all__ = ["load_causal_lm"]
 
 
-def load_causal_lm(model_name_or_path: str, adapter: Optional[str] = None, dtype: str = "float32",
-                   merge: bool = False, device: Optional[str] = None) -> Tuple[torch.nn.Module, Any]:
+def load_causal_lm(
+    model_name_or_path: str,
+    adapter: Optional[str] = None,
+    dtype: str = "float32",
+    merge: bool = False,
+    device: Optional[str] = None,
+) -> Tuple[torch.nn.Module, Any]:
     """``(model, tokenizer)`` ready for scoring: eval mode, a pad token, and the adapter loaded
     with PEFT (``import linchain`` registered LINCHAIN) and optionally merged (same outputs).
 

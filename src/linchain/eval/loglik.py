@@ -7,21 +7,27 @@ reported on exactly the same rows as the generate scorer. Only for multiple-choi
 from __future__ import annotations
 
 import copy
-import math
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from ..progress import Progress
 
+from ..progress import Progress
 from ._torch import NonFiniteLogitsError, eval_mode, model_device
 from .examples import build_prompt, candidate_answers, continuation, gold_answer
 from .extract import is_correct
 from .tasks import TaskSpec
 
-__all__ = ["LoglikPrediction", "continuation_logprobs", "loglik_accuracy", "loglik_predict", "shared_prompt_logprobs",
-           "shared_prompts_logprobs"]
+__all__ = [
+    "LoglikPrediction",
+    "continuation_logprobs",
+    "loglik_accuracy",
+    "loglik_predict",
+    "shared_prompt_logprobs",
+    "shared_prompts_logprobs",
+]
 
 NORMALIZE = ("sum", "mean")
 
@@ -71,7 +77,9 @@ def shared_prompt_logprobs(
 ) -> List[Tuple[float, int]]:
     """What :func:`continuation_logprobs` computes for one prompt and all its candidates, with
     the prompt run once (:func:`shared_prompts_logprobs` for one row)."""
-    return shared_prompts_logprobs(model, tokenizer, [prompt], [continuations], batch_size=max(len(continuations), 1))[0]
+    return shared_prompts_logprobs(model, tokenizer, [prompt], [continuations], batch_size=max(len(continuations), 1))[
+        0
+    ]
 
 
 @torch.no_grad()
@@ -110,7 +118,7 @@ def shared_prompts_logprobs(
         prompt_ids = list(tokenizer(prompt)["input_ids"])
         longest = max(len(ids) for ids in cont_ids)
         if limit is not None and len(prompt_ids) + longest > limit:
-            prompt_ids = prompt_ids[len(prompt_ids) + longest - limit:]
+            prompt_ids = prompt_ids[len(prompt_ids) + longest - limit :]
         if not prompt_ids:
             raise ValueError("the continuations need at least one prompt token before them")
         rows.append((prompt_ids, cont_ids))
@@ -128,7 +136,9 @@ def shared_prompts_logprobs(
     results: List[List[Tuple[float, int]]] = [[] for _ in rows]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     label = isinstance(progress, str)
-    with Progress(total=len(rows), desc=progress if label else "loglik", unit="row", leave=not label, disable=not progress) as bar:
+    with Progress(
+        total=len(rows), desc=progress if label else "loglik", unit="row", leave=not label, disable=not progress
+    ) as bar:
         for group in groups:
             scored = _score_group(model, [rows[i] for i in group], batch_size, pad_id)
             for i, row_scores in zip(group, scored):
@@ -137,8 +147,9 @@ def shared_prompts_logprobs(
     return results
 
 
-def _score_group(model: torch.nn.Module, rows: List[Tuple[List[int], List[List[int]]]], batch_size: int,
-                 pad_id: int) -> List[List[Tuple[float, int]]]:
+def _score_group(
+    model: torch.nn.Module, rows: List[Tuple[List[int], List[List[int]]]], batch_size: int, pad_id: int
+) -> List[List[Tuple[float, int]]]:
     """One prompt pass for ``rows``, then their candidates in chunks of ``batch_size`` (see
     :func:`shared_prompts_logprobs`)."""
     device = model_device(model)
@@ -146,18 +157,23 @@ def _score_group(model: torch.nn.Module, rows: List[Tuple[List[int], List[List[i
     prompt_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     prompt_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for r, (p, _) in enumerate(rows):
-        prompt_ids[r, width - len(p):] = torch.tensor(p)
-        prompt_mask[r, width - len(p):] = 1
+        prompt_ids[r, width - len(p) :] = torch.tensor(p)
+        prompt_mask[r, width - len(p) :] = 1
     lengths = prompt_mask.sum(-1)
-    first = model(input_ids=prompt_ids.to(device), attention_mask=prompt_mask.to(device),
-                  position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0).to(device), use_cache=True, logits_to_keep=1)
+    first = model(
+        input_ids=prompt_ids.to(device),
+        attention_mask=prompt_mask.to(device),
+        position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0).to(device),
+        use_cache=True,
+        logits_to_keep=1,
+    )
     cache_arg = _cache_argument(model)
     cache = getattr(first, cache_arg)
     last = first.logits[:, -1]  # [R, V]: the prompt's last position predicts the first candidate token
     pairs = [(r, ids) for r, (_, conts) in enumerate(rows) for ids in conts]
     out: List[List[Tuple[float, int]]] = [[] for _ in rows]
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         # the forward appends the candidates to the cache it is given: later chunks need the prompts' own
         chunk_cache = cache if start + batch_size >= len(pairs) else copy.deepcopy(cache)
         which = torch.tensor([r for r, _ in chunk])
@@ -167,17 +183,22 @@ def _score_group(model: torch.nn.Module, rows: List[Tuple[List[int], List[List[i
         ids = torch.full((n, cwidth), pad_id, dtype=torch.long)
         mask = torch.cat([prompt_mask[which], torch.zeros((n, cwidth), dtype=torch.long)], dim=1)
         for j, (_, c) in enumerate(chunk):
-            ids[j, :len(c)] = torch.tensor(c)
-            mask[j, width:width + len(c)] = 1
+            ids[j, : len(c)] = torch.tensor(c)
+            mask[j, width : width + len(c)] = 1
         position_ids = lengths[which][:, None] + torch.arange(cwidth)[None]
         ids = ids.to(device)
-        rest = model(input_ids=ids, attention_mask=mask.to(device), position_ids=position_ids.to(device),
-                     use_cache=False, **{cache_arg: chunk_cache}).logits  # [n, W, V]
+        rest = model(
+            input_ids=ids,
+            attention_mask=mask.to(device),
+            position_ids=position_ids.to(device),
+            use_cache=False,
+            **{cache_arg: chunk_cache},
+        ).logits  # [n, W, V]
         # position j of a candidate predicts its token j + 1
         step_logits = torch.cat([last[which_on_device][:, None], rest[:, :-1]], dim=1).float()
         logp = step_logits.gather(2, ids[:, :, None])[:, :, 0] - torch.logsumexp(step_logits, dim=-1)  # [n, W]
         for j, (r, c) in enumerate(chunk):
-            out[r].append((logp[j, :len(c)].sum().item(), len(c)))
+            out[r].append((logp[j, : len(c)].sum().item(), len(c)))
     return out
 
 
@@ -216,7 +237,7 @@ def continuation_logprobs(
             raise ValueError(f"continuation {cont!r} has no tokens")
         ids = prompt_cache[prompt] + cont_ids
         if limit is not None and len(ids) > limit:
-            ids = ids[len(ids) - limit:]
+            ids = ids[len(ids) - limit :]
         if len(ids) < 2 or len(cont_ids) >= len(ids):
             raise ValueError(f"continuation {cont!r} needs at least one prompt token before it")
         items.append((ids, len(cont_ids)))
@@ -227,21 +248,21 @@ def continuation_logprobs(
     results: List[Tuple[float, int]] = [(0.0, 0)] * len(items)
     with Progress(total=len(items), desc="loglik", unit="option", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             width = max(len(items[i][0]) for i in batch)
             keep = max(items[i][1] for i in batch) + 1
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
             for row, i in enumerate(batch):
                 ids = items[i][0]
-                input_ids[row, width - len(ids):] = torch.tensor(ids)
-                attention[row, width - len(ids):] = 1
+                input_ids[row, width - len(ids) :] = torch.tensor(ids)
+                attention[row, width - len(ids) :] = 1
             logits = _last_logits(model, input_ids.to(device), attention.to(device), keep)  # [B, keep, V]
             for row, i in enumerate(batch):
                 ids, n_cont = items[i]
                 # token t is predicted by the logits at t - 1; the last logit predicts past the end
-                step_logits = logits[row, keep - n_cont - 1:keep - 1].float()  # [n_cont, V]
-                targets = torch.tensor(ids[len(ids) - n_cont:], device=step_logits.device)
+                step_logits = logits[row, keep - n_cont - 1 : keep - 1].float()  # [n_cont, V]
+                targets = torch.tensor(ids[len(ids) - n_cont :], device=step_logits.device)
                 results[i] = (torch.log_softmax(step_logits, dim=-1).gather(1, targets[:, None]).sum().item(), n_cont)
             bar.update(len(batch))
     return results
@@ -268,8 +289,10 @@ def loglik_predict(
     key/value cache); ``False`` runs every pair whole (:func:`continuation_logprobs`).
     """
     if not task.multiple_choice:
-        raise ValueError(f"the loglik scorer needs a multiple-choice task; {task.name!r} is a {task.kind} "
-                         "task: use --scorer generate")
+        raise ValueError(
+            f"the loglik scorer needs a multiple-choice task; {task.name!r} is a {task.kind} "
+            "task: use --scorer generate"
+        )
     if normalize not in NORMALIZE:
         raise ValueError(f"normalize must be one of {NORMALIZE}, got {normalize!r}")
     prompts, conts, spans, per_row = [], [], [], []
@@ -283,8 +306,14 @@ def loglik_predict(
         per_row.append((prompt, cands, texts))
     with eval_mode(model):
         if share_prompt:
-            per_prompt = shared_prompts_logprobs(model, tokenizer, [p for p, _, _ in per_row], [t for _, _, t in per_row],
-                                                 batch_size=batch_size, progress=progress)
+            per_prompt = shared_prompts_logprobs(
+                model,
+                tokenizer,
+                [p for p, _, _ in per_row],
+                [t for _, _, t in per_row],
+                batch_size=batch_size,
+                progress=progress,
+            )
             scored = [pair for row in per_prompt for pair in row]
         else:
             scored = continuation_logprobs(model, tokenizer, prompts, conts, batch_size=batch_size, progress=progress)
@@ -296,8 +325,9 @@ def loglik_predict(
             raise NonFiniteLogitsError(i, "log-probabilities")
         best = max(range(len(scores)), key=lambda j: (scores[j], -j))
         gold = gold_answer(ex)
-        out.append(LoglikPrediction(prompt, cands, texts, scores, cands[best], gold,
-                                    _correct(task, ex, cands[best], gold)))
+        out.append(
+            LoglikPrediction(prompt, cands, texts, scores, cands[best], gold, _correct(task, ex, cands[best], gold))
+        )
     return out
 
 
@@ -325,6 +355,7 @@ def loglik_accuracy(
     """
     if isinstance(task, str):
         from .tasks import get_task
+
         task = get_task(task)
     preds = loglik_predict(model, tokenizer, examples, task, batch_size=batch_size, normalize=normalize)
     return sum(p.correct for p in preds) / max(len(preds), 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,8 +42,15 @@ class TaskResult:
         return out
 
 
-def results_dict(results: Sequence[TaskResult], *, model: str, adapter: Optional[str], scorer: str,
-                 settings: Dict[str, Any], environment: Dict[str, Any]) -> Dict[str, Any]:
+def results_dict(
+    results: Sequence[TaskResult],
+    *,
+    model: str,
+    adapter: Optional[str],
+    scorer: str,
+    settings: Dict[str, Any],
+    environment: Dict[str, Any],
+) -> Dict[str, Any]:
     """The content of ``results.json``; ``average`` is the unweighted mean of task accuracies
     (the paper's "Avg." column), ``None`` for a single task."""
     accuracies = [r.accuracy for r in results]
@@ -73,19 +79,28 @@ def write_results(output_dir: str | os.PathLike, payload: Dict[str, Any], result
 def format_table(results: Sequence[TaskResult]) -> str:
     """A plain-text table: task, scorer, rows, correct, no answer, accuracy (%), and the average."""
     header = ("task", "scorer", "rows", "correct", "no answer", "accuracy")
-    body = [(r.task, r.scorer, str(r.total), str(r.correct), str(r.no_answer), f"{100 * r.accuracy:.1f}%")
-            for r in results]
+    body = [
+        (r.task, r.scorer, str(r.total), str(r.correct), str(r.no_answer), f"{100 * r.accuracy:.1f}%") for r in results
+    ]
     if len(results) > 1:
         avg = sum(r.accuracy for r in results) / len(results)
-        body.append(("average", "", str(sum(r.total for r in results)), str(sum(r.correct for r in results)),
-                     str(sum(r.no_answer for r in results)), f"{100 * avg:.1f}%"))
+        body.append(
+            (
+                "average",
+                "",
+                str(sum(r.total for r in results)),
+                str(sum(r.correct for r in results)),
+                str(sum(r.no_answer for r in results)),
+                f"{100 * avg:.1f}%",
+            )
+        )
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
 
     def fmt(row: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
     rule = "-" * len(fmt(header))
-    lines = [fmt(header), rule, *(fmt(row) for row in body[:len(results)])]
+    lines = [fmt(header), rule, *(fmt(row) for row in body[: len(results)])]
     if len(results) > 1:
         lines += [rule, fmt(body[-1])]
     return "\n".join(lines)

@@ -7,7 +7,6 @@ merged) -> each task scored -> ``results.json`` and ``predictions.jsonl`` in ``o
 from __future__ import annotations
 
 import dataclasses
-
 import datetime
 import platform
 import sys
@@ -30,8 +29,22 @@ from .tasks import CLOSED_TASK, MAX_CLOSED_ANSWERS, TaskSpec, get_task, infer_ta
 __all__ = ["EvalRun", "run_evaluation"]
 
 #: EvalArguments recorded under "settings" in results.json
-_SETTINGS = ("num_beams", "max_new_tokens", "limit", "per_device_eval_batch_size", "normalize", "share_prompt",
-             "faithful_prompt", "append_choices", "data_columns", "split", "dtype", "seed", "num_threads", "merge_adapter")
+_SETTINGS = (
+    "num_beams",
+    "max_new_tokens",
+    "limit",
+    "per_device_eval_batch_size",
+    "normalize",
+    "share_prompt",
+    "faithful_prompt",
+    "append_choices",
+    "data_columns",
+    "split",
+    "dtype",
+    "seed",
+    "num_threads",
+    "merge_adapter",
+)
 
 
 @dataclass
@@ -60,9 +73,14 @@ def environment(device: str = "cpu") -> Dict[str, Any]:
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "linchain": linchain.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-        "peft": peft.__version__, "python": platform.python_version(), "machine": platform.machine(),
-        "device": device, "cpu_threads": torch.get_num_threads(),
+        "linchain": linchain.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "device": device,
+        "cpu_threads": torch.get_num_threads(),
     }
 
 
@@ -88,8 +106,10 @@ def plan_tasks(args: EvalArguments) -> List[tuple[str, Optional[TaskSpec], bool]
 
 def _check_scorer(args: EvalArguments, task: TaskSpec, data: str) -> None:
     if args.scorer == "loglik" and not task.multiple_choice:
-        raise ValueError(f"--scorer loglik needs multiple-choice tasks; {task.name!r} ({data}) is a "
-                         f"{task.kind} task: use --scorer generate")
+        raise ValueError(
+            f"--scorer loglik needs multiple-choice tasks; {task.name!r} ({data}) is a "
+            f"{task.kind} task: use --scorer generate"
+        )
 
 
 def closed_set(data: str, examples: list) -> list:
@@ -97,8 +117,10 @@ def closed_set(data: str, examples: list) -> list:
     (not only the ``--limit`` rows scored, so a small limit cannot shrink the set and inflate accuracy)."""
     answers = sorted({gold_answer(e) for e in examples})
     if not 2 <= len(answers) <= MAX_CLOSED_ANSWERS:
-        raise ValueError(f"--task closed: {data} has {len(answers)} distinct answers; closed-set scoring needs "
-                         f"2 to {MAX_CLOSED_ANSWERS} (use another task, e.g. --scorer generate with its answer rule)")
+        raise ValueError(
+            f"--task closed: {data} has {len(answers)} distinct answers; closed-set scoring needs "
+            f"2 to {MAX_CLOSED_ANSWERS} (use another task, e.g. --scorer generate with its answer rule)"
+        )
     return [dataclasses.replace(e, options=answers) for e in examples]
 
 
@@ -108,21 +130,34 @@ def load_rows(args: EvalArguments, plan: List[tuple[str, Optional[TaskSpec], boo
     loaded = []
     for data, task, inferred in plan:
         whole = task is None or task is CLOSED_TASK  # the answer set is the whole file's, then --limit applies
-        examples = load_eval_examples(data, limit=None if whole else args.limit, split=args.split,
-                                      skip_malformed=args.skip_malformed, columns=args.columns())
+        examples = load_eval_examples(
+            data,
+            limit=None if whole else args.limit,
+            split=args.split,
+            skip_malformed=args.skip_malformed,
+            columns=args.columns(),
+        )
         if task is None:
-            task = rule_from_answers(data, [gold_answer(e) for e in examples],
-                                     with_options=bool(examples) and all(getattr(e, "options", None) for e in examples))
+            task = rule_from_answers(
+                data,
+                [gold_answer(e) for e in examples],
+                with_options=bool(examples) and all(getattr(e, "options", None) for e in examples),
+            )
             rule = "closed-set scoring (task 'closed')" if task is CLOSED_TASK else f"the {task.kind} rule"
-            print(f"linchain eval: {data}: {rule} inferred from its gold answers (--task to choose another)", file=sys.stderr)
+            print(
+                f"linchain eval: {data}: {rule} inferred from its gold answers (--task to choose another)",
+                file=sys.stderr,
+            )
             _check_scorer(args, task, data)
         if task is CLOSED_TASK:
             examples = closed_set(data, examples)
-        examples = examples[:args.limit] if args.limit else examples
+        examples = examples[: args.limit] if args.limit else examples
         if inferred and examples and not any(gold_can_match(task, e, args.scorer) for e in examples):
             # a guessed rule under which no answer can ever be right would report 0% as a result
-            raise ValueError(f"--data {data}: none of its gold answers can match the inferred {task.name!r} rule "
-                             f"(e.g. row {examples[0].row}: {gold_answer(examples[0])[:80]!r}); pass --task")
+            raise ValueError(
+                f"--data {data}: none of its gold answers can match the inferred {task.name!r} rule "
+                f"(e.g. row {examples[0].row}: {gold_answer(examples[0])[:80]!r}); pass --task"
+            )
         loaded.append((data, task, inferred, examples))
     return loaded
 
@@ -135,10 +170,15 @@ def resolve_base_model(args: EvalArguments) -> None:
     adapter = find_adapter_dir(args.adapter)
     base = adapter_base_model(adapter)
     if not base:
-        raise ValueError(f"--adapter {args.adapter}: its {ADAPTER_CONFIG} names no base model "
-                         "(base_model_name_or_path); pass --model_name_or_path")
-    print(f"linchain eval: scoring on the adapter's base model {base} ({ADAPTER_CONFIG}); "
-          "--model_name_or_path chooses another", file=sys.stderr)
+        raise ValueError(
+            f"--adapter {args.adapter}: its {ADAPTER_CONFIG} names no base model "
+            "(base_model_name_or_path); pass --model_name_or_path"
+        )
+    print(
+        f"linchain eval: scoring on the adapter's base model {base} ({ADAPTER_CONFIG}); "
+        "--model_name_or_path chooses another",
+        file=sys.stderr,
+    )
     args.model_name_or_path = base
 
 
@@ -152,8 +192,14 @@ def output_folder(args: EvalArguments) -> OutputFolder:
     model = Path(args.model_name_or_path).expanduser()
     inputs: Dict[str, Any] = {"the adapter": adapter, "the base model": model if model.is_dir() else None}
     inputs.update({f"the data {data}": data for data in args.data})  # specs that are no local path are skipped
-    return OutputFolder(args.output_dir, "eval", overwrite=args.overwrite, inputs=inputs,
-                        runs={"the adapter's run": run}, command="linchain eval")
+    return OutputFolder(
+        args.output_dir,
+        "eval",
+        overwrite=args.overwrite,
+        inputs=inputs,
+        runs={"the adapter's run": run},
+        command="linchain eval",
+    )
 
 
 def run_evaluation(args: EvalArguments) -> EvalRun:
@@ -171,15 +217,26 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
         set_threads(args.num_threads, "linchain eval")
         loaded = load_rows(args, plan)
         device = args.torch_device()
-        model, tokenizer = load_causal_lm(args.model_name_or_path, args.adapter, dtype=args.dtype,
-                                          merge=args.merge_adapter, device=device)
+        model, tokenizer = load_causal_lm(
+            args.model_name_or_path, args.adapter, dtype=args.dtype, merge=args.merge_adapter, device=device
+        )
         results = [
             evaluate_task(
-                model, tokenizer, examples, task, args.scorer, data, batch_size=args.per_device_eval_batch_size,
-                num_beams=args.num_beams, max_new_tokens=args.max_new_tokens, normalize=args.normalize,
-                share_prompt=args.share_prompt, faithful_prompt=args.faithful_prompt,
+                model,
+                tokenizer,
+                examples,
+                task,
+                args.scorer,
+                data,
+                batch_size=args.per_device_eval_batch_size,
+                num_beams=args.num_beams,
+                max_new_tokens=args.max_new_tokens,
+                normalize=args.normalize,
+                share_prompt=args.share_prompt,
+                faithful_prompt=args.faithful_prompt,
                 append_choices=args.append_choices and task is not CLOSED_TASK,  # trained without a list of choices
-                task_inferred=inferred, progress=args.progress,
+                task_inferred=inferred,
+                progress=args.progress,
             )
             for data, task, inferred, examples in loaded
         ]
@@ -188,8 +245,14 @@ def run_evaluation(args: EvalArguments) -> EvalRun:
             settings["num_beams"] = settings["max_new_tokens"] = None  # not used by this scorer
         else:
             settings["share_prompt"] = settings["normalize"] = None
-        payload = results_dict(results, model=args.model_name_or_path, adapter=args.adapter, scorer=args.scorer,
-                               settings=settings, environment=environment(device))
+        payload = results_dict(
+            results,
+            model=args.model_name_or_path,
+            adapter=args.adapter,
+            scorer=args.scorer,
+            settings=settings,
+            environment=environment(device),
+        )
         with out.replace_whole() as tmp:
             write_results(tmp, payload, results)
     return EvalRun(results=results, payload=payload, path=out.path / "results.json")

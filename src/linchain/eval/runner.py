@@ -55,41 +55,122 @@ def evaluate_task(
         raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
     start = time.perf_counter()
     try:
-        records = _score(model, tokenizer, examples, task, scorer, data, batch_size, num_beams, max_new_tokens, normalize,
-                         share_prompt, faithful_prompt, append_choices, progress)
+        records = _score(
+            model,
+            tokenizer,
+            examples,
+            task,
+            scorer,
+            data,
+            batch_size,
+            num_beams,
+            max_new_tokens,
+            normalize,
+            share_prompt,
+            faithful_prompt,
+            append_choices,
+            progress,
+        )
     except NonFiniteLogitsError as err:
         row = getattr(examples[err.index], "row", err.index)
-        raise ValueError(f"{data} row {row}: the model's {err.what} are not finite (NaN or inf) while scoring; "
-                         "the weights overflow (a diverged or corrupted adapter?), so no accuracy is reported") from None
+        raise ValueError(
+            f"{data} row {row}: the model's {err.what} are not finite (NaN or inf) while scoring; "
+            "the weights overflow (a diverged or corrupted adapter?), so no accuracy is reported"
+        ) from None
     unmatchable = [ex for ex in examples if not gold_can_match(task, ex, scorer)]
     if unmatchable:
         first = unmatchable[0]
-        print(f"linchain eval: {task.name} ({data}): {len(unmatchable)} of {len(examples)} gold answers can never match "
-              f"under {task.name!r}'s rule (e.g. row {first.row}: {gold_answer(first)!r}); they count as wrong", file=sys.stderr)
+        print(
+            f"linchain eval: {task.name} ({data}): {len(unmatchable)} of {len(examples)} gold answers can never match "
+            f"under {task.name!r}'s rule (e.g. row {first.row}: {gold_answer(first)!r}); they count as wrong",
+            file=sys.stderr,
+        )
     return TaskResult(
-        task=task.name, data=data, scorer=scorer, total=len(records), unmatchable_gold=len(unmatchable),
+        task=task.name,
+        data=data,
+        scorer=scorer,
+        total=len(records),
+        unmatchable_gold=len(unmatchable),
         correct=sum(r["correct"] for r in records),
         no_answer=sum(r["pred"] is None for r in records),
-        seconds=round(time.perf_counter() - start, 3), task_inferred=task_inferred, predictions=records,
+        seconds=round(time.perf_counter() - start, 3),
+        task_inferred=task_inferred,
+        predictions=records,
     )
 
 
-def _score(model, tokenizer, examples, task, scorer, data, batch_size, num_beams, max_new_tokens, normalize, share_prompt,
-           faithful_prompt, append_choices, progress) -> list:
+def _score(
+    model,
+    tokenizer,
+    examples,
+    task,
+    scorer,
+    data,
+    batch_size,
+    num_beams,
+    max_new_tokens,
+    normalize,
+    share_prompt,
+    faithful_prompt,
+    append_choices,
+    progress,
+) -> list:
     """One prediction record per row."""
     records = []
     if scorer == "generate":
-        preds = generate_predict(model, tokenizer, examples, task, num_beams=num_beams, batch_size=batch_size,
-                                 max_new_tokens=max_new_tokens, faithful_prompt=faithful_prompt, append_choices=append_choices, progress=progress)
+        preds = generate_predict(
+            model,
+            tokenizer,
+            examples,
+            task,
+            num_beams=num_beams,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            faithful_prompt=faithful_prompt,
+            append_choices=append_choices,
+            progress=progress,
+        )
         for ex, p in zip(examples, preds):
-            records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
-                            "output": p.output, "pred": p.pred, "gold": p.gold, "correct": p.correct})
+            records.append(
+                {
+                    "task": task.name,
+                    "data": data,
+                    "row": ex.row,
+                    "scorer": scorer,
+                    "prompt": p.prompt,
+                    "output": p.output,
+                    "pred": p.pred,
+                    "gold": p.gold,
+                    "correct": p.correct,
+                }
+            )
     else:
-        preds = loglik_predict(model, tokenizer, examples, task, batch_size=batch_size, normalize=normalize,
-                               share_prompt=share_prompt,
-                               faithful_prompt=faithful_prompt, append_choices=append_choices, progress=progress)
+        preds = loglik_predict(
+            model,
+            tokenizer,
+            examples,
+            task,
+            batch_size=batch_size,
+            normalize=normalize,
+            share_prompt=share_prompt,
+            faithful_prompt=faithful_prompt,
+            append_choices=append_choices,
+            progress=progress,
+        )
         for ex, p in zip(examples, preds):
-            records.append({"task": task.name, "data": data, "row": ex.row, "scorer": scorer, "prompt": p.prompt,
-                            "output": p.continuations[p.candidates.index(p.pred)], "candidates": p.candidates,
-                            "scores": p.scores, "pred": p.pred, "gold": p.gold, "correct": p.correct})
+            records.append(
+                {
+                    "task": task.name,
+                    "data": data,
+                    "row": ex.row,
+                    "scorer": scorer,
+                    "prompt": p.prompt,
+                    "output": p.continuations[p.candidates.index(p.pred)],
+                    "candidates": p.candidates,
+                    "scores": p.scores,
+                    "pred": p.pred,
+                    "gold": p.gold,
+                    "correct": p.correct,
+                }
+            )
     return records

@@ -83,8 +83,10 @@ COMMONSENSE_TASKS: Dict[str, TaskSpec] = {
 }
 
 MATH_TASKS: Dict[str, TaskSpec] = {
-    **{n: TaskSpec(n, "number", max_new_tokens=MATH_MAX_NEW_TOKENS)
-       for n in ("gsm8k", "AddSub", "MultiArith", "SingleEq", "SVAMP", "mawps")},
+    **{
+        n: TaskSpec(n, "number", max_new_tokens=MATH_MAX_NEW_TOKENS)
+        for n in ("gsm8k", "AddSub", "MultiArith", "SingleEq", "SVAMP", "mawps")
+    },
     **{n: TaskSpec(n, "letter", "A|B|C|D|E", tuple("ABCDE"), MATH_MAX_NEW_TOKENS) for n in ("AQuA", "mathqa")},
 }
 
@@ -96,12 +98,25 @@ OPTION_TASK = TaskSpec("multiple_choice", "option", max_new_tokens=COMMONSENSE_M
 CLOSED_TASK = TaskSpec("closed", "option", max_new_tokens=COMMONSENSE_MAX_NEW_TOKENS)
 MAX_CLOSED_ANSWERS = 32
 
-TASKS: Dict[str, TaskSpec] = {**COMMONSENSE_TASKS, **MATH_TASKS, OPTION_TASK.name: OPTION_TASK, CLOSED_TASK.name: CLOSED_TASK}
+TASKS: Dict[str, TaskSpec] = {
+    **COMMONSENSE_TASKS,
+    **MATH_TASKS,
+    OPTION_TASK.name: OPTION_TASK,
+    CLOSED_TASK.name: CLOSED_TASK,
+}
 
 # lower-cased aliases, so `--task arc-easy` or `--task svamp` work; the canonical name is kept
 _ALIASES = {name.lower(): name for name in TASKS}
-_ALIASES.update({"siqa": "social_i_qa", "social_iqa": "social_i_qa", "obqa": "openbookqa",
-                 "arc_easy": "ARC-Easy", "arc_challenge": "ARC-Challenge", "math_qa": "mathqa"})
+_ALIASES.update(
+    {
+        "siqa": "social_i_qa",
+        "social_iqa": "social_i_qa",
+        "obqa": "openbookqa",
+        "arc_easy": "ARC-Easy",
+        "arc_challenge": "ARC-Challenge",
+        "math_qa": "mathqa",
+    }
+)
 
 
 def get_task(name: str) -> TaskSpec:
@@ -157,6 +172,8 @@ def rule_from_answers(data: str, answers: list[str], with_options: bool = False)
     if "" not in distinct and 2 <= len(distinct) <= MAX_CLOSED_ANSWERS and 2 * len(distinct) <= len(answers):
         return CLOSED_TASK
     sample = ", ".join(repr(a[:40]) for a in distinct[:3])
-    raise ValueError(f"--data {data}: cannot infer an answer rule from its {len(answers)} gold answers (not all numbers, "
-                     f"and {len(distinct)} distinct ones are no small closed set; e.g. {sample}); pass --task "
-                     f"(e.g. --task closed, gsm8k or boolq)")
+    raise ValueError(
+        f"--data {data}: cannot infer an answer rule from its {len(answers)} gold answers (not all numbers, "
+        f"and {len(distinct)} distinct ones are no small closed set; e.g. {sample}); pass --task "
+        f"(e.g. --task closed, gsm8k or boolq)"
+    )

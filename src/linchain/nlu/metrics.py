@@ -71,14 +71,14 @@ def matthews_corrcoef(preds: Sequence[int], labels: Sequence[int]) -> float:
         conf[index[t], index[p]] += 1
     t_k, p_k = conf.sum(1), conf.sum(0)
     c, s = np.trace(conf), conf.sum()
-    denom = np.sqrt((s * s - (p_k ** 2).sum()) * (s * s - (t_k ** 2).sum()))
+    denom = np.sqrt((s * s - (p_k**2).sum()) * (s * s - (t_k**2).sum()))
     return float((c * s - (p_k * t_k).sum()) / denom) if denom else 0.0
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     xc, yc = x - x.mean(), y - y.mean()
-    denom = np.sqrt((xc ** 2).sum() * (yc ** 2).sum())
+    denom = np.sqrt((xc**2).sum() * (yc**2).sum())
     return float((xc * yc).sum() / denom) if denom else 0.0
 
 
@@ -108,9 +108,16 @@ def compute_metrics(task: str, preds: Sequence, labels: Sequence, num_labels: Op
     if names is None:
         observed = len(np.union1d(np.asarray(preds), np.asarray(labels)))
         binary = num_labels == 2 if num_labels is not None else observed <= 2
-        return {"accuracy": accuracy(preds, labels),
-                "f1": f1_binary(preds, labels) if binary else f1_macro(preds, labels),
-                "matthews": matthews_corrcoef(preds, labels)}
-    funcs = {"accuracy": accuracy, "f1": f1_binary, "matthews": matthews_corrcoef, "pearson": pearson,
-             "spearman": spearman}
+        return {
+            "accuracy": accuracy(preds, labels),
+            "f1": f1_binary(preds, labels) if binary else f1_macro(preds, labels),
+            "matthews": matthews_corrcoef(preds, labels),
+        }
+    funcs = {
+        "accuracy": accuracy,
+        "f1": f1_binary,
+        "matthews": matthews_corrcoef,
+        "pearson": pearson,
+        "spearman": spearman,
+    }
     return {name: funcs[name](preds, labels) for name in names}

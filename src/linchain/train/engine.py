@@ -33,21 +33,29 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback, TrainerState
 
 from ..config import LinChainConfig
-from ..layer import refuse_rank_above_layer
-from ..progress import Progress
 from ..data import Example, load_examples
 from ..io import atomic_dir, atomic_write_json, atomic_write_text
+from ..layer import refuse_rank_above_layer
 from ..outputs import OutputFolder
+from ..progress import Progress
+from ..quant import load_base_model
 from ..resolve import resolve_model_path, torch_dtype
 from ..threads import set_threads
-from ..quant import load_base_model
 from .accuracy import mc_accuracy
 from .args import PEFT_LORA_VARIANTS, DataArguments, LinChainTrainingArguments, ModelArguments
 from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
 from .outputs import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, MetricsJsonl, plot_loss_curve
 
-__all__ = ["ADAPTER_DIR", "CONFIG_FILE", "MODEL_DIR", "RunResult", "checkpoint_problem", "find_complete_checkpoint",
-           "run_config", "run_training"]
+__all__ = [
+    "ADAPTER_DIR",
+    "CONFIG_FILE",
+    "MODEL_DIR",
+    "RunResult",
+    "checkpoint_problem",
+    "find_complete_checkpoint",
+    "run_config",
+    "run_training",
+]
 
 logger = logging.getLogger("linchain.train")
 
@@ -63,21 +71,69 @@ RUN_FILES = {ADAPTER_DIR, MODEL_DIR, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMA
 LAUNCH_FIELDS = frozenset({"overwrite", "resume", "resume_from_checkpoint", "overwrite_output_dir", "logging_dir"})
 #: recorded settings that change speed, bookkeeping or what is measured, not what the run trains:
 #: --resume may change them (every other recorded setting must stay as the run started)
-NOT_DEFINING = frozenset({
-    "output_dir", "resolved_model_path", "num_threads", "disable_tqdm", "report_to", "run_name", "use_cpu",
-    "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "save_steps", "save_strategy",
-    "save_total_limit", "save_only_model", "eval_steps", "eval_strategy", "eval_delay", "eval_accumulation_steps",
-    "per_device_eval_batch_size", "eval_accuracy", "max_options", "dataloader_num_workers", "dataloader_pin_memory",
-    "dataloader_persistent_workers", "dataloader_prefetch_factor", "include_num_input_tokens_seen", "push_to_hub",
-    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "skip_memory_metrics",
-    # the process and the machine (a run may resume under another launcher: local_rank is -1 alone, 0..N under torchrun)
-    "local_rank", "ddp_timeout", "log_level", "log_level_replica", "log_on_each_node", "save_on_each_node", "debug",
-    "project", "enable_jit_checkpoint",
-    # evaluation only
-    "do_train", "do_eval", "do_predict", "eval_on_start", "eval_do_concat_batches", "eval_use_gather_object",
-    "batch_eval_metrics", "include_for_metrics", "prediction_loss_only", "bf16_full_eval", "fp16_full_eval",
-    "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
-})
+NOT_DEFINING = frozenset(
+    {
+        "output_dir",
+        "resolved_model_path",
+        "num_threads",
+        "disable_tqdm",
+        "report_to",
+        "run_name",
+        "use_cpu",
+        "logging_steps",
+        "logging_strategy",
+        "logging_first_step",
+        "logging_nan_inf_filter",
+        "save_steps",
+        "save_strategy",
+        "save_total_limit",
+        "save_only_model",
+        "eval_steps",
+        "eval_strategy",
+        "eval_delay",
+        "eval_accumulation_steps",
+        "per_device_eval_batch_size",
+        "eval_accuracy",
+        "max_options",
+        "dataloader_num_workers",
+        "dataloader_pin_memory",
+        "dataloader_persistent_workers",
+        "dataloader_prefetch_factor",
+        "include_num_input_tokens_seen",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_strategy",
+        "hub_private_repo",
+        "hub_always_push",
+        "hub_revision",
+        "skip_memory_metrics",
+        # the process and the machine (a run may resume under another launcher: local_rank is -1 alone, 0..N under torchrun)
+        "local_rank",
+        "ddp_timeout",
+        "log_level",
+        "log_level_replica",
+        "log_on_each_node",
+        "save_on_each_node",
+        "debug",
+        "project",
+        "enable_jit_checkpoint",
+        # evaluation only
+        "do_train",
+        "do_eval",
+        "do_predict",
+        "eval_on_start",
+        "eval_do_concat_batches",
+        "eval_use_gather_object",
+        "batch_eval_metrics",
+        "include_for_metrics",
+        "prediction_loss_only",
+        "bf16_full_eval",
+        "fp16_full_eval",
+        "load_best_model_at_end",
+        "metric_for_best_model",
+        "greater_is_better",
+    }
+)
 
 
 @dataclasses.dataclass
@@ -131,8 +187,10 @@ class TrainingDiverged(ValueError):
 def _diverged(output_dir: str, step: int, what: str) -> TrainingDiverged:
     good = find_complete_checkpoint(output_dir)
     keep = f"the last good checkpoint is {good} (--resume continues from it)" if good else "no checkpoint was saved yet"
-    return TrainingDiverged(f"step {step}: {what}: training diverged and was stopped, no adapter written; {keep}. "
-                            "Lower --learning_rate, or keep --max_grad_norm > 0")
+    return TrainingDiverged(
+        f"step {step}: {what}: training diverged and was stopped, no adapter written; {keep}. "
+        "Lower --learning_rate, or keep --max_grad_norm > 0"
+    )
 
 
 class StopOnNonFinite(TrainerCallback):
@@ -162,8 +220,9 @@ class LossProgress(ProgressCallback):
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if state.is_world_process_zero and eval_dataloader is not None and hasattr(eval_dataloader, "__len__"):
             if self.prediction_bar is None:
-                self.prediction_bar = Progress(total=len(eval_dataloader), leave=self.training_bar is None,
-                                               dynamic_ncols=True)
+                self.prediction_bar = Progress(
+                    total=len(eval_dataloader), leave=self.training_bar is None, dynamic_ncols=True
+                )
             self.prediction_bar.update(1)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -242,8 +301,11 @@ def checkpoint_problem(checkpoint: Path) -> Optional[str]:
         return f"no {TRAINER_STATE} (cut short while saving)"
     except (OSError, ValueError):
         return f"{TRAINER_STATE} does not parse"
-    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int) or \
-            not isinstance(state.get("log_history", []), list):
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("global_step"), int)
+        or not isinstance(state.get("log_history", []), list)
+    ):
         return f"{TRAINER_STATE} is not a Trainer state"
     for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
         problem = None
@@ -312,7 +374,9 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
         tokenizer.pad_token = tokenizer.eos_token  # the collator pads labels with -100, so this is never trained on
     tokenizer.padding_side = "right"
     dtype = torch_dtype(model_args.torch_dtype)
-    model = load_base_model(path, dtype, model_args, train_args.gradient_checkpointing)  # bitsandbytes-quantized on request
+    model = load_base_model(
+        path, dtype, model_args, train_args.gradient_checkpointing
+    )  # bitsandbytes-quantized on request
     if model_args.method == "full":
         return model, tokenizer, path
     if train_args.gradient_checkpointing:
@@ -323,13 +387,23 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
     targets = model_args.target_list()
     if model_args.method in PEFT_LORA_VARIANTS:
         config = LoraConfig(
-            r=model_args.r, lora_alpha=model_args.alpha, lora_dropout=model_args.adapter_dropout,
-            target_modules=targets, task_type="CAUSAL_LM", **PEFT_LORA_VARIANTS[model_args.method],
+            r=model_args.r,
+            lora_alpha=model_args.alpha,
+            lora_dropout=model_args.adapter_dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+            **PEFT_LORA_VARIANTS[model_args.method],
         )
     else:
         config = LinChainConfig(
-            r=model_args.r, alpha=model_args.alpha, num_mixers=model_args.chain_length, mixer_bias=model_args.mixer_bias,
-            mixer_init=model_args.mixer_init, dropout=model_args.adapter_dropout, target_modules=targets, task_type="CAUSAL_LM",
+            r=model_args.r,
+            alpha=model_args.alpha,
+            num_mixers=model_args.chain_length,
+            mixer_bias=model_args.mixer_bias,
+            mixer_init=model_args.mixer_init,
+            dropout=model_args.adapter_dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
         )
     with refuse_rank_above_layer():  # --r larger than a target layer: an error here, before any allocation
         model = get_peft_model(model, config)
@@ -372,7 +446,13 @@ def load_data(data_args: DataArguments, seed: int) -> list[Example]:
     """All ``--data`` specs concatenated (the split shuffles them together, which mixes them)."""
     examples: list[Example] = []
     for spec in data_args.data:
-        got = load_examples(spec, skip_malformed=data_args.skip_malformed, seed=seed, split=data_args.data_split, columns=data_args.column_map())
+        got = load_examples(
+            spec,
+            skip_malformed=data_args.skip_malformed,
+            seed=seed,
+            split=data_args.data_split,
+            columns=data_args.column_map(),
+        )
         _say(f"{spec}: {len(got)} rows")
         examples += got
     return examples
@@ -399,8 +479,10 @@ def run_training(
     if args.resume:  # the checkpoint to continue from, and the run's own settings, before anything is written
         resume_from = find_complete_checkpoint(folder.path, say=_say if main_process else None)
         if resume_from is None:
-            raise FileNotFoundError(f"--resume: no complete checkpoint-N folder in {folder.path}; drop --resume to start "
-                                    "a new run (--overwrite replaces this one)")
+            raise FileNotFoundError(
+                f"--resume: no complete checkpoint-N folder in {folder.path}; drop --resume to start "
+                "a new run (--overwrite replaces this one)"
+            )
         folder.check()
         check_resume(model_args, data_args, args)  # before the lock: a refused resume leaves the folder as it was
     if not main_process:
@@ -428,14 +510,23 @@ class _CleanStop(KeyboardInterrupt):
         self.result = result
 
 
-def output_folder(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments) -> OutputFolder:
+def output_folder(
+    model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments
+) -> OutputFolder:
     """The run's output folder. Inputs are the local base model folder and local --data files: the
     output may not be, hold or lie inside one of them (hub ids and data specs that are not paths
     are skipped by OutputFolder)."""
     inputs = {"the base model (--model_name_or_path)": model_args.model_name_or_path}
     inputs.update({f"the training data (--data {spec})": spec for spec in data_args.data})
-    return OutputFolder(args.output_dir, "train", flag="--output_dir", overwrite=args.overwrite, resume=args.resume,
-                        inputs=inputs, command="linchain train")
+    return OutputFolder(
+        args.output_dir,
+        "train",
+        flag="--output_dir",
+        overwrite=args.overwrite,
+        resume=args.resume,
+        inputs=inputs,
+        command="linchain train",
+    )
 
 
 def _barrier(args: LinChainTrainingArguments) -> None:
@@ -445,8 +536,12 @@ def _barrier(args: LinChainTrainingArguments) -> None:
         dist.barrier()
 
 
-def run_config(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments,
-               base_path: Optional[str] = None) -> dict[str, Any]:
+def run_config(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: LinChainTrainingArguments,
+    base_path: Optional[str] = None,
+) -> dict[str, Any]:
     """What defines the run, as train_config.yaml records it: every option but how the run was
     launched (:data:`LAUNCH_FIELDS`) and secrets (``*_token``)."""
     config = {**dataclasses.asdict(model_args), **dataclasses.asdict(data_args), **_init_fields(args)}
@@ -464,11 +559,15 @@ def _saved_config(out: Path) -> Optional[dict[str, Any]]:
     try:
         saved = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"--resume: {path} cannot be read ({str(err).splitlines()[0][:200]}); it records the run's "
-                         "settings, so the run cannot be checked: start a new run with another --output_dir") from None
+        raise ValueError(
+            f"--resume: {path} cannot be read ({str(err).splitlines()[0][:200]}); it records the run's "
+            "settings, so the run cannot be checked: start a new run with another --output_dir"
+        ) from None
     if not isinstance(saved, dict):
-        raise ValueError(f"--resume: {path} is not a mapping of settings; the run cannot be checked: start a new run "
-                         "with another --output_dir")
+        raise ValueError(
+            f"--resume: {path} is not a mapping of settings; the run cannot be checked: start a new run "
+            "with another --output_dir"
+        )
     return saved
 
 
@@ -487,15 +586,20 @@ def check_resume(model_args: ModelArguments, data_args: DataArguments, args: Lin
         return
     # through YAML and back, so both sides have the types the file has
     now = yaml.safe_load(yaml.safe_dump(run_config(model_args, data_args, args), sort_keys=True))
-    changed = [f"--{k} {_show(saved[k])} -> {_show(now[k])}" for k in sorted(saved)
-               if k in now and k not in NOT_DEFINING and saved[k] != now[k]]
+    changed = [
+        f"--{k} {_show(saved[k])} -> {_show(now[k])}"
+        for k in sorted(saved)
+        if k in now and k not in NOT_DEFINING and saved[k] != now[k]
+    ]
     if not changed:
         return
     longer = "max_steps" in saved and saved["max_steps"] != now.get("max_steps")
-    raise ValueError(f"--resume: {out} was trained with other settings ({'; '.join(changed)}); a resumed run continues "
-                     "with its own settings: drop the changed flags" + (
-                         " (another --max_steps would need another learning-rate schedule)" if longer else "")
-                     + ", or start a new run with another --output_dir")
+    raise ValueError(
+        f"--resume: {out} was trained with other settings ({'; '.join(changed)}); a resumed run continues "
+        "with its own settings: drop the changed flags"
+        + (" (another --max_steps would need another learning-rate schedule)" if longer else "")
+        + ", or start a new run with another --output_dir"
+    )
 
 
 def _whole_run_loss(log_history: list) -> Optional[float]:
@@ -510,19 +614,29 @@ def _whole_run_loss(log_history: list) -> Optional[float]:
     return total / steps if steps else None
 
 
-def _run(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments,
-         callbacks: Sequence[TrainerCallback], started: float, folder: OutputFolder,
-         resume_from: Optional[Path]) -> RunResult:
+def _run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: LinChainTrainingArguments,
+    callbacks: Sequence[TrainerCallback],
+    started: float,
+    folder: OutputFolder,
+    resume_from: Optional[Path],
+) -> RunResult:
     """The run itself, inside the checked (and, on the main process, locked) output folder."""
     out = folder.path
     main_process = args.process_index == 0
     set_threads(args.num_threads, "linchain train")
     set_seed(args.seed)
 
-    base_path = resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data loads
+    base_path = resolve_model_path(
+        model_args.model_name_or_path
+    )  # a wrong model name fails now, not after the data loads
     if main_process and (not args.resume or not (out / CONFIG_FILE).exists()):
         # the run knows what it is from its first moment: --resume compares against this file
-        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(run_config(model_args, data_args, args, base_path), sort_keys=True))
+        atomic_write_text(
+            out / CONFIG_FILE, yaml.safe_dump(run_config(model_args, data_args, args, base_path), sort_keys=True)
+        )
     # 1. Data: load, split deterministically by --seed, tokenize.
     examples = load_data(data_args, args.seed)
     val_size = data_args.val_set_size
@@ -533,10 +647,14 @@ def _run(model_args: ModelArguments, data_args: DataArguments, args: LinChainTra
     if len(val_examples) < val_size:
         _say(f"{val_size - len(val_examples)} validation rows repeat a training prompt; moved to training")
     if val_size and not val_examples:
-        raise ValueError(f"--data: all {val_size} held-out rows repeat a training prompt (duplicated rows), so nothing is "
-                         "held out; deduplicate the data, or pass --val_set_size 0 --eval_strategy no")
+        raise ValueError(
+            f"--data: all {val_size} held-out rows repeat a training prompt (duplicated rows), so nothing is "
+            "held out; deduplicate the data, or pass --val_set_size 0 --eval_strategy no"
+        )
     if not val_examples and args.eval_strategy != "no":
-        raise ValueError(f"--eval_strategy={args.eval_strategy.value} needs held-out rows; pass --eval_strategy no with --val_set_size 0")
+        raise ValueError(
+            f"--eval_strategy={args.eval_strategy.value} needs held-out rows; pass --eval_strategy no with --val_set_size 0"
+        )
     if data_args.max_train_samples:
         train_examples = train_examples[: data_args.max_train_samples]
     _say(f"{len(train_examples)} training rows, {len(val_examples)} held-out rows")
@@ -544,28 +662,52 @@ def _run(model_args: ModelArguments, data_args: DataArguments, args: LinChainTra
     # 2. Model and tokenizer, wrapped for the method (adapters start at the base model: B = 0).
     model, tokenizer, base_path = build_model(model_args, args, base_path)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    _say(f"method {model_args.method}" + (f" (k={model_args.chain_length})" if model_args.chain_length is not None else "") + f": {trainable:,} trainable parameters")
-    train_set = SequenceDataset(tokenizer, train_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt)
+    _say(
+        f"method {model_args.method}"
+        + (f" (k={model_args.chain_length})" if model_args.chain_length is not None else "")
+        + f": {trainable:,} trainable parameters"
+    )
+    train_set = SequenceDataset(
+        tokenizer, train_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt
+    )
     if train_set.answer_cut:
         first = train_set.answer_cut[0]
-        message = (f"{len(train_set.answer_cut)} of {len(train_set)} training rows have no answer token within "
-                   f"--cutoff_len={data_args.cutoff_len} (e.g. {first.source} row {first.row})")
+        message = (
+            f"{len(train_set.answer_cut)} of {len(train_set)} training rows have no answer token within "
+            f"--cutoff_len={data_args.cutoff_len} (e.g. {first.source} row {first.row})"
+        )
         if len(train_set.answer_cut) == len(train_set) and not data_args.train_on_inputs:
             raise ValueError(f"{message}: nothing would be trained; raise --cutoff_len")
         _say(f"{message}: they train {'on their prompt only' if data_args.train_on_inputs else 'nothing'}")
-    val_set = SequenceDataset(tokenizer, val_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt) if val_examples else None
+    val_set = (
+        SequenceDataset(
+            tokenizer, val_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt
+        )
+        if val_examples
+        else None
+    )
 
     # 3. Held-out accuracy of the starting model (multiple choice by log-likelihood).
     options = closed_options(examples, data_args.max_options)
     has_options = all(e.options for e in val_examples) or options is not None
     if data_args.eval_accuracy == "yes" and not has_options:
-        raise ValueError(f"DataArguments.eval_accuracy='yes' but the data has no options and more than {data_args.max_options} distinct answers")
+        raise ValueError(
+            f"DataArguments.eval_accuracy='yes' but the data has no options and more than {data_args.max_options} distinct answers"
+        )
     measure = bool(val_examples) and data_args.eval_accuracy != "no" and has_options and main_process
-    result = RunResult(output_dir=str(out), global_step=0, interrupted=False, n_heldout=len(val_examples), trainable_params=trainable)
+    result = RunResult(
+        output_dir=str(out), global_step=0, interrupted=False, n_heldout=len(val_examples), trainable_params=trainable
+    )
     # (Also when resuming: the checkpoint is loaded later, inside trainer.train.)
     if measure:
-        result.accuracy_before = mc_accuracy(model, tokenizer, val_examples, options, data_args.faithful_prompt,
-                                             progress="accuracy before" if not args.disable_tqdm else None)
+        result.accuracy_before = mc_accuracy(
+            model,
+            tokenizer,
+            val_examples,
+            options,
+            data_args.faithful_prompt,
+            progress="accuracy before" if not args.disable_tqdm else None,
+        )
         _say(f"held-out accuracy before training: {result.accuracy_before:.1%} ({len(val_examples)} rows)")
 
     # 4. Train with the HF Trainer.
@@ -588,7 +730,9 @@ def _run(model_args: ModelArguments, data_args: DataArguments, args: LinChainTra
     finished = resume_from is not None and _finished_checkpoint(resume_from, args.max_steps)
     if finished:
         # HF's loop trains one step past max_steps when resumed from the final checkpoint: load it instead
-        _say(f"{resume_from.name} is already at --max_steps={args.max_steps}: nothing left to train, writing the outputs")
+        _say(
+            f"{resume_from.name} is already at --max_steps={args.max_steps}: nothing left to train, writing the outputs"
+        )
         trainer._load_from_checkpoint(str(resume_from))
         trainer.state = TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
         result.train_loss = _whole_run_loss(trainer.state.log_history)
@@ -597,7 +741,9 @@ def _run(model_args: ModelArguments, data_args: DataArguments, args: LinChainTra
         with interrupt:
             # HF checkpoints hold optimizer/scheduler/RNG state written with torch.save; the Trainer
             # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
-            result.train_loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
+            result.train_loss = trainer.train(
+                resume_from_checkpoint=str(resume_from) if resume_from else None
+            ).training_loss
         result.train_s = round(time.time() - loop_started, 1)
         if resume_from is not None:  # the summary covers the whole run, not only the steps trained since the resume
             result.train_loss = _whole_run_loss(trainer.state.log_history)
@@ -610,15 +756,25 @@ def _run(model_args: ModelArguments, data_args: DataArguments, args: LinChainTra
         return result
     if val_set is not None:
         # the periodic evaluation may have just run at the last step: reuse it rather than evaluate twice
-        last = [log for log in trainer.state.log_history if "eval_loss" in log and log.get("step") == trainer.state.global_step]
+        last = [
+            log
+            for log in trainer.state.log_history
+            if "eval_loss" in log and log.get("step") == trainer.state.global_step
+        ]
         result.eval_loss = last[-1]["eval_loss"] if last else trainer.evaluate()["eval_loss"]
 
     # 5. Held-out accuracy after training, then the outputs (main process only).
     if not main_process:
         return result
     if measure:
-        result.accuracy_after = mc_accuracy(model, tokenizer, val_examples, options, data_args.faithful_prompt,
-                                            progress="accuracy after" if not args.disable_tqdm else None)
+        result.accuracy_after = mc_accuracy(
+            model,
+            tokenizer,
+            val_examples,
+            options,
+            data_args.faithful_prompt,
+            progress="accuracy after" if not args.disable_tqdm else None,
+        )
         _say(f"held-out accuracy after training:  {result.accuracy_after:.1%} ({len(val_examples)} rows)")
     result.wall_s = round(time.time() - started, 1)
     write_outputs(trainer.model, tokenizer, model_args, data_args, args, result, base_path)

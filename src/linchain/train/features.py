@@ -32,8 +32,10 @@ def split_examples(examples: Sequence[Example], val_set_size: int, seed: int) ->
     scraped datasets repeat questions) are moved to training, so held-out numbers stay held out.
     """
     if val_set_size >= len(examples):
-        raise ValueError(f"--val_set_size={val_set_size} leaves no training rows out of {len(examples)}; use at most "
-                         f"{len(examples) - 1}, or leave it unset (20% of the rows, at most {VAL_MAX})")
+        raise ValueError(
+            f"--val_set_size={val_set_size} leaves no training rows out of {len(examples)}; use at most "
+            f"{len(examples) - 1}, or leave it unset (20% of the rows, at most {VAL_MAX})"
+        )
     order = list(examples)
     random.Random(seed).shuffle(order)
     val, train = order[:val_set_size], order[val_set_size:]
@@ -62,7 +64,11 @@ def tokenize_example(
     prompt = format_prompt(example.instruction, example.input, faithful=faithful)
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     full_ids = tokenizer(prompt + example.output, add_special_tokens=True)["input_ids"][:cutoff_len]
-    if len(full_ids) < cutoff_len and tokenizer.eos_token_id is not None and (not full_ids or full_ids[-1] != tokenizer.eos_token_id):
+    if (
+        len(full_ids) < cutoff_len
+        and tokenizer.eos_token_id is not None
+        and (not full_ids or full_ids[-1] != tokenizer.eos_token_id)
+    ):
         full_ids = full_ids + [tokenizer.eos_token_id]
     labels = list(full_ids)
     has_answer = len(full_ids) > len(prompt_ids)
@@ -75,7 +81,14 @@ def tokenize_example(
 class SequenceDataset(torch.utils.data.Dataset):
     """Pre-tokenized examples; items are dicts of int lists, padded by the collator."""
 
-    def __init__(self, tokenizer: Any, examples: Sequence[Example], cutoff_len: int, train_on_inputs: bool, faithful: bool = False):
+    def __init__(
+        self,
+        tokenizer: Any,
+        examples: Sequence[Example],
+        cutoff_len: int,
+        train_on_inputs: bool,
+        faithful: bool = False,
+    ):
         self.items = [tokenize_example(tokenizer, e, cutoff_len, train_on_inputs, faithful) for e in examples]
         #: rows whose answer lies wholly past cutoff_len: no answer token is trained on
         self.answer_cut = [e for e, item in zip(examples, self.items) if not item.pop("has_answer")]

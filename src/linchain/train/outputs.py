@@ -38,7 +38,9 @@ class MetricsJsonl(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= state.global_step] if state.global_step else []
+        kept = (
+            [r for r in read_metrics(self.path) if r.get("step", 0) <= state.global_step] if state.global_step else []
+        )
         atomic_write_text(self.path, "".join(strict_json(r) + "\n" for r in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -70,8 +72,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         else:
             bad.append(number)
     if bad:
-        print(f"linchain: {path}: dropped {len(bad)} malformed line(s) (line {', '.join(map(str, bad[:5]))}"
-              f"{' ...' if len(bad) > 5 else ''}; a run cut short mid-write leaves one)", file=sys.stderr, flush=True)
+        print(
+            f"linchain: {path}: dropped {len(bad)} malformed line(s) (line {', '.join(map(str, bad[:5]))}"
+            f"{' ...' if len(bad) > 5 else ''}; a run cut short mid-write leaves one)",
+            file=sys.stderr,
+            flush=True,
+        )
     return records
 
 
