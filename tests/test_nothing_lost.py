@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 from linchain import LinChainConfig
 from linchain.cli.main import main as cli
 from linchain.io import atomic_dir, atomic_write_json
+from linchain.outputs import OutputFolder
 
 from .train.conftest import base_args, make_rows
 
@@ -137,13 +138,18 @@ def test_analyze_refuses_earlier_results_and_the_adapters_folder(adapter, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "analysis.json").write_text("mine")
-    assert cli(["analyze", str(adapter), "--out", str(out), "--no_plots"]) == 2
-    assert "pass --overwrite" in _error_line(capsys, "analyze")
+    for overwrite in ([], ["--overwrite"]):  # a file of yours, even named like analyze's (issue 17's break-it check)
+        assert cli(["analyze", str(adapter), "--out", str(out), "--no_plots", *overwrite]) == 2
+        assert "holds files linchain did not write (analysis.json)" in _error_line(capsys, "analyze")
     assert (out / "analysis.json").read_text() == "mine"
     assert cli(["analyze", str(adapter), "--out", str(adapter), "--overwrite"]) == 2
     assert "is adapter" in _error_line(capsys, "analyze")
-    assert cli(["analyze", str(adapter), "--out", str(out), "--no_plots", "--overwrite"]) == 0  # asked for
-    assert json.loads((out / "analysis.json").read_text())["adapters"]
+    ours = tmp_path / "ours"
+    assert cli(["analyze", str(adapter), "--out", str(ours), "--no_plots"]) == 0
+    assert cli(["analyze", str(adapter), "--out", str(ours), "--no_plots"]) == 2
+    assert "pass --overwrite" in _error_line(capsys, "analyze")
+    assert cli(["analyze", str(adapter), "--out", str(ours), "--no_plots", "--overwrite"]) == 0  # asked for
+    assert json.loads((ours / "analysis.json").read_text())["adapters"]
 
 
 def test_analyze_writes_beside_the_adapter_by_default(adapter, tmp_path, monkeypatch, capsys):
@@ -162,6 +168,7 @@ def test_train_refuses_a_folder_with_a_previous_run(model_dir, data, tmp_path, c
     out = tmp_path / "run"
     (out / "checkpoint-2").mkdir(parents=True)
     (out / "metrics.jsonl").write_text('{"loss": 1.0}\n')
+    OutputFolder(out, "train").mark("interrupted")  # as a killed run leaves it
     assert cli(["train", *base_args(model_dir, data, out)]) == 2
     assert "pass --resume to continue it, --overwrite to start afresh" in _error_line(capsys, "train")
     assert (out / "checkpoint-2").is_dir() and (out / "metrics.jsonl").read_text() == '{"loss": 1.0}\n'

@@ -40,6 +40,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping, Optional, Union
 
+import yaml
+
 from .io import OutputExistsError, atomic_dir, atomic_write_json
 
 __all__ = [
@@ -57,90 +59,54 @@ PathLike = Union[str, os.PathLike]
 
 MARKER = ".linchain-output.json"
 
-#: per kind, the names (fnmatch patterns) a folder of that kind holds; a folder without a marker
-#: whose every entry matches counts as written by an earlier linchain of that kind
-KINDS: dict[str, tuple[str, ...]] = {
-    "train": (
-        "adapter",
-        "model",
-        "checkpoint-*",
-        "train_config.yaml",
-        "metrics.jsonl",
-        "loss_curve.png",
-        "summary.txt",
-        "summary.json",
-        "runs",
-        "analysis",
-        "eval",
-        "pissa-init",
-        ".*",
-    ),
-    "seq-cls": (
-        "adapter",
-        "model",
-        "checkpoint-*",
-        "train_config.yaml",
-        "metrics.jsonl",
-        "results.json",
-        "summary.json",
-        "summary.txt",
-        "predictions.jsonl",
-        "adapter_config.json",
-        "adapter_model.safetensors",
-        "adapter_model.bin",
-        "README.md",
-        "seq_cls.json",
-        "tokenizer*",
-        "special_tokens_map.json",
-        "vocab.txt",
-        "vocab.json",
-        "merges.txt",
-        "added_tokens.json",
-        "spm.model",
-        "sentencepiece.bpe.model",
-        ".*",
-    ),
-    "eval": ("results.json", "predictions.jsonl", ".*"),
-    "merge": (
-        "config.json",
-        "generation_config.json",
-        "model*.safetensors",
-        "model.safetensors.index.json",
-        "tokenizer*",
-        "special_tokens_map.json",
-        "vocab.json",
-        "merges.txt",
-        "chat_template.*",
-        "added_tokens.json",
-        ".*",
-    ),
-    "export-lora": (
-        "adapter_config.json",
-        "adapter_model.safetensors",
-        "README.md",
-        "tokenizer*",
-        "special_tokens_map.json",
-        "vocab.json",
-        "merges.txt",
-        "chat_template.*",
-        "added_tokens.json",
-        ".*",
-    ),
-    "analyze": ("analysis.json", "*.png", ".*"),
-    "compare": (
-        "settings.json",
-        "data",
-        "base",
-        "runs",
-        "report.md",
-        "report.json",
-        "*.png",
-        "failed.json",
-        "compare-versions.txt",
-        "*.log",
-        ".*",
-    ),
-}
+#: the kinds of output folder, one per command that writes one
+KINDS = ("train", "seq-cls", "eval", "merge", "export-lora", "analyze", "compare")
+
+
+def _a(kind: str) -> str:
+    """The article before a kind's name ("an eval output", "a merge output")."""
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def legacy_kind(folder: Path) -> Optional[str]:
+    """The kind of a folder written before markers existed, recognised by a file only linchain writes
+    there (a run's train_config.yaml, a study's settings.json), or None. Such folders are continued
+    (``--resume``, a study's next call) but never replaced: without a list of what linchain wrote,
+    its files cannot be told from yours."""
+    try:
+        config = yaml.safe_load((folder / "train_config.yaml").read_text(encoding="utf-8"))
+        if isinstance(config, dict) and {"method", "learning_rate"} <= set(config):
+            return "train"
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        pass
+    try:
+        settings = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
+        if isinstance(settings, dict) and {"model", "data", "train", "eval"} <= set(settings):
+            return "compare"
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    return None
+
+
+def listing(folder: Path) -> tuple[set[str], list[str]]:
+    """``(files, nested)`` under ``folder``: the relative paths of its files (symlinks count as files and
+    are not followed; the marker is left out) and the sub-folders holding a marker of their own (other
+    outputs, e.g. ``RUN/analysis``), whose files are theirs, not this output's."""
+    files, nested = set(), []
+    for top, dirs, names in os.walk(folder, followlinks=False):
+        here = Path(top)
+        rel = here.relative_to(folder)
+        if here != folder and MARKER in names:
+            nested.append(rel.as_posix())
+            dirs[:] = []
+            continue
+        for d in list(dirs):
+            if (here / d).is_symlink():
+                files.add((rel / d).as_posix())
+                dirs.remove(d)
+        files.update((rel / n).as_posix() for n in names if not (here == folder and n == MARKER))
+    return files, sorted(nested)
+
 
 #: space a command needs at least (bytes) unless it says more; below it the write would fail midway
 MIN_FREE_BYTES = 64 * 2**20
@@ -180,6 +146,10 @@ def folder_bytes(path: Optional[PathLike], pattern: str = "*.safetensors") -> in
     if path is None or not Path(path).is_dir():
         return 0
     return sum(f.stat().st_size for f in Path(path).glob(pattern) if f.is_file())
+
+
+def _sample(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def _now() -> str:
@@ -243,6 +213,7 @@ class OutputFolder:
         self.inputs = {k: v for k, v in (inputs or {}).items() if v is not None and Path(v).exists()}
         self.runs = {k: v for k, v in (runs or {}).items() if v is not None and Path(v).exists()}
         self._lock_fd: Optional[int] = None
+        self._foreign: set[str] = set()  # files present before this command that are not linchain's
 
     def __repr__(self) -> str:
         return f"OutputFolder({str(self.path)!r}, kind={self.kind!r})"
@@ -305,14 +276,11 @@ class OutputFolder:
             if self.resume:
                 self._refuse("holds no run to resume; drop --resume to start a new run")
             return
-        kind = self.found_kind()
-        if kind is None:
-            self._refuse(
-                f"holds files linchain did not write ({self._sample()}); choose another folder "
-                "(linchain replaces only folders it wrote, even with --overwrite)"
-            )
-        if kind != self.kind:
-            self._refuse(f"holds a linchain {kind} output, not a {self.kind} output; choose another folder")
+        marker = read_marker(self.path)
+        if marker is not None and marker.get("kind") in KINDS and isinstance(marker.get("files"), list):
+            self._check_marked(marker)
+        else:
+            self._check_unmarked()
         if self.resume:
             return
         if not self.overwrite:
@@ -324,6 +292,45 @@ class OutputFolder:
             if self.kind == "compare":
                 return  # a study resumes in place (compare checks its settings.json itself)
             self._refuse("already holds files; pass --overwrite to replace them, or choose another folder")
+
+    def _check_marked(self, marker: dict) -> None:
+        """A folder linchain wrote: the same kind only; --overwrite only when it holds nothing else."""
+        kind = marker["kind"]
+        if kind != self.kind:
+            self._refuse(f"holds {_a(kind)} output of linchain, not {_a(self.kind)} output; choose another folder")
+        if not self.overwrite:
+            return
+        files, nested = listing(self.path)
+        unknown = sorted(files - set(marker["files"]))
+        if unknown:
+            self._refuse(
+                f"holds files linchain did not write ({_sample(unknown)}): move them, or choose another folder "
+                "(--overwrite replaces only what linchain wrote)"
+            )
+        if nested:
+            other = (read_marker(self.path / nested[0]) or {}).get("kind", "another")
+            self._refuse(
+                f"holds another output, {nested[0]}/ ({_a(other)} output of linchain, made from this one): move or "
+                "remove it first, or choose another folder"
+            )
+
+    def _check_unmarked(self) -> None:
+        """A folder without a (readable) marker: continued when linchain wrote it before markers existed,
+        never replaced."""
+        kind = legacy_kind(self.path)
+        if kind is None:
+            names = sorted(p.name for p in self.path.iterdir())
+            self._refuse(
+                f"holds files linchain did not write ({_sample(names)}); choose another folder "
+                "(linchain replaces only folders it wrote, even with --overwrite)"
+            )
+        if kind != self.kind:
+            self._refuse(f"holds {_a(kind)} output of linchain, not {_a(self.kind)} output; choose another folder")
+        if self.overwrite:
+            self._refuse(
+                f"holds {_a(kind)} output written without a linchain marker (by an earlier linchain), so --overwrite "
+                "cannot tell its files from yours: move it away, or choose another folder"
+            )
 
     def _check_disk(self) -> None:
         folder = _nearest_existing(self.path)
@@ -338,22 +345,6 @@ class OutputFolder:
                 f"{self.needs_bytes / 2**20:.0f} MiB; free some space or choose another disk",
                 OutputUnwritableError,
             )
-
-    def found_kind(self) -> Optional[str]:
-        """The kind of output the folder holds: its marker's, else the one whose layout its files match."""
-        marker = read_marker(self.path)
-        if marker is not None and marker.get("kind") in KINDS:
-            return marker["kind"]
-        names = [p.name for p in self.path.iterdir()]
-        for kind in (self.kind, *KINDS):  # this command's own kind first: layouts overlap (hidden files)
-            if names and all(any(fnmatch.fnmatchcase(n, pattern) for pattern in KINDS[kind]) for n in names):
-                if any(not n.startswith(".") for n in names):
-                    return kind
-        return None
-
-    def _sample(self) -> str:
-        names = sorted(p.name for p in self.path.iterdir())
-        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
     # ------------------------------------------------------------------ the lock
     @property
@@ -430,7 +421,7 @@ class OutputFolder:
             os.close(fd)
 
     # ------------------------------------------------------------------ writing
-    def _marker(self, status: str, error: Optional[str] = None) -> dict:
+    def _marker(self, status: str, files: set[str], error: Optional[str] = None) -> dict:
         import linchain
 
         marker = {
@@ -439,39 +430,50 @@ class OutputFolder:
             "linchain": linchain.__version__,
             "pid": os.getpid(),
             "updated": _now(),
+            "files": sorted(files),  # what linchain wrote: all that --overwrite may remove
         }
         if error:
             marker["error"] = error[:500]  # a bounded summary, never an unbounded input
         return marker
 
     def mark(self, status: str, error: Optional[str] = None) -> None:
-        """Write the marker (``writing`` / ``complete`` / ``failed``) into the folder."""
+        """Write the marker (``writing`` / ``complete`` / ``failed`` / ``interrupted``) with the list of
+        the files the command wrote: every file of the folder but the nested outputs and those that were
+        there before and not linchain's (kept aside when a run is resumed)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.path / MARKER, self._marker(status, error))
+        files, _ = listing(self.path)
+        atomic_write_json(self.path / MARKER, self._marker(status, files - self._foreign, error))
 
     @contextmanager
     def replace_whole(self) -> Iterator[Path]:
         """Check, lock, and yield a temporary sibling folder that becomes the output whole on success.
 
-        The marker (``complete``) is written into it last; a failure leaves the previous folder as it was.
+        The marker (``complete``, listing the new files) is written into it last; a failure leaves the
+        previous folder as it was. :meth:`check` refused a previous folder holding anything linchain
+        did not write, so the swap loses nothing of yours.
         """
         with self.locked():
             with atomic_dir(self.path, overwrite=True) as tmp:
                 yield tmp
-                atomic_write_json(tmp / MARKER, self._marker("complete"))
+                files, _ = listing(tmp)
+                atomic_write_json(tmp / MARKER, self._marker("complete", files))
 
     @contextmanager
     def writing(self, saved: tuple[str, ...] = ()) -> Iterator["OutputFolder"]:
-        """Check, lock, mark ``writing``; on success ``complete``, on failure ``failed`` (with the error).
+        """Check, lock, clear the previous output (``--overwrite``), mark ``writing``; on success
+        ``complete``, on failure ``failed`` (with the error), after a KeyboardInterrupt or SystemExit
+        ``interrupted``.
 
-        A KeyboardInterrupt or SystemExit raised through the block marks the folder ``interrupted``.
-        ``saved``: names (fnmatch patterns) whose presence means the command saved something worth
-        keeping (an adapter, a checkpoint). A command that fails in a folder that was new or empty
-        before it and holds none of them yet leaves the folder as it found it (what it wrote of this
-        kind removed), so the corrected command runs again without ``--overwrite``.
+        ``saved``: names (fnmatch patterns, top level) whose presence means the command saved something
+        worth keeping (an adapter, a checkpoint). A command that fails in a folder that was new or empty
+        before it, having saved none of them, leaves the folder as it found it, so the corrected command
+        runs again without ``--overwrite``.
         """
         with self.locked():
-            fresh = not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
+            if self.overwrite:
+                self.clear()
+            fresh = not self.path.exists() or not any(self.path.iterdir())
+            self._foreign = self._not_ours()
             self.mark("writing")
             try:
                 yield self
@@ -481,7 +483,10 @@ class OutputFolder:
                     and saved
                     and not any(fnmatch.fnmatchcase(p.name, pat) for p in self.path.iterdir() for pat in saved)
                 ):
-                    self._undo_fresh_start()
+                    self._remove(listing(self.path)[0] - self._foreign)
+                    (self.path / MARKER).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        self.path.rmdir()  # only when empty: anything else written there stays
                 elif isinstance(err, (KeyboardInterrupt, SystemExit)):
                     self.mark("interrupted")
                 else:
@@ -489,38 +494,48 @@ class OutputFolder:
                 raise
             self.mark("complete")
 
-    def _undo_fresh_start(self) -> None:
-        self.clear()
-        (self.path / MARKER).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.path.rmdir()  # only when empty: anything else written there stays
+    def _not_ours(self) -> set[str]:
+        """Files present before this command that linchain did not write: not in the marker's list (a
+        resumed run: files you added), or every file of an unmarked folder that is not a run linchain
+        wrote before markers existed. They stay out of this output's list, so --overwrite never removes them."""
+        if not self.path.is_dir():
+            return set()
+        files, _ = listing(self.path)
+        marker = read_marker(self.path)
+        if marker is not None and isinstance(marker.get("files"), list):
+            return files - set(marker["files"])
+        return set() if legacy_kind(self.path) == self.kind else files
 
-    def clear(self, keep: tuple[str, ...] = ()) -> list[str]:
-        """Remove what an earlier output of this kind left (``--overwrite``), keeping the marker, the
-        names in ``keep`` and files that are not this kind's. Only after :meth:`check` under the lock.
-        Returns the names removed. Says what it removed on stderr."""
+    def clear(self) -> list[str]:
+        """Remove the previous output's files (``--overwrite``): exactly those its marker lists, and the
+        folders they leave empty. Only under the lock, after :meth:`check` refused a folder holding
+        anything else. Returns the paths removed and says so on stderr."""
         if self._lock_fd is None:
             raise RuntimeError("OutputFolder.clear() outside locked()/writing()")
-        removed = []
-        for entry in sorted(self.path.iterdir()) if self.path.is_dir() else []:
-            name = entry.name
-            if (
-                name == MARKER
-                or name in keep
-                or name.startswith(".")
-                or not any(fnmatch.fnmatchcase(name, pattern) for pattern in KINDS[self.kind])
-            ):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed.append(name)
+        marker = read_marker(self.path) if self.path.is_dir() else None
+        if marker is None or not isinstance(marker.get("files"), list):
+            return []
+        removed = self._remove(set(marker["files"]))
         if removed:
+            tops = sorted({name.split("/", 1)[0] for name in removed})
             print(
-                f"{self.command}: --overwrite: removed the previous output's {', '.join(removed[:6])}"
-                + (f" and {len(removed) - 6} more" if len(removed) > 6 else ""),
+                f"{self.command}: --overwrite: removed the previous output's {', '.join(tops[:6])}"
+                + (f" and {len(tops) - 6} more" if len(tops) > 6 else ""),
                 file=sys.stderr,
                 flush=True,
             )
+        return removed
+
+    def _remove(self, names: set[str]) -> list[str]:
+        """Delete these files (relative paths) of the folder, then the sub-folders they leave empty."""
+        removed, parents = [], set()
+        for name in sorted(names):
+            path = self.path / name
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+                removed.append(name)
+                parents.update(p for p in path.parents if self.path in p.parents)
+        for folder in sorted(parents, key=lambda p: -len(p.parts)):  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
         return removed

@@ -404,3 +404,69 @@ def test_report_to_tensorboard_without_tensorboard_is_one_line_before_the_model_
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--report_to", "tensorboard"]) == 2
     assert "--report_to tensorboard: tensorboard is not installed" in error_line(capsys, "train")
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------ found by the break-it check (issue 17)
+def _draft_in_adapter(out: Path) -> None:
+    (out / "adapter").mkdir(parents=True)
+    (out / "adapter" / "draft.txt").write_text("thesis draft")
+
+
+def _own_metrics(out: Path) -> None:
+    out.mkdir(parents=True)
+    (out / "metrics.jsonl").write_text('{"my": "log"}\n')
+
+
+@pytest.mark.parametrize("make", [_draft_in_adapter, _own_metrics], ids=["adapter/draft.txt", "metrics.jsonl"])
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_a_folder_named_like_a_run_is_not_taken_for_one(make, overwrite, tiny_model_dir, even_data, tmp_path, capsys):
+    """A folder was a run by its file names alone: --overwrite deleted draft.txt and replaced metrics.jsonl,
+    and without it the refusal said 'holds a previous run; pass ... --overwrite'."""
+    out = tmp_path / "run"
+    make(out)
+    before = tree(out)
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), *overwrite]) == 2
+    assert "holds files linchain did not write" in error_line(capsys, "train")
+    assert tree(out) == before
+
+
+def test_overwrite_stops_at_files_of_yours_inside_the_run(finished, tiny_model_dir, even_data, tmp_path, capsys):
+    """--overwrite deleted adapter/NOTES.txt and checkpoint-2/notes.txt with the previous run."""
+    out = _run_copy(finished, tmp_path / "run")
+    (out / "adapter" / "NOTES.txt").write_text("notes")
+    (out / "checkpoint-2" / "notes.txt").write_text("n")
+    before = tree(out)
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
+    line = error_line(capsys, "train")
+    assert "holds files linchain did not write (adapter/NOTES.txt, checkpoint-2/notes.txt): move them" in line
+    assert tree(out) == before
+
+
+def test_overwrite_stops_at_another_output_inside_the_run(finished, tiny_model_dir, even_data, tmp_path, capsys):
+    """train --overwrite deleted RUN/analysis, which `linchain analyze RUN` writes by default."""
+    out = _run_copy(finished, tmp_path / "run")
+    assert cli(["analyze", str(out), "--no_plots"]) == 0
+    before = tree(out)
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
+    assert "holds another output, analysis/ (an analyze output of linchain" in error_line(capsys, "train")
+    assert tree(out) == before
+
+
+def test_a_failed_new_run_does_not_claim_an_overwrite(tiny_model_dir, even_data, tmp_path, capsys):
+    """stderr said '--overwrite: removed the previous output's train_config.yaml' without --overwrite."""
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out, "--target_modules", "nope_proj")]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" not in err.replace("pass --overwrite", "") and not out.exists(), err
+
+
+def test_a_run_from_before_markers_resumes_but_is_never_replaced(finished, tiny_model_dir, even_data, tmp_path, capsys):
+    out = _run_copy(finished, tmp_path / "run")
+    (out / MARKER).unlink()  # as a linchain without markers left it
+    before = tree(out)
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
+    assert "written without a linchain marker" in error_line(capsys, "train")
+    assert tree(out) == before
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--resume"]) == 0  # continued: nothing lost
+    marker = read_marker(out)
+    assert marker["status"] == "complete" and "adapter/adapter_model.safetensors" in marker["files"]

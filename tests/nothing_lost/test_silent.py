@@ -175,6 +175,7 @@ def _user_folder(ctx: Ctx) -> None:
 def _a_train_run(ctx: Ctx) -> None:
     (ctx.out / "checkpoint-2").mkdir(parents=True)
     (ctx.out / "metrics.jsonl").write_text('{"loss": 1.0}\n')
+    OutputFolder(ctx.out, "train").mark("complete")  # as linchain train leaves it
     ctx.before = tree(ctx.out)
 
 
@@ -355,7 +356,11 @@ CASES: dict[str, Case] = {
         check=_unchanged,
     ),
     "eval into a training run's folder is refused": Case(
-        "eval", lambda c: c.eval("--overwrite"), "holds a linchain train output", setup=_a_train_run, check=_unchanged
+        "eval",
+        lambda c: c.eval("--overwrite"),
+        "holds a train output of linchain, not an eval output",
+        setup=_a_train_run,
+        check=_unchanged,
     ),
     "eval over the adapter it scores is refused": Case(
         "eval",
@@ -552,7 +557,7 @@ CASES: dict[str, Case] = {
     "compare into an eval's output folder is refused": Case(
         "compare",
         lambda c: _compare(c, c.data, "--eval_data", str(c.data), "--eval_task", "closed", "--validation_size", "0"),
-        "holds a linchain eval output",
+        "holds an eval output of linchain, not a compare output",
         setup=lambda c: (cli(c.eval()) == 0 or pytest.fail()) and _snapshot(c),
         check=_unchanged,
     ),

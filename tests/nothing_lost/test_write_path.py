@@ -75,7 +75,11 @@ def test_an_output_of_another_kind_is_never_replaced(command, other, src, tmp_pa
     _written(other, src, out)
     before = tree(out)
     assert cli(_argv(command, src, out, "--overwrite")) == 2
-    assert f"holds a linchain {KIND[other]} output, not a {KIND[command]} output" in error_line(capsys, command)
+    article = {"merge": "a", "export-lora": "an", "analyze": "an"}
+    assert (
+        f"holds {article[other]} {KIND[other]} output of linchain, not {article[command]} {KIND[command]} output"
+        in error_line(capsys, command)
+    )
     assert tree(out) == before
 
 
@@ -206,13 +210,31 @@ def test_a_failed_overwrite_keeps_the_earlier_output_whole(src, tmp_path, monkey
     assert tree(out) == before and sorted(os.listdir(tmp_path)) == ["out", "src"]
 
 
-def test_outputs_written_before_markers_are_still_recognised(src, tmp_path, capsys):
-    """An export made by an earlier linchain (no marker) is replaced with --overwrite, as before."""
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_without_its_marker_is_never_replaced(command, src, tmp_path, capsys):
+    """Issue 17's break-it check: a folder was taken for linchain's by its file names alone (a user's
+    results.json, config.json, adapter_config.json or analysis.json was replaced with --overwrite)."""
     out = tmp_path / "out"
-    _written("export-lora", src, out)
+    _written(command, src, out)
     (out / MARKER).unlink()
-    assert cli(_argv("export-lora", src, out, "--overwrite")) == 0
-    assert read_marker(out)["kind"] == "export-lora"
+    before = tree(out)
+    assert cli(_argv(command, src, out, "--overwrite")) == 2
+    assert "holds files linchain did not write" in error_line(capsys, command)
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_file_of_yours_inside_an_output_stops_overwrite(command, src, tmp_path, capsys):
+    """Issue 17's break-it check: --overwrite swapped a merge output away with the notes put into it."""
+    out = tmp_path / "out"
+    _written(command, src, out)
+    (out / "notes.md").write_text("mine")
+    (out / "sub").mkdir()
+    (out / "sub" / "more.txt").write_text("mine too")
+    before = tree(out)
+    assert cli(_argv(command, src, out, "--overwrite")) == 2
+    assert "holds files linchain did not write (notes.md, sub/more.txt): move them" in error_line(capsys, command)
+    assert tree(out) == before
 
 
 def test_analysis_inside_the_adapters_run_is_allowed_but_not_the_run_itself(adapter, tmp_path, capsys):

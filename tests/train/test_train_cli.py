@@ -109,9 +109,11 @@ def test_repeated_data_flags_are_all_kept(even_data):
         (["--num_threads", "0"], "LinChainTrainingArguments.num_threads=0"),
     ],
 )
-def test_bad_arguments_name_field_and_value(flags, message, capsys):
-    assert cli(["train", "--output_dir", "o", *flags]) == 2
+def test_bad_arguments_name_field_and_value(flags, message, capsys, tmp_path):
+    # an output folder of the test's own: were the flags accepted, a whole default run would land there
+    assert cli(["train", "--output_dir", str(tmp_path / "o"), *flags]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_malformed_data_stops_with_file_and_row(tiny_model_dir, tmp_path, capsys):

@@ -251,9 +251,8 @@ def _train_into_folder(args: NLUArguments) -> Dict[str, Any]:
         inputs=_inputs(args),
         command="linchain train",
     )
-    with folder.writing(saved=("adapter_config.json",)):  # a new folder that got no adapter is left as found
-        if args.overwrite:
-            folder.clear()  # the previous run's files go before the new run writes any
+    # --overwrite clears the previous run first; a new folder that got no adapter is left as found
+    with folder.writing(saved=("adapter_config.json",)):
         set_threads(args.num_threads, "linchain seq_cls")
         return train_seq_cls(args)
 

@@ -492,10 +492,9 @@ def run_training(
     _barrier(args)
     with folder.locked():
         try:
-            # a run that fails before it saved an adapter or checkpoint leaves a new folder as it found it
+            # --overwrite: the previous run's files go before the new run writes any; a run that fails
+            # before it saved an adapter or checkpoint leaves a new folder as it found it
             with folder.writing(saved=(ADAPTER_DIR, MODEL_DIR, "checkpoint-*")):
-                if args.overwrite:
-                    folder.clear()  # the previous run's files go before the new run writes any
                 return _run(model_args, data_args, args, callbacks, started, folder, resume_from)
         except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"
             return stop.result
