@@ -470,3 +470,23 @@ def test_a_run_from_before_markers_resumes_but_is_never_replaced(finished, tiny_
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--resume"]) == 0  # continued: nothing lost
     marker = read_marker(out)
     assert marker["status"] == "complete" and "adapter/adapter_model.safetensors" in marker["files"]
+
+
+def test_the_summary_loss_after_a_kill_between_logs_is_the_whole_runs(tiny_model_dir, even_data, tmp_path):
+    """Break-it check: killed after checkpoint-3 of 6 with a log every 4 steps, the resumed run's summary
+    said 5.26 where the run without a kill said 5.59 (the logs miss steps 1-3; the resumed Trainer knows
+    only steps 4-6). Each checkpoint now records the run's loss sum."""
+    flags = ["--max_steps", "6", "--logging_steps", "4", "--save_steps", "1", "--save_total_limit", "10"]
+    straight = tmp_path / "straight"
+    assert cli(["train", *base_args(tiny_model_dir, even_data, straight), *flags]) == 0
+    run = _run_copy(straight, tmp_path / "killed")
+    for name in ("checkpoint-4", "checkpoint-5", "checkpoint-6", "adapter"):
+        shutil.rmtree(run / name)
+    for name in ("summary.json", "summary.txt", "loss_curve.png"):
+        (run / name).unlink()
+    (run / "metrics.jsonl").write_text("")  # nothing logged before step 4
+    assert cli(["train", *base_args(tiny_model_dir, even_data, run), *flags, "--resume"]) == 0
+    whole = json.loads((straight / "summary.json").read_text())["train_loss"]
+    assert json.loads((run / "summary.json").read_text())["train_loss"] == pytest.approx(whole, rel=1e-5)
+    record = json.loads((straight / "checkpoint-3" / "linchain_loss.json").read_text())
+    assert record["steps"] == 3 and record["loss_sum"] > 0

@@ -63,6 +63,7 @@ ADAPTER_DIR = "adapter"  # adapter methods: adapter_config.json + adapter_model.
 MODEL_DIR = "model"  # --method full: the whole model as safetensors + tokenizer
 CONFIG_FILE = "train_config.yaml"  # what defines the run; `linchain train --config` reads it back
 TRAINER_STATE = "trainer_state.json"
+LOSS_FILE = "linchain_loss.json"  # in each checkpoint: the run's loss sum so far (LinChainTrainer._save_checkpoint)
 #: what a run writes into its output_dir besides checkpoint-N folders
 RUN_FILES = {ADAPTER_DIR, MODEL_DIR, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE, "summary.json", "runs"}
 #: how a run was launched, never what it is: not in train_config.yaml (a saved config reused with
@@ -172,6 +173,28 @@ class LinChainTrainer(Trainer):
         if "loss" in logs or self._last_tokens is None:
             self._last_tokens = (now, seen)
         super().log(logs, start_time)
+
+    #: (sum of the per-step losses, steps) of the run up to the checkpoint it resumed from
+    loss_before: tuple[float, int] = (0.0, 0)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Also record, in checkpoint-N/linchain_loss.json, the sum of every step's loss so far: a resumed
+        Trainer knows only the steps it trained itself, and logged losses (every --logging_steps) miss the
+        steps between the last log and a kill, so the whole run's mean could not be rebuilt from them."""
+        super()._save_checkpoint(model, trial)
+        if self.args.process_index == 0:
+            trained = self._total_loss_scalar + float(self._tr_loss.item())  # this process's steps, logged or not
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            atomic_write_json(
+                folder / LOSS_FILE, {"loss_sum": self.loss_before[0] + trained, "steps": self.state.global_step}
+            )
+
+    def whole_run_loss(self, trained_loss: Optional[float]) -> Optional[float]:
+        """The mean loss over every step of the run: the resumed checkpoint's sum plus this process's."""
+        steps_here = self.state.global_step - self._initial_global_step if trained_loss is not None else 0
+        total = self.loss_before[0] + (trained_loss or 0.0) * steps_here
+        steps = self.loss_before[1] + steps_here
+        return total / steps if steps else None
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -601,9 +624,19 @@ def check_resume(model_args: ModelArguments, data_args: DataArguments, args: Lin
     )
 
 
+def _loss_record(checkpoint: Path) -> Optional[tuple[float, int]]:
+    """(loss sum, steps) a checkpoint recorded (LinChainTrainer._save_checkpoint), or None (an older one)."""
+    try:
+        record = json.loads((checkpoint / LOSS_FILE).read_text(encoding="utf-8"))
+        total, steps = float(record["loss_sum"]), int(record["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (total, steps) if math.isfinite(total) and steps >= 0 else None
+
+
 def _whole_run_loss(log_history: list) -> Optional[float]:
-    """The mean training loss over every step logged since the run began (a resumed run's Trainer
-    counts only the steps it trained itself): each logged loss covers the steps since the previous one."""
+    """For a checkpoint without linchain_loss.json: the mean of the logged losses, each weighted by the
+    steps since the previous log (exact when the run was resumed at a logging step)."""
     total, steps, previous = 0.0, 0, 0
     for log in sorted((log for log in log_history if "loss" in log and "step" in log), key=lambda log: log["step"]):
         if log["step"] > previous and isinstance(log["loss"], (int, float)) and math.isfinite(log["loss"]):
@@ -726,6 +759,9 @@ def _run(
     trainer.remove_callback(ProgressCallback)
     if not args.disable_tqdm:
         trainer.add_callback(LossProgress())
+    loss_record = _loss_record(resume_from) if resume_from is not None else None
+    if loss_record is not None:
+        trainer.loss_before = loss_record
     finished = resume_from is not None and _finished_checkpoint(resume_from, args.max_steps)
     if finished:
         # HF's loop trains one step past max_steps when resumed from the final checkpoint: load it instead
@@ -734,7 +770,10 @@ def _run(
         )
         trainer._load_from_checkpoint(str(resume_from))
         trainer.state = TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
-        result.train_loss = _whole_run_loss(trainer.state.log_history)
+        trainer._initial_global_step = trainer.state.global_step
+        result.train_loss = (
+            trainer.whole_run_loss(None) if loss_record is not None else _whole_run_loss(trainer.state.log_history)
+        )
     else:
         loop_started = time.time()
         with interrupt:
@@ -745,7 +784,11 @@ def _run(
             ).training_loss
         result.train_s = round(time.time() - loop_started, 1)
         if resume_from is not None:  # the summary covers the whole run, not only the steps trained since the resume
-            result.train_loss = _whole_run_loss(trainer.state.log_history)
+            result.train_loss = (
+                trainer.whole_run_loss(result.train_loss)
+                if loss_record is not None
+                else _whole_run_loss(trainer.state.log_history)  # a checkpoint from before linchain_loss.json
+            )
     result.global_step = trainer.state.global_step
     if interrupt.requested:
         result.interrupted = True
