@@ -4,6 +4,7 @@ flags, positionals, --task_type, no prefix matching, one-line errors; and the pa
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -76,6 +77,33 @@ def test_config_errors_name_the_file(tmp_path):
     bad.write_text(yaml.safe_dump({"src": "a", "stepz": 1}))
     with pytest.raises(UsageError, match=r"unknown option\(s\) \['stepz'\]"):
         parse(["--config", str(bad)], (Opts,), "prog")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("src: a\nmax_steps: 2.7\n", "max_steps: 2.7 is not an integer"),
+        ("src: a\nmax_steps: true\n", "max_steps: True is not an integer"),
+        ("src: [1]\n", "src: [1] is not a single value"),
+        ("src: a\ndata: {x: 1}\n", "data: {'x': 1} is not a single value or a list"),
+        ("src: a\ndata: [[1]]\n", "data: [[1]] is not a list of values"),
+        ("src: a\nflag: maybe\n", "flag: 'maybe' is not true or false"),
+    ],
+)
+def test_config_values_of_the_wrong_type_name_key_and_value(config, message, tmp_path):
+    """Break-it check (issue 17): `data: 5`, `adapter: [1]`, `max_steps: 2.7` in --config were tracebacks
+    (argparse converts only string defaults, so YAML values reached the settings as they were)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(config)
+    with pytest.raises(UsageError, match=re.escape(f"--config {path}: {message}")):
+        parse(["--config", str(path)], (Opts,), "prog")
+
+
+def test_config_values_convert_as_flags_would(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("src: 5\ndata: x\nmax_steps: '4'\nflag: true\n")  # a number for a string, one item for a list
+    (o,) = parse(["--config", str(path)], (Opts,), "prog")
+    assert (o.src, o.data, o.max_steps, o.flag) == ("5", ["x"], 4, True)
 
 
 @pytest.mark.parametrize(

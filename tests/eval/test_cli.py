@@ -160,7 +160,7 @@ def test_malformed_data_names_file_and_row(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--data", "/tmp/mystery/test.json"], "cannot infer the task"),
+        (["--data", "/tmp/mystery/test.json"], "/tmp/mystery/test.json: no such file"),
         (["--data", "gsm8k/test.json", "--task", "gsm8k", "--scorer", "loglik"], "loglik needs multiple-choice"),
         (["--data", "a.json", "b.json", "--task", "boolq"], "one --task per --data"),
         (["--data", "a.json", "--task", "boolq", "--num_beams", "0"], "num_beams must be >= 1, got 0"),

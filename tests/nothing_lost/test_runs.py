@@ -490,3 +490,13 @@ def test_the_summary_loss_after_a_kill_between_logs_is_the_whole_runs(tiny_model
     assert json.loads((run / "summary.json").read_text())["train_loss"] == pytest.approx(whole, rel=1e-5)
     record = json.loads((straight / "checkpoint-3" / "linchain_loss.json").read_text())
     assert record["steps"] == 3 and record["loss_sum"] > 0
+
+
+def test_seq_cls_with_logits_that_overflow_is_an_error_not_a_metric(encoder_dir, tmp_path, capsys):
+    """Break-it check: a classifier trained at lr 1e30 gave NaN logits, and argmax(NaN) = 0 was scored
+    as accuracy 50.00 with exit 0."""
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    assert cli(_seq_cls(encoder_dir, data, out, "--learning_rate", "1e30")) == 2
+    assert "sent.csv row 0: the model's logits are not finite" in error_line(capsys, "train")
+    assert not (out / "results.json").exists()

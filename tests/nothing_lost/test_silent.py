@@ -662,6 +662,12 @@ CASES: dict[str, Case] = {
         "adapter_config.json: r=4 but the tensors hold rank 2",
         check=_nothing_written,
     ),
+    "a missing --data file is named as missing, not as a task to pass": Case(
+        "eval",
+        lambda c: c.eval(data=c.tmp / "nosuch.json", task=None),
+        "nosuch.json: no such file",
+        check=_nothing_written,
+    ),
     "--adapter naming the adapter's config file says to give its folder": Case(
         "eval",
         lambda c: c.eval("--adapter", str(c.adapter / "adapter_config.json")),

@@ -17,12 +17,16 @@ User errors (bad flags or values, missing files, bad data) surface as one line
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import difflib
 import errno
 import os
 import signal
 import sys
 import threading
+import types as types_module
+import typing
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -287,6 +291,12 @@ def parse(
     for key in ignore_config_keys:
         values.pop(key, None)
     argv = _normalise_yes_no(argv, values, parser)
+    by_dest = {action.dest: action for action in parser._actions}
+    simple, loose = _simple_fields(types)
+    values = {
+        key: _config_value(by_dest[key], key, value, config_path, key in loose) if key in simple else value
+        for key, value in values.items()
+    }
     parser.set_defaults(**values)
     for action in parser._actions:
         if action.dest in values:
@@ -309,6 +319,84 @@ def parse(
     if extra:
         raise UsageError(f"unexpected argument(s) {bounded(' '.join(extra))!r}; see {prog} --help")
     return tuple(parsed[: len(types)])
+
+
+def _simple_fields(types: Sequence[type]) -> tuple[set[str], set[str]]:
+    """``(simple, loose)``: the fields declared int, float, bool, str or a list of str (optional or not),
+    which a --config value is checked against (others, TrainingArguments' dict-or-JSON fields, pass as
+    they are), and those of transformers' own dataclasses, whose str fields also take a list of strings
+    (``report_to: []``, as a saved train_config.yaml holds it)."""
+    simple, loose = set(), set()
+    for t in types:
+        for base in t.__mro__:
+            if base.__module__.startswith("transformers.") and dataclasses.is_dataclass(base):
+                loose.update(f.name for f in dataclasses.fields(base))
+        for name, hint in typing.get_type_hints(t).items():
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            if typing.get_origin(hint) in (typing.Union, types_module.UnionType) and len(args) == 1:
+                hint = args[0]
+            if hint in (int, float, bool, str) or hint in (list[str], typing.List[str]):
+                simple.add(name)
+    return simple, loose
+
+
+def _config_value(action, key: str, value: Any, path: Optional[str], loose: bool = False) -> Any:
+    """A --config value as the option's type wants it, or a UsageError naming file, key and value.
+
+    argparse converts only *string* defaults; a YAML number, list or mapping would otherwise reach the
+    settings as it is (``data: 5``, ``max_steps: 2.7``, ``adapter: [1]``) and fail far from its cause."""
+
+    def refuse(wants: str) -> UsageError:
+        return UsageError(f"--config {bounded(path)}: {key}: {bounded(repr(value))} is not {wants}")
+
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        raise refuse("a single value or a list")
+    convert = action.type if callable(action.type) else None
+    if action.nargs in ("+", "*"):
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, (list, dict)) for item in items):
+            raise refuse("a list of values")
+        return [_config_scalar(convert, item, refuse) for item in items]
+    if isinstance(value, list):
+        if loose and action.type is str and all(isinstance(item, str) for item in value):
+            return value  # transformers' str-or-list fields
+        raise refuse("a single value")
+    converted = _config_scalar(convert, value, refuse)
+    if action.choices is not None and converted not in action.choices:
+        raise refuse(f"one of {', '.join(map(str, action.choices))}")
+    return converted
+
+
+def _config_scalar(convert, value: Any, refuse) -> Any:
+    if convert is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:
+                    pass
+            raise refuse("an integer")
+        return value
+    if convert is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise refuse("a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise refuse("a number") from None
+    if convert is str or convert is None:
+        if isinstance(value, bool):
+            return value if convert is None else str(value).lower()
+        return value if convert is None else str(value)
+    if isinstance(value, bool):  # HF's string_to_bool and the like take the YAML boolean as it is
+        return value
+    try:
+        return convert(value if isinstance(value, str) else str(value))
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        name = getattr(convert, "__name__", "value")
+        raise refuse("true or false" if name == "string_to_bool" else f"a valid {name}") from None
 
 
 def _tidy_help(parser, positional: Sequence[str]) -> None:

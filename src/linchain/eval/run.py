@@ -95,6 +95,8 @@ def plan_tasks(args: EvalArguments) -> List[tuple[str, Optional[TaskSpec], bool]
             if data.startswith("reasoning_gym:") or Path(data).exists():
                 plan.append((data, None, True))  # the rule comes from the answers, once the rows are read
                 continue
+            if not data.startswith(("bigbench:", "hf:")):  # a path: a missing file is the cause, not the task
+                raise FileNotFoundError(f"--data {data}: no such file")
             raise ValueError(f"--data {data}: cannot infer the task from the path; pass --task (e.g. --task boolq)")
         task = get_task(name)
         if inferred:

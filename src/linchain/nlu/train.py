@@ -66,6 +66,12 @@ def evaluate_seq_cls(
             batch = collate(features[start : start + batch_size])
             batch.pop("labels")
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            bad = (~torch.isfinite(logits)).any(-1).nonzero()
+            if len(bad):  # argmax of NaN is 0: a metric computed from it would read as a result
+                raise ValueError(
+                    f"{data.source} row {start + int(bad[0])}: the model's logits are not finite "
+                    "(the adapter's weights overflow); no metrics written"
+                )
             preds += logits[:, 0].tolist() if data.regression else logits.argmax(-1).tolist()
     finally:
         model.train(was_training)
