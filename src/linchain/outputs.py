@@ -526,10 +526,21 @@ class OutputFolder:
             )
         return removed
 
+    def _inside(self, name: str, root: Path) -> bool:
+        """Whether the listed relative path ``name`` names a file of this folder: no absolute path, no
+        ``..``, and no symlinked folder on the way (its target lies elsewhere)."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            return False
+        return (self.path / rel).parent.resolve() == root.joinpath(*rel.parts[:-1])
+
     def _remove(self, names: set[str]) -> list[str]:
         """Delete these files (relative paths) of the folder, then the sub-folders they leave empty."""
         removed, parents = [], set()
+        root = self.path.resolve()
         for name in sorted(names):
+            if not self._inside(name, root):
+                continue  # a listed path that leads out of the folder (an edited marker) is never followed
             path = self.path / name
             if path.is_symlink() or path.is_file():
                 path.unlink()

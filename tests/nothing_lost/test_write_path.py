@@ -247,3 +247,22 @@ def test_analysis_inside_the_adapters_run_is_allowed_but_not_the_run_itself(adap
     assert "holds adapter" in error_line(capsys, "analyze")
     assert cli(["analyze", str(project / "run" / "adapter"), "--no_plots"]) == 0  # RUN/analysis
     assert json.loads((project / "run" / "analysis" / "analysis.json").read_text())["adapters"]
+
+
+def test_an_edited_marker_never_leads_overwrite_out_of_the_folder(tmp_path):
+    """The marker's list is what --overwrite removes: a listed '../x', an absolute path or a path through
+    a symlinked folder names files elsewhere, which are never touched (a listed symlink goes, not its target)."""
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "a.txt").write_text("ours")
+    (tmp_path / "victim.txt").write_text("keep")
+    (elsewhere / "b.txt").write_text("keep too")
+    os.symlink(elsewhere, out / "sub")
+    listed = ["a.txt", "../victim.txt", str(tmp_path / "victim.txt"), "sub/b.txt", "sub"]
+    (out / MARKER).write_text(json.dumps({"kind": "train", "status": "complete", "files": listed}))
+    folder = OutputFolder(out, "train", overwrite=True)
+    with folder.locked():
+        assert sorted(folder.clear()) == ["a.txt", "sub"]
+    assert os.listdir(out) == [MARKER] and (tmp_path / "victim.txt").read_text() == "keep"
+    assert (elsewhere / "b.txt").read_text() == "keep too"
