@@ -301,7 +301,7 @@ class OutputFolder:
         if not self.overwrite:
             return
         files, nested = listing(self.path)
-        unknown = sorted(files - set(marker["files"]))
+        unknown = sorted(files - self._written(marker, files))
         if unknown:
             self._refuse(
                 f"holds files linchain did not write ({_sample(unknown)}): move them, or choose another folder "
@@ -313,6 +313,24 @@ class OutputFolder:
                 f"holds another output, {nested[0]}/ ({_a(other)} output of linchain, made from this one): move or "
                 "remove it first, or choose another folder"
             )
+
+    def _written(self, marker: dict, files: set[str]) -> set[str]:
+        """The files the output's writer wrote: those its marker lists, and, when the writer was killed
+        while writing (status ``writing``; the lock is free, so it no longer runs), those that appeared
+        after its marker was last written. A run rewrites its marker at every checkpoint, so these are
+        what it wrote since its last checkpoint."""
+        written = set(marker["files"])
+        if marker.get("status") != "writing":
+            return written
+        try:
+            since = (self.path / MARKER).stat().st_mtime
+        except OSError:
+            return written
+        for name in files - written:
+            with contextlib.suppress(OSError):
+                if (self.path / name).lstat().st_mtime >= since:
+                    written.add(name)
+        return written
 
     def _check_unmarked(self) -> None:
         """A folder without a (readable) marker: continued when linchain wrote it before markers existed,
@@ -347,6 +365,11 @@ class OutputFolder:
             )
 
     # ------------------------------------------------------------------ the lock
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the folder's lock now."""
+        return self._lock_fd is not None
+
     @property
     def lock_path(self) -> Path:
         path = self.path.resolve()
@@ -503,7 +526,7 @@ class OutputFolder:
         files, _ = listing(self.path)
         marker = read_marker(self.path)
         if marker is not None and isinstance(marker.get("files"), list):
-            return files - set(marker["files"])
+            return files - self._written(marker, files)
         return set() if legacy_kind(self.path) == self.kind else files
 
     def clear(self) -> list[str]:
@@ -515,7 +538,7 @@ class OutputFolder:
         marker = read_marker(self.path) if self.path.is_dir() else None
         if marker is None or not isinstance(marker.get("files"), list):
             return []
-        removed = self._remove(set(marker["files"]))
+        removed = self._remove(self._written(marker, listing(self.path)[0]))
         if removed:
             tops = sorted({name.split("/", 1)[0] for name in removed})
             print(

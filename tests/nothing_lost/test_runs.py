@@ -500,3 +500,37 @@ def test_seq_cls_with_logits_that_overflow_is_an_error_not_a_metric(encoder_dir,
     assert cli(_seq_cls(encoder_dir, data, out, "--learning_rate", "1e30")) == 2
     assert "sent.csv row 0: the model's logits are not finite" in error_line(capsys, "train")
     assert not (out / "results.json").exists()
+
+
+def test_a_run_killed_mid_write_can_be_started_afresh_with_overwrite(tiny_model_dir, even_data, tmp_path, capsys):
+    """A kill -9 leaves the marker as the run last wrote it (at its last checkpoint): what the run wrote
+    after it is still the run's (newer than the marker), so --overwrite removes it; an unlisted file older
+    than the marker is someone else's and stops --overwrite."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = base_args(tiny_model_dir, even_data, out, "--max_steps", "200", "--save_steps", "2", "--logging_steps", "1")
+    code = "import sys; from linchain.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "train", *argv], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint-4" / "trainer_state.json").exists() and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert read_marker(out)["status"] == "writing"
+    listed = set(read_marker(out)["files"])
+    assert any(name.endswith("/trainer_state.json") for name in listed)  # rewritten at the checkpoints
+    mine = out / "notes.txt"
+    mine.write_text("mine")
+    os.utime(mine, (0, 0))  # older than the marker: not the killed run's
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
+    assert "holds files linchain did not write (notes.txt)" in error_line(capsys, "train")
+    mine.unlink()
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 0
+    assert read_marker(out)["status"] == "complete" and not (out / "checkpoint-6").exists()

@@ -216,6 +216,19 @@ def _diverged(output_dir: str, step: int, what: str) -> TrainingDiverged:
     )
 
 
+class MarkOnSave(TrainerCallback):
+    """Rewrite the output folder's marker after every checkpoint, listing what the run has written so
+    far: a run killed later leaves a marker that knows all but its last few files (OutputFolder takes the
+    files newer than the marker as the killed run's)."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.process_index == 0 and self.folder is not None and self.folder.held:
+            self.folder.mark("writing")
+
+
 class StopOnNonFinite(TrainerCallback):
     """After every optimizer step: the trainable weights must be finite (a NaN/inf gradient
     reaches them through the step), so a diverged run never saves a checkpoint or an adapter."""
@@ -754,7 +767,7 @@ def _run(
         eval_dataset=val_set,
         # Pads input_ids with the pad token and labels with -100 (no loss on padding).
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=None),
-        callbacks=[MetricsJsonl(out), StopOnNonFinite(), interrupt, *callbacks],
+        callbacks=[MetricsJsonl(out), StopOnNonFinite(), MarkOnSave(folder), interrupt, *callbacks],
     )
     trainer.remove_callback(ProgressCallback)
     if not args.disable_tqdm:
