@@ -345,9 +345,14 @@ class OutputFolder:
         if kind != self.kind:
             self._refuse(f"holds {_a(kind)} output of linchain, not {_a(self.kind)} output; choose another folder")
         if self.overwrite:
+            why = (
+                f"whose marker {MARKER} is damaged"
+                if (self.path / MARKER).exists()
+                else "written without a linchain marker (by an earlier linchain)"
+            )
             self._refuse(
-                f"holds {_a(kind)} output written without a linchain marker (by an earlier linchain), so --overwrite "
-                "cannot tell its files from yours: move it away, or choose another folder"
+                f"holds {_a(kind)} output {why}, so --overwrite cannot tell its files from yours: move it away, "
+                "or choose another folder"
             )
 
     def _check_disk(self) -> None:
@@ -493,12 +498,12 @@ class OutputFolder:
         runs again without ``--overwrite``.
         """
         with self.locked():
-            if self.overwrite:
-                self.clear()
             fresh = not self.path.exists() or not any(self.path.iterdir())
             self._foreign = self._not_ours()
-            self.mark("writing")
+            self.mark("writing")  # before --overwrite clears: a clear that fails leaves a marker saying so
             try:
+                if self.overwrite:
+                    self.clear()
                 yield self
             except BaseException as err:
                 if (

@@ -232,6 +232,9 @@ def test_resume_with_an_unreadable_train_config_is_one_line(tiny_model_dir, even
         ("adapter truncated", "checkpoint-4 cannot be resumed from (adapter_model.safetensors is truncated"),
         ("trainer_state.json is []", "checkpoint-4 cannot be resumed from (trainer_state.json is not a Trainer state"),
         ("adapter config disagrees with its tensors", "checkpoint-4 cannot be resumed from ("),
+        # second break-it check: the Trainer resumed without these, silently, into another run
+        ("optimizer.pt missing", "checkpoint-4 cannot be resumed from (no optimizer.pt)"),
+        ("rng_state and scheduler missing", "checkpoint-4 cannot be resumed from (no scheduler.pt)"),
         ("metrics.jsonl half-written last line", "dropped 1 malformed line(s)"),
         ("nothing", "resuming from"),
     ],
@@ -249,6 +252,11 @@ def test_resume_falls_back_past_a_broken_checkpoint_and_summarises_the_whole_run
         (checkpoint / "adapter_model.safetensors").write_bytes(data[:-100])
     if break_it == "trainer_state.json is []":
         (checkpoint / "trainer_state.json").write_text("[]")
+    if break_it == "optimizer.pt missing":
+        (checkpoint / "optimizer.pt").unlink()
+    if break_it == "rng_state and scheduler missing":
+        for name in ("scheduler.pt", "rng_state.pth"):
+            (checkpoint / name).unlink()
     if break_it == "adapter config disagrees with its tensors":
         config = json.loads((checkpoint / "adapter_config.json").read_text())
         (checkpoint / "adapter_config.json").write_text(json.dumps({**config, "r": config["r"] * 2}))
@@ -534,3 +542,36 @@ def test_a_run_killed_mid_write_can_be_started_afresh_with_overwrite(tiny_model_
     mine.unlink()
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 0
     assert read_marker(out)["status"] == "complete" and not (out / "checkpoint-6").exists()
+
+
+def test_an_overwrite_that_fails_while_clearing_leaves_a_folder_marked_failed(
+    finished, tiny_model_dir, even_data, tmp_path, capsys, monkeypatch
+):
+    """Second break-it check: a file that could not be removed (chattr +i) stopped --overwrite half way,
+    and the half-deleted run's marker still said 'complete'."""
+    import errno
+
+    import linchain.outputs
+
+    out = _run_copy(finished, tmp_path / "run")
+    remove = linchain.outputs.OutputFolder._remove
+
+    def stuck(self, names):
+        remove(self, {n for n in names if n.startswith("adapter/")})
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(out / "checkpoint-2" / "optimizer.pt"))
+
+    monkeypatch.setattr(linchain.outputs.OutputFolder, "_remove", stuck)
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
+    assert "Operation not permitted" in error_line(capsys, "train")
+    marker = read_marker(out)
+    assert marker["status"] == "failed" and "Operation not permitted" in marker["error"]
+    assert not (out / "adapter" / "adapter_model.safetensors").exists()  # half removed: said so, not 'complete'
+
+
+def test_a_damaged_marker_is_named_as_damaged(finished, tiny_model_dir, even_data, tmp_path, capsys):
+    out = _run_copy(finished, tmp_path / "run")
+    (out / MARKER).write_text('{"files": [')
+    before = tree(out)
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
+    assert f"whose marker {MARKER} is damaged" in error_line(capsys, "train")
+    assert tree(out) == before

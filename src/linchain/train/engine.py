@@ -323,6 +323,27 @@ def _safetensors_problem(path: Path) -> Optional[str]:
     return None
 
 
+def _missing_state(checkpoint: Path) -> Optional[str]:
+    """The training state a resumed run needs that the checkpoint lacks (named), or None: the optimizer,
+    the schedule, the random-number state (one file per process) and the weights. The Trainer resumes
+    without any of the first three, silently, into another run."""
+    needs = [
+        ("optimizer.pt", ["optimizer.pt", "optimizer.bin"]),
+        ("scheduler.pt", ["scheduler.pt"]),
+        ("rng_state.pth", [p.name for p in checkpoint.glob("rng_state*.pth")]),
+    ]
+    needs.append(
+        (
+            "the weights (adapter_model.safetensors or model.safetensors)",
+            [p.name for p in checkpoint.glob("*.safetensors")],
+        )
+    )
+    for what, names in needs:
+        if not any((checkpoint / name).is_file() for name in names):
+            return what
+    return None
+
+
 def checkpoint_problem(checkpoint: Path) -> Optional[str]:
     """Why ``checkpoint`` cannot be resumed from, or None when it is intact.
 
@@ -343,6 +364,9 @@ def checkpoint_problem(checkpoint: Path) -> Optional[str]:
         or not isinstance(state.get("log_history", []), list)
     ):
         return f"{TRAINER_STATE} is not a Trainer state"
+    missing = _missing_state(checkpoint)
+    if missing:  # the Trainer would start that state afresh without a word: not the same run any more
+        return f"no {missing}"
     for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
         problem = None
         if path.suffix == ".safetensors":
