@@ -22,23 +22,11 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from linchain import LinChainConfig
 from linchain.cli.main import main as cli
 from linchain.outputs import OutputFolder
 
 from ..train.conftest import make_rows
 from .helpers import error_line, tree
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_model_dir, tmp_path_factory) -> Path:
-    """A saved LinChain adapter (random non-zero factors, k = 1) inside a run folder."""
-    torch.manual_seed(0)
-    cfg = LinChainConfig(r=2, alpha=4, num_mixers=1, init_weights=False, target_modules=["q_proj", "v_proj"])
-    run = tmp_path_factory.mktemp("run")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg).save_pretrained(run / "adapter")
-    (run / "train_config.yaml").write_text("r: 2\n")
-    return run / "adapter"
 
 
 @pytest.fixture(scope="module")

@@ -11,27 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import transformers
-from peft import get_peft_model
-from transformers import AutoModelForCausalLM
 
-from linchain import LinChainConfig, outputs
+from linchain import outputs
 from linchain.cli.main import main as cli
 from linchain.outputs import MARKER, OutputFolder, read_marker
 
 from .helpers import copy_adapter, error_line, tree
-
-
-@pytest.fixture(scope="module")
-def adapter(tiny_model_dir, tmp_path_factory) -> Path:
-    """A saved LinChain adapter (random non-zero factors) inside a run folder."""
-    torch.manual_seed(0)
-    cfg = LinChainConfig(r=2, alpha=4, num_mixers=1, init_weights=False, target_modules=["q_proj", "v_proj"])
-    run = tmp_path_factory.mktemp("run")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg).save_pretrained(run / "adapter")
-    (run / "train_config.yaml").write_text("r: 2\n")
-    return run / "adapter"
 
 
 @pytest.fixture

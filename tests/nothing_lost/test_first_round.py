@@ -1,6 +1,7 @@
-"""Nothing lost, nothing silent (issue 11), as a table: each case runs a real command on a tiny
-model and checks the exit status, that stderr ends in ONE line naming the flag, file or value
-(no traceback), and that nothing the user did not ask to replace was touched."""
+"""Nothing lost, nothing silent: the first round (issue 11; kept, and changed where issue 17 changed
+the rules), as a table: each case runs a real command on a tiny model and checks the exit status,
+that stderr ends in ONE line naming the flag, file or value (no traceback), and that nothing the
+user did not ask to replace was touched."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ import stat
 from pathlib import Path
 
 import pytest
-import torch
-from peft import get_peft_model
-from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
 
-from linchain import LinChainConfig
 from linchain.cli.main import main as cli
 from linchain.io import atomic_dir, atomic_write_json
 from linchain.outputs import OutputFolder
 
-from .train.conftest import base_args, make_rows
+from ..train.conftest import base_args, make_rows
+from .helpers import copy_adapter, error_line, tree
 
 
 @pytest.fixture
@@ -34,36 +31,6 @@ def data(even_data) -> Path:
     return even_data
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_model_dir, tmp_path_factory) -> Path:
-    """A saved LinChain adapter with random non-zero factors, inside a run folder."""
-    torch.manual_seed(0)
-    cfg = LinChainConfig(r=2, alpha=4, num_mixers=1, init_weights=False, target_modules=["q_proj", "v_proj"])
-    run = tmp_path_factory.mktemp("run")
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg).save_pretrained(run / "adapter")
-    (run / "metrics.jsonl").write_text("{}\n")
-    return run / "adapter"
-
-
-def _copy_adapter(adapter: Path, dest: Path, poison: str | None = None) -> Path:
-    dest.mkdir(parents=True)
-    (dest / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
-    tensors = load_file(str(adapter / "adapter_model.safetensors"))
-    if poison:
-        key = next(k for k in sorted(tensors) if "linchain_B" in k)
-        tensors[key][0, 0] = float(poison)
-    save_file(tensors, str(dest / "adapter_model.safetensors"))
-    return dest
-
-
-def _error_line(capsys, command: str) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"linchain {command}: error: "), err
-    return last
-
-
 # ------------------------------------------------------------------------------- data loss
 def test_merge_and_export_refuse_a_users_folder_even_with_overwrite(model_dir, adapter, tmp_path, capsys):
     """Issue 17: --overwrite replaces only a folder linchain wrote for the same kind of output."""
@@ -72,14 +39,14 @@ def test_merge_and_export_refuse_a_users_folder_even_with_overwrite(model_dir, a
     (target / "notes.txt").write_text("keep me")
     for overwrite in ([], ["--overwrite"]):
         assert cli(["merge", "--adapter", str(adapter), "--output_dir", str(target), *overwrite]) == 2
-        assert "holds files linchain did not write (notes.txt)" in _error_line(capsys, "merge")
+        assert "holds files linchain did not write (notes.txt)" in error_line(capsys, "merge")
         assert cli(["export-lora", str(adapter), str(target), *overwrite]) == 2
-        assert "holds files linchain did not write (notes.txt)" in _error_line(capsys, "export-lora")
+        assert "holds files linchain did not write (notes.txt)" in error_line(capsys, "export-lora")
     assert (target / "notes.txt").read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["mine"]
     exported = tmp_path / "lora"
     assert cli(["export-lora", str(adapter), str(exported)]) == 0
     assert cli(["export-lora", str(adapter), str(exported)]) == 2  # an earlier export: only with --overwrite
-    assert "pass --overwrite" in _error_line(capsys, "export-lora")
+    assert "pass --overwrite" in error_line(capsys, "export-lora")
     assert cli(["export-lora", str(adapter), str(exported), "--overwrite"]) == 0  # asked for: replaced
     assert (exported / "adapter_config.json").exists()
 
@@ -87,37 +54,33 @@ def test_merge_and_export_refuse_a_users_folder_even_with_overwrite(model_dir, a
 def test_merge_into_the_adapters_own_run_folder_is_refused_even_with_overwrite(adapter, capsys):
     before = sorted(os.listdir(adapter.parent))
     assert cli(["merge", "--adapter", str(adapter.parent), "--output_dir", str(adapter.parent), "--overwrite"]) == 2
-    assert "holds the adapter being merged" in _error_line(capsys, "merge")
+    assert "holds the adapter being merged" in error_line(capsys, "merge")
     assert sorted(os.listdir(adapter.parent)) == before
-
-
-def _tree(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("where", ["the adapter itself", "a folder above it", "a folder inside it"])
 def test_export_lora_never_writes_over_its_source_even_with_overwrite(adapter, tmp_path, capsys, where):
     """Found by the break-it check: `export-lora SRC PARENT --overwrite` deleted SRC and its siblings."""
     project = tmp_path / "project"
-    src = _copy_adapter(adapter, project / "runs" / "a")
+    src = copy_adapter(adapter, project / "runs" / "a")
     (project / "notes.txt").write_text("keep me")
     dst = {"the adapter itself": src, "a folder above it": project, "a folder inside it": src / "lora"}[where]
-    before = _tree(project)
+    before = tree(project)
     assert cli(["export-lora", str(src), str(dst), "--overwrite"]) == 2
-    assert "the adapter being exported" in _error_line(capsys, "export-lora")
-    assert _tree(project) == before
+    assert "the adapter being exported" in error_line(capsys, "export-lora")
+    assert tree(project) == before
 
 
 def test_merge_never_writes_over_its_local_base_model(model_dir, adapter, tmp_path, capsys):
     base = tmp_path / "base"
     shutil.copytree(model_dir, base)
-    src = _copy_adapter(adapter, tmp_path / "adapter")
-    before = _tree(base)
+    src = copy_adapter(adapter, tmp_path / "adapter")
+    before = tree(base)
     assert (
         cli(["merge", "--adapter", str(src), "--base_model", str(base), "--output_dir", str(base), "--overwrite"]) == 2
     )
-    assert "is the base model" in _error_line(capsys, "merge")
-    assert _tree(base) == before
+    assert "is the base model" in error_line(capsys, "merge")
+    assert tree(base) == before
 
 
 def test_merge_of_a_base_without_a_tokenizer_saves_the_model_alone(model_dir, adapter, tmp_path, capsys):
@@ -127,7 +90,7 @@ def test_merge_of_a_base_without_a_tokenizer_saves_the_model_alone(model_dir, ad
     for name in ("config.json", "model.safetensors", "generation_config.json"):
         if (Path(model_dir) / name).exists():
             shutil.copy(Path(model_dir) / name, base / name)
-    src = _copy_adapter(adapter, tmp_path / "adapter")
+    src = copy_adapter(adapter, tmp_path / "adapter")
     assert cli(["merge", "--adapter", str(src), "--base_model", str(base), "--output_dir", str(tmp_path / "m")]) == 0
     assert "saved without one" in capsys.readouterr().err
     assert (tmp_path / "m" / "model.safetensors").exists()
@@ -140,14 +103,14 @@ def test_analyze_refuses_earlier_results_and_the_adapters_folder(adapter, tmp_pa
     (out / "analysis.json").write_text("mine")
     for overwrite in ([], ["--overwrite"]):  # a file of yours, even named like analyze's (issue 17's break-it check)
         assert cli(["analyze", str(adapter), "--out", str(out), "--no_plots", *overwrite]) == 2
-        assert "holds files linchain did not write (analysis.json)" in _error_line(capsys, "analyze")
+        assert "holds files linchain did not write (analysis.json)" in error_line(capsys, "analyze")
     assert (out / "analysis.json").read_text() == "mine"
     assert cli(["analyze", str(adapter), "--out", str(adapter), "--overwrite"]) == 2
-    assert "is adapter" in _error_line(capsys, "analyze")
+    assert "is adapter" in error_line(capsys, "analyze")
     ours = tmp_path / "ours"
     assert cli(["analyze", str(adapter), "--out", str(ours), "--no_plots"]) == 0
     assert cli(["analyze", str(adapter), "--out", str(ours), "--no_plots"]) == 2
-    assert "pass --overwrite" in _error_line(capsys, "analyze")
+    assert "pass --overwrite" in error_line(capsys, "analyze")
     assert cli(["analyze", str(adapter), "--out", str(ours), "--no_plots", "--overwrite"]) == 0  # asked for
     assert json.loads((ours / "analysis.json").read_text())["adapters"]
 
@@ -158,7 +121,7 @@ def test_analyze_writes_beside_the_adapter_by_default(adapter, tmp_path, monkeyp
     run = adapter.parent  # the fixture's run folder: RUN/adapter
     assert cli(["analyze", str(run), "--no_plots"]) == 0
     assert (run / "analysis" / "analysis.json").is_file() and os.listdir(tmp_path) == []
-    bare = _copy_adapter(adapter, tmp_path / "mine")
+    bare = copy_adapter(adapter, tmp_path / "mine")
     assert cli(["analyze", str(bare), "--no_plots"]) == 0
     assert (tmp_path / "mine-analysis" / "analysis.json").is_file()
     shutil.rmtree(run / "analysis")
@@ -170,7 +133,7 @@ def test_train_refuses_a_folder_with_a_previous_run(model_dir, data, tmp_path, c
     (out / "metrics.jsonl").write_text('{"loss": 1.0}\n')
     OutputFolder(out, "train").mark("interrupted")  # as a killed run leaves it
     assert cli(["train", *base_args(model_dir, data, out)]) == 2
-    assert "pass --resume to continue it, --overwrite to start afresh" in _error_line(capsys, "train")
+    assert "pass --resume to continue it, --overwrite to start afresh" in error_line(capsys, "train")
     assert (out / "checkpoint-2").is_dir() and (out / "metrics.jsonl").read_text() == '{"loss": 1.0}\n'
 
 
@@ -194,7 +157,7 @@ def test_temporary_folders_are_cleaned_and_outputs_get_ordinary_permissions(tmp_
 @pytest.mark.parametrize("value", ["nan", "inf"])
 @pytest.mark.parametrize("command", ["eval", "eval-merged", "merge", "export-lora", "analyze"])
 def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_dir, adapter, tmp_path, capsys):
-    bad = _copy_adapter(adapter, tmp_path / "bad", poison=value)
+    bad = copy_adapter(adapter, tmp_path / "bad", poison=value)
     rows = tmp_path / "boolq.json"
     rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
     argv = {
@@ -219,7 +182,7 @@ def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_
     }
     argv["eval-merged"] = argv["eval"] + ["--merge_adapter"]
     assert cli(argv[command]) == 2
-    line = _error_line(capsys, command.split("-merged")[0])
+    line = error_line(capsys, command.split("-merged")[0])
     assert "linchain_B" in line and ("NaN" if value == "nan" else "inf") in line
     assert not (tmp_path / "e").exists() and not (tmp_path / "m").exists() and not (tmp_path / "x").exists()
 
@@ -227,7 +190,7 @@ def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_
 def test_a_diverging_run_stops_with_an_error_and_writes_no_adapter(model_dir, data, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["train", *base_args(model_dir, data, out), "--learning_rate", "1e30", "--max_grad_norm", "0"]) == 2
-    assert "training diverged" in _error_line(capsys, "train")
+    assert "training diverged" in error_line(capsys, "train")
     assert not (out / "adapter").exists()
     for line in (out / "metrics.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
@@ -235,7 +198,7 @@ def test_a_diverging_run_stops_with_an_error_and_writes_no_adapter(model_dir, da
 
 def test_cutoff_that_cuts_every_answer_is_an_error(model_dir, data, tmp_path, capsys):
     assert cli(["train", *base_args(model_dir, data, tmp_path / "run"), "--cutoff_len", "8"]) == 2
-    assert "have no answer token within --cutoff_len=8" in _error_line(capsys, "train")
+    assert "have no answer token within --cutoff_len=8" in error_line(capsys, "train")
 
 
 def test_gold_answers_that_can_never_match_are_counted(model_dir, tmp_path, capsys):
@@ -325,7 +288,7 @@ def test_train_user_errors_are_one_line(case, model_dir, data, tmp_path, capsys)
     if make is _duplicates:
         argv[argv.index("--val_set_size") + 1] = "8"
     assert cli(["train", *argv]) == 2
-    line = _error_line(capsys, "train")
+    line = error_line(capsys, "train")
     assert message in line, line
 
 
@@ -345,24 +308,24 @@ def test_unknown_model_name_is_one_line_without_retries(data, tmp_path, capsys, 
         cli(["train", "--model_name_or_path", "tiny-nowhere", "--data", str(data), "--output_dir", str(tmp_path / "r")])
         == 2
     )
-    assert "--model_name_or_path tiny-nowhere: not a local folder, not an offline name" in _error_line(capsys, "train")
+    assert "--model_name_or_path tiny-nowhere: not a local folder, not an offline name" in error_line(capsys, "train")
 
 
 def _truncated(adapter, tmp_path):
-    bad = _copy_adapter(adapter, tmp_path / "a")
+    bad = copy_adapter(adapter, tmp_path / "a")
     blob = (bad / "adapter_model.safetensors").read_bytes()
     (bad / "adapter_model.safetensors").write_bytes(blob[: len(blob) // 2])
     return bad, "adapter_model.safetensors: not a readable safetensors file"
 
 
 def _corrupt_config(adapter, tmp_path):
-    bad = _copy_adapter(adapter, tmp_path / "a")
+    bad = copy_adapter(adapter, tmp_path / "a")
     (bad / "adapter_config.json").write_text('{"peft_type": "LINCHAIN", ')
     return bad, "adapter_config.json: not a valid JSON adapter config"
 
 
 def _unknown_type(adapter, tmp_path):
-    bad = _copy_adapter(adapter, tmp_path / "a")
+    bad = copy_adapter(adapter, tmp_path / "a")
     config = json.loads((bad / "adapter_config.json").read_text())
     (bad / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "NOPE"}))
     return bad, "peft_type='NOPE'"
@@ -393,4 +356,4 @@ def test_broken_adapter_folders_are_named(command, make, model_dir, adapter, tmp
         "merge": ["merge", "--adapter", str(bad), "--base_model", str(model_dir), "--output_dir", str(tmp_path / "m")],
     }
     assert cli(argv[command]) == 2
-    assert message in _error_line(capsys, command)
+    assert message in error_line(capsys, command)
