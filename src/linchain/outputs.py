@@ -120,13 +120,26 @@ class OutputUnwritableError(OSError):
     """The output folder cannot be written (permissions, a read-only mount, too little free space)."""
 
 
+#: a marker lists one line per file: far larger is not one linchain wrote (and is not read into memory)
+MARKER_MAX_BYTES = 16 * 2**20
+
+
 def read_marker(path: PathLike) -> Optional[dict]:
-    """The marker of output folder ``path`` (None when absent or unreadable)."""
+    """The marker of output folder ``path`` (None when absent, unreadable, too large or not a mapping;
+    a file list that is not a list of strings makes it unreadable too)."""
+    marker_path = Path(path) / MARKER
     try:
-        marker = json.loads((Path(path) / MARKER).read_text(encoding="utf-8"))
+        if marker_path.stat().st_size > MARKER_MAX_BYTES:
+            return None
+        marker = json.loads(marker_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return marker if isinstance(marker, dict) else None
+    if not isinstance(marker, dict):
+        return None
+    files = marker.get("files")
+    if files is not None and not (isinstance(files, list) and all(isinstance(f, str) for f in files)):
+        return None
+    return marker
 
 
 def run_of(adapter_dir: PathLike) -> Optional[Path]:

@@ -252,3 +252,21 @@ def test_an_edited_marker_never_leads_overwrite_out_of_the_folder(tmp_path):
         assert sorted(folder.clear()) == ["a.txt", "sub"]
     assert os.listdir(out) == [MARKER] and (tmp_path / "victim.txt").read_text() == "keep"
     assert (elsewhere / "b.txt").read_text() == "keep too"
+
+
+@pytest.mark.parametrize("damage", ["too large", "files not strings"])
+def test_a_marker_that_is_not_one_linchain_wrote_counts_as_damaged(damage, tmp_path, monkeypatch):
+    """Second break-it check: a 40 MB marker list was read whole (1.8 GB, a minute); a list of numbers
+    would name no files."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("x")
+    if damage == "too large":
+        monkeypatch.setattr(outputs, "MARKER_MAX_BYTES", 100)
+        files = [f"f{i}" for i in range(50)]
+    else:
+        files = [1, 2]
+    (out / MARKER).write_text(json.dumps({"kind": "eval", "status": "complete", "files": files}))
+    assert read_marker(out) is None
+    with pytest.raises(outputs.OutputExistsError, match="holds files linchain did not write"):
+        OutputFolder(out, "eval", overwrite=True).check()
