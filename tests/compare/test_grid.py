@@ -326,10 +326,18 @@ def test_a_study_moves_between_cpu_and_gpu_but_not_between_step_counts(boolq_dir
     (out / "settings.json").write_text(json.dumps(settings))
     idle = Fakes()
     compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
-    settings["train"]["max_steps"] = 11
+    # issue 21: studies are matched on the fields that define results (an allow-list): a field a newer
+    # transformers adds, or an older settings.json lacks (it had its default), orphans nothing
+    settings["train"]["a_field_transformers_adds_later"] = 3
+    del settings["train"]["warmup_ratio"]
     (out / "settings.json").write_text(json.dumps(settings))
-    with pytest.raises(ValueError, match="other settings.*train.max_steps"):
-        compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
+    compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
+    for field, value in (("max_steps", 11), ("max_grad_norm", 0.5)):
+        changed = json.loads(json.dumps(settings))
+        changed["train"][field] = value
+        (out / "settings.json").write_text(json.dumps(changed))
+        with pytest.raises(ValueError, match=f"other settings.*train.{field}"):
+            compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
 
 
 def test_a_retraining_cut_short_keeps_the_sweep_record(boolq_dir, tmp_path):

@@ -46,33 +46,51 @@ if TYPE_CHECKING:
 
 SETTINGS_FILE = "settings.json"
 SPLIT_SEED = 0  # the validation rows are the same for every seed and method
-# Training fields that change speed or bookkeeping, not results (or are set per run by the grid).
-_NOT_RESULTS = {
-    "output_dir",
-    "logging_dir",
-    "resume",
-    "num_threads",
-    "disable_tqdm",
-    "report_to",
-    "per_device_eval_batch_size",
-    "save_steps",
-    "save_total_limit",
-    "learning_rate",
-    "seed",
-    "data_seed",
-    "run_name",
-    "logging_steps",
-    "eval_strategy",
-    "eval_steps",
-    "dataloader_num_workers",
-    "use_cpu",
-    "dataloader_pin_memory",
-}  # these two follow the machine: a study moves between CPU and GPU
+#: The TrainingArguments fields that change what a run learns: a study's runs share them, and a later
+#: call must match them. Every other field (speed, logging, saving, the machine, and those transformers
+#: adds in later versions) may differ, so a transformers upgrade cannot orphan a saved study. The rate
+#: and the seed are set per run by the grid.
+RESULT_FIELDS = (
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "warmup_steps",
+    "warmup_ratio",
+    "lr_scheduler_type",
+    "lr_scheduler_kwargs",
+    "weight_decay",
+    "max_grad_norm",
+    "adam_beta1",
+    "adam_beta2",
+    "adam_epsilon",
+    "optim",
+    "optim_args",
+    "bf16",
+    "fp16",
+    "label_smoothing_factor",
+    "neftune_noise_alpha",
+    "train_sampling_strategy",
+    "dataloader_drop_last",
+    "average_tokens_across_devices",
+    "full_determinism",
+)
 
 
 #: eval settings added after studies were made, with the value those studies used
 _EVAL_DEFAULTS = {"num_beams": 4, "max_new_tokens": None, "test_unseen_only": False}
 TEST_INFO = "test-rows.json"  # data/: per --eval_data, the test rows kept and those dropped as seen in training
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's field defaults as TrainingArguments.to_dict() writes values (enums by value)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = getattr(f.default, "value", f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 class NotRun(Exception):
@@ -154,7 +172,9 @@ class Grid:
         """Everything shared by the runs that changes results; a rerun into the same folder must match."""
         from ..train.engine import _init_fields
 
-        train = {k: v for k, v in _init_fields(self.train).items() if k not in _NOT_RESULTS}
+        given = _init_fields(self.train)
+        defaults = _field_defaults(type(self.train))
+        train = {k: given.get(k, defaults.get(k)) for k in RESULT_FIELDS}
         model = {k: v for k, v in dataclasses.asdict(self.model).items() if k not in ("method",)}
         keys = ("eval_data", "eval_task", "eval_limit", "scorer", "validation_size", "validation_task", *_EVAL_DEFAULTS)
         return json.loads(
@@ -178,8 +198,10 @@ class Grid:
         path = self.out / SETTINGS_FILE
         if path.exists():
             old = json.loads(path.read_text())
-            # a settings.json written before a field joined _NOT_RESULTS still holds it
-            old["train"] = {k: v for k, v in old.get("train", {}).items() if k not in _NOT_RESULTS}
+            # only the fields that define results are compared; one an older settings.json lacks had its default
+            defaults = json.loads(json.dumps(_field_defaults(type(self.train)), default=str))
+            old_train = old.get("train", {})
+            old["train"] = {k: old_train.get(k, defaults.get(k)) for k in RESULT_FIELDS}
             # a study made before an eval setting existed used its default
             old["eval"] = {**_EVAL_DEFAULTS, **old.get("eval", {})}
             diff = sorted(
