@@ -456,7 +456,11 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
             isinstance(err, _user_errors()) or err.errno in _MACHINE_ERRNOS
         ):
             raise
-        message = str(err).strip() or type(err).__name__
+        if isinstance(err, OSError) and err.errno in _MACHINE_ERRNOS and err.strerror:
+            # the machine's state (space, permissions), said plainly: what failed, and on which file
+            message = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+        else:
+            message = str(err).strip() or type(err).__name__
         # a backstop: a message that repeats a user's value whole (a data row, a config value) is cut
         print(f"{prog}: error: {bounded(message, 8 * ECHO_LIMIT)}", file=sys.stderr)
         return 2

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import errno
 import sys
 from typing import Optional, Sequence
 
@@ -30,7 +29,6 @@ LAUNCH_KEYS = (
     "push_to_hub_token",
 )
 #: errors of the file system that are the user's to fix (a read-only folder, a full disk), in one line
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, None}
 
 
 def _say_ignored(argv: Sequence[str]) -> None:
@@ -70,24 +68,9 @@ def _train(argv: list[str]) -> int:
     return 130 if result.interrupted else 0
 
 
-def _one_line_disk_errors(argv: list[str]) -> int:
-    """A folder that cannot be written or a full disk is the user's to fix: one line naming the
-    path, not a traceback (the output folder's checks raise these before any model loads)."""
-    try:
-        return _train(argv)
-    except OSError as err:
-        if (
-            isinstance(err, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError))
-            or err.errno not in _DISK_ERRNOS
-        ):
-            raise
-        where = f" ({err.filename})" if err.filename else ""
-        raise ValueError(f"cannot write{where}: {err.strerror or err}" if err.errno else str(err)) from None
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    return run_command(PROG, lambda: _one_line_disk_errors(argv))
+    return run_command(PROG, lambda: _train(argv))
 
 
 if __name__ == "__main__":
