@@ -245,3 +245,12 @@ def test_the_command_list_loads_neither_torch_nor_peft(argv):
     assert proc.returncode == 0 and proc.stdout.startswith("usage: linchain COMMAND"), proc.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if "|" in line}
     assert "linchain" in imported and not imported & {"torch", "peft", "transformers"}, sorted(imported)
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_task_type_is_in_help(command, capsys):
+    """Issue 21: --task_type was popped before parsing and never showed in --help."""
+    with pytest.raises(SystemExit):
+        cli([command, "--help"])
+    out = capsys.readouterr().out
+    assert "--task_type {causal_lm,seq_cls}" in out and "seq_cls: sequence classification" in out

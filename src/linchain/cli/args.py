@@ -268,6 +268,7 @@ def parse(
     description: Optional[str] = None,
     positional: Sequence[str] = (),
     ignore_config_keys: Sequence[str] = (),
+    task_type: Optional[str] = None,
 ) -> tuple:
     """Instances of the dataclasses ``types`` from ``--config`` defaults overridden by ``argv``.
 
@@ -282,6 +283,14 @@ def parse(
         metavar="FILE.yaml",
         help="A YAML file of options; flags on the command line override it.",
     )
+    if task_type is not None:  # read before parsing (pop_task_type); listed here so that --help shows it
+        parser.add_argument(
+            "--task_type",
+            default=task_type,
+            metavar="{" + ",".join(TASK_TYPES) + "}",
+            help=f"causal_lm: a causal language model (these options); seq_cls: sequence classification, "
+            f"with its own options (see `{prog} --task_type seq_cls --help`).",
+        )
     _tidy_help(parser, positional)
     argv, values, config_path = _config_values(list(argv))
     known = {action.dest for action in parser._actions}

@@ -24,7 +24,7 @@ def _eval(argv: list[str]) -> int:
         return run_seq_cls_command(argv, PROG, do_train=False)
     from ..eval import EvalArguments, run_evaluation
 
-    (args,) = parse(argv, (EvalArguments,), PROG)
+    (args,) = parse(argv, (EvalArguments,), PROG, task_type="causal_lm")
     run = run_evaluation(args)
     print(run.table())
     print(f"wrote {run.path} and {run.path.parent / 'predictions.jsonl'}")

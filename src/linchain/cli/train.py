@@ -55,6 +55,7 @@ def parse_args(argv: Sequence[str]):
         (ModelArguments, DataArguments, LinChainTrainingArguments),
         PROG,
         ignore_config_keys=("resolved_model_path", *LAUNCH_KEYS),
+        task_type="causal_lm",
     )
 
 
