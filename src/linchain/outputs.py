@@ -143,15 +143,11 @@ def read_marker(path: PathLike) -> Optional[dict]:
 
 
 def run_of(adapter_dir: PathLike) -> Optional[Path]:
-    """The training run folder an adapter folder belongs to (``RUN/adapter``), or None."""
-    folder = Path(adapter_dir)
-    parent = folder.parent
-    if folder.name != "adapter":
-        return None
-    marker = read_marker(parent)
-    if (marker or {}).get("kind") in ("train", "seq-cls") or (parent / "train_config.yaml").is_file():
-        return parent
-    return None
+    """The training run folder an adapter folder belongs to (``RUN/adapter``), or None (see linchain.runs)."""
+    from .runs import RunFolder
+
+    run = RunFolder.of_adapter(adapter_dir)
+    return run.path if run else None
 
 
 def folder_bytes(path: Optional[PathLike], pattern: str = "*.safetensors") -> int:

@@ -21,6 +21,8 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from .runs import RunFolder
+
 __all__ = [
     "ADAPTER_CONFIG",
     "DTYPES",
@@ -107,8 +109,8 @@ def find_adapter_dir(path: Union[str, Path], flag: str = "--adapter") -> Path:
     folder = Path(path)
     if (folder / ADAPTER_CONFIG).is_file():
         return folder
-    if (folder / "adapter" / ADAPTER_CONFIG).is_file():
-        return folder / "adapter"
+    if (RunFolder(folder).adapter / ADAPTER_CONFIG).is_file():
+        return RunFolder(folder).adapter
     if folder.is_file():
         raise ValueError(
             f"{flag} {path}: a file; give the folder that holds it ({folder.parent}), an adapter folder or a "

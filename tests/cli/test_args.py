@@ -254,3 +254,16 @@ def test_task_type_is_in_help(command, capsys):
         cli([command, "--help"])
     out = capsys.readouterr().out
     assert "--task_type {causal_lm,seq_cls}" in out and "seq_cls: sequence classification" in out
+
+
+def test_help_into_a_pipe_closed_early_is_quiet():
+    """`linchain --help | head -1` ended in a BrokenPipeError traceback (here the reader is gone before
+    the command writes, every time)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from linchain.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader goes away at once
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0 and "Traceback" not in err, err

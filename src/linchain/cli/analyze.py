@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence
 
 from ..outputs import OutputFolder, run_of
 from ..resolve import find_adapter_dir
+from ..runs import ADAPTER, RunFolder
 from ..threads import THREADS_HELP, check_num_threads, set_threads
 from .args import parse, run_command
 
@@ -81,7 +82,7 @@ def _analyze(argv: list[str]) -> int:
     if args.out is None:  # beside what it describes, not in whatever folder the command runs from
         first = Path(folders[0])
         args.out = str(
-            first.parent / "analysis" if first.name == "adapter" else first.with_name(first.name + "-analysis")
+            RunFolder(first.parent).analysis if first.name == ADAPTER else first.with_name(first.name + "-analysis")
         )
     # the output is checked before any work: never over an adapter read, never over earlier results unasked
     out_folder = OutputFolder(

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..io import atomic_write_json
+from ..runs import RunFolder
 from ..train.args import DataArguments, LinChainTrainingArguments, ModelArguments
 from .args import CompareArguments, float_list, int_list
 from .methods import MethodSpec, parse_methods
@@ -278,7 +279,7 @@ class Grid:
 
     def _train(self, spec: MethodSpec, lr: float, seed: int, again: bool = False) -> dict:
         from ..train.engine import _init_fields, find_complete_checkpoint
-        from ..train.outputs import METRICS_FILE, read_metrics
+        from ..train.outputs import read_metrics
 
         run_dir = self.run_dir(spec, lr, seed)
         marker = run_dir / "train.json"
@@ -287,7 +288,7 @@ class Grid:
         if self.args.report_only:
             raise NotRun
         train_dir = run_dir / "train"
-        summary = train_dir / "summary.json"  # written by run_training once the adapter is saved
+        summary = RunFolder(train_dir).summary_json  # written by run_training once the adapter is saved
         checkpoint = find_complete_checkpoint(train_dir)
         resume = checkpoint is not None  # from the final one, run_training only writes the outputs
         if not summary.exists():
@@ -333,7 +334,7 @@ class Grid:
             raise KeyboardInterrupt(
                 f"{spec.name} lr {lr:g} seed {seed} stopped at step {result.global_step}; run again to resume"
             )
-        losses = [(r["step"], r["loss"]) for r in read_metrics(train_dir / METRICS_FILE) if "loss" in r]
+        losses = [(r["step"], r["loss"]) for r in read_metrics(RunFolder(train_dir).metrics) if "loss" in r]
         record = {
             "method": spec.name,
             "learning_rate": lr,
@@ -424,8 +425,8 @@ class Grid:
     def _adapter_of(self, spec: MethodSpec, lr: float, seed: int) -> tuple[Optional[Path], Optional[str]]:
         train_dir = self.run_dir(spec, lr, seed) / "train"
         if spec.method == "full":
-            return None, str(train_dir / "model")
-        return train_dir / "adapter", None
+            return None, str(RunFolder(train_dir).model)
+        return RunFolder(train_dir).adapter, None
 
     def _write_unseen_test(self, folder: Path, examples: list) -> None:
         """data/test-<i>.json: the rows of --eval_data i whose prompt no training row has (the validation
@@ -606,7 +607,14 @@ class Grid:
                 w_test,
             )
             if tested is not None:
-                runs.append({**trained, "test": tested, "adapter": str(adapter) if adapter else None})
+                runs.append(
+                    {
+                        **trained,
+                        "test": tested,
+                        "adapter": str(adapter) if adapter else None,
+                        "step_dir": str(self.run_dir(spec, lr, seed)),  # where the step's own records go
+                    }
+                )
         result.runs[spec.name] = runs
 
 

@@ -54,7 +54,7 @@ def _effective_rank(run: dict) -> Optional[float]:
     """Mean effective rank of the run's ΔW over layers (``linchain analyze``), cached beside the run."""
     if not run.get("adapter"):
         return None
-    cache = Path(run["adapter"]).parent.parent / "effective_rank.json"
+    cache = Path(run["step_dir"]) / "effective_rank.json"
     if cache.exists():
         return json.loads(cache.read_text())["mean_effective_rank"]
     from ..analysis import analyze_adapter

@@ -32,6 +32,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ProgressCallback, TrainerState
 
+from .. import runs
 from ..config import LinChainConfig
 from ..data import Example, load_examples
 from ..io import atomic_dir, atomic_write_json, atomic_write_text
@@ -59,13 +60,12 @@ __all__ = [
 
 logger = logging.getLogger("linchain.train")
 
-ADAPTER_DIR = "adapter"  # adapter methods: adapter_config.json + adapter_model.safetensors + tokenizer
-MODEL_DIR = "model"  # --method full: the whole model as safetensors + tokenizer
-CONFIG_FILE = "train_config.yaml"  # what defines the run; `linchain train --config` reads it back
+# the run folder's layout: linchain/runs.py
+ADAPTER_DIR, MODEL_DIR, CONFIG_FILE = runs.ADAPTER, runs.MODEL, runs.CONFIG
 TRAINER_STATE = "trainer_state.json"
 LOSS_FILE = "linchain_loss.json"  # in each checkpoint: the run's loss sum so far (LinChainTrainer._save_checkpoint)
 #: what a run writes into its output_dir besides checkpoint-N folders
-RUN_FILES = {ADAPTER_DIR, MODEL_DIR, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE, "summary.json", "runs"}
+RUN_FILES = {ADAPTER_DIR, MODEL_DIR, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE, runs.SUMMARY_JSON, "runs"}
 #: how a run was launched, never what it is: not in train_config.yaml (a saved config reused with
 #: --config must not wipe or resume a folder; logging_dir is derived from the output folder, so a
 #: saved one would send a new run's logs into the old run's folder). Any ``*_token`` field neither.
@@ -477,7 +477,7 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
     return model, tokenizer, path
 
 
-PISSA_INIT_DIR = "pissa-init"  # --method pissa: the adapter as initialised, to save the result as a plain LoRA
+PISSA_INIT_DIR = runs.PISSA_INIT  # --method pissa: the adapter as initialised, to save the result as a plain LoRA
 
 
 def _save_pissa_init(model, out: Path) -> None:
@@ -874,7 +874,7 @@ def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResu
             tokenizer.save_pretrained(tmp)
     summary = dataclasses.asdict(result)
     MetricsJsonl(out).append({"summary": summary, "step": result.global_step})
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / runs.SUMMARY_JSON, summary)
     plot_loss_curve(out / METRICS_FILE, out / PLOT_FILE, title=f"{model_args.method} on {', '.join(data_args.data)}")
     line = (
         f"{model_args.method}"

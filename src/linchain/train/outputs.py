@@ -11,13 +11,12 @@ from typing import Any, Optional
 
 from transformers import TrainerCallback
 
+from .. import runs
 from ..io import atomic_write_text, strict_json
 
 __all__ = ["METRICS_FILE", "PLOT_FILE", "SUMMARY_FILE", "MetricsJsonl", "plot_loss_curve", "read_metrics"]
 
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "loss_curve.png"
-SUMMARY_FILE = "summary.txt"
+METRICS_FILE, PLOT_FILE, SUMMARY_FILE = runs.METRICS, runs.PLOT, runs.SUMMARY_TXT  # the layout: linchain/runs.py
 
 
 def _finite(record: dict) -> dict:
