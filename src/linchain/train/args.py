@@ -116,7 +116,11 @@ class ModelArguments:
         default=False, metadata={"help": "Mixers with biases (the reference code's affine chain)."}
     )
     mixer_init: str = field(
-        default="kaiming", metadata={"help": "Mixer initialisation: kaiming, orthogonal or identity."}
+        default="kaiming",
+        metadata={
+            "help": "Mixer initialisation: kaiming (the reference code's, the default), orthogonal or identity "
+            "(these keep the update's effective rank; neither scored better in BENCHMARKS.md's cpu-math study)."
+        },
     )
     freeze_mixers: bool = field(
         default=False,
