@@ -511,3 +511,40 @@ def test_test_rows_that_repeat_a_training_prompt_are_dropped_and_counted(boolq_d
         eval_fn=eval_fn,
     )
     assert report["test_rows"] is None and len(scored[0]) == 5 + len(unseen)
+
+
+def test_the_report_says_how_many_validation_rows_were_kept(boolq_dir, tmp_path):
+    """The header said '150 validation rows' where the cpu-math split kept 60 (the rest repeat training prompts)."""
+    from ..compare.conftest import boolq_rows
+
+    rows = boolq_rows(30, seed=1)
+    data = tmp_path / "boolq"
+    data.mkdir()
+    (data / "train.json").write_text(json.dumps(rows + rows[:15]))  # half the prompts twice
+    argv = [
+        "--model_name_or_path",
+        "unused",
+        "--data",
+        str(data / "train.json"),
+        "--eval_data",
+        str(boolq_dir / "boolq" / "test.json"),
+        "--methods",
+        "lora",
+        "--seeds",
+        "0",
+        "--learning_rates",
+        "1e-3",
+        "--max_steps",
+        "3",
+        "--validation_size",
+        "12",
+        "--n_resamples",
+        "100",
+        "--output_dir",
+        str(tmp_path / "cmp"),
+    ]
+    fakes = Fakes()
+    report, md = compare(*parse_args(argv), train_fn=fakes.train, eval_fn=fakes.eval)
+    kept = sum(len(json.loads(f.read_text())) for f in (tmp_path / "cmp" / "data").glob("validation-*.json"))
+    assert report["validation_rows"] == kept and 0 < kept < 12
+    assert f"{kept} (of 12 asked for; the others repeat training prompts) validation rows" in md.read_text()

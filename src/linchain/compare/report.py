@@ -185,6 +185,7 @@ def build_report(
         },
         "eval_tasks": tasks,
         "test_rows": _test_rows(grid),
+        "validation_rows": _validation_rows_used(grid),
         "base": None
         if not grid.base
         else {"per_task": {t: grid.base["tasks"][t]["accuracy"] for t in tasks}, "average": grid.base["average"]},
@@ -196,6 +197,21 @@ def build_report(
         "failures": grid.failures,
         "not_run": grid.not_run,
     }
+
+
+def _validation_rows_used(grid: GridResult) -> Optional[int]:
+    """How many validation rows the split kept (rows repeating a training prompt go back to training)."""
+    files = sorted((Path(grid.out) / "data").glob("validation-*.json"))
+    return sum(len(json.loads(f.read_text())) for f in files) if files else None
+
+
+def _validation_rows(report: dict, settings: dict) -> str:
+    asked, kept = settings["eval"]["validation_size"], report.get("validation_rows")
+    return (
+        str(asked)
+        if kept is None or kept == asked
+        else f"{kept} (of {asked} asked for; the others repeat training prompts)"
+    )
 
 
 def _test_rows(grid: GridResult) -> Optional[dict]:
@@ -232,7 +248,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{train.get('gradient_accumulation_steps')} sequences (cutoff {s.get('data', {}).get('cutoff_len')}), training data "
         f"{', '.join('`' + d + '`' for d in s.get('data', {}).get('data', []))}.",
         f"Methods {', '.join(s['methods'])}; baseline **{s['baseline']}**; seeds {s['seeds']}; learning rates swept "
-        f"{s['learning_rates']} (first seed, {s['eval']['validation_size']} validation rows carved from the training data).",
+        f"{s['learning_rates']} (first seed, {_validation_rows(report, s)} validation rows carved from the training data).",
         f"Test: {', '.join(s['eval']['eval_data'])} ("
         + (f"first {s['eval']['eval_limit']} rows each" if s["eval"]["eval_limit"] else "all rows")
         + ", the same for every run), "
