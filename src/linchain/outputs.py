@@ -272,11 +272,7 @@ class OutputFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            self._refuse(
-                f"is being written by another linchain process ({self._holder(lock)}); wait for it to "
-                "finish, or choose another folder",
-                OutputLockedError,
-            )
+            self._refuse_held(lock)
         finally:
             os.close(fd)
 
@@ -415,12 +411,7 @@ class OutputFolder:
                 os.close(fd)
                 if err.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
-                holder = self._holder(lock)
-                self._refuse(
-                    f"is being written by another linchain process ({holder}); wait for it to finish, "
-                    "or choose another folder",
-                    OutputLockedError,
-                )
+                self._refuse_held(lock)
             try:  # the file may have been removed (released) between open and flock: lock the current one
                 same = os.fstat(fd).st_ino == os.stat(lock).st_ino
             except FileNotFoundError:
@@ -439,6 +430,14 @@ class OutputFolder:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}".encode())
         self._lock_fd = fd
+
+    def _refuse_held(self, lock: Path) -> None:
+        """The one refusal of a folder another process is writing, naming that process."""
+        self._refuse(
+            f"is being written by another linchain process ({self._holder(lock)}); wait for it to finish, "
+            "or choose another folder",
+            OutputLockedError,
+        )
 
     @staticmethod
     def _holder(lock: Path) -> str:

@@ -64,8 +64,6 @@ logger = logging.getLogger("linchain.train")
 ADAPTER_DIR, MODEL_DIR, CONFIG_FILE = runs.ADAPTER, runs.MODEL, runs.CONFIG
 TRAINER_STATE = "trainer_state.json"
 LOSS_FILE = "linchain_loss.json"  # in each checkpoint: the run's loss sum so far (LinChainTrainer._save_checkpoint)
-#: what a run writes into its output_dir besides checkpoint-N folders
-RUN_FILES = {ADAPTER_DIR, MODEL_DIR, CONFIG_FILE, METRICS_FILE, PLOT_FILE, SUMMARY_FILE, runs.SUMMARY_JSON, "runs"}
 #: how a run was launched, never what it is: not in train_config.yaml (a saved config reused with
 #: --config must not wipe or resume a folder; logging_dir is derived from the output folder, so a
 #: saved one would send a new run's logs into the old run's folder). Any ``*_token`` field neither.
