@@ -548,3 +548,67 @@ def test_the_report_says_how_many_validation_rows_were_kept(boolq_dir, tmp_path)
     kept = sum(len(json.loads(f.read_text())) for f in (tmp_path / "cmp" / "data").glob("validation-*.json"))
     assert report["validation_rows"] == kept and 0 < kept < 12
     assert f"{kept} (of 12 asked for; the others repeat training prompts) validation rows" in md.read_text()
+
+
+class _Bar:
+    """Stands in for linchain.progress.Progress: its total and how far the grid advanced it."""
+
+    def __init__(self, total, **kwargs):
+        self.total, self.n = total, 0
+
+    def update(self, n):
+        self.n += n
+
+    def set_postfix_str(self, text):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_the_plan_sizes_the_bar_and_every_outcome_advances_it_by_its_weight(boolq_dir, tmp_path, monkeypatch):
+    """The grid plans its steps once; their weights are the bar's total, and a grid with failed, skipped,
+    not-run or retrained steps still ends exactly there (each step advances it once, by its weight)."""
+    from linchain import progress
+    from linchain.compare.grid import Grid
+
+    bars = []
+    monkeypatch.setattr(progress, "Progress", lambda **kwargs: bars.append(_Bar(**kwargs)) or bars[-1])
+    out = tmp_path / "cmp"
+    plan = Grid(*parse_args(_argv(boolq_dir, out))).plan()
+    # in training steps: the base test (500 rows / 4), per method 2 rates x (10 steps + 4 validation rows / 4),
+    # then seed 0's test and seed 1's training and test at the chosen rate
+    assert sum(s.weight for s in plan) == 125 + 2 * (2 * (10 + 1) + 125 + (10 + 125))
+    assert [s.what for s in plan[:3]] == [
+        "base model test",
+        "lora lr 0.001 seed 0 training",
+        "lora lr 0.001 validation",
+    ]
+    assert plan[-1].at_chosen_rate and plan[-1].at(1e-2).what == "linchain-k3 lr 0.01 seed 1 test"
+
+    def ended_at_total(report):
+        assert bars[-1].total == round(sum(s.weight for s in plan)) and bars[-1].n == bars[-1].total
+        return report
+
+    # a method whose training fails: its validations and seeds are skipped
+    report, _ = compare(
+        *parse_args(_argv(boolq_dir, out)), train_fn=Fakes(fail="linchain-k3").train, eval_fn=Fakes().eval
+    )
+    assert len(ended_at_total(report)["failures"]) == 2
+    # --report_only: linchain-k3's rates were never trained (not run; so its seeds have no rate and are skipped),
+    # lora's seed 1 never scored
+    (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()
+    idle = Fakes()
+    report, _ = compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=idle.train, eval_fn=idle.eval)
+    assert ended_at_total(report)["not_run"] == [
+        "linchain-k3 lr 0.001 seed 0 training",
+        "linchain-k3 lr 0.01 seed 0 training",
+        "lora lr 0.001 seed 1 test",
+    ]
+    # a carried run retrained before its test (not planned: only its files tell) whose retraining fails
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    for adapter in out.glob("runs/*/*/*/train/adapter"):
+        shutil.rmtree(adapter)
+    (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()
+    report, _ = compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes(fail="lora").train, eval_fn=Fakes().eval)
+    assert [f["step"] for f in ended_at_total(report)["failures"]] == ["lora lr 0.001 seed 1 training"]

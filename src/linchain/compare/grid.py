@@ -14,7 +14,8 @@ Per method every rate is trained with the first seed and scored on the validatio
 with the best validation accuracy (ties: the lower final training loss) is chosen and the other
 seeds train at it. A step whose marker exists is reused; a training cut short resumes from its
 newest complete checkpoint; a failed step is recorded (report.json "failures") and the grid goes
-on without it (it is retried on the next call).
+on without it (it is retried on the next call). The steps are planned first (:meth:`Grid.plan`): their
+weights make the progress bar's total, and each step advances it by its own weight, whatever its outcome.
 
 A grid can be split across processes that share the output folder (every step is its own file,
 written atomically): ``--sweep_only`` stops after the first seed's sweep (one process per method and
@@ -32,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 from ..io import atomic_write_json
 from ..runs import RunFolder
@@ -40,7 +41,7 @@ from ..train.args import DataArguments, LinChainTrainingArguments, ModelArgument
 from .args import CompareArguments, float_list, int_list
 from .methods import MethodSpec, parse_methods
 
-__all__ = ["Grid", "GridResult", "prepare_environment", "run_grid"]
+__all__ = ["Grid", "GridResult", "Status", "Step", "prepare_environment", "run_grid"]
 
 if TYPE_CHECKING:
     from ..outputs import OutputFolder
@@ -123,6 +124,47 @@ class GridResult:
     settings: dict = field(default_factory=dict)
 
 
+#: how a step ended: "not run" is a step without its marker under --report_only, "skipped" one whose
+#: input did not finish (a rate's training before its validation, a seed's training before its test)
+Status = Literal["ok", "failed", "not run", "skipped"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the grid as :meth:`Grid.plan` plans it. ``weight``: its share of the progress bar, in
+    "step-eq" units (training steps). ``learning_rate`` None: the rate its method's sweep chooses, unknown
+    when the grid is planned (a seed's steps); :meth:`at` gives the step at that rate."""
+
+    kind: Literal["base-test", "train", "validation", "test"]
+    method: Optional[str]  #: the method spec's name; None for the base model
+    learning_rate: Optional[float]
+    seed: Optional[int]
+    weight: float
+
+    @property
+    def at_chosen_rate(self) -> bool:
+        return self.method is not None and self.learning_rate is None
+
+    def at(self, lr: float) -> "Step":
+        return dataclasses.replace(self, learning_rate=lr)
+
+    @property
+    def run(self) -> str:
+        """The run the step belongs to, as the progress bar names it."""
+        if self.method is None:
+            return "base model"
+        return f"{self.method} lr {self.learning_rate:g} seed {self.seed}"
+
+    @property
+    def what(self) -> str:
+        """The step's name in report.json (failures, not_run); a step at the chosen rate needs the rate first."""
+        if self.kind == "base-test":
+            return "base model test"
+        if self.kind == "validation":  # every rate is validated with the first seed only
+            return f"{self.method} lr {self.learning_rate:g} validation"
+        return f"{self.run} {'training' if self.kind == 'train' else 'test'}"
+
+
 class Grid:
     """Runs the grid; ``train_fn``/``eval_fn`` are injectable for tests (default: run_training / run_evaluation)."""
 
@@ -156,6 +198,8 @@ class Grid:
         self.train_fn, self.eval_fn = train_fn, eval_fn
         self.validation: list[tuple[str, str]] = []  # (file, task)
         self.bar = None
+        self._trained: dict[tuple[str, int], dict] = {}  # (method, seed) -> a seed's training, for its test
+        self._shown: Optional[tuple] = None  # the run the bar names
 
     # ------------------------------------------------------------------------------ settings and data
     def output_folder(self) -> "OutputFolder":
@@ -404,23 +448,26 @@ class Grid:
         atomic_write_json(marker, record)
         return record
 
-    def _step(self, result: GridResult, what: str, fn: Callable[[], dict], weight: float) -> Optional[dict]:
-        """Run one step; a failure is recorded (failed.json, result.failures) and None returned."""
+    def _step(self, result: GridResult, step: Step, fn: Optional[Callable[[], dict]]) -> tuple[Status, Optional[dict]]:
+        """Run one step and advance the bar by its weight, whatever the outcome. ``fn`` None: skipped (its
+        input did not finish); a failure is recorded (result.failures), a step not run listed (result.not_run)."""
         try:
-            return fn()
+            if fn is None:
+                return "skipped", None
+            return "ok", fn()
         except KeyboardInterrupt:
             raise
         except NotRun:
-            result.not_run.append(what)
-            return None
+            result.not_run.append(step.what)
+            return "not run", None
         except Exception as err:  # noqa: BLE001 - the grid goes on; the error is recorded and shown
             message = f"{type(err).__name__}: {err}".strip()
-            _say(f"FAILED {what}: {message.splitlines()[0]}")
-            result.failures.append({"step": what, "error": message})
-            return None
+            _say(f"FAILED {step.what}: {message.splitlines()[0]}")
+            result.failures.append({"step": step.what, "error": message})
+            return "failed", None
         finally:
             if self.bar is not None:
-                self.bar.update(weight)
+                self.bar.update(step.weight)
 
     def _adapter_of(self, spec: MethodSpec, lr: float, seed: int) -> tuple[Optional[Path], Optional[str]]:
         train_dir = self.run_dir(spec, lr, seed) / "train"
@@ -476,6 +523,29 @@ class Grid:
             )
         return self.check_settings(write=False)
 
+    def plan(self) -> list[Step]:
+        """Every step of the grid, in the order :meth:`run` takes them: the base model's test, each method's
+        sweep (every rate trained with the first seed, then validated), then each method's seeds at its
+        chosen rate (the first seed's training is the sweep's). The bar's total is their total weight."""
+        # weights in "training step" units: one scored row costs roughly a quarter of an 8-sequence step
+        w_train, w_val = self.train.max_steps, self.args.validation_size / 4
+        w_test = (self.args.eval_limit or 500) * len(self.args.eval_data) / 4
+        validate = len(self.rates) > 1 or self.args.sweep_only  # a single rate is chosen without validation
+        first = self.seeds[0]
+        steps = [Step("base-test", None, None, None, w_test)] if self.args.eval_base else []
+        for spec in self.methods:
+            for lr in self.rates:
+                steps.append(Step("train", spec.name, lr, first, w_train))
+                if validate:
+                    steps.append(Step("validation", spec.name, lr, first, w_val))
+        if not self.args.sweep_only:
+            for spec in self.methods:
+                for seed in self.seeds:
+                    if seed != first:
+                        steps.append(Step("train", spec.name, None, seed, w_train))
+                    steps.append(Step("test", spec.name, None, seed, w_test))
+        return steps
+
     def run(self) -> GridResult:
         settings = self.preflight()
         self.prepare_data()
@@ -483,80 +553,87 @@ class Grid:
         result = GridResult(
             out=self.out, methods=self.methods, seeds=self.seeds, learning_rates=self.rates, settings=settings
         )
-        steps, sweep_val = self.train.max_steps, len(self.rates) > 1 or self.args.sweep_only
-        val_rows = self.args.validation_size
-        test_rows = (self.args.eval_limit or 500) * len(self.args.eval_data)
-        # weights in "training step" units: one scored row costs roughly a quarter of an 8-sequence step
-        w_train, w_val, w_test = steps, val_rows / 4, test_rows / 4
-        seeds_part = 0 if self.args.sweep_only else w_test + (len(self.seeds) - 1) * (w_train + w_test)
-        total = (w_test if self.args.eval_base else 0) + len(self.methods) * (
-            len(self.rates) * (w_train + (w_val if sweep_val else 0)) + seeds_part
-        )
+        plan = self.plan()
         from ..progress import Progress
 
         self.bar = Progress(
-            total=round(total),
+            total=round(sum(step.weight for step in plan)),
             desc="compare",
             unit="step-eq",
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}] {postfix}",
         )
+        self._trained, self._shown = {}, None
         try:
-            if self.args.eval_base:
-                self.bar.set_postfix_str("base model")
-                result.base = self._step(
-                    result,
-                    "base model test",
-                    lambda: self._evaluate(self.out / "base", "test", self._test_data(), None),
-                    w_test,
-                )
+            for step in plan:  # the base model's test, then the sweeps
+                if not step.at_chosen_rate:
+                    self._run_step(step, result)
             for spec in self.methods:
-                self._sweep(spec, result, w_train, w_val if sweep_val else 0)
-            for spec in self.methods:
-                if not self.args.sweep_only:
-                    self._seeds(spec, result, w_train, w_test)
+                result.chosen[spec.name] = self._choose(result.sweep[spec.name])
+            if not self.args.sweep_only:
+                result.runs = {spec.name: [] for spec in self.methods}
+            for step in plan:  # the seeds, at their method's chosen rate
+                if step.at_chosen_rate:
+                    self._run_step(step, result)
         finally:
             self.bar.close()
             self.bar = None
         return result
 
-    def _sweep(self, spec: MethodSpec, result: GridResult, w_train: float, w_val: float) -> None:
-        seed = self.seeds[0]
-        records = []
-        for lr in self.rates:
-            self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
-            what = f"{spec.name} lr {lr:g} seed {seed} training"
-            trained = self._step(result, what, lambda: self._train(spec, lr, seed), w_train)
-            record = {
-                "learning_rate": lr,
-                "status": "ok" if trained is not None else "not run" if what in result.not_run else "failed",
-                "validation": None,
-                "final_loss": _final_loss(trained["losses"]) if trained else None,
-            }
-            if trained is not None and w_val:
-                adapter, model_path = self._adapter_of(spec, lr, seed)
-                what = f"{spec.name} lr {lr:g} validation"
-                record["validation"] = self._step(
-                    result,
-                    what,
-                    lambda: self._evaluate(
-                        self.run_dir(spec, lr, seed), "validation", self.validation, adapter, model_path
-                    ),
-                    w_val,
-                )
-                if record["validation"] is None:
-                    record["status"] = "not run" if what in result.not_run else "failed"
-            elif w_val:
-                self.bar.update(w_val)
-            records.append(record)
-        result.sweep[spec.name] = records
+    def _run_step(self, planned: Step, result: GridResult) -> None:
+        """Run one planned step (a seed's at its method's chosen rate) and file what it gives in ``result``."""
+        step = planned
+        if planned.at_chosen_rate:
+            lr = result.chosen[planned.method]
+            if lr is None:  # no rate of the method finished its sweep: nothing to run at it
+                self._step(result, planned, None)
+                return
+            step = planned.at(lr)
+        # the bar names each run where its steps start in the plan; a seed's planned steps have no rate, so the
+        # seeds name their runs even where the sweep ended on the same run
+        run = (planned.method, planned.learning_rate, planned.seed)
+        if run != self._shown:
+            self._shown = run
+            self.bar.set_postfix_str(step.run)
+        if step.kind == "base-test":
+            _, result.base = self._step(
+                result, step, lambda: self._evaluate(self.out / "base", "test", self._test_data(), None)
+            )
+            return
+        spec = next(s for s in self.methods if s.name == step.method)
+        if planned.at_chosen_rate:
+            self._seed_step(spec, step, result)
+        else:
+            self._sweep_step(spec, step, result)
+
+    def _sweep_step(self, spec: MethodSpec, step: Step, result: GridResult) -> None:
+        """A rate's training with the first seed (its sweep record), or its validation (the record's scores)."""
+        lr, seed = step.learning_rate, step.seed
+        records = result.sweep.setdefault(spec.name, [])
+        if step.kind == "train":
+            status, trained = self._step(result, step, lambda: self._train(spec, lr, seed))
+            final_loss = _final_loss(trained["losses"]) if trained else None
+            records.append({"learning_rate": lr, "status": status, "validation": None, "final_loss": final_loss})
+            return
+        record = next(r for r in records if r["learning_rate"] == lr)
+        if record["status"] != "ok":  # the rate's training did not finish: nothing to score
+            self._step(result, step, None)
+            return
+        adapter, model_path = self._adapter_of(spec, lr, seed)
+        record["status"], record["validation"] = self._step(
+            result,
+            step,
+            lambda: self._evaluate(self.run_dir(spec, lr, seed), "validation", self.validation, adapter, model_path),
+        )
+
+    def _choose(self, records: list[dict]) -> Optional[float]:
+        """The rate with the best validation average (ties: the lower final training loss) among those whose
+        sweep steps finished; a single rate is chosen without validation."""
         ok = [r for r in records if r["status"] == "ok"]
         if not ok:
-            result.chosen[spec.name] = None
-            return
+            return None
         if len(self.rates) == 1:
-            result.chosen[spec.name] = ok[0]["learning_rate"]
-            return
+            return ok[0]["learning_rate"]
         best = max(
             ok,
             key=lambda r: (
@@ -564,58 +641,52 @@ class Grid:
                 -(r["final_loss"] if r["final_loss"] is not None else float("inf")),
             ),
         )
-        result.chosen[spec.name] = best["learning_rate"]
+        return best["learning_rate"]
 
-    def _seeds(self, spec: MethodSpec, result: GridResult, w_train: float, w_test: float) -> None:
-        lr = result.chosen.get(spec.name)
-        runs = []
-        for i, seed in enumerate(self.seeds):
-            if lr is None:
-                self.bar.update(w_test + (w_train if i else 0))
-                continue
-            self.bar.set_postfix_str(f"{spec.name} lr {lr:g} seed {seed}")
-            if i:
-                trained = self._step(
-                    result, f"{spec.name} lr {lr:g} seed {seed} training", lambda: self._train(spec, lr, seed), w_train
-                )
-            else:
-                trained = json.loads((self.run_dir(spec, lr, seed) / "train.json").read_text())
-            if trained is None:
-                self.bar.update(w_test)
-                continue
-            adapter, model_path = self._adapter_of(spec, lr, seed)
-            if (
-                adapter is not None
-                and not self.args.report_only
-                and not (adapter / "adapter_config.json").exists()
-                and not (self.run_dir(spec, lr, seed) / "test.json").exists()
-            ):
-                # only the small markers were kept (a study carried to another machine): train it again; the
-                # marker stays until the new one replaces it, so a retraining cut short loses no sweep record
-                trained = self._step(
-                    result,
-                    f"{spec.name} lr {lr:g} seed {seed} training",
-                    lambda: self._train(spec, lr, seed, again=True),
-                    0,
-                )
-                if trained is None:
-                    continue
-            tested = self._step(
-                result,
-                f"{spec.name} lr {lr:g} seed {seed} test",
-                lambda: self._evaluate(self.run_dir(spec, lr, seed), "test", self._test_data(), adapter, model_path),
-                w_test,
+    def _seed_step(self, spec: MethodSpec, step: Step, result: GridResult) -> None:
+        """A seed's training at the chosen rate, or its test (a run record once scored)."""
+        lr, seed = step.learning_rate, step.seed
+        if step.kind == "train":
+            status, trained = self._step(result, step, lambda: self._train(spec, lr, seed))
+            if status == "ok":
+                self._trained[(spec.name, seed)] = trained
+            return
+        if seed == self.seeds[0]:  # trained in the sweep: the chosen rate's training finished
+            trained = json.loads((self.run_dir(spec, lr, seed) / "train.json").read_text())
+        else:
+            trained = self._trained.pop((spec.name, seed), None)
+        if trained is None:  # the seed's training did not finish: nothing to test
+            self._step(result, step, None)
+            return
+        adapter, model_path = self._adapter_of(spec, lr, seed)
+        if (
+            adapter is not None
+            and not self.args.report_only
+            and not (adapter / "adapter_config.json").exists()
+            and not (self.run_dir(spec, lr, seed) / "test.json").exists()
+        ):
+            # only the small markers were kept (a study carried to another machine): train it again; the
+            # marker stays until the new one replaces it, so a retraining cut short loses no sweep record.
+            # Not planned (only the files tell it is needed); the test's weight covers it.
+            again = dataclasses.replace(step, kind="train", weight=0)
+            status, trained = self._step(result, again, lambda: self._train(spec, lr, seed, again=True))
+            if status != "ok":
+                self._step(result, step, None)
+                return
+        status, tested = self._step(
+            result,
+            step,
+            lambda: self._evaluate(self.run_dir(spec, lr, seed), "test", self._test_data(), adapter, model_path),
+        )
+        if status == "ok":
+            result.runs[spec.name].append(
+                {
+                    **trained,
+                    "test": tested,
+                    "adapter": str(adapter) if adapter else None,
+                    "step_dir": str(self.run_dir(spec, lr, seed)),  # where the step's own records go
+                }
             )
-            if tested is not None:
-                runs.append(
-                    {
-                        **trained,
-                        "test": tested,
-                        "adapter": str(adapter) if adapter else None,
-                        "step_dir": str(self.run_dir(spec, lr, seed)),  # where the step's own records go
-                    }
-                )
-        result.runs[spec.name] = runs
 
 
 def _final_loss(losses: list, window: Optional[int] = None) -> Optional[float]:
