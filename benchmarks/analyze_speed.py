@@ -74,7 +74,7 @@ def save_adapters(folder: Path, args) -> list[Path]:
 def dense_spectra(path: Path) -> dict[str, list[float]]:
     """The path before: the dense float32 ΔW of every layer, its float64 SVD."""
     from linchain.analysis import load_adapter_layers, spectrum_stats
-    from linchain.saved import ADAPTER
+    from linchain.tuner.saved import ADAPTER
 
     _, layers = load_adapter_layers(path)
     return {

@@ -28,7 +28,7 @@ __all__ = ["main"]
 
 
 def _rows(x: torch.Tensor, A: torch.Tensor, g: torch.Tensor, p: float) -> dict[str, Callable[[], object]]:
-    from linchain.dropout import _draw_dropped, _DropoutLinear
+    from linchain.tuner.dropout import _draw_dropped, _DropoutLinear
 
     def bare():
         (x @ A.t()).backward(g)

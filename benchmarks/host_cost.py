@@ -4,7 +4,7 @@
 
 8 layers of hidden 64 (random Llama weights), batch 2 x 16, r = 16, dropout 0.05, targets q,k,v,up,down,
 1 thread, 40 interleaved steps (the first 5 dropped). Rows: PEFT LoRA, fused k = 0 and k = 3, and k = 3
-on the layer's reference path (``linchain.fused.use_fused(False)``).
+on the layer's reference path (``linchain.tuner.fused.use_fused(False)``).
 """
 
 import os
@@ -19,7 +19,8 @@ from peft import LoraConfig, get_peft_model
 
 import linchain  # noqa: F401  (registers LINCHAIN with PEFT)
 import speed
-from linchain import LinChainConfig, fused
+from linchain import LinChainConfig
+from linchain.tuner import fused
 
 torch.set_num_threads(1)
 base, _ = speed.load_model("tiny", torch.float32, 8, True)

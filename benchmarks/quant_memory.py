@@ -107,8 +107,8 @@ def run_variant(args) -> dict:
     from peft import LoraConfig, get_peft_model
 
     from linchain import LinChainConfig
-    from linchain.quant import load_base_model
     from linchain.train.args import ModelArguments
+    from linchain.tuner.quant import load_base_model
 
     process_kb = _proc_status_kb("VmRSS")
     bits = args.variant.split("+")[0]
@@ -221,7 +221,7 @@ def requant_section(args) -> list[dict]:
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from linchain import LinChainConfig, LinChainLayer
-    from linchain.quant import dequantized_weight
+    from linchain.tuner.quant import dequantized_weight
 
     settings = {
         "8bit": dict(load_in_8bit=True),

@@ -7,7 +7,7 @@ Same model, tokens (batch x length), rank, dropout and targets for every row. Ro
 - ``floor``: the frozen model, forward and backward through the activations only (no weight
   gradients): the least any adapter can cost;
 - ``peft-lora``: stock PEFT LoRA;
-- ``linchain k=0/1/3`` (k=1 and 3 also with mixer biases), on the fused path (linchain/fused.py);
+- ``linchain k=0/1/3`` (k=1 and 3 also with mixer biases), on the fused path (linchain/tuner/fused.py);
 - ``linchain-k3-reference``: k=3 on the layer's reference path (modules and separate ops);
 - ``full-ft``: every weight trained;
 - with ``--compile``: ``floor``, ``peft-lora`` and ``linchain-k3`` under ``torch.compile`` (``-compiled``).
@@ -265,7 +265,7 @@ def build_rows(base: nn.Module, args, device: torch.device) -> list[Row]:
             )
         )
     # the same k=3 adapter on the layer's reference path (separate modules and ops, one autograd node
-    # each): what the fused Function (linchain/fused.py) saves
+    # each): what the fused Function (linchain/tuner/fused.py) saves
     specs.append(
         (
             "linchain-k3-reference",
@@ -305,7 +305,7 @@ def build_rows(base: nn.Module, args, device: torch.device) -> list[Row]:
 
 
 def make_step(row: Row, batch: torch.Tensor, device: torch.device) -> Callable[[], None]:
-    from linchain.fused import use_fused
+    from linchain.tuner.fused import use_fused
 
     fused = not row.name.startswith("linchain-k3-reference")
 

@@ -29,10 +29,10 @@ if not _USAGE_ONLY:
     # one logger is quietened (to ERROR), before PEFT is imported.
     _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
 
-    from .config import LINCHAIN, LinChainConfig
     from .export import export_lora
-    from .layer import LinChainLayer
-    from .model import LinChainModel
-    from .registry import register
+    from .tuner.config import LINCHAIN, LinChainConfig
+    from .tuner.layer import LinChainLayer
+    from .tuner.model import LinChainModel
+    from .tuner.peft_compat import register
 
     register()

@@ -31,8 +31,8 @@ from typing import Optional, Union
 
 import torch
 
-from .saved import ADAPTER as _ADAPTER
-from .saved import SavedLayer, saved_layers
+from .tuner.saved import ADAPTER as _ADAPTER
+from .tuner.saved import SavedLayer, saved_layers
 
 __all__ = [
     "AdapterAnalysis",
@@ -151,7 +151,7 @@ def _short(name: str) -> str:
 
 def load_adapter_layers(path: Union[str, os.PathLike]) -> tuple[dict, dict[str, SavedLayer]]:
     """Read an adapter folder written by ``save_pretrained`` (LinChain or PEFT LoRA), see
-    :func:`linchain.saved.saved_layers`; layer names lose PEFT's ``base_model.model.`` prefix."""
+    :func:`linchain.tuner.saved.saved_layers`; layer names lose PEFT's ``base_model.model.`` prefix."""
     config, layers = saved_layers(path)
     return config, {_short(name): entry for name, entry in layers.items()}
 

@@ -10,9 +10,9 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
-from .config import LINCHAIN
 from .outputs import OutputFolder, run_of
-from .saved import ADAPTER, chain_layers, check_finite, group_chain_tensors, read_adapter
+from .tuner.config import LINCHAIN
+from .tuner.saved import ADAPTER, chain_layers, check_finite, group_chain_tensors, read_adapter
 
 __all__ = ["AFFINE_MODES", "export_lora"]
 

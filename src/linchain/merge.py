@@ -54,7 +54,7 @@ def _load_and_merge(adapter: Path, base_path: str, dtype: str):
     """``(merged model, tokenizer or None)``: base + adapter, ``merge_and_unload(safe_merge=True)``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .saved import load_peft_adapter
+    from .tuner.saved import load_peft_adapter
 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype(dtype))
     # safe_merge checks the merged weights for NaN/inf before replacing the originals.

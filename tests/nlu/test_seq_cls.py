@@ -121,7 +121,7 @@ def test_preset_fills_only_unset_fields():
     args = NLUArguments(preset="deberta-v3-glue", data="hf:glue:rte", learning_rate=1e-4)
     assert args.glue_task == "rte"
     assert args.model_name_or_path == "microsoft/deberta-v3-base" and args.r == 8 and args.num_mixers == 3
-    assert args.target_module_list() == ["query_proj", "key_proj", "value_proj", "intermediate.dense"]
+    assert args.target_list() == ["query_proj", "key_proj", "value_proj", "intermediate.dense"]
     assert args.learning_rate == 1e-4 and args.num_train_epochs == 50  # lr given, epochs from the preset
     with pytest.raises(ValueError, match="preset must be one of"):
         NLUArguments(preset="nope", data="x.csv", model_name_or_path="m")

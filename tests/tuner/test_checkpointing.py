@@ -2,7 +2,7 @@
 
 torch.utils.checkpoint restores the RNG state before recomputing a block; reentrant
 checkpointing runs the first forward under no_grad and the recompute with grad, so the layer
-must draw its dropout the same way in both (tests/test_layer_dropout.py checks the layer alone).
+must draw its dropout the same way in both (tests/tuner/test_layer_dropout.py checks the layer alone).
 """
 
 import pytest

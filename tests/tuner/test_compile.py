@@ -14,7 +14,7 @@ from peft import get_peft_model
 from torch import nn
 
 from linchain import LinChainConfig, LinChainLayer
-from linchain.dropout import dropout_linear
+from linchain.tuner.dropout import dropout_linear
 from tests.conftest import MODELS
 
 

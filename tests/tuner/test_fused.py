@@ -1,4 +1,4 @@
-"""The fused adapter path (linchain/fused.py) against plain torch and against the layer's reference path.
+"""The fused adapter path (linchain/tuner/fused.py) against plain torch and against the layer's reference path.
 
 Each check builds a layer with random non-zero factors (B too), runs it with the fused path on and
 off from the same RNG state (so dropout drops the same elements), and compares outputs and every
@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from linchain import LinChainLayer, fused
-from linchain.dropout import _draw_dropped
+from linchain import LinChainLayer
+from linchain.tuner import fused
+from linchain.tuner.dropout import _draw_dropped
 from tests.conftest import layer_factors
 
 ADAPTER = "default"

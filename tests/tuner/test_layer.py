@@ -180,7 +180,7 @@ def test_every_factor_trains(k, bias, tokens):
 def test_rank_larger_than_a_layer_is_accepted_as_by_lora_and_refused_by_the_commands(tokens):
     """Issue 19 item 6: PEFT LoRA accepts r above a layer's smaller side; so does the library (with a
     warning naming r and the layer), giving LoRA's output for k=0; the commands refuse it before allocating."""
-    from linchain.layer import refuse_rank_above_layer
+    from linchain.tuner.layer import refuse_rank_above_layer
 
     build, _ = MODELS["llama"]
     with pytest.warns(UserWarning, match=r"r=40 .*self_attn.k_proj"):

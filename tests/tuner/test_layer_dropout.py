@@ -1,4 +1,4 @@
-"""The layer's fused dropout + A path (linchain.dropout): same values, gradients and distribution as nn.Dropout + A.
+"""The layer's fused dropout + A path (linchain.tuner.dropout): same values, gradients and distribution as nn.Dropout + A.
 
 _draw_dropped decides what is dropped (dropped positions on CPU for p <= 0.25, a bool mask
 otherwise); _DropoutLinear applies a given record. Both are checked against plain torch. The
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from linchain import LinChainLayer
-from linchain.dropout import _SPARSE_DROP_MAX_P, _draw_dropped, _DropoutLinear
+from linchain.tuner.dropout import _SPARSE_DROP_MAX_P, _draw_dropped, _DropoutLinear
 from tests.conftest import TEST_DTYPES
 
 

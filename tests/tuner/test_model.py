@@ -279,9 +279,8 @@ def test_linear_layer_names_skip_the_adapters_own_layers():
     from peft import get_peft_model
 
     from linchain import LinChainConfig
-    from linchain.model import linear_layer_names
-
-    from .conftest import tiny_llama
+    from linchain.tuner.model import linear_layer_names
+    from tests.conftest import tiny_llama
 
     plain = linear_layer_names(tiny_llama())
     wrapped = get_peft_model(tiny_llama(), LinChainConfig(r=2, num_mixers=2, target_modules=["q_proj", "v_proj"]))

@@ -105,7 +105,7 @@ def quant_error(base_dir, kind, tokens) -> float:
 
 
 def dequant(bnb, layer) -> torch.Tensor:
-    """The layer's weight dequantized with bitsandbytes' functions (independent of linchain.quant); train mode only."""
+    """The layer's weight dequantized with bitsandbytes' functions (independent of linchain.tuner.quant); train mode only."""
     w = layer.weight
     if type(w).__name__ == "Params4bit":
         return bnb.functional.dequantize_4bit(w.data, w.quant_state).float()
@@ -450,7 +450,7 @@ def test_quantized_loading_without_bitsandbytes_names_the_extra(monkeypatch, cap
     from types import SimpleNamespace
 
     from linchain.cli.main import main as cli
-    from linchain.quant import load_base_model
+    from linchain.tuner.quant import load_base_model
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(

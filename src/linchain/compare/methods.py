@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from ..train.args import ModelArguments
 
@@ -32,29 +32,25 @@ _SUFFIXES = {"bias", "orthogonal", "identity", "frozen"}
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One method of the comparison: a ``linchain train --method`` plus its chain shape and rank multiplier."""
+    """One method of the comparison: a ``linchain train --method``, the adapter settings its name sets
+    (``linchain-k2-bias`` sets num_mixers 2 and mixer_bias), and its rank multiplier."""
 
     name: str
     method: str  #: linchain train --method
-    num_mixers: Optional[int] = None  #: k for --method linchain; None = the shared --num_mixers
-    mixer_bias: bool = False
-    mixer_init: Optional[str] = None  #: None = the shared --mixer_init
-    freeze_mixers: bool = False
+    #: (AdapterArguments field, value) pairs the name sets; every other setting is the study's shared one
+    settings: tuple[tuple[str, Any], ...] = ()
     rank_mult: int = 1  #: 2 = LoRA at 2r (alpha doubled too)
 
     def model_arguments(self, shared: ModelArguments) -> ModelArguments:
-        """The shared model settings with this method's overrides (validated by ModelArguments)."""
+        """The shared model settings with this method's (validated by ModelArguments). The frozen-mixer
+        control is a method of its own, so a shared --freeze_mixers does not reach the others."""
         changes = {
             "method": self.method,
-            "mixer_bias": self.mixer_bias or shared.mixer_bias,
-            "freeze_mixers": self.freeze_mixers,
+            "freeze_mixers": False,
             "r": shared.r * self.rank_mult,
             "alpha": shared.alpha * self.rank_mult,
+            **dict(self.settings),
         }
-        if self.num_mixers is not None:
-            changes["num_mixers"] = self.num_mixers
-        if self.mixer_init is not None:
-            changes["mixer_init"] = self.mixer_init
         return dataclasses.replace(shared, **changes)
 
 
@@ -84,15 +80,18 @@ def parse_method(name: str) -> MethodSpec:
         )
     if "orthogonal" in suffixes and "identity" in suffixes:
         raise ValueError(f"--methods: {name!r}: choose one of -orthogonal and -identity")
-    init = "orthogonal" if "orthogonal" in suffixes else "identity" if "identity" in suffixes else None
+    settings: dict[str, Any] = {}
+    if k is not None:
+        settings["num_mixers"] = k
+    if "bias" in suffixes:
+        settings["mixer_bias"] = True
+    for init in ("orthogonal", "identity"):
+        if init in suffixes:
+            settings["mixer_init"] = init
+    if "frozen" in suffixes:
+        settings["freeze_mixers"] = True
     return MethodSpec(
-        name=name,
-        method=method,
-        num_mixers=k,
-        mixer_bias="bias" in suffixes,
-        mixer_init=init,
-        freeze_mixers="frozen" in suffixes,
-        rank_mult=2 if base == "lora-2r" else 1,
+        name=name, method=method, settings=tuple(settings.items()), rank_mult=2 if base == "lora-2r" else 1
     )
 
 

@@ -34,7 +34,7 @@ def load_causal_lm(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if adapter:
-        from ..saved import load_peft_adapter
+        from ..tuner.saved import load_peft_adapter
 
         model = load_peft_adapter(model, adapter)
         if merge:

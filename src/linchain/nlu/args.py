@@ -7,18 +7,22 @@ from typing import List, Optional
 
 from ..resolve import OFFLINE_ENCODER
 from ..threads import THREADS_HELP, check_num_threads
-from ..train.args import refuse_bad_seed, refuse_non_finite, refuse_zero_work
+from ..train.args import AdapterArguments, refuse_bad_seed, refuse_non_finite, refuse_zero_work
 from .presets import PRESETS
 
 __all__ = ["NLUArguments", "OFFLINE_ENCODER"]
 
-# built-in values for fields a preset may fill (None in the dataclass = "not given")
-_DEFAULTS = {"r": 8, "num_mixers": 3, "learning_rate": 5e-4, "num_train_epochs": 3.0}
+# built-in values for the schedule fields a preset may fill (None in the dataclass = "not given"); the
+# adapter's (r, alpha, k, dropout, targets) are AdapterArguments', from RECIPES["SEQ_CLS"]
+_DEFAULTS = {"learning_rate": 5e-4, "num_train_epochs": 3.0}
 
 
 @dataclass
-class NLUArguments:
-    """Fine-tune (``do_train``) and/or evaluate sequence classification with LinChain."""
+class NLUArguments(AdapterArguments):
+    """Fine-tune (``do_train``) and/or evaluate sequence classification with LinChain; the method and
+    adapter shape are :class:`AdapterArguments` (a --preset fills r, k and targets left unset)."""
+
+    TASK_TYPE = "SEQ_CLS"
 
     task_type: str = field(default="seq_cls", metadata={"help": "Must be 'seq_cls' for this path."})
     model_name_or_path: Optional[str] = field(
@@ -61,17 +65,6 @@ class NLUArguments:
     preset: Optional[str] = field(
         default=None,
         metadata={"help": f"Settings of a published setup ({', '.join(PRESETS)}); explicit flags override it."},
-    )
-    r: Optional[int] = field(default=None, metadata={"help": "Chain rank (default 8, or the preset's)."})
-    alpha: float = field(default=16.0, metadata={"help": "Scaling numerator (scaling = alpha / r)."})
-    num_mixers: Optional[int] = field(default=None, metadata={"help": "Mixers in the chain (default 3; 0 = LoRA)."})
-    mixer_bias: bool = field(default=False, metadata={"help": "Affine mixers, as the reference code."})
-    adapter_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
-    target_modules: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "Comma-separated module names (default: the preset's, else PEFT LoRA's per-architecture default)."
-        },
     )
     learning_rate: Optional[float] = field(
         default=None, metadata={"help": "Peak learning rate (default 5e-4, or the preset's for --glue_task)."}
@@ -116,15 +109,19 @@ class NLUArguments:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         check_num_threads(self.num_threads, "num_threads")  # a count torch cannot take is refused here
-        for name in ("limit_train", "limit_eval", "r"):
+        for name in ("limit_train", "limit_eval"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or unset, got {value}")
-        if self.num_mixers is not None and self.num_mixers < 0:
-            raise ValueError(f"num_mixers must be >= 0, got {self.num_mixers}")
+        if self.method in ("full", "pissa"):
+            raise ValueError(
+                f"method={self.method!r} is not available for seq_cls (an adapter and the classifier head are "
+                "saved); use linchain, lora, moslora, peft-lora, dora or rslora"
+            )
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         self._apply_preset()
+        super().__post_init__()  # the recipe fills what the preset left unset; the adapter's values are checked
         if self.model_name_or_path is None:
             raise ValueError("model_name_or_path is required (or a --preset that names one)")
         # as `linchain train`: non-finite numbers, seeds numpy refuses and runs that train nothing are
@@ -156,6 +153,3 @@ class NLUArguments:
 
     def text_column_list(self) -> Optional[List[str]]:
         return [c.strip() for c in self.text_columns.split(",") if c.strip()] if self.text_columns else None
-
-    def target_module_list(self) -> Optional[List[str]]:
-        return [c.strip() for c in self.target_modules.split(",") if c.strip()] if self.target_modules else None

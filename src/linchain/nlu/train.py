@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ..io import atomic_write_json, atomic_write_text, strict_json
-from ..layer import refuse_rank_above_layer
 from ..outputs import OutputFolder
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
 from ..threads import set_threads
@@ -115,10 +114,7 @@ def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
 
 
 def _build_model(args: NLUArguments, num_labels: int, regression: bool):
-    from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from ..config import LinChainConfig
 
     path = resolve_model_path(args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -126,18 +122,8 @@ def _build_model(args: NLUArguments, num_labels: int, regression: bool):
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification"
     )
-    config = LinChainConfig(
-        task_type="SEQ_CLS",
-        r=args.r,
-        alpha=args.alpha,
-        num_mixers=args.num_mixers,
-        mixer_bias=args.mixer_bias,
-        dropout=args.adapter_dropout,
-        target_modules=args.target_module_list(),
-        modules_to_save=["classifier"],
-    )
-    with refuse_rank_above_layer():  # --r larger than a target layer: an error, as in `linchain train`
-        return get_peft_model(model, config), tokenizer
+    # the chain adapts the chosen layers; the freshly initialised classification head trains in full
+    return args.wrap(model, "SEQ_CLS", modules_to_save=["classifier"]), tokenizer
 
 
 def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
@@ -297,7 +283,7 @@ def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, path))
     if adapter:
-        from ..saved import load_peft_adapter
+        from ..tuner.saved import load_peft_adapter
 
         model = load_peft_adapter(model, adapter)
     metrics, records = evaluate_seq_cls(

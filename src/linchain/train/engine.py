@@ -33,17 +33,15 @@ from transformers import (
 from transformers.trainer_callback import ProgressCallback, TrainerState
 
 from .. import runs
-from ..config import LinChainConfig
 from ..data import Example, load_examples
 from ..io import atomic_dir, atomic_write_json, atomic_write_text
-from ..layer import refuse_rank_above_layer
 from ..outputs import OutputFolder
 from ..progress import Progress
-from ..quant import load_base_model
 from ..resolve import resolve_model_path, torch_dtype
 from ..threads import set_threads
+from ..tuner.quant import load_base_model
 from .accuracy import mc_accuracy
-from .args import PEFT_LORA_VARIANTS, DataArguments, LinChainTrainingArguments, ModelArguments
+from .args import DataArguments, LinChainTrainingArguments, ModelArguments
 from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
 from .outputs import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, MetricsJsonl, plot_loss_curve
 
@@ -387,7 +385,7 @@ def checkpoint_problem(checkpoint: Path) -> Optional[str]:
 
 def _adapter_problem(checkpoint: Path) -> Optional[str]:
     """Why the checkpoint's adapter does not describe its tensors (saved.read_adapter's config check), or None."""
-    from ..saved import read_adapter
+    from ..tuner.saved import read_adapter
 
     if not (checkpoint / "adapter_config.json").is_file():
         return None  # --method full, or the adapter in a sub-folder the Trainer names itself
@@ -440,38 +438,9 @@ def build_model(model_args: ModelArguments, train_args: LinChainTrainingArgument
     if train_args.gradient_checkpointing:
         # The frozen embeddings output no grad; checkpointed blocks need an input that requires one.
         model.enable_input_require_grads()
-    from peft import LoraConfig, get_peft_model
-
-    targets = model_args.target_list()
-    if model_args.method in PEFT_LORA_VARIANTS:
-        config = LoraConfig(
-            r=model_args.r,
-            lora_alpha=model_args.alpha,
-            lora_dropout=model_args.adapter_dropout,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
-            **PEFT_LORA_VARIANTS[model_args.method],
-        )
-    else:
-        config = LinChainConfig(
-            r=model_args.r,
-            alpha=model_args.alpha,
-            num_mixers=model_args.chain_length,
-            mixer_bias=model_args.mixer_bias,
-            mixer_init=model_args.mixer_init,
-            dropout=model_args.adapter_dropout,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
-        )
-    with refuse_rank_above_layer():  # --r larger than a target layer: an error here, before any allocation
-        model = get_peft_model(model, config)
+    model = model_args.wrap(model, "CAUSAL_LM")
     if model_args.method == "pissa":
         _save_pissa_init(model, Path(train_args.output_dir))
-    if model_args.freeze_mixers:
-        # the control of the mixer ablation: the chain keeps its initial (random) mixers, A and B train
-        for name, param in model.named_parameters():
-            if ".linchain_mixers." in name:
-                param.requires_grad_(False)
     return model, tokenizer, path
 
 

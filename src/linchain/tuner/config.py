@@ -8,21 +8,19 @@ from typing import Optional, Union
 
 from peft.config import PeftConfig
 
-__all__ = ["LINCHAIN", "MIXER_INITS", "LinChainConfig", "adapter_scaling"]
+from .peft_compat import LINCHAIN
+
+__all__ = ["LINCHAIN", "MIXER_INITS", "InvalidValue", "LinChainConfig", "adapter_scaling"]
 
 
-class PeftTypeName(str):
-    """A peft_type string that also answers ``.value``, as the members of PEFT's closed
-    ``PeftType`` enum do: PEFT reads ``config.peft_type.value`` in status reports and error
-    messages, so a plain string would turn those into AttributeErrors."""
+class InvalidValue(ValueError):
+    """A LinChainConfig field with a value it cannot take: the message names both, and ``field`` /
+    ``value`` / ``must`` let an argument layer (``linchain train``'s flags) say the same in its terms."""
 
-    @property
-    def value(self) -> str:
-        return str.__str__(self)
+    def __init__(self, field: str, value, must: str) -> None:
+        super().__init__(f"LinChainConfig.{field} must be {must}, got {field}={value!r}.")
+        self.field, self.value, self.must = field, value, must
 
-
-#: The peft_type string under which LinChain is registered with PEFT.
-LINCHAIN = PeftTypeName("LINCHAIN")
 
 #: Valid values of ``mixer_init``.
 MIXER_INITS = ("kaiming", "orthogonal", "identity")
@@ -120,27 +118,27 @@ class LinChainConfig(PeftConfig):
                     f"LinChainConfig.{name} is not supported, got {name}={getattr(self, name)!r}: {way_round}"
                 )
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"LinChainConfig.r must be a positive integer, got r={self.r!r}.")
+            raise InvalidValue("r", self.r, "a positive integer")
         if isinstance(self.num_mixers, bool) or not isinstance(self.num_mixers, int) or self.num_mixers < 0:
-            raise ValueError(
-                f"LinChainConfig.num_mixers must be an integer >= 0 (0 = LoRA, 1 = MoSLoRA), got num_mixers={self.num_mixers!r}."
-            )
-        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or self.alpha <= 0:
-            raise ValueError(f"LinChainConfig.alpha must be a positive number, got alpha={self.alpha!r}.")
+            raise InvalidValue("num_mixers", self.num_mixers, "an integer >= 0 (0 = LoRA, 1 = MoSLoRA)")
+        if (
+            not isinstance(self.alpha, (int, float))
+            or isinstance(self.alpha, bool)
+            or not 0 < self.alpha < math.inf  # an inf scale would pass as "positive" and train NaNs
+        ):
+            raise InvalidValue("alpha", self.alpha, "a positive finite number")
         if self.mixer_init not in MIXER_INITS:
-            raise ValueError(
-                f"LinChainConfig.mixer_init must be one of {list(MIXER_INITS)}, got mixer_init={self.mixer_init!r}."
-            )
+            raise InvalidValue("mixer_init", self.mixer_init, f"one of {list(MIXER_INITS)}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LinChainConfig.dropout must be in [0, 1), got dropout={self.dropout!r}.")
+            raise InvalidValue("dropout", self.dropout, "in [0, 1)")
         for name in ("mixer_bias", "use_rslora", "init_weights"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"LinChainConfig.{name} must be True or False, got {name}={getattr(self, name)!r}.")
+                raise InvalidValue(name, getattr(self, name), "True or False")
         for name in ("target_modules", "exclude_modules"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple, set)):
                 if not all(isinstance(v, str) and v for v in value):
-                    raise ValueError(f"LinChainConfig.{name} must hold non-empty strings, got {name}={value!r}.")
+                    raise InvalidValue(name, value, "a list of non-empty strings")
                 setattr(self, name, set(value))
             elif value is not None and not isinstance(value, str):
                 raise ValueError(

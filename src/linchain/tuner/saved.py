@@ -319,7 +319,7 @@ def load_peft_adapter(model: torch.nn.Module, folder: Union[str, os.PathLike]):
     from peft import PeftModel
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    from .registry import register
+    from .peft_compat import register
 
     register()
     known = tuple(str(getattr(k, "value", k)) for k in PEFT_TYPE_TO_CONFIG_MAPPING)
@@ -336,7 +336,7 @@ def check_loaded_keys(model, tensors: dict[str, torch.Tensor], weights_path: Pat
     """Every adapter weight the loaded model expects came from the file, and every file tensor found a
     place: PEFT only warns about missing keys and then runs the untouched initial adapter (for LoRA,
     B = 0: the base model) as if it were the trained one. LinChain adapters are checked while loading
-    (:meth:`linchain.model.LinChainModel._remap_adapter_state_dict_for_load`); this covers the others."""
+    (:meth:`linchain.tuner.model.LinChainModel._remap_adapter_state_dict_for_load`); this covers the others."""
     from peft.utils import get_peft_model_state_dict
 
     expected = set(get_peft_model_state_dict(model))
