@@ -31,7 +31,12 @@ def test_defaults_and_peft_type():
     assert config.peft_type == "LINCHAIN"
     assert config.num_mixers == 3 and config.mixer_bias is False and config.mixer_init == "kaiming"
     assert config.target_modules == {"q_proj"}
-    assert config.scaling == pytest.approx(16 / 8)
+    # the library's defaults are PEFT LoraConfig's: LinChainConfig(num_mixers=0) scales as LoraConfig()
+    from peft import LoraConfig
+
+    lora = LoraConfig()
+    assert (config.r, config.alpha, config.dropout) == (lora.r, lora.lora_alpha, lora.lora_dropout)
+    assert config.scaling == pytest.approx(lora.lora_alpha / lora.r)
     assert LinChainConfig(r=16, alpha=32, use_rslora=True).scaling == pytest.approx(32 / 4)
 
 

@@ -92,8 +92,9 @@ def refuse_zero_work(max_steps, num_train_epochs) -> None:
 #: The command line's adapter defaults per task, stated once. Causal LMs follow the paper's
 #: commonsense/arithmetic recipe (r 16, alpha 32, dropout 0.05 on the reference's five projections);
 #: sequence classification its GLUE recipe as far as it is known (r 8, alpha 16, no dropout, PEFT
-#: LoRA's per-architecture targets; a --preset fills more). The library's LinChainConfig keeps
-#: PEFT LoraConfig's r = 8. An AdapterArguments field left at None takes its task's value here.
+#: LoRA's per-architecture targets; a --preset fills more). The library's LinChainConfig keeps PEFT
+#: LoraConfig's defaults (r 8, alpha 8, dropout 0). An AdapterArguments field left at None takes its
+#: task's value here.
 RECIPES = {
     "CAUSAL_LM": {
         "r": 16,
@@ -109,10 +110,11 @@ RECIPES = {
 def _recipe_help(name: str, what: str) -> str:
     values = {task: RECIPES[task][name] for task in RECIPES}
     shown = "; ".join(
-        f"{'PEFT LoRA per architecture' if v is None else v} for {'causal LMs' if t == 'CAUSAL_LM' else 'seq_cls'}"
+        f"{'PEFT LoRA per architecture' if v is None else v} for "
+        + ("causal LMs (the paper's recipe)" if t == "CAUSAL_LM" else "--task_type seq_cls")
         for t, v in values.items()
     )
-    return f"{what} Default (None): the task's recipe, {shown}."
+    return f"{what} None = the task's recipe: {shown}."
 
 
 @dataclass

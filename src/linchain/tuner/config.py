@@ -41,8 +41,11 @@ class LinChainConfig(PeftConfig):
 
     r: int = field(default=8, metadata={"help": "Rank r of the chain: A is r x in, each mixer r x r, B is out x r."})
     alpha: float = field(
-        default=16.0,
-        metadata={"help": "Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA)."},
+        default=8.0,
+        metadata={
+            "help": "Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA). "
+            "The default is PEFT LoraConfig's lora_alpha, so LinChainConfig(num_mixers=0) scales as LoraConfig()."
+        },
     )
     num_mixers: int = field(
         default=3,
