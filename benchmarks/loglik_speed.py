@@ -25,10 +25,10 @@ import time
 import torch
 
 from linchain.eval.examples import candidate_answers, load_eval_examples
-from linchain.eval.loading import load_causal_lm
 from linchain.eval.loglik import loglik_predict
 from linchain.eval.run import closed_set
 from linchain.eval.tasks import CLOSED_TASK, get_task, infer_task
+from linchain.loading import load_causal_lm
 from linchain.offline import smollm2_path
 
 STUDY_TEST = "reasoning_gym:family_relationships:600:100000"

@@ -52,13 +52,12 @@ def merge_adapter(
 
 def _load_and_merge(adapter: Path, base_path: str, dtype: str):
     """``(merged model, tokenizer or None)``: base + adapter, ``merge_and_unload(safe_merge=True)``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from .tuner.saved import load_peft_adapter
+    from .loading import load_adapted
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype(dtype))
     # safe_merge checks the merged weights for NaN/inf before replacing the originals.
-    merged = load_peft_adapter(base, adapter).merge_and_unload(safe_merge=True)
+    merged = load_adapted(base_path, adapter, torch_dtype(dtype), merge=True)
     source = tokenizer_source(adapter, base_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)

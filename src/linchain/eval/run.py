@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from ..loading import load_causal_lm
 from ..outputs import OutputFolder, run_of
 from ..resolve import ADAPTER_CONFIG, adapter_base_model, find_adapter_dir
 from ..threads import set_threads
 from .args import EvalArguments
 from .examples import gold_answer, load_eval_examples
-from .loading import load_causal_lm
 from .results import TaskResult, format_table, results_dict, write_results
 from .runner import evaluate_task, gold_can_match
 from .tasks import CLOSED_TASK, MAX_CLOSED_ANSWERS, TaskSpec, get_task, infer_task, rule_from_answers

@@ -202,7 +202,9 @@ def _require_bitsandbytes(flag: str) -> None:
         raise ImportError(f"{flag} needs bitsandbytes, which is not installed: {INSTALL_HINT}")
 
 
-def load_base_model(path: str, dtype: torch.dtype, model_args: Any, gradient_checkpointing: bool = False) -> nn.Module:
+def load_base_model(
+    path: str, dtype: torch.dtype, model_args: Any = None, gradient_checkpointing: bool = False
+) -> nn.Module:
     """``AutoModelForCausalLM.from_pretrained(path)``, quantized with bitsandbytes if ``model_args`` asks.
 
     With ``load_in_4bit`` / ``load_in_8bit`` this is the QLoRA recipe: the linear layers are
