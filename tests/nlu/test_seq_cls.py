@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
+import re
+import signal
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast, TrainerCallback
 
 from linchain.cli.eval import main as eval_main
 from linchain.nlu import NLUArguments, load_seq_cls, train_seq_cls
@@ -194,3 +197,134 @@ def test_seq_cls_refuses_a_non_empty_output_folder(encoder_dir, tmp_path, capsys
     )
     assert "holds files linchain did not write (notes.txt); choose another folder" in capsys.readouterr().err
     assert os.listdir(out) == ["notes.txt"]
+
+
+# ------------------------------------------------------------------ the training pipeline of `linchain train` (issue 21)
+def _seq_cls_flags(encoder: str, data: str, out, *extra: str) -> list[str]:
+    """`linchain train --task_type seq_cls`, 4 steps, a checkpoint every 2, the loss logged at every step."""
+    return [
+        "train",
+        "--task_type",
+        "seq_cls",
+        "--model_name_or_path",
+        encoder,
+        "--data",
+        data,
+        "--r",
+        "4",
+        "--alpha",
+        "8",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "8",
+        "--learning_rate",
+        "1e-2",
+        "--output_dir",
+        str(out),
+        *extra,
+    ]
+
+
+def _losses(out) -> dict:
+    """{step: training loss} of the run's metrics.jsonl."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def _last_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+class _InterruptAt(TrainerCallback):
+    """A real SIGINT (as Ctrl-C sends) at the end of a given step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_seq_cls_run_logs_finite_losses_and_saves_checkpoints(encoder_dir, tmp_path):
+    from linchain.cli.main import main as cli
+    from linchain.outputs import MARKER, read_marker
+    from linchain.train.engine import checkpoint_problem
+
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    assert cli(_seq_cls_flags(encoder_dir, data, out)) == 0
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2, 3, 4] and all(math.isfinite(v) for v in losses.values()), losses
+    assert checkpoint_problem(out / "checkpoint-2") is None and checkpoint_problem(out / "checkpoint-4") is None
+    top = {p.name for p in out.iterdir()}
+    for name in ("adapter_config.json", "adapter_model.safetensors", "seq_cls.json", "results.json"):
+        assert name in top, sorted(top)
+    assert {"predictions.jsonl", "metrics.jsonl", MARKER} <= top
+    marker = read_marker(out)
+    assert marker["status"] == "complete" and "checkpoint-4/adapter_model.safetensors" in marker["files"]
+
+
+def test_seq_cls_resumes_after_ctrl_c_and_ends_as_an_uninterrupted_run(encoder_dir, tmp_path, capsys):
+    """Ctrl-C after step 1 saves checkpoint-2 and marks the folder interrupted; --resume with the same
+    flags ends with the adapter an uninterrupted run ends with (same data order, dropout and optimizer
+    state: the checkpoint holds the RNG state) and logs each step once."""
+    from safetensors.torch import load_file
+
+    from linchain.cli.args import parse
+    from linchain.cli.main import main as cli
+    from linchain.nlu import run_seq_cls
+    from linchain.outputs import read_marker
+
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert cli(_seq_cls_flags(encoder_dir, data, straight, "--adapter_dropout", "0.1")) == 0
+    flags = _seq_cls_flags(encoder_dir, data, cut, "--adapter_dropout", "0.1", "--do_train", "true")[3:]
+    (args,) = parse(flags, (NLUArguments,), "linchain train")
+    first = run_seq_cls(args, callbacks=[_InterruptAt(1)])
+    assert first["interrupted"] and first["steps"] == 2
+    assert (cut / "checkpoint-2" / "trainer_state.json").exists() and not (cut / "adapter_config.json").exists()
+    assert read_marker(cut)["status"] == "interrupted"
+    # a changed defining setting is refused in one line, the folder untouched
+    capsys.readouterr()
+    assert cli(_seq_cls_flags(encoder_dir, data, cut, "--adapter_dropout", "0.1", "--resume", "--seed", "1")) == 2
+    line = _last_error(capsys)
+    assert "--resume: " in line and "was trained with other settings (--seed 0 -> 1)" in line, line
+    assert cli(_seq_cls_flags(encoder_dir, data, cut, "--adapter_dropout", "0.1", "--resume")) == 0
+    a = load_file(str(straight / "adapter_model.safetensors"))
+    b = load_file(str(cut / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0)
+    assert _losses(cut) == pytest.approx(_losses(straight), abs=1e-6)  # each step logged once, the same losses
+    assert read_marker(cut)["status"] == "complete"
+
+
+def test_seq_cls_stops_at_a_non_finite_loss_or_weight_naming_the_step(encoder_dir, tmp_path, capsys):
+    """lr 1e30: the weights overflow by step 3; the run stops there, no adapter, no results."""
+    from linchain.cli.main import main as cli
+
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    assert cli(_seq_cls_flags(encoder_dir, data, out, "--learning_rate", "1e30")) == 2
+    line = _last_error(capsys)
+    assert re.search(r"error: step [34]: .*training diverged and was stopped, no adapter written", line), line
+    assert not (out / "adapter_config.json").exists() and not (out / "results.json").exists()
+
+
+def test_seq_cls_resume_without_a_checkpoint_is_refused_in_one_line(encoder_dir, tmp_path, capsys):
+    from linchain.cli.main import main as cli
+
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    assert cli(_seq_cls_flags(encoder_dir, data, out, "--resume")) == 2
+    line = _last_error(capsys)
+    assert f"linchain train: error: --resume: no complete checkpoint-N folder in {out}; drop --resume" in line, line
+    assert not out.exists()

@@ -11,7 +11,7 @@ __all__ = ["run_seq_cls_command"]
 
 
 def run_seq_cls_command(argv: Sequence[str], prog: str, do_train: bool) -> int:
-    """Parse NLUArguments (``do_train`` set by the command), run, print the metrics."""
+    """Parse NLUArguments (``do_train`` set by the command), run, print the metrics (130 after a Ctrl-C)."""
     from ..nlu import NLUArguments, run_seq_cls
     from ..nlu.train import summary_lines
 
@@ -20,6 +20,8 @@ def run_seq_cls_command(argv: Sequence[str], prog: str, do_train: bool) -> int:
         argv += ["--do_train", "true"]
     (args,) = parse(argv, (NLUArguments,), prog)
     result = run_seq_cls(args)
+    if result.get("interrupted"):
+        return 130  # as `linchain train`: Ctrl-C saved a checkpoint (said on stderr); no metrics yet
     print("\n".join(summary_lines(result)))
     print(f"wrote {args.output_dir}/results.json and predictions.jsonl")
     return 0

@@ -84,11 +84,21 @@ class NLUArguments(AdapterArguments):
     num_threads: Optional[int] = field(default=None, metadata={"help": THREADS_HELP})
     do_train: bool = field(default=False, metadata={"help": "Fine-tune before evaluating (`linchain train` sets it)."})
     output_dir: str = field(
-        default="runs/seq_cls", metadata={"help": "Adapter, results.json and predictions.jsonl go here."}
+        default="runs/seq_cls",
+        metadata={"help": "Adapter, results.json, predictions.jsonl, metrics.jsonl and checkpoint-N folders go here."},
     )
     overwrite: bool = field(
         default=False, metadata={"help": "Replace what --output_dir already holds (refused without it)."}
     )
+    resume: bool = field(
+        default=False,
+        metadata={"help": "Continue training from the newest complete checkpoint in --output_dir, same settings."},
+    )
+    save_steps: int = field(
+        default=100,
+        metadata={"help": "Checkpoint every N optimiser steps and at the last one (the newest two are kept)."},
+    )
+    logging_steps: int = field(default=10, metadata={"help": "Log the training loss to metrics.jsonl every N steps."})
 
     def __post_init__(self) -> None:
         if self.task_type != "seq_cls":
@@ -101,11 +111,21 @@ class NLUArguments(AdapterArguments):
             raise ValueError("do_train needs --data (the training data)")
         if self.do_train and self.adapter:
             raise ValueError("adapter is for evaluation; do_train creates a new adapter in output_dir")
+        if self.resume and not self.do_train:
+            raise ValueError("--resume continues a training run (linchain train); evaluation has nothing to resume")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite contradict each other: continue the run, or start it afresh")
         if self.glue_task is None and self.data and self.data.startswith(("hf:glue:", "hf:nyu-mll/glue:")):
             self.glue_task = self.data.rsplit(":", 1)[1]
         if not 0 < self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "max_length"):
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "max_length",
+            "save_steps",
+            "logging_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         check_num_threads(self.num_threads, "num_threads")  # a count torch cannot take is refused here

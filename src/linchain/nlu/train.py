@@ -1,6 +1,7 @@
 """Fine-tuning and evaluating encoder sequence classifiers with LinChain (the paper's GLUE path).
 
-:func:`train_seq_cls` wraps the HF Trainer around a PEFT model built from
+:func:`train_seq_cls` runs `linchain train`'s Trainer (checkpoints, --resume, metrics.jsonl, Ctrl-C, a stop
+on a non-finite loss: :mod:`linchain.train.engine`) around a PEFT model built from
 ``LinChainConfig(task_type="SEQ_CLS", modules_to_save=["classifier"])``: the chain adapts the
 chosen linear layers, and the freshly initialised classification head is trained in full.
 :func:`evaluate_seq_cls` scores any classifier (base, adapter, merged) with the GLUE metrics.
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -113,34 +113,36 @@ def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
     return train, evaluation
 
 
-def _build_model(args: NLUArguments, num_labels: int, regression: bool):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_classifier(path: str, data: SeqClsData):
+    """The encoder at ``path`` with a classification head for ``data``'s labels (one output for regression)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(
+        path,
+        num_labels=1 if data.regression else len(data.label_names),
+        problem_type="regression" if data.regression else "single_label_classification",
+    )
+
+
+def _build_model(args: NLUArguments, train: SeqClsData):
+    """(the classifier wrapped for the method, tokenizer)."""
+    from transformers import AutoTokenizer
 
     path = resolve_model_path(args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(args.seed)  # the head and the chain are initialised from this seed
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, problem_type="regression" if regression else "single_label_classification"
-    )
+    model = load_classifier(path, train)
     # the chain adapts the chosen layers; the freshly initialised classification head trains in full
     return args.wrap(model, "SEQ_CLS", modules_to_save=["classifier"]), tokenizer
 
 
-def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
-    """Fine-tune with the HF Trainer, save the adapter (+ tokenizer, label names) in
-    ``args.output_dir``, evaluate, and write ``results.json`` / ``predictions.jsonl``.
-    Returns the results dict."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+def _training_args(args: NLUArguments):
+    """The HF TrainingArguments of a seq_cls run: a checkpoint every --save_steps and at the last step
+    (the newest two kept, for --resume), the loss logged every --logging_steps."""
+    from transformers import TrainingArguments
 
-    if not args.do_train:
-        raise ValueError("train_seq_cls needs do_train=True")
-    train, evaluation = _load_data(args)
-    num_labels = 1 if train.regression else len(train.label_names)
-    model, tokenizer = _build_model(args, num_labels, train.regression)
-    trainable, total = model.get_nb_trainable_parameters()
-    out = Path(args.output_dir)
-    training_args = TrainingArguments(
-        output_dir=str(out),
+    return TrainingArguments(
+        output_dir=args.output_dir,
         learning_rate=args.learning_rate,
         num_train_epochs=args.num_train_epochs,
         max_steps=args.max_steps,
@@ -149,22 +151,66 @@ def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
         weight_decay=args.weight_decay,
         seed=args.seed,
         data_seed=args.seed,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
         eval_strategy="no",
         report_to=[],
-        logging_steps=10,
+        logging_steps=args.logging_steps,
+        include_num_input_tokens_seen="non_padding",  # for tokens/s in the log
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=_encode(tokenizer, train, args.max_length),
-        data_collator=DataCollatorWithPadding(tokenizer),
+
+
+def train_seq_cls(
+    args: NLUArguments,
+    callbacks: Sequence[Any] = (),
+    folder: Optional[OutputFolder] = None,
+    resume_from: Optional[Path] = None,
+) -> Dict[str, Any]:
+    """Fine-tune with linchain's Trainer (metrics.jsonl, checkpoints, Ctrl-C that saves, a stop on a non-finite
+    loss or weight; resumed from ``resume_from`` when given), save the adapter (+ tokenizer, label names) in
+    ``args.output_dir``, evaluate, and write ``results.json`` / ``predictions.jsonl``. Returns the results
+    dict; after a Ctrl-C, ``{"interrupted": True, "steps": N, "output_dir": ...}`` (with ``folder``: raised
+    through it, so it is marked interrupted)."""
+    from transformers import DataCollatorWithPadding
+
+    from ..train.engine import StopOnInterrupt, make_trainer, stop_cleanly, train_or_finish
+
+    if not args.do_train:
+        raise ValueError("train_seq_cls needs do_train=True")
+    train, evaluation = _load_data(args)
+    model, tokenizer = _build_model(args, train)
+    trainable, total = model.get_nb_trainable_parameters()
+    interrupt = StopOnInterrupt()
+    features = _encode(tokenizer, train, args.max_length)
+    collator = DataCollatorWithPadding(tokenizer)
+    trainer = make_trainer(model, _training_args(args), features, None, collator, folder, interrupt, callbacks)
+    trainer.settings = run_settings(args)  # in every checkpoint: --resume compares against it
+    train_loss, seconds = train_or_finish(trainer, interrupt, resume_from)
+    steps = trainer.state.global_step
+    if interrupt.requested:
+        stopped = {"interrupted": True, "steps": steps, "output_dir": args.output_dir}
+        return stop_cleanly(stopped, steps, mark_folder=folder is not None)
+    _save(trainer.model, tokenizer, train, args)
+    metrics, records = evaluate_seq_cls(
+        trainer.model, tokenizer, evaluation, args.glue_task, args.per_device_eval_batch_size, args.max_length
     )
-    start = time.perf_counter()
-    train_output = trainer.train()
-    seconds = time.perf_counter() - start
+    extra = {
+        "train_rows": len(train),
+        "train_loss": train_loss,
+        "train_seconds": seconds,
+        "steps": steps,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+    }
+    return _write(args, metrics, records, evaluation, extra)
+
+
+def _save(model, tokenizer, train: SeqClsData, args: NLUArguments) -> None:
+    """The adapter, tokenizer and label names (seq_cls.json) at the top of --output_dir."""
+    out = Path(args.output_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     atomic_write_json(
@@ -176,18 +222,46 @@ def train_seq_cls(args: NLUArguments) -> Dict[str, Any]:
             "base_model": args.model_name_or_path,
         },
     )
-    metrics, records = evaluate_seq_cls(
-        model, tokenizer, evaluation, args.glue_task, args.per_device_eval_batch_size, args.max_length
-    )
-    extra = {
-        "train_rows": len(train),
-        "train_loss": train_output.training_loss,
-        "train_seconds": round(seconds, 1),
-        "steps": train_output.global_step,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
+
+
+#: how a run is launched, evaluated, logged or checkpointed, not what it trains: --resume may change them
+NOT_DEFINING = frozenset(
+    {
+        "output_dir",
+        "overwrite",
+        "resume",
+        "do_train",
+        "adapter",
+        "num_threads",
+        "save_steps",
+        "logging_steps",
+        "per_device_eval_batch_size",
+        "eval_data",
+        "eval_split",
+        "limit_eval",
+        "glue_task",
     }
-    return _write(args, metrics, records, evaluation, extra)
+)
+
+
+def run_settings(args: NLUArguments) -> Dict[str, Any]:
+    """The run's settings as JSON values (what each checkpoint records)."""
+    return json.loads(json.dumps({k: v for k, v in vars(args).items() if not k.startswith("_")}))
+
+
+def _check_resume(args: NLUArguments, checkpoint: Path) -> None:
+    """Refuse a --resume whose defining settings differ from those ``checkpoint`` recorded (as train's
+    check_resume does with train_config.yaml)."""
+    from ..train.engine import SETTINGS_FILE, _say, refuse_changed_settings
+
+    try:
+        saved = json.loads((checkpoint / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        _say(f"--resume: {checkpoint} has no {SETTINGS_FILE}: its settings cannot be compared with these")
+        return
+    refuse_changed_settings(Path(args.output_dir), saved, run_settings(args), NOT_DEFINING)
 
 
 def _write(
@@ -232,28 +306,40 @@ def _inputs(args: NLUArguments, adapter: Optional[Path] = None) -> Dict[str, Opt
     return inputs
 
 
-def _train_into_folder(args: NLUArguments) -> Dict[str, Any]:
+def _train_into_folder(args: NLUArguments, callbacks: Sequence[Any] = ()) -> Dict[str, Any]:
     """Train through OutputFolder (kind ``seq-cls``): checked before any model loads, locked for the
-    whole run, marked writing/complete/failed; --overwrite clears the previous run first."""
+    whole run, marked writing/complete/failed/interrupted; --overwrite clears the previous run first;
+    --resume continues from the newest complete checkpoint, refused before the lock when the settings changed."""
+    from ..train.engine import _CleanStop, _say, resume_point
+
     folder = OutputFolder(
         args.output_dir,
         "seq-cls",
         flag="--output_dir",
         overwrite=args.overwrite,
+        resume=args.resume,
         inputs=_inputs(args),
         command="linchain train",
     )
-    # --overwrite clears the previous run first; a new folder that got no adapter is left as found
-    with folder.writing(saved=("adapter_config.json",)):
-        set_threads(args.num_threads, "linchain seq_cls")
-        return train_seq_cls(args)
+    resume_from = None
+    if args.resume:
+        resume_from = resume_point(folder, say=_say)
+        _check_resume(args, resume_from)
+    try:
+        # --overwrite clears the previous run first; a new folder that got no adapter or checkpoint is left as found
+        with folder.writing(saved=("adapter_config.json", "checkpoint-*")):
+            set_threads(args.num_threads, "linchain seq_cls")
+            return train_seq_cls(args, callbacks, folder, resume_from)
+    except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"
+        return stop.result
 
 
-def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
-    """Train then evaluate (``do_train``), or evaluate a base classifier or a saved adapter."""
+def run_seq_cls(args: NLUArguments, callbacks: Sequence[Any] = ()) -> Dict[str, Any]:
+    """Train then evaluate (``do_train``; ``callbacks``: extra TrainerCallbacks), or evaluate a base
+    classifier or a saved adapter."""
     if args.do_train:
-        return _train_into_folder(args)
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        return _train_into_folder(args, callbacks)
+    from transformers import AutoTokenizer
 
     adapter = find_adapter_dir(args.adapter) if args.adapter else None
     # results.json + predictions.jsonl appear together (built beside, swapped in whole), never over an input
@@ -268,7 +354,7 @@ def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
     set_threads(args.num_threads, "linchain seq_cls")
     path = resolve_model_path(args.model_name_or_path)
     _, evaluation = _load_data(args)
-    label_names, regression = evaluation.label_names, evaluation.regression
+    label_names = evaluation.label_names
     if adapter:
         saved = json.loads((adapter / LABELS_FILE).read_text()) if (adapter / LABELS_FILE).exists() else {}
         if saved and saved["label_names"] != label_names:
@@ -276,11 +362,7 @@ def run_seq_cls(args: NLUArguments) -> Dict[str, Any]:
                 f"adapter {args.adapter} was trained on labels {saved['label_names']}, "
                 f"the evaluation data has {label_names}"
             )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path,
-        num_labels=1 if regression else len(label_names),
-        problem_type="regression" if regression else "single_label_classification",
-    )
+    model = load_classifier(path, evaluation)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, path))
     if adapter:
         from ..tuner.saved import load_peft_adapter

@@ -9,6 +9,7 @@ the run's outputs, written through the one write path (:class:`linchain.outputs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -19,7 +20,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import yaml
@@ -28,6 +29,7 @@ from transformers import (
     DataCollatorForSeq2Seq,
     Trainer,
     TrainerCallback,
+    TrainingArguments,
     set_seed,
 )
 from transformers.trainer_callback import ProgressCallback, TrainerState
@@ -50,10 +52,16 @@ __all__ = [
     "CONFIG_FILE",
     "MODEL_DIR",
     "RunResult",
+    "SETTINGS_FILE",
     "checkpoint_problem",
     "find_complete_checkpoint",
+    "make_trainer",
+    "refuse_changed_settings",
+    "resume_point",
     "run_config",
     "run_training",
+    "stop_cleanly",
+    "train_or_finish",
 ]
 
 logger = logging.getLogger("linchain.train")
@@ -62,6 +70,8 @@ logger = logging.getLogger("linchain.train")
 ADAPTER_DIR, MODEL_DIR, CONFIG_FILE = runs.ADAPTER, runs.MODEL, runs.CONFIG
 TRAINER_STATE = "trainer_state.json"
 LOSS_FILE = "linchain_loss.json"  # in each checkpoint: the run's loss sum so far (LinChainTrainer._save_checkpoint)
+#: in each checkpoint of a run that records its settings there (seq_cls: --resume compares against it)
+SETTINGS_FILE = "linchain_settings.json"
 #: how a run was launched, never what it is: not in train_config.yaml (a saved config reused with
 #: --config must not wipe or resume a folder; logging_dir is derived from the output folder, so a
 #: saved one would send a new run's logs into the old run's folder). Any ``*_token`` field neither.
@@ -172,6 +182,8 @@ class LinChainTrainer(Trainer):
 
     #: (sum of the per-step losses, steps) of the run up to the checkpoint it resumed from
     loss_before: tuple[float, int] = (0.0, 0)
+    #: the run's defining settings, written into each checkpoint when given (a run without train_config.yaml)
+    settings: Optional[dict[str, Any]] = None
 
     def _save_checkpoint(self, model, trial) -> None:
         """Also record, in checkpoint-N/linchain_loss.json, the sum of every step's loss so far: a resumed
@@ -184,6 +196,8 @@ class LinChainTrainer(Trainer):
             atomic_write_json(
                 folder / LOSS_FILE, {"loss_sum": self.loss_before[0] + trained, "steps": self.state.global_step}
             )
+            if self.settings is not None:
+                atomic_write_json(folder / SETTINGS_FILE, self.settings)
 
     def whole_run_loss(self, trained_loss: Optional[float]) -> Optional[float]:
         """The mean loss over every step of the run: the resumed checkpoint's sum plus this process's."""
@@ -195,7 +209,7 @@ class LinChainTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
-            raise _diverged(self.args.output_dir, self.state.global_step + 1, f"the training loss is {loss.item()}")
+            raise _diverged(self.args, self.state.global_step + 1, f"the training loss is {loss.item()}")
         return loss
 
 
@@ -203,12 +217,13 @@ class TrainingDiverged(ValueError):
     """A non-finite loss or weight: the run stops at once; the message names the last good checkpoint."""
 
 
-def _diverged(output_dir: str, step: int, what: str) -> TrainingDiverged:
-    good = find_complete_checkpoint(output_dir)
+def _diverged(args: TrainingArguments, step: int, what: str) -> TrainingDiverged:
+    good = find_complete_checkpoint(args.output_dir)
     keep = f"the last good checkpoint is {good} (--resume continues from it)" if good else "no checkpoint was saved yet"
+    # seq_cls runs plain TrainingArguments (clipped at 1.0) and has no --max_grad_norm flag to name
+    clip = ", or keep --max_grad_norm > 0" if isinstance(args, LinChainTrainingArguments) else ""
     return TrainingDiverged(
-        f"step {step}: {what}: training diverged and was stopped, no adapter written; {keep}. "
-        "Lower --learning_rate, or keep --max_grad_norm > 0"
+        f"step {step}: {what}: training diverged and was stopped, no adapter written; {keep}. Lower --learning_rate{clip}"
     )
 
 
@@ -234,7 +249,7 @@ class StopOnNonFinite(TrainerCallback):
         # one reduction and one host sync per step; the culprit is looked up only when there is one
         if not bool(torch.stack([torch.isfinite(p).all() for _, p in trainable]).all()):
             name = next(name for name, p in trainable if not bool(torch.isfinite(p).all()))
-            raise _diverged(args.output_dir, state.global_step, f"{name} holds NaN/inf after the optimizer step")
+            raise _diverged(args, state.global_step, f"{name} holds NaN/inf after the optimizer step")
         return control
 
 
@@ -504,13 +519,7 @@ def run_training(
     main_process = args.process_index == 0
     resume_from = None
     if args.resume:  # the checkpoint to continue from, and the run's own settings, before anything is written
-        resume_from = find_complete_checkpoint(folder.path, say=_say if main_process else None)
-        if resume_from is None:
-            raise FileNotFoundError(
-                f"--resume: no complete checkpoint-N folder in {folder.path}; drop --resume to start "
-                "a new run (--overwrite replaces this one)"
-            )
-        folder.check()
+        resume_from = resume_point(folder, say=_say if main_process else None)
         check_resume(model_args, data_args, args)  # before the lock: a refused resume leaves the folder as it was
     if not main_process:
         folder.check()
@@ -527,11 +536,24 @@ def run_training(
             return stop.result
 
 
+def resume_point(folder: OutputFolder, say=None) -> Path:
+    """--resume: the newest complete checkpoint of ``folder`` (refused in one line when there is none),
+    after the folder's own checks (a run of this kind, not being written)."""
+    checkpoint = find_complete_checkpoint(folder.path, say=say)
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"--resume: no complete checkpoint-N folder in {folder.path}; drop --resume to start "
+            "a new run (--overwrite replaces this one)"
+        )
+    folder.check()
+    return checkpoint
+
+
 class _CleanStop(KeyboardInterrupt):
     """A Ctrl-C the run turned into a saved checkpoint: raised through OutputFolder.writing so the
     folder is marked ``interrupted`` (not ``complete``), caught by run_training, which returns."""
 
-    def __init__(self, result: RunResult) -> None:
+    def __init__(self, result: Any) -> None:  # a RunResult (train) or the results dict (seq_cls)
         super().__init__("stopped")
         self.result = result
 
@@ -612,10 +634,16 @@ def check_resume(model_args: ModelArguments, data_args: DataArguments, args: Lin
         return
     # through YAML and back, so both sides have the types the file has
     now = yaml.safe_load(yaml.safe_dump(run_config(model_args, data_args, args), sort_keys=True))
+    refuse_changed_settings(out, saved, now, NOT_DEFINING)
+
+
+def refuse_changed_settings(out: Path, saved: dict[str, Any], now: dict[str, Any], not_defining: frozenset) -> None:
+    """Refuse a --resume of the run in ``out`` when a setting of ``saved`` (the run's record) differs in
+    ``now`` (both {flag name: value} with the record's types), but for those in ``not_defining``."""
     changed = [
         f"--{k} {_show(saved[k])} -> {_show(now[k])}"
         for k in sorted(saved)
-        if k in now and k not in NOT_DEFINING and saved[k] != now[k]
+        if k in now and k not in not_defining and saved[k] != now[k]
     ]
     if not changed:
         return
@@ -664,17 +692,63 @@ def _run(
     main_process = args.process_index == 0
     set_threads(args.num_threads, "linchain train")
     set_seed(args.seed)
+    base_path = resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data
+    if main_process:
+        _record_settings(model_args, data_args, args, base_path)
+    # 1. Data: load, split deterministically by --seed, tokenize.
+    examples = load_data(data_args, args.seed)
+    train_examples, val_examples = _split_data(examples, data_args, args)
+    # 2. Model and tokenizer, wrapped for the method (adapters start at the base model: B = 0).
+    model, tokenizer, base_path = build_model(model_args, args, base_path)
+    train_set, val_set = _datasets(tokenizer, train_examples, val_examples, data_args)
+    result = RunResult(
+        output_dir=str(out),
+        global_step=0,
+        interrupted=False,
+        n_heldout=len(val_examples),
+        trainable_params=_trainable(model, model_args),
+    )
+    # 3. Held-out accuracy of the starting model (multiple choice by log-likelihood). Also when resuming:
+    # the checkpoint is loaded later, inside trainer.train.
+    accuracy = _accuracy(examples, val_examples, data_args, args, main_process)
+    if accuracy is not None:
+        result.accuracy_before = accuracy(model, tokenizer, "before")
+    # 4. Train with the HF Trainer.
+    interrupt = StopOnInterrupt()
+    # pads input_ids with the pad token and labels with -100 (no loss on padding)
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=None)
+    trainer = make_trainer(model, args, train_set, val_set, collator, folder, interrupt, callbacks)
+    result.train_loss, result.train_s = train_or_finish(trainer, interrupt, resume_from)
+    result.global_step = trainer.state.global_step
+    if interrupt.requested:
+        result.interrupted = True
+        return stop_cleanly(result, result.global_step, main_process)
+    result.eval_loss = _eval_loss(trainer) if val_set is not None else None
+    # 5. Held-out accuracy after training, then the outputs (main process only).
+    if not main_process:
+        return result
+    if accuracy is not None:
+        result.accuracy_after = accuracy(model, tokenizer, "after")
+    result.wall_s = round(time.time() - started, 1)
+    write_outputs(trainer.model, tokenizer, model_args, data_args, args, result, base_path)
+    return result
 
-    base_path = resolve_model_path(
-        model_args.model_name_or_path
-    )  # a wrong model name fails now, not after the data loads
-    if main_process and (not args.resume or not (out / CONFIG_FILE).exists()):
+
+def _record_settings(model_args, data_args, args: LinChainTrainingArguments, base_path: str) -> None:
+    """train_config.yaml, written when the run begins (a resumed run keeps the one it has)."""
+    out = Path(args.output_dir)
+    if not args.resume or not (out / CONFIG_FILE).exists():
         # the run knows what it is from its first moment: --resume compares against this file
         atomic_write_text(
             out / CONFIG_FILE, yaml.safe_dump(run_config(model_args, data_args, args, base_path), sort_keys=True)
         )
-    # 1. Data: load, split deterministically by --seed, tokenize.
-    examples = load_data(data_args, args.seed)
+
+
+def _split_data(
+    examples: list[Example], data_args: DataArguments, args: LinChainTrainingArguments
+) -> tuple[list[Example], list[Example]]:
+    """(training rows, held-out rows): split by --seed, --val_set_size (default: 20%, at most 120) held out,
+    --max_train_samples applied; refuses a split that holds nothing out when validation needs it."""
     val_size = data_args.val_set_size
     if val_size is None:
         val_size = default_val_set_size(len(examples))
@@ -694,15 +768,24 @@ def _run(
     if data_args.max_train_samples:
         train_examples = train_examples[: data_args.max_train_samples]
     _say(f"{len(train_examples)} training rows, {len(val_examples)} held-out rows")
+    return train_examples, val_examples
 
-    # 2. Model and tokenizer, wrapped for the method (adapters start at the base model: B = 0).
-    model, tokenizer, base_path = build_model(model_args, args, base_path)
+
+def _trainable(model, model_args: ModelArguments) -> int:
+    """The trainable parameter count, also said."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     _say(
         f"method {model_args.method}"
         + (f" (k={model_args.chain_length})" if model_args.chain_length is not None else "")
         + f": {trainable:,} trainable parameters"
     )
+    return trainable
+
+
+def _datasets(
+    tokenizer, train_examples: list[Example], val_examples: list[Example], data_args: DataArguments
+) -> tuple[SequenceDataset, Optional[SequenceDataset]]:
+    """(training set, held-out set or None), tokenized; refuses training rows that would all train nothing."""
     train_set = SequenceDataset(
         tokenizer, train_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt
     )
@@ -715,116 +798,138 @@ def _run(
         if len(train_set.answer_cut) == len(train_set) and not data_args.train_on_inputs:
             raise ValueError(f"{message}: nothing would be trained; raise --cutoff_len")
         _say(f"{message}: they train {'on their prompt only' if data_args.train_on_inputs else 'nothing'}")
-    val_set = (
-        SequenceDataset(
-            tokenizer, val_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt
-        )
-        if val_examples
-        else None
+    if not val_examples:
+        return train_set, None
+    val_set = SequenceDataset(
+        tokenizer, val_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt
     )
+    return train_set, val_set
 
-    # 3. Held-out accuracy of the starting model (multiple choice by log-likelihood).
+
+def _accuracy(
+    examples: list[Example],
+    val_examples: list[Example],
+    data_args: DataArguments,
+    args: LinChainTrainingArguments,
+    main_process: bool,
+):
+    """``measure(model, tokenizer, "before"|"after") -> accuracy`` on the held-out rows (said as well), or
+    None when accuracy is not measured (another process, no held-out rows, --eval_accuracy no, or answers
+    that are not options). A --eval_accuracy yes that cannot be measured is refused on every process."""
     options = closed_options(examples, data_args.max_options)
     has_options = all(e.options for e in val_examples) or options is not None
     if data_args.eval_accuracy == "yes" and not has_options:
         raise ValueError(
             f"DataArguments.eval_accuracy='yes' but the data has no options and more than {data_args.max_options} distinct answers"
         )
-    measure = bool(val_examples) and data_args.eval_accuracy != "no" and has_options and main_process
-    result = RunResult(
-        output_dir=str(out), global_step=0, interrupted=False, n_heldout=len(val_examples), trainable_params=trainable
-    )
-    # (Also when resuming: the checkpoint is loaded later, inside trainer.train.)
-    if measure:
-        result.accuracy_before = mc_accuracy(
+    if not (val_examples and main_process and has_options) or data_args.eval_accuracy == "no":
+        return None
+
+    def measure(model, tokenizer, when: str) -> float:
+        value = mc_accuracy(
             model,
             tokenizer,
             val_examples,
             options,
             data_args.faithful_prompt,
-            progress="accuracy before" if not args.disable_tqdm else None,
+            progress=f"accuracy {when}" if not args.disable_tqdm else None,
         )
-        _say(f"held-out accuracy before training: {result.accuracy_before:.1%} ({len(val_examples)} rows)")
+        _say(f"held-out accuracy {when + ' training:':<16} {value:.1%} ({len(val_examples)} rows)")
+        return value
 
-    # 4. Train with the HF Trainer.
-    if resume_from is not None:
-        _say(f"resuming from {resume_from}")
+    return measure
 
-    interrupt = StopOnInterrupt()
+
+def make_trainer(
+    model,
+    args: TrainingArguments,
+    train_set,
+    val_set,
+    collator,
+    folder: Optional[OutputFolder],
+    interrupt: StopOnInterrupt,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> LinChainTrainer:
+    """The run's Trainer with linchain's additions: metrics.jsonl, a stop on a non-finite loss or weight, the
+    folder's marker rewritten at every checkpoint, Ctrl-C that saves, and the loss on the progress bar."""
     trainer = LinChainTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        # Pads input_ids with the pad token and labels with -100 (no loss on padding).
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=None),
-        callbacks=[MetricsJsonl(out), StopOnNonFinite(), MarkOnSave(folder), interrupt, *callbacks],
+        data_collator=collator,
+        callbacks=[MetricsJsonl(Path(args.output_dir)), StopOnNonFinite(), MarkOnSave(folder), interrupt, *callbacks],
     )
     trainer.remove_callback(ProgressCallback)
     if not args.disable_tqdm:
         trainer.add_callback(LossProgress())
+    return trainer
+
+
+def train_or_finish(
+    trainer: LinChainTrainer, interrupt: StopOnInterrupt, resume_from: Optional[Path]
+) -> tuple[Optional[float], float]:
+    """Train (resumed from ``resume_from`` when given) and return (the whole run's mean training loss,
+    seconds in the training loop). A checkpoint already at --max_steps is loaded, not trained from."""
+    if resume_from is not None:
+        _say(f"resuming from {resume_from}")
     loss_record = _loss_record(resume_from) if resume_from is not None else None
     if loss_record is not None:
         trainer.loss_before = loss_record
-    finished = resume_from is not None and _finished_checkpoint(resume_from, args.max_steps)
-    if finished:
+    if resume_from is not None and _finished_checkpoint(resume_from, trainer.args.max_steps):
         # HF's loop trains one step past max_steps when resumed from the final checkpoint: load it instead
         _say(
-            f"{resume_from.name} is already at --max_steps={args.max_steps}: nothing left to train, writing the outputs"
+            f"{resume_from.name} is already at --max_steps={trainer.args.max_steps}: nothing left to train, "
+            "writing the outputs"
         )
         trainer._load_from_checkpoint(str(resume_from))
         trainer.state = TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
         trainer._initial_global_step = trainer.state.global_step
-        result.train_loss = (
-            trainer.whole_run_loss(None) if loss_record is not None else _whole_run_loss(trainer.state.log_history)
+        loss = trainer.whole_run_loss(None) if loss_record is not None else _whole_run_loss(trainer.state.log_history)
+        return loss, 0.0
+    loop_started = time.time()
+    with interrupt, _bar_closed(trainer):
+        # HF checkpoints hold optimizer/scheduler/RNG state written with torch.save; the Trainer
+        # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
+        loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
+    train_s = round(time.time() - loop_started, 1)
+    if resume_from is not None:  # the summary covers the whole run, not only the steps trained since the resume
+        loss = (
+            trainer.whole_run_loss(loss)
+            if loss_record is not None
+            else _whole_run_loss(trainer.state.log_history)  # a checkpoint from before linchain_loss.json
         )
-    else:
-        loop_started = time.time()
-        with interrupt:
-            # HF checkpoints hold optimizer/scheduler/RNG state written with torch.save; the Trainer
-            # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
-            result.train_loss = trainer.train(
-                resume_from_checkpoint=str(resume_from) if resume_from else None
-            ).training_loss
-        result.train_s = round(time.time() - loop_started, 1)
-        if resume_from is not None:  # the summary covers the whole run, not only the steps trained since the resume
-            result.train_loss = (
-                trainer.whole_run_loss(result.train_loss)
-                if loss_record is not None
-                else _whole_run_loss(trainer.state.log_history)  # a checkpoint from before linchain_loss.json
-            )
-    result.global_step = trainer.state.global_step
-    if interrupt.requested:
-        result.interrupted = True
-        _say(f"stopped at step {result.global_step}; checkpoint saved. Continue with the same command plus --resume")
-        if main_process:
-            raise _CleanStop(result)  # through OutputFolder.writing: the folder is marked "interrupted"
-        return result
-    if val_set is not None:
-        # the periodic evaluation may have just run at the last step: reuse it rather than evaluate twice
-        last = [
-            log
-            for log in trainer.state.log_history
-            if "eval_loss" in log and log.get("step") == trainer.state.global_step
-        ]
-        result.eval_loss = last[-1]["eval_loss"] if last else trainer.evaluate()["eval_loss"]
+    return loss, train_s
 
-    # 5. Held-out accuracy after training, then the outputs (main process only).
-    if not main_process:
-        return result
-    if measure:
-        result.accuracy_after = mc_accuracy(
-            model,
-            tokenizer,
-            val_examples,
-            options,
-            data_args.faithful_prompt,
-            progress="accuracy after" if not args.disable_tqdm else None,
-        )
-        _say(f"held-out accuracy after training:  {result.accuracy_after:.1%} ({len(val_examples)} rows)")
-    result.wall_s = round(time.time() - started, 1)
-    write_outputs(trainer.model, tokenizer, model_args, data_args, args, result, base_path)
+
+@contextlib.contextmanager
+def _bar_closed(trainer: LinChainTrainer) -> Iterator[None]:
+    """The progress bar closed however training ends: a run stopped by an error (a non-finite loss) would
+    otherwise print its bar when it is garbage-collected, after the error, which must be the last line."""
+    try:
+        yield
+    finally:
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, LossProgress) and callback.training_bar is not None:
+                callback.training_bar.close()
+                callback.training_bar = None
+
+
+def stop_cleanly(result: Any, step: int, mark_folder: bool) -> Any:
+    """After a Ctrl-C that saved a checkpoint: say so; with ``mark_folder`` (the process that holds the
+    output folder) raise :class:`_CleanStop`, so the folder is marked "interrupted"; else return ``result``."""
+    _say(f"stopped at step {step}; checkpoint saved. Continue with the same command plus --resume")
+    if mark_folder:
+        raise _CleanStop(result)  # through OutputFolder.writing: the folder is marked "interrupted"
     return result
+
+
+def _eval_loss(trainer: LinChainTrainer) -> float:
+    """The validation loss at the last step: the periodic evaluation's when it has just run, else evaluated now."""
+    last = [
+        log for log in trainer.state.log_history if "eval_loss" in log and log.get("step") == trainer.state.global_step
+    ]
+    return last[-1]["eval_loss"] if last else trainer.evaluate()["eval_loss"]
 
 
 def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResult, base_path: str) -> None:
