@@ -42,6 +42,7 @@ from typing import Iterator, Mapping, Optional, Union
 
 import yaml
 
+from . import runs
 from .io import OutputExistsError, atomic_dir, atomic_write_json
 
 __all__ = [
@@ -74,7 +75,7 @@ def legacy_kind(folder: Path) -> Optional[str]:
     (``--resume``, a study's next call) but never replaced: without a list of what linchain wrote,
     its files cannot be told from yours."""
     try:
-        config = yaml.safe_load((folder / "train_config.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load((folder / runs.CONFIG).read_text(encoding="utf-8"))
         if isinstance(config, dict) and {"method", "learning_rate"} <= set(config):
             return "train"
     except (OSError, UnicodeDecodeError, yaml.YAMLError):

@@ -18,7 +18,19 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["ADAPTER", "CONFIG", "METRICS", "MODEL", "PISSA_INIT", "PLOT", "SUMMARY_JSON", "SUMMARY_TXT", "RunFolder"]
+__all__ = [
+    "ADAPTER",
+    "CHECKPOINT",
+    "CHECKPOINTS",
+    "CONFIG",
+    "METRICS",
+    "MODEL",
+    "PISSA_INIT",
+    "PLOT",
+    "SUMMARY_JSON",
+    "SUMMARY_TXT",
+    "RunFolder",
+]
 
 ADAPTER = "adapter"
 MODEL = "model"
@@ -28,6 +40,8 @@ PLOT = "loss_curve.png"
 SUMMARY_TXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
 PISSA_INIT = "pissa-init"
+CHECKPOINT = "checkpoint-"  #: checkpoint-N: the Trainer's name for the checkpoint after step N
+CHECKPOINTS = CHECKPOINT + "*"  #: every checkpoint, as a glob
 ANALYSIS = "analysis"
 
 

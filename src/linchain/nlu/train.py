@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .. import runs
 from ..io import atomic_write_json, atomic_write_text, strict_json
 from ..outputs import OutputFolder
 from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
@@ -327,7 +328,7 @@ def _train_into_folder(args: NLUArguments, callbacks: Sequence[Any] = ()) -> Dic
         _check_resume(args, resume_from)
     try:
         # --overwrite clears the previous run first; a new folder that got no adapter or checkpoint is left as found
-        with folder.writing(saved=("adapter_config.json", "checkpoint-*")):
+        with folder.writing(saved=("adapter_config.json", runs.CHECKPOINTS)):
             set_threads(args.num_threads, "linchain seq_cls")
             return train_seq_cls(args, callbacks, folder, resume_from)
     except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"

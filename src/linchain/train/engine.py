@@ -192,7 +192,7 @@ class LinChainTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         if self.args.process_index == 0:
             trained = self._total_loss_scalar + float(self._tr_loss.item())  # this process's steps, logged or not
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder = Path(self._get_output_dir(trial=trial)) / f"{runs.CHECKPOINT}{self.state.global_step}"
             atomic_write_json(
                 folder / LOSS_FILE, {"loss_sum": self.loss_before[0] + trained, "steps": self.state.global_step}
             )
@@ -419,7 +419,7 @@ def find_complete_checkpoint(output_dir: str | Path, say=None) -> Optional[Path]
     one stays where it is (nothing is deleted; the resumed run saves that step again).
     """
     candidates = []
-    for path in Path(output_dir).glob("checkpoint-*"):
+    for path in Path(output_dir).glob(runs.CHECKPOINTS):
         try:
             candidates.append((int(path.name.split("-", 1)[1]), path))
         except ValueError:
@@ -530,7 +530,7 @@ def run_training(
         try:
             # --overwrite: the previous run's files go before the new run writes any; a run that fails
             # before it saved an adapter or checkpoint leaves a new folder as it found it
-            with folder.writing(saved=(ADAPTER_DIR, MODEL_DIR, "checkpoint-*")):
+            with folder.writing(saved=(ADAPTER_DIR, MODEL_DIR, runs.CHECKPOINTS)):
                 return _run(model_args, data_args, args, callbacks, started, folder, resume_from)
         except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"
             return stop.result
