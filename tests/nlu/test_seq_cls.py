@@ -328,3 +328,41 @@ def test_seq_cls_resume_without_a_checkpoint_is_refused_in_one_line(encoder_dir,
     line = _last_error(capsys)
     assert f"linchain train: error: --resume: no complete checkpoint-N folder in {out}; drop --resume" in line, line
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "method, extra, peft_type",
+    [
+        ("lora", [], "LINCHAIN"),
+        ("moslora", [], "LINCHAIN"),
+        ("linchain", ["--num_mixers", "2", "--freeze_mixers", "true"], "LINCHAIN"),
+        ("dora", [], "LORA"),
+        ("rslora", [], "LORA"),
+    ],
+)
+def test_seq_cls_methods_train_the_parameters_they_name(encoder_dir, tmp_path, method, extra, peft_type):
+    """Every --method seq_cls offers trains exactly its adapter's parameters plus the head, counted here
+    from the tiny BERT's shapes (hidden 32, intermediate 64, 2 layers; targets query,value; r 4)."""
+    from linchain.cli.train import main as train_main
+
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    argv = ["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data, "--method", method]
+    argv += ["--r", "4", "--target_modules", "query,value", "--max_steps", "2", "--output_dir", str(out), *extra]
+    assert train_main(argv) == 0
+    result = json.loads((out / "results.json").read_text())
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == peft_type and config["task_type"] == "SEQ_CLS" and config["r"] == 4
+    r, hidden, layers = 4, 32, 2
+    per_layer = r * hidden + hidden * r  # A and B of one 32 x 32 projection
+    if method == "moslora":
+        per_layer += r * r
+    if method == "dora":
+        per_layer += hidden  # the magnitude vector
+    head = hidden * 2 + 2  # the classifier, 32 -> 2 labels (modules_to_save); the pooler stays frozen
+    # linchain with --freeze_mixers 2: the two 4 x 4 mixers per layer do not train, so A and B alone
+    assert result["trainable_parameters"] == layers * 2 * per_layer + head, result["trainable_parameters"]
+    if method == "rslora":
+        assert config["use_rslora"] is True
+    if method == "dora":
+        assert config["use_dora"] is True
