@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..eval.runner import SCORERS
+from ..eval.scoring import SCORERS
 from .methods import parse_methods
 
 __all__ = ["CompareArguments", "float_list", "int_list"]

@@ -21,7 +21,7 @@ from .loglik import (
 )
 from .results import TaskResult, format_table, results_dict, write_results
 from .run import EvalRun, run_evaluation
-from .runner import SCORERS, evaluate_task
+from .scoring import SCORERS, evaluate_task
 from .tasks import TASKS, TaskSpec, get_task, infer_task
 
 __all__ = [

@@ -13,7 +13,7 @@ __all__ = ["NonFiniteLogitsError", "eval_mode", "model_device"]
 class NonFiniteLogitsError(ValueError):
     """The model gave NaN or +inf logits for the row at ``index`` (of the scored examples): finite
     weights can still overflow (a huge adapter value), and a NaN score ranks or decodes as garbage
-    that would be reported as an accuracy. :func:`linchain.eval.runner.evaluate_task` names the data
+    that would be reported as an accuracy. :func:`linchain.eval.scoring.evaluate_task` names the data
     file and row."""
 
     def __init__(self, index: int, what: str = "logits") -> None:

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 from ..resolve import DTYPES
 from ..threads import THREADS_HELP, check_num_threads
 from .loglik import NORMALIZE
-from .runner import SCORERS
+from .scoring import SCORERS
 
 __all__ = ["EvalArguments"]
 

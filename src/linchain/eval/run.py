@@ -23,7 +23,7 @@ from ..threads import set_threads
 from .args import EvalArguments
 from .examples import gold_answer, load_eval_examples
 from .results import TaskResult, format_table, results_dict, write_results
-from .runner import evaluate_task, gold_can_match
+from .scoring import evaluate_task, gold_can_match
 from .tasks import CLOSED_TASK, MAX_CLOSED_ANSWERS, TaskSpec, get_task, infer_task, rule_from_answers
 
 __all__ = ["EvalRun", "run_evaluation"]
