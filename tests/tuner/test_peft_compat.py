@@ -79,3 +79,22 @@ def test_peft_compat_holds_the_workarounds_it_names():
 )
 def test_no_other_module_reaches_into_peft(module):
     assert peft_workarounds((PACKAGE / module).read_text()) == []
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in (PACKAGE / "tuner").glob("*.py")))
+def test_the_tuner_folder_stands_alone(module):
+    """Upstreaming is copying linchain/tuner/: its modules import nothing of linchain outside it."""
+    tree = ast.parse((PACKAGE / "tuner" / module).read_text())
+    outside = [
+        f"line {node.lineno}: {'.' * node.level}{node.module or ''}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.level > 1 or (node.module or "").startswith("linchain"))
+    ]
+    outside += [
+        f"line {node.lineno}: import {alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name.startswith("linchain")
+    ]
+    assert outside == []
