@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from .resolve import find_adapter_dir, resolve_model_path, tokenizer_source, torch_dtype
+from .resolve import find_adapter_dir, refuse_other_task, resolve_model_path, tokenizer_source, torch_dtype
 
 __all__ = ["load_adapted", "load_causal_lm"]
 
@@ -32,6 +32,8 @@ def load_causal_lm(
     from transformers import AutoTokenizer
 
     adapter = find_adapter_dir(adapter) if adapter else None
+    if adapter:
+        refuse_other_task(adapter, "CAUSAL_LM", "this command")
     path = resolve_model_path(model_name_or_path)
     model = load_adapted(path, adapter, torch_dtype(dtype, flag="--dtype"), merge)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, path))

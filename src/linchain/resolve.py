@@ -135,6 +135,22 @@ def adapter_base_model(adapter: Union[str, Path]) -> Optional[str]:
         raise ValueError(f"{path}: not a valid JSON adapter config ({err})") from None
 
 
+def refuse_other_task(adapter: Union[str, Path], task_type: str, command: str) -> None:
+    """An adapter saved for another head (a SEQ_CLS adapter given to a causal-LM command, or the reverse)
+    is refused in one line: PEFT would fail deep inside (a classifier has no generation) or load a head
+    the command never scores."""
+    path = Path(adapter) / ADAPTER_CONFIG
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")).get("task_type")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return  # read_adapter names what is wrong with the file
+    if saved and saved != task_type:
+        other = "linchain eval --task_type seq_cls" if saved == "SEQ_CLS" else "linchain eval (without --task_type)"
+        raise ValueError(
+            f"--adapter {adapter}: a {saved} adapter, and {command} evaluates {task_type} adapters; evaluate it with {other}"
+        )
+
+
 def tokenizer_source(adapter: Optional[Union[str, Path]], base_path: str) -> str:
     """Where to load the tokenizer: the adapter folder when it holds one, else the base model."""
     if adapter and (Path(adapter) / "tokenizer_config.json").exists():

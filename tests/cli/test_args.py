@@ -267,3 +267,42 @@ def test_help_into_a_pipe_closed_early_is_quiet():
     proc.stdout.close()  # the reader goes away at once
     err = proc.stderr.read().decode()
     assert proc.wait() == 0 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--target_modules", "q_proj", "--target_modules", "v_proj"], "--target_modules is given twice"),
+        (["train", "--task_type", "seq_cls", "--data", "a.csv", "--data", "b.csv"], "--data is given twice"),
+        (["compare", "--target_modules", "q_proj", "--target_modules", "v_proj"], "--target_modules is given twice"),
+    ],
+)
+def test_a_repeated_one_value_list_flag_is_refused(argv, message, capsys, tmp_path):
+    """Found by break-it: argparse kept the last --target_modules, so two of them adapted the second alone."""
+    assert cli([*argv, "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_scalar_flag_given_twice_keeps_the_last_as_argparse_does():
+    """Scripts override a shared set of flags by repeating one: that stays argparse's "last wins"."""
+    from linchain.train.args import DataArguments, LinChainTrainingArguments, ModelArguments
+
+    model, _, train = parse(
+        ["--r", "4", "--r", "8", "--max_steps", "2", "--max_steps", "3"],
+        (ModelArguments, DataArguments, LinChainTrainingArguments),
+        "linchain train",
+    )
+    assert model.r == 8 and train.max_steps == 3
+
+
+@pytest.mark.parametrize("value", ["seq_cls", "bogus"])
+def test_a_config_task_type_other_than_the_commands_is_refused(value, tmp_path, capsys):
+    """Found by break-it: task_type in a --config file was ignored (a causal run trained)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"task_type: {value}\n")
+    assert cli(["train", "--config", str(config), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"task_type '{value}' differs from this command's causal_lm" in err and "--task_type" in err
+    assert not (tmp_path / "o").exists()

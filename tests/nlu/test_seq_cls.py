@@ -366,3 +366,56 @@ def test_seq_cls_methods_train_the_parameters_they_name(encoder_dir, tmp_path, m
         assert config["use_rslora"] is True
     if method == "dora":
         assert config["use_dora"] is True
+
+
+def test_adapters_of_the_other_head_and_adapter_flags_at_evaluation_are_refused(encoder_dir, tmp_path, capsys):
+    """Found by break-it: a causal adapter in the seq_cls evaluation was an AttributeError traceback, and
+    adapter flags given to an evaluation were ignored while results.json recorded them."""
+    from peft import get_peft_model
+
+    from linchain import LinChainConfig
+    from linchain.cli.eval import main as eval_main
+    from tests.conftest import tiny_llama
+
+    causal = tmp_path / "causal"
+    get_peft_model(tiny_llama(), LinChainConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(
+        causal
+    )
+    data = _sentiment_csv(tmp_path / "sent.csv", 20)
+    base = ["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data]
+    assert eval_main([*base, "--adapter", str(causal), "--output_dir", str(tmp_path / "e1")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a CAUSAL_LM adapter" in err[0] and "without --task_type" in err[0], err
+    assert eval_main([*base, "--r", "4", "--output_dir", str(tmp_path / "e2")]) == 2
+    assert "--r: describes an adapter to train" in capsys.readouterr().err
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+    # the other way round: a SEQ_CLS adapter given to the causal evaluation
+    seq = tmp_path / "seq"
+    from linchain.cli.train import main as train_main
+
+    assert train_main([*base, "--max_steps", "1", "--output_dir", str(seq)]) == 0
+    capsys.readouterr()
+    rows = [{"instruction": f"Is {w} good? Answer: true or false", "answer": "true"} for w in WORDS[:4]]
+    causal_data = tmp_path / "causal.json"
+    causal_data.write_text(json.dumps(rows))
+    assert eval_main(["--adapter", str(seq), "--data", str(causal_data), "--output_dir", str(tmp_path / "e3")]) == 2
+    assert "a SEQ_CLS adapter" in capsys.readouterr().err
+    # an evaluation records the adapter's own settings, not the flags' defaults
+    assert eval_main([*base, "--adapter", str(seq), "--output_dir", str(tmp_path / "e4")]) == 0
+    settings = json.loads((tmp_path / "e4" / "results.json").read_text())["settings"]
+    assert "r" not in settings and "num_mixers" not in settings and settings["adapter"] == str(seq)
+
+
+def test_a_classifier_with_another_label_count_gets_a_new_head(encoder_dir, tmp_path):
+    """Found by break-it: fine-tuning a 3-label checkpoint on a 2-label task was a RuntimeError traceback."""
+    from linchain.cli.train import main as train_main
+
+    three = tmp_path / "three-labels"
+    config = BertConfig.from_pretrained(encoder_dir, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(three)
+    BertTokenizerFast.from_pretrained(encoder_dir).save_pretrained(three)
+    data = _sentiment_csv(tmp_path / "sent.csv", 20)
+    argv = ["--task_type", "seq_cls", "--model_name_or_path", str(three), "--data", data, "--max_steps", "1"]
+    assert train_main([*argv, "--output_dir", str(tmp_path / "run")]) == 0
+    result = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert result["label_names"] == ["neg", "pos"] and set(result["metrics"]) == {"accuracy", "f1", "matthews"}

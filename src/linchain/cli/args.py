@@ -63,6 +63,36 @@ class UsageError(ValueError):
     """A bad command line: the message names the flag or file and what would be valid."""
 
 
+#: options whose one value names several things (comma-separated modules or columns) or one data source:
+#: given twice, a user may mean "both" where argparse keeps the last, so a repeat is refused. Other options
+#: keep argparse's "last wins", which scripts use to override a shared set of flags (benchmarks/gpu_compare.sh
+#: repeats compare's --seeds); list options such as train's --data are merged (:func:`merge_repeated`).
+ONE_VALUE_LISTS = ("target_modules", "text_columns", "data", "eval_data")
+
+
+def refuse_repeated(argv: Sequence[str], parser) -> None:
+    """``--target_modules q_proj --target_modules v_proj`` would adapt v_proj alone: refused, naming the flag."""
+    dest_of = {
+        s: a.dest
+        for a in parser._actions
+        if a.dest in ONE_VALUE_LISTS and a.nargs not in ("+", "*")
+        for s in a.option_strings
+        if s.startswith("--")
+    }
+    seen: dict[str, str] = {}
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag not in dest_of:
+            continue
+        if dest_of[flag] in seen:
+            raise UsageError(
+                f"{bounded(flag)} is given twice; it takes one value: give several as one comma-separated value"
+                if dest_of[flag] not in ("data", "eval_data")
+                else f"{bounded(flag)} is given twice; this command reads one {flag}: give it once"
+            )
+        seen[dest_of[flag]] = arg
+
+
 def merge_repeated(argv: list[str], flags: Sequence[str]) -> list[str]:
     """``--data a --task x --data b --task y`` -> ``--data a b --task x y`` (argparse's
     ``nargs='+'`` would keep only the last occurrence). ``--flag=value`` counts as one value."""
@@ -299,6 +329,12 @@ def parse(
         raise UsageError(f"--config {bounded(config_path)}: unknown option(s) {bounded(unknown)}; see {prog} --help")
     for key in ignore_config_keys:
         values.pop(key, None)
+    if task_type is not None and values.get("task_type", task_type) != task_type:
+        # the path (and so which options exist) is chosen from the command line before the file is read
+        raise UsageError(
+            f"--config {bounded(config_path)}: task_type {bounded(str(values['task_type']))!r} differs from this "
+            f"command's {task_type}; give --task_type on the command line ({' or '.join(TASK_TYPES)})"
+        )
     argv = _normalise_yes_no(argv, values, parser)
     by_dest = {action.dest: action for action in parser._actions}
     simple, loose = _simple_fields(types)
@@ -319,6 +355,7 @@ def parse(
             raise _unknown_flag(arg, parser)  # before any missing-option or value error: a typo is the cause
     list_flags = [s for a in parser._actions if a.nargs in ("+", "*") for s in a.option_strings if s.startswith("--")]
     argv = merge_repeated(argv, list_flags)
+    refuse_repeated(argv, parser)
     if positional:
         argv = _positionals_to_flags(argv, parser, positional)
     *parsed, extra = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..train.args import ModelArguments
+from ..train.args import METHODS, ModelArguments
 
 __all__ = ["MethodSpec", "parse_method", "parse_methods"]
 
@@ -51,6 +51,13 @@ class MethodSpec:
             "alpha": shared.alpha * self.rank_mult,
             **dict(self.settings),
         }
+        uses_chain, fixed = METHODS[self.method]
+        if not uses_chain or fixed is not None:
+            # the method fixes k (lora, moslora) or has no chain: the shared --num_mixers is not its to take
+            changes.setdefault("num_mixers", None)
+        if not uses_chain or fixed == 0:
+            # and the shared mixer settings do not apply to a method without mixers
+            changes.update(mixer_bias=False, mixer_init="kaiming")
         return dataclasses.replace(shared, **changes)
 
 

@@ -18,7 +18,7 @@ import torch
 
 from ..loading import load_causal_lm
 from ..outputs import OutputFolder, run_of
-from ..resolve import ADAPTER_CONFIG, adapter_base_model, find_adapter_dir
+from ..resolve import ADAPTER_CONFIG, adapter_base_model, find_adapter_dir, refuse_other_task
 from ..threads import set_threads
 from .args import EvalArguments
 from .examples import gold_answer, load_eval_examples
@@ -167,6 +167,8 @@ def load_rows(args: EvalArguments, plan: List[tuple[str, Optional[TaskSpec], boo
 def resolve_base_model(args: EvalArguments) -> None:
     """``--adapter`` without ``--model_name_or_path``: the adapter's own base model, as ``linchain merge``
     does (its adapter_config.json's base_model_name_or_path), said on stderr so the choice is visible."""
+    if args.adapter:  # before anything else is read: an adapter of another head cannot be scored here
+        refuse_other_task(find_adapter_dir(args.adapter), "CAUSAL_LM", "linchain eval")
     if args.model_name_or_path:
         return
     adapter = find_adapter_dir(args.adapter)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..resolve import OFFLINE_ENCODER
 from ..threads import THREADS_HELP, check_num_threads
-from ..train.args import AdapterArguments, refuse_bad_seed, refuse_non_finite, refuse_zero_work
+from ..train.args import ADAPTER_FIELDS, AdapterArguments, refuse_bad_seed, refuse_non_finite, refuse_zero_work
 from .presets import PRESETS
 
 __all__ = ["NLUArguments", "OFFLINE_ENCODER"]
@@ -111,6 +112,8 @@ class NLUArguments(AdapterArguments):
             raise ValueError("do_train needs --data (the training data)")
         if self.do_train and self.adapter:
             raise ValueError("adapter is for evaluation; do_train creates a new adapter in output_dir")
+        if not self.do_train:
+            self.refuse_adapter_flags()
         if self.resume and not self.do_train:
             raise ValueError("--resume continues a training run (linchain train); evaluation has nothing to resume")
         if self.resume and self.overwrite:
@@ -151,6 +154,17 @@ class NLUArguments(AdapterArguments):
         if self.do_train:
             refuse_zero_work(self.max_steps, self.num_train_epochs)
 
+    def refuse_adapter_flags(self) -> None:
+        """Evaluation reads the adapter's own settings (adapter_config.json): an adapter flag there would be
+        ignored while results.json recorded it, so one given is refused (a --preset's are not the user's)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(AdapterArguments)}
+        given = [name for name in ADAPTER_FIELDS if getattr(self, name) != defaults[name]]
+        if given:
+            raise ValueError(
+                f"--{given[0]}: describes an adapter to train (linchain train --task_type seq_cls); an evaluation "
+                "uses the settings the --adapter was saved with"
+            )
+
     def _apply_preset(self) -> None:
         """Fill the fields left unset from the preset, then from the built-in defaults."""
         preset = PRESETS.get(self.preset) if self.preset else None
@@ -164,6 +178,8 @@ class NLUArguments(AdapterArguments):
             }
             if schedule is not None:
                 fills.update(learning_rate=schedule[0], num_train_epochs=float(schedule[1]))
+            if self.method != "linchain":
+                del fills["num_mixers"]  # the method fixes k (lora, moslora) or has no chain
             for name, value in fills.items():
                 if getattr(self, name) is None:
                     setattr(self, name, value)

@@ -19,8 +19,9 @@ import torch
 from .. import runs
 from ..io import atomic_write_json, atomic_write_text, strict_json
 from ..outputs import OutputFolder
-from ..resolve import find_adapter_dir, resolve_model_path, tokenizer_source
+from ..resolve import find_adapter_dir, refuse_other_task, resolve_model_path, tokenizer_source
 from ..threads import set_threads
+from ..train.args import ADAPTER_FIELDS
 from .args import NLUArguments
 from .data import SeqClsData, load_seq_cls
 from .metrics import compute_metrics
@@ -122,6 +123,9 @@ def load_classifier(path: str, data: SeqClsData):
         path,
         num_labels=1 if data.regression else len(data.label_names),
         problem_type="regression" if data.regression else "single_label_classification",
+        # a classifier checkpoint with another label count (MNLI's 3 for a 2-label task) gets a new head,
+        # which training learns (modules_to_save) and an evaluated adapter replaces with its own
+        ignore_mismatched_sizes=True,
     )
 
 
@@ -286,7 +290,10 @@ def _write(
         "eval_rows": len(evaluation),
         "label_names": evaluation.label_names,
         "metrics": metrics,
-        "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        # an evaluation's adapter settings are the adapter's own (adapter_config.json), not the flags' defaults
+        "settings": {
+            k: v for k, v in vars(args).items() if not k.startswith("_") and (args.do_train or k not in ADAPTER_FIELDS)
+        },
         **extra,
     }
     into = into or out
@@ -357,6 +364,7 @@ def run_seq_cls(args: NLUArguments, callbacks: Sequence[Any] = ()) -> Dict[str, 
     _, evaluation = _load_data(args)
     label_names = evaluation.label_names
     if adapter:
+        refuse_other_task(adapter, "SEQ_CLS", "--task_type seq_cls")
         saved = json.loads((adapter / LABELS_FILE).read_text()) if (adapter / LABELS_FILE).exists() else {}
         if saved and saved["label_names"] != label_names:
             raise ValueError(

@@ -164,7 +164,8 @@ class AdapterArguments:
         default=None,
         metadata={
             "help": _recipe_help(
-                "target_modules", "Comma-separated module names to adapt, or 'all-linear' (the reference's five)."
+                "target_modules",
+                "Comma-separated module names to adapt, or 'all-linear' (every linear layer but the output head).",
             )
         },
     )
@@ -177,9 +178,34 @@ class AdapterArguments:
         self.check_adapter()
 
     def fill_from_recipe(self, task_type: Optional[str] = None) -> None:
+        given = {name for name in RECIPES[task_type or self.TASK_TYPE] if getattr(self, name) is not None}
         for name, value in RECIPES[task_type or self.TASK_TYPE].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        self.refuse_inapplicable(given)
+        # which values the user gave (errors say "the default" for the others); not a field, so not recorded
+        self._given = given
+
+    def refuse_inapplicable(self, given: set) -> None:
+        """A mixer setting for a method without mixers (or with a fixed k) would be ignored while
+        train_config.yaml recorded it: refused, as --freeze_mixers is."""
+        if self.method not in METHODS:
+            return  # named by check_adapter
+        uses_chain, fixed = METHODS[self.method]
+        cls = type(self).__name__
+        if "num_mixers" in given and (not uses_chain or (fixed is not None and self.num_mixers != fixed)):
+            what = f"--method {self.method} has k = {fixed}" if uses_chain else f"--method {self.method} has no chain"
+            raise _bad(cls, "num_mixers", self.num_mixers, f"{what}; --num_mixers is for --method linchain")
+        has_mixers = uses_chain and (fixed if fixed is not None else (self.num_mixers or 0)) > 0
+        if not has_mixers and self.method in METHODS:
+            for name, default in (("mixer_bias", False), ("mixer_init", "kaiming")):
+                if getattr(self, name) != default:
+                    raise _bad(
+                        cls,
+                        name,
+                        getattr(self, name),
+                        f"--method {self.method} has no mixers, so it would be ignored; use linchain (k >= 1) or moslora",
+                    )
 
     def check_adapter(self) -> None:
         """The method's rules here; the adapter's values by LinChainConfig (one validation), each error
@@ -190,6 +216,10 @@ class AdapterArguments:
             raise _bad(cls, "method", self.method, f"must be one of {list(METHODS)}")
         if self.target_modules is not None and not self.target_list():
             raise _bad(cls, "target_modules", self.target_modules, "names no module")
+        if isinstance(self.target_list(), list) and "all-linear" in self.target_list():
+            raise _bad(
+                cls, "target_modules", self.target_modules, "'all-linear' stands alone (it adapts every linear layer)"
+            )
         from ..tuner.config import InvalidValue
 
         try:
@@ -259,6 +289,7 @@ class AdapterArguments:
         config = self.to_config(task_type, **extra)
         if config is None:
             return model
+        self.refuse_unmatched_targets(model)
         from peft import get_peft_model
 
         from ..tuner.layer import refuse_rank_above_layer
@@ -272,6 +303,28 @@ class AdapterArguments:
                     param.requires_grad_(False)
         return model
 
+    def refuse_unmatched_targets(self, model) -> None:
+        """Every name in --target_modules must match a module of ``model`` (PEFT's rule: the name, or a
+        name ending in ".NAME"): PEFT adapts the names that match and drops the others without a word,
+        so a typo, or a recipe's name the architecture lacks, would train less than the config claims."""
+        targets = self.target_list()
+        if not isinstance(targets, list):
+            return  # 'all-linear', or PEFT's per-architecture default
+        names = [name for name, _ in model.named_modules()]
+        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        if missing:
+            from ..tuner.model import linear_layer_names
+
+            given = "target_modules" in getattr(self, "_given", {"target_modules"})
+            raise ValueError(
+                f"--target_modules {self.target_modules}{'' if given else ' (the default)'}: "
+                f"{', '.join(missing)} match{'es' if len(missing) == 1 else ''} no module of {type(model).__name__}, "
+                f"whose linear layers are {linear_layer_names(model)}; pass --target_modules with names from those"
+            )
+
+
+#: the fields of AdapterArguments (the adapter's settings; ModelArguments and NLUArguments add others)
+ADAPTER_FIELDS = tuple(f.name for f in dataclasses.fields(AdapterArguments))
 
 #: LinChainConfig's field -> the AdapterArguments flag that sets it
 _ARGUMENT_OF = {"dropout": "adapter_dropout"}
