@@ -99,3 +99,16 @@ def test_frozen_mixers_stay_at_their_initial_values(tiny_model_dir, even_data, t
     n_mixer = sum(after[n].numel() for n in mixers)
     n_all = sum(p.numel() for p in snap.before.values())
     assert result.trainable_params == (n_all - n_mixer if freeze else n_all)
+
+
+def test_a_method_the_shared_settings_cannot_build_is_refused_before_any_work(tmp_path, capsys):
+    """Found by break-it: linchain-frozen with --num_mixers 0 passed the up-front check, then failed at
+    training on every call ("retried on the next call")."""
+    from linchain.cli.main import main as cli
+
+    argv = ["compare", "--preset", "cpu-study", "--methods", "lora,linchain-frozen", "--num_mixers", "0"]
+    argv += ["--output_dir", str(tmp_path / "s")]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--methods linchain-frozen" in err[0] and "freeze_mixers" in err[0], err
+    assert not (tmp_path / "s").exists()

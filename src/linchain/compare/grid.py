@@ -521,6 +521,11 @@ class Grid:
             raise ValueError(
                 f"--report_only: {self.out} holds no comparison yet (no {SETTINGS_FILE}); run it without --report_only first"
             )
+        for spec in self.methods:  # a method the shared settings cannot build (linchain-frozen with --num_mixers 0)
+            try:
+                spec.model_arguments(self.model)
+            except ValueError as err:
+                raise ValueError(f"--methods {spec.name}: {err}") from None
         return self.check_settings(write=False)
 
     def plan(self) -> list[Step]:

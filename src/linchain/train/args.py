@@ -128,7 +128,8 @@ class AdapterArguments:
         metadata={
             "help": "linchain (k = --num_mixers), lora (k = 0), moslora (k = 1), peft-lora (PEFT's own LoRA), "
             "dora (PEFT LoRA, use_dora), pissa (PEFT LoRA, PiSSA init; saved as a LoRA of rank 2r for the "
-            "original base), rslora (PEFT LoRA, scale alpha/sqrt(r)), full (all weights)."
+            "original base), rslora (PEFT LoRA, scale alpha/sqrt(r)), full (all weights). --task_type seq_cls: "
+            "all but pissa and full."
         },
     )
     num_mixers: Optional[int] = field(
