@@ -6,14 +6,15 @@ there, is created by :func:`linchain.tuner.quant.load_base_model` (bitsandbytes-
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
 from .resolve import find_adapter_dir, refuse_other_task, resolve_model_path, tokenizer_source, torch_dtype
 
-__all__ = ["load_adapted", "load_causal_lm"]
+__all__ = ["check_untied", "load_adapted", "load_causal_lm"]
 
 
 def load_causal_lm(
@@ -56,4 +57,46 @@ def load_adapted(path: str, adapter: Optional[Path], dtype: torch.dtype, merge: 
     from .tuner.saved import load_peft_adapter
 
     model = load_peft_adapter(model, adapter)
-    return model.merge_and_unload(safe_merge=True) if merge else model
+    if not merge:
+        return model
+    check_untied(model, adapter)
+    return model.merge_and_unload(safe_merge=True)
+
+
+def check_untied(model, adapter: Union[str, os.PathLike]) -> None:
+    """Refuse to merge into a weight that another module shares (tie_word_embeddings: lm_head and the
+    embedding are one Parameter). Merging writes the update into that Parameter, so the tied module
+    changes too and the saved model is wrong while the merge reports success (PEFT LoRA alike).
+    Raises ``ValueError`` naming the adapted layer, the module it shares with, and the way round."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    params = list(model.named_parameters(remove_duplicate=False))
+    for name, module in model.named_modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        weight = getattr(module.get_base_layer(), "weight", None)
+        if weight is None:
+            continue
+        shared = [n for n, p in params if _same_storage(p, weight) and not n.startswith(name + ".")]
+        if shared:
+            layer, other = _short(name), _short(shared[0]).removesuffix(".weight")
+            raise ValueError(
+                f"{adapter}: the adapted layer {layer} shares its weight with {other} (tied weights, e.g. "
+                f"tie_word_embeddings), so merging would change {other} too and save a wrong model; keep the "
+                f"adapter unmerged (load it with PEFT, or linchain eval --adapter without --merge_adapter), or train without "
+                f"{layer.rsplit('.', 1)[-1]} in target_modules"
+            )
+
+
+def _same_storage(a, b) -> bool:
+    """One Parameter, or two views of the same memory (a merge in place would reach both)."""
+    if a is b:
+        return True
+    if a.device != b.device or a.device.type == "meta" or not (a.numel() and b.numel()):
+        return False  # meta and empty tensors have no memory to share (their data_ptr is 0)
+    return a.data_ptr() == b.data_ptr()
+
+
+def _short(name: str) -> str:
+    """A module path without PEFT's ``base_model.model.`` prefix: the name the user gave."""
+    return name.removeprefix("base_model.model.")

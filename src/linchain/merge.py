@@ -56,7 +56,7 @@ def _load_and_merge(adapter: Path, base_path: str, dtype: str):
 
     from .loading import load_adapted
 
-    # safe_merge checks the merged weights for NaN/inf before replacing the originals.
+    # safe_merge checks the merged weights for NaN/inf; a weight tied to another module is refused first
     merged = load_adapted(base_path, adapter, torch_dtype(dtype), merge=True)
     source = tokenizer_source(adapter, base_path)
     try:

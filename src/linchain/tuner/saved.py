@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
@@ -19,20 +20,24 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .config import LINCHAIN, adapter_scaling
+from .config import LINCHAIN, LinChainConfig, adapter_scaling
 from .layer import LinChainLayer
 
 __all__ = [
     "ADAPTER",
+    "PEFT_FILLED_FIELDS",
+    "REQUIRED_CHAIN_FIELDS",
     "SavedLayer",
     "adapter_files",
     "chain_layers",
+    "check_chain_config",
     "check_config_matches",
     "check_finite",
     "check_loaded_keys",
     "group_chain_tensors",
     "load_peft_adapter",
     "read_adapter",
+    "require_fields",
     "saved_layers",
 ]
 
@@ -84,6 +89,8 @@ def read_adapter(
     check_config_matches(config, tensors, config_path, weights_path)
     if config.get("peft_type") not in peft_types:
         raise wrong_type
+    if config.get("peft_type") == LINCHAIN:
+        check_chain_config(config, tensors, config_path, weights_path)
     return config, tensors, weights_path
 
 
@@ -130,6 +137,56 @@ def check_config_matches(config: dict, tensors: dict[str, torch.Tensor], config_
         _check_chain_fields(config, tensors, config_path, weights_path)
     elif peft_type == "LORA":
         _check_lora_rank(config, tensors, config_path, weights_path)
+
+
+#: LinChain config fields every reader needs: the tensors cannot tell alpha or use_rslora, and r sets the
+#: scaling and the exported LoRA's rank; a default in their place would give a silently wrong update
+REQUIRED_CHAIN_FIELDS = ("r", "alpha", "use_rslora")
+#: fields the tensors tell (readers of factors take them from there) but PEFT fills with LinChainConfig's
+#: defaults when loading: required by :func:`load_peft_adapter`, so eval and merge name the missing field
+PEFT_FILLED_FIELDS = ("num_mixers", "mixer_bias")
+#: PeftConfig bookkeeping that LinChainConfig sets itself
+_NOT_CHECKED = ("peft_type", "auto_mapping", "peft_version")
+
+
+def require_fields(config: dict, config_path: Path, names: tuple[str, ...]) -> None:
+    """``ValueError`` naming ``config_path`` and the first of ``names`` the config lacks."""
+    for name in names:
+        if name not in config:
+            raise ValueError(
+                f"{config_path} lacks {name!r}, which the LinChain adapter needs (save_pretrained writes it; "
+                "was the config edited?); restore it, or use the config saved with these weights"
+            )
+
+
+def check_chain_config(config: dict, tensors: dict[str, torch.Tensor], config_path: Path, weights_path: Path) -> None:
+    """A LINCHAIN config as :class:`LinChainConfig` would take it, before any reader uses it: the
+    :data:`REQUIRED_CHAIN_FIELDS` present, every known field a value LinChainConfig accepts (export copies
+    them into a LoRA config, which checks far less), and a target_modules list naming every adapted layer.
+    Raises ``ValueError`` naming ``config_path`` in one line."""
+    require_fields(config, config_path, REQUIRED_CHAIN_FIELDS)
+    known = {f.name for f in fields(LinChainConfig) if f.init} - set(_NOT_CHECKED)
+    try:
+        LinChainConfig(**{k: v for k, v in config.items() if k in known})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{config_path}: {' '.join(str(err).split())}") from None
+    _check_targets_cover(config.get("target_modules"), tensors, config_path, weights_path)
+
+
+def _check_targets_cover(targets, tensors: dict[str, torch.Tensor], config_path: Path, weights_path: Path) -> None:
+    """A list of target names must match every layer the tensors adapt (PEFT's suffix match): PEFT builds
+    only the listed layers and loads those, so a shorter list silently drops the rest of the adapter.
+    A regex string or 'all-linear' depends on the base model's module names and is left to the loader."""
+    if not isinstance(targets, list):
+        return
+    groups, _ = group_chain_tensors(tensors, source=str(weights_path))
+    for layer in sorted(groups):
+        if not any(layer == t or layer.endswith("." + t) for t in targets):
+            raise ValueError(
+                f"{config_path}: target_modules={_describe(targets)} does not cover {layer}, which "
+                f"{weights_path.name} adapts; a loader would drop that layer's factors silently. "
+                "Use the config saved with these weights"
+            )
 
 
 def _mismatch(config_path: Path, field: str, value, holds: str) -> ValueError:
@@ -323,9 +380,13 @@ def load_peft_adapter(model: torch.nn.Module, folder: Union[str, os.PathLike]):
 
     register()
     known = tuple(str(getattr(k, "value", k)) for k in PEFT_TYPE_TO_CONFIG_MAPPING)
-    _, tensors, weights_path = read_adapter(
+    config, tensors, weights_path = read_adapter(
         folder, "expected an adapter folder written by save_pretrained", peft_types=known, reader="linchain loads"
     )
+    if config["peft_type"] == LINCHAIN:
+        # PEFT fills what the config lacks with defaults, not from the tensors: name the field instead
+        # of letting the loader report a shape mismatch (or, for alpha, load a wrong scaling)
+        require_fields(config, Path(folder) / "adapter_config.json", PEFT_FILLED_FIELDS)
     check_finite(tensors.items(), str(weights_path))
     loaded = PeftModel.from_pretrained(model, str(folder))
     check_loaded_keys(loaded, tensors, weights_path)
