@@ -150,7 +150,7 @@ class AdapterArguments:
         default="kaiming",
         metadata={
             "help": "Mixer initialisation: kaiming (the reference code's, the default), orthogonal or identity "
-            "(these keep the update's effective rank; neither scored better in BENCHMARKS.md's cpu-math study)."
+            "(these keep the update's effective rank; neither scored better in BENCHMARKS.md's cpu-math or cpu-study)."
         },
     )
     freeze_mixers: bool = field(
