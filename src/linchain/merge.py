@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Optional, Union
 
 from .outputs import MIN_FREE_BYTES, OutputFolder, folder_bytes, run_of
-from .resolve import adapter_base_model, find_adapter_dir, resolve_model_path, tokenizer_source, torch_dtype
+from .resolve import (
+    adapter_base_model,
+    find_adapter_dir,
+    refuse_other_task,
+    resolve_model_path,
+    tokenizer_source,
+    torch_dtype,
+)
 
 __all__ = ["merge_adapter"]
 
@@ -27,6 +34,12 @@ def merge_adapter(
     one is replaced only with ``overwrite`` and only when it holds an earlier merge; the adapter, its
     run and a local base model never are. A NaN/inf adapter is refused before merging, naming the layer."""
     adapter = find_adapter_dir(adapter)
+    refuse_other_task(
+        adapter,
+        "CAUSAL_LM",
+        "linchain merge",
+        way="a classifier adapter is used unmerged (linchain eval --task_type seq_cls --adapter ...)",
+    )
     base_path = resolve_model_path(base_model or adapter_base_model(adapter) or "")
     if not base_path:
         raise ValueError(f"{adapter}/adapter_config.json names no base model: pass --base_model")

@@ -135,7 +135,7 @@ def adapter_base_model(adapter: Union[str, Path]) -> Optional[str]:
         raise ValueError(f"{path}: not a valid JSON adapter config ({err})") from None
 
 
-def refuse_other_task(adapter: Union[str, Path], task_type: str, command: str) -> None:
+def refuse_other_task(adapter: Union[str, Path], task_type: str, command: str, way: Optional[str] = None) -> None:
     """An adapter saved for another head (a SEQ_CLS adapter given to a causal-LM command, or the reverse)
     is refused in one line: PEFT would fail deep inside (a classifier has no generation) or load a head
     the command never scores."""
@@ -147,7 +147,8 @@ def refuse_other_task(adapter: Union[str, Path], task_type: str, command: str) -
     if saved and saved != task_type:
         other = "linchain eval --task_type seq_cls" if saved == "SEQ_CLS" else "linchain eval (without --task_type)"
         raise ValueError(
-            f"--adapter {adapter}: a {saved} adapter, and {command} evaluates {task_type} adapters; evaluate it with {other}"
+            f"--adapter {adapter}: a {saved} adapter, and {command} takes {task_type} adapters; "
+            + (way or f"evaluate it with {other}")
         )
 
 

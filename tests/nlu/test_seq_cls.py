@@ -316,6 +316,7 @@ def test_seq_cls_stops_at_a_non_finite_loss_or_weight_naming_the_step(encoder_di
     assert cli(_seq_cls_flags(encoder_dir, data, out, "--learning_rate", "1e30")) == 2
     line = _last_error(capsys)
     assert re.search(r"error: step [34]: .*training diverged and was stopped, no adapter written", line), line
+    assert "Start a new run (--overwrite replaces this one) with a lower --learning_rate" in line, line  # break-it 2
     assert not (out / "adapter_config.json").exists() and not (out / "results.json").exists()
 
 
@@ -419,3 +420,39 @@ def test_a_classifier_with_another_label_count_gets_a_new_head(encoder_dir, tmp_
     assert train_main([*argv, "--output_dir", str(tmp_path / "run")]) == 0
     result = json.loads((tmp_path / "run" / "results.json").read_text())
     assert result["label_names"] == ["neg", "pos"] and set(result["metrics"]) == {"accuracy", "f1", "matthews"}
+
+
+def test_break_it_round_two_seq_cls(encoder_dir, tmp_path, capsys, monkeypatch):
+    """Found by break-it (round 2): a Ctrl-C during the evaluation was a KeyboardInterrupt traceback;
+    `linchain merge` of a classifier adapter failed with a misleading "does not fit" message; a data
+    file with one label trained and reported 100%."""
+    from linchain.cli.main import main as cli
+    from linchain.nlu import train as nlu_train
+
+    data = _sentiment_csv(tmp_path / "sent.csv", 20)
+    base = ["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--data", data]
+    run = tmp_path / "run"
+    assert cli(["train", *base, "--max_steps", "1", "--output_dir", str(run)]) == 0
+    capsys.readouterr()
+
+    # 1. Ctrl-C while scoring: one line, status 130, no results half-written
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nlu_train, "evaluate_seq_cls", interrupted)
+    assert cli(["eval", *base, "--adapter", str(run), "--output_dir", str(tmp_path / "ev")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("linchain eval: interrupted") and not any("Traceback" in e for e in err), err
+    assert not (tmp_path / "ev" / "results.json").exists()
+    monkeypatch.undo()
+    # 2. merge names the adapter's head
+    assert cli(["merge", "--adapter", str(run), "--base_model", encoder_dir, "--output_dir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a SEQ_CLS adapter, and linchain merge takes CAUSAL_LM adapters" in err[0], err
+    assert not (tmp_path / "m").exists()
+    # 3. one label
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\n" + "".join(f"the movie {w},a\n" for w in WORDS[:10]))
+    argv = ["train", *base[:4], "--data", str(one), "--max_steps", "1", "--output_dir", str(tmp_path / "o")]
+    assert cli(argv) == 2
+    assert "hold one label (['a']); a classifier needs at least two" in capsys.readouterr().err

@@ -190,7 +190,8 @@ def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_
 def test_a_diverging_run_stops_with_an_error_and_writes_no_adapter(model_dir, data, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli(["train", *base_args(model_dir, data, out), "--learning_rate", "1e30", "--max_grad_norm", "0"]) == 2
-    assert "training diverged" in error_line(capsys, "train")
+    line = error_line(capsys, "train")
+    assert "training diverged" in line and "Start a new run" in line and "--resume continues" not in line
     assert not (out / "adapter").exists()
     for line in (out / "metrics.jsonl").read_text().splitlines():
         json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))

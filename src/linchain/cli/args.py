@@ -484,8 +484,14 @@ def _user_errors() -> tuple[type, ...]:
     )
 
 
-def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
-    """Run a command's body; a user error becomes one line on stderr and exit status 2.
+#: what a Ctrl-C outside a training loop (which saves a checkpoint itself) says: the write path has marked
+#: the output folder it held "interrupted" and kept only whole files
+INTERRUPTED = "interrupted; nothing half-written was kept (a training run continues with --resume)"
+
+
+def run_command(prog: str, body: Callable[[], Optional[int]], interrupted: str = INTERRUPTED) -> int:
+    """Run a command's body; a user error becomes one line on stderr and exit status 2, a Ctrl-C one
+    line and status 130 (``interrupted``: what that line says).
 
     SIGTERM becomes an exit through Python (status 143), so temporary folders are cleaned up."""
 
@@ -496,6 +502,11 @@ def run_command(prog: str, body: Callable[[], Optional[int]]) -> int:
         signal.signal(signal.SIGTERM, terminate)
     try:
         return int(body() or 0)
+    except KeyboardInterrupt:
+        if os.environ.get("LINCHAIN_TRACEBACK"):
+            raise
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
     except (*_user_errors(), OSError) as err:
         # a full disk, a read-only or forbidden folder met while writing is the machine's state, not a bug
         if os.environ.get("LINCHAIN_TRACEBACK") or not (

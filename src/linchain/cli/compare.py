@@ -73,11 +73,7 @@ def _bounded(text: str, limit: int = 200) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return run_command(PROG, lambda: _compare(argv))
-    except KeyboardInterrupt as err:
-        print(f"{PROG}: interrupted ({err}); run the same command again to resume", file=sys.stderr)
-        return 130
+    return run_command(PROG, lambda: _compare(argv), interrupted="interrupted; run the same command again to resume")
 
 
 if __name__ == "__main__":

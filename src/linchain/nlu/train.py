@@ -95,6 +95,11 @@ def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
     train = None
     if args.do_train:
         train = load_seq_cls(args.data, args.train_split, columns, args.label_column, args.eval_fraction, args.seed)
+        if not train.regression and len(train.label_names) < 2:  # it would "learn" to answer the one label: 100%
+            raise ValueError(
+                f"--data {args.data}: the training rows hold one label ({train.label_names}); a classifier needs "
+                "at least two"
+            )
     if args.eval_data:
         evaluation = load_seq_cls(
             args.eval_data,

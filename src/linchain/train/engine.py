@@ -219,11 +219,13 @@ class TrainingDiverged(ValueError):
 
 def _diverged(args: TrainingArguments, step: int, what: str) -> TrainingDiverged:
     good = find_complete_checkpoint(args.output_dir)
-    keep = f"the last good checkpoint is {good} (--resume continues from it)" if good else "no checkpoint was saved yet"
+    # --resume continues the same run (its rate included), so the way out is a new run at a lower rate
+    keep = f"the newest checkpoint is {good}" if good else "no checkpoint was saved yet"
     # seq_cls runs plain TrainingArguments (clipped at 1.0) and has no --max_grad_norm flag to name
     clip = ", or keep --max_grad_norm > 0" if isinstance(args, LinChainTrainingArguments) else ""
     return TrainingDiverged(
-        f"step {step}: {what}: training diverged and was stopped, no adapter written; {keep}. Lower --learning_rate{clip}"
+        f"step {step}: {what}: training diverged and was stopped, no adapter written; {keep}. Start a new run "
+        f"(--overwrite replaces this one) with a lower --learning_rate{clip}"
     )
 
 
