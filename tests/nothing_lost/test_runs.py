@@ -576,3 +576,14 @@ def test_a_damaged_marker_is_named_as_damaged(finished, tiny_model_dir, even_dat
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
     assert f"whose marker {MARKER} is damaged" in error_line(capsys, "train")
     assert tree(out) == before
+
+
+def test_resume_takes_the_same_targets_in_another_order(tiny_model_dir, even_data, finished, tmp_path, capsys):
+    """Found by break-it: a --target_modules naming the same layers in another order was refused as changed."""
+    out = _run_copy(finished, tmp_path / "run")
+    same = ["--target_modules", "down_proj, up_proj,v_proj,k_proj,q_proj"]
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), *same, "--resume"]) == 0
+    capsys.readouterr()
+    fewer = ["--target_modules", "q_proj,v_proj"]
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), *fewer, "--resume"]) == 2
+    assert "--target_modules 'q_proj,k_proj,v_proj,up_proj,down_proj' -> 'q_proj,v_proj'" in error_line(capsys, "train")

@@ -645,7 +645,7 @@ def refuse_changed_settings(out: Path, saved: dict[str, Any], now: dict[str, Any
     changed = [
         f"--{k} {_show(saved[k])} -> {_show(now[k])}"
         for k in sorted(saved)
-        if k in now and k not in not_defining and saved[k] != now[k]
+        if k in now and k not in not_defining and _setting(k, saved[k]) != _setting(k, now[k])
     ]
     if not changed:
         return
@@ -656,6 +656,14 @@ def refuse_changed_settings(out: Path, saved: dict[str, Any], now: dict[str, Any
         + (" (another --max_steps would need another learning-rate schedule)" if longer else "")
         + ", or start a new run with another --output_dir"
     )
+
+
+def _setting(name: str, value: Any) -> Any:
+    """A setting as --resume compares it: ``q_proj,v_proj`` and ``v_proj, q_proj`` adapt the same layers.
+    (text_columns is not a set for the model, whose input pairs them in order, so only target_modules is.)"""
+    if name == "target_modules" and isinstance(value, str):
+        return frozenset(t.strip() for t in value.split(",") if t.strip())
+    return value
 
 
 def _loss_record(checkpoint: Path) -> Optional[tuple[float, int]]:
