@@ -587,3 +587,13 @@ def test_resume_takes_the_same_targets_in_another_order(tiny_model_dir, even_dat
     fewer = ["--target_modules", "q_proj,v_proj"]
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), *fewer, "--resume"]) == 2
     assert "--target_modules 'q_proj,k_proj,v_proj,up_proj,down_proj' -> 'q_proj,v_proj'" in error_line(capsys, "train")
+
+
+def test_resume_ignores_the_epochs_when_max_steps_decides(tiny_model_dir, even_data, finished, tmp_path, capsys):
+    """Found by break-it: --num_train_epochs, which --max_steps overrides, was refused as a changed setting."""
+    out = _run_copy(finished, tmp_path / "run")
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--num_train_epochs", "7", "--resume"]) == 0
+    capsys.readouterr()
+    by_epochs = ["--max_steps", "-1", "--num_train_epochs", "7", "--resume"]
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), *by_epochs]) == 2  # then the length changes
+    assert "--max_steps 4 -> -1" in error_line(capsys, "train")

@@ -642,6 +642,9 @@ def check_resume(model_args: ModelArguments, data_args: DataArguments, args: Lin
 def refuse_changed_settings(out: Path, saved: dict[str, Any], now: dict[str, Any], not_defining: frozenset) -> None:
     """Refuse a --resume of the run in ``out`` when a setting of ``saved`` (the run's record) differs in
     ``now`` (both {flag name: value} with the record's types), but for those in ``not_defining``."""
+    if _positive(saved.get("max_steps")) and _positive(now.get("max_steps")):
+        # --max_steps decides the run's length (HF ignores --num_train_epochs then): not a defining setting
+        not_defining = not_defining | {"num_train_epochs"}
     changed = [
         f"--{k} {_show(saved[k])} -> {_show(now[k])}"
         for k in sorted(saved)
@@ -656,6 +659,10 @@ def refuse_changed_settings(out: Path, saved: dict[str, Any], now: dict[str, Any
         + (" (another --max_steps would need another learning-rate schedule)" if longer else "")
         + ", or start a new run with another --output_dir"
     )
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def _setting(name: str, value: Any) -> Any:
