@@ -79,7 +79,7 @@ def refuse_repeated(argv: Sequence[str], parser) -> None:
         for s in a.option_strings
         if s.startswith("--")
     }
-    seen: dict[str, str] = {}
+    seen: set[str] = set()
     for arg in argv:
         flag = arg.split("=", 1)[0]
         if flag not in dest_of:
@@ -90,7 +90,7 @@ def refuse_repeated(argv: Sequence[str], parser) -> None:
                 if dest_of[flag] not in ("data", "eval_data")
                 else f"{bounded(flag)} is given twice; this command reads one {flag}: give it once"
             )
-        seen[dest_of[flag]] = arg
+        seen.add(dest_of[flag])
 
 
 def merge_repeated(argv: list[str], flags: Sequence[str]) -> list[str]:

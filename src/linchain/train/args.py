@@ -198,7 +198,7 @@ class AdapterArguments:
             what = f"--method {self.method} has k = {fixed}" if uses_chain else f"--method {self.method} has no chain"
             raise _bad(cls, "num_mixers", self.num_mixers, f"{what}; --num_mixers is for --method linchain")
         has_mixers = uses_chain and (fixed if fixed is not None else (self.num_mixers or 0)) > 0
-        if not has_mixers and self.method in METHODS:
+        if not has_mixers:
             for name, default in (("mixer_bias", False), ("mixer_init", "kaiming")):
                 if getattr(self, name) != default:
                     raise _bad(
@@ -311,8 +311,10 @@ class AdapterArguments:
         targets = self.target_list()
         if not isinstance(targets, list):
             return  # 'all-linear', or PEFT's per-architecture default
+        from ..tuner.config import names_module
+
         names = [name for name, _ in model.named_modules()]
-        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        missing = [t for t in targets if not any(names_module(t, n) for n in names)]
         if missing:
             from ..tuner.model import linear_layer_names
 

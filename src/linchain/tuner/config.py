@@ -10,7 +10,7 @@ from peft.config import PeftConfig
 
 from .peft_compat import LINCHAIN
 
-__all__ = ["LINCHAIN", "MIXER_INITS", "InvalidValue", "LinChainConfig", "adapter_scaling"]
+__all__ = ["LINCHAIN", "MIXER_INITS", "InvalidValue", "LinChainConfig", "adapter_scaling", "names_module"]
 
 
 class InvalidValue(ValueError):
@@ -168,6 +168,13 @@ _UNSUPPORTED_LORA_FIELDS = {
     "trainable_token_indices": "train the embedding rows with PEFT's TrainableTokensConfig as a second adapter, or "
     "list the embedding in modules_to_save.",
 }
+
+
+def names_module(target: str, module_name: str) -> bool:
+    """Whether an entry of a ``target_modules`` list names the module ``module_name`` (a full dotted
+    path), by PEFT's rule for a list: the whole name, or its trailing dotted parts (``q_proj`` names
+    ``model.layers.0.self_attn.q_proj``)."""
+    return module_name == target or module_name.endswith("." + target)
 
 
 def adapter_scaling(alpha: float, r: int, use_rslora: bool = False) -> float:

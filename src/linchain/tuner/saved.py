@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .config import LINCHAIN, LinChainConfig, adapter_scaling
+from .config import LINCHAIN, LinChainConfig, adapter_scaling, names_module
 from .layer import LinChainLayer
 
 __all__ = [
@@ -181,7 +181,7 @@ def _check_targets_cover(targets, tensors: dict[str, torch.Tensor], config_path:
         return
     groups, _ = group_chain_tensors(tensors, source=str(weights_path))
     for layer in sorted(groups):
-        if not any(layer == t or layer.endswith("." + t) for t in targets):
+        if not any(names_module(t, layer) for t in targets):
             raise ValueError(
                 f"{config_path}: target_modules={_describe(targets)} does not cover {layer}, which "
                 f"{weights_path.name} adapts; a loader would drop that layer's factors silently. "
