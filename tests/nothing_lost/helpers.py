@@ -4,6 +4,7 @@ or value (no traceback), and that nothing the user did not ask to replace was to
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -33,3 +34,19 @@ def copy_adapter(adapter: Path, dest: Path, poison: str | None = None) -> Path:
         tensors[key][0, 0] = float(poison)
     save_file(tensors, str(dest / "adapter_model.safetensors"))
     return dest
+
+
+def reader_argv(command: str, folder: Path, model_dir: Path, out: Path) -> list[str]:
+    """``command`` (eval, eval-merged, export-lora, analyze or merge) reading the adapter ``folder`` on the
+    base ``model_dir`` and writing ``out``; eval scores one boolq row written beside ``out``."""
+    if command.startswith("eval"):
+        rows = out.parent / "boolq.json"
+        rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
+        argv = ["eval", "--model_name_or_path", str(model_dir), "--adapter", str(folder), "--data", str(rows)]
+        argv += ["--task", "boolq", "--scorer", "loglik", "--output_dir", str(out)]
+        return argv + (["--merge_adapter"] if command == "eval-merged" else [])
+    return {
+        "export-lora": ["export-lora", str(folder), str(out)],
+        "analyze": ["analyze", str(folder), "--out", str(out)],
+        "merge": ["merge", "--adapter", str(folder), "--base_model", str(model_dir), "--output_dir", str(out)],
+    }[command]

@@ -18,7 +18,7 @@ from linchain.io import atomic_dir, atomic_write_json
 from linchain.outputs import OutputFolder
 
 from ..train.conftest import base_args, make_rows
-from .helpers import copy_adapter, error_line, tree
+from .helpers import copy_adapter, error_line, reader_argv, tree
 
 
 @pytest.fixture
@@ -158,33 +158,10 @@ def test_temporary_folders_are_cleaned_and_outputs_get_ordinary_permissions(tmp_
 @pytest.mark.parametrize("command", ["eval", "eval-merged", "merge", "export-lora", "analyze"])
 def test_non_finite_adapters_are_refused_naming_the_layer(command, value, model_dir, adapter, tmp_path, capsys):
     bad = copy_adapter(adapter, tmp_path / "bad", poison=value)
-    rows = tmp_path / "boolq.json"
-    rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
-    argv = {
-        "eval": [
-            "eval",
-            "--model_name_or_path",
-            str(model_dir),
-            "--adapter",
-            str(bad),
-            "--data",
-            str(rows),
-            "--task",
-            "boolq",
-            "--scorer",
-            "loglik",
-            "--output_dir",
-            str(tmp_path / "e"),
-        ],
-        "merge": ["merge", "--adapter", str(bad), "--output_dir", str(tmp_path / "m")],
-        "export-lora": ["export-lora", str(bad), str(tmp_path / "x")],
-        "analyze": ["analyze", str(bad), "--out", str(tmp_path / "x")],
-    }
-    argv["eval-merged"] = argv["eval"] + ["--merge_adapter"]
-    assert cli(argv[command]) == 2
+    assert cli(reader_argv(command, bad, model_dir, tmp_path / "out")) == 2
     line = error_line(capsys, command.split("-merged")[0])
     assert "linchain_B" in line and ("NaN" if value == "nan" else "inf") in line
-    assert not (tmp_path / "e").exists() and not (tmp_path / "m").exists() and not (tmp_path / "x").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_diverging_run_stops_with_an_error_and_writes_no_adapter(model_dir, data, tmp_path, capsys):
@@ -336,25 +313,5 @@ def _unknown_type(adapter, tmp_path):
 @pytest.mark.parametrize("command", ["eval", "merge"])
 def test_broken_adapter_folders_are_named(command, make, model_dir, adapter, tmp_path, capsys):
     bad, message = make(adapter, tmp_path)
-    rows = tmp_path / "boolq.json"
-    rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
-    argv = {
-        "eval": [
-            "eval",
-            "--model_name_or_path",
-            str(model_dir),
-            "--adapter",
-            str(bad),
-            "--data",
-            str(rows),
-            "--task",
-            "boolq",
-            "--scorer",
-            "loglik",
-            "--output_dir",
-            str(tmp_path / "e"),
-        ],
-        "merge": ["merge", "--adapter", str(bad), "--base_model", str(model_dir), "--output_dir", str(tmp_path / "m")],
-    }
-    assert cli(argv[command]) == 2
+    assert cli(reader_argv(command, bad, model_dir, tmp_path / "out")) == 2
     assert message in error_line(capsys, command)

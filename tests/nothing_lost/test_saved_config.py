@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from linchain import LinChainConfig
 from linchain.cli.main import main as cli
 
-from .helpers import copy_adapter, error_line
+from .helpers import copy_adapter, error_line, reader_argv
 
 COMMANDS = ["export-lora", "analyze", "merge", "eval"]
 
@@ -30,30 +30,9 @@ def _edited(adapter: Path, dest: Path, drop: str = "", **values) -> Path:
     return folder
 
 
-def _argv(command: str, folder: Path, model_dir: Path, tmp_path: Path) -> list[str]:
-    """``command`` reading the adapter ``folder`` and writing under tmp_path/out."""
-    out = str(tmp_path / "out")
-    if command == "eval":
-        rows = tmp_path / "boolq.json"
-        rows.write_text(json.dumps([{"instruction": "Is it?", "input": "", "output": "true", "answer": "true"}]))
-        return ["eval", "--model_name_or_path", str(model_dir), "--adapter", str(folder), "--data", str(rows)] + [
-            "--task",
-            "boolq",
-            "--scorer",
-            "loglik",
-            "--output_dir",
-            out,
-        ]
-    return {
-        "export-lora": ["export-lora", str(folder), out],
-        "analyze": ["analyze", str(folder), "--out", out],
-        "merge": ["merge", "--adapter", str(folder), "--base_model", str(model_dir), "--output_dir", out],
-    }[command]
-
-
 def _refused(command: str, folder: Path, model_dir: Path, tmp_path: Path, capsys) -> str:
     """Run ``command`` on ``folder``: exit 2, one error line (returned), nothing written."""
-    assert cli(_argv(command, folder, model_dir, tmp_path)) == 2
+    assert cli(reader_argv(command, folder, model_dir, tmp_path / "out")) == 2
     line = error_line(capsys, command)
     assert not (tmp_path / "out").exists()
     return line
