@@ -107,6 +107,36 @@ def test_fp32_matches_reference_path_and_float64(k, bias, p, base):
         torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
+FROZEN = {
+    "mixers": lambda name: "linchain_mixers" in name,  # --freeze_mixers, the frozen-mixer control
+    "first mixer": lambda name: "linchain_mixers.default.0." in name,
+    "last mixer weight": lambda name: name.endswith("linchain_mixers.default.1.weight"),
+    "A": lambda name: "linchain_A" in name,
+    "B": lambda name: "linchain_B" in name,
+}
+
+
+@pytest.mark.parametrize("frozen", sorted(FROZEN))
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("k", [2, 3])
+def test_frozen_parts_match_the_reference_path(k, bias, frozen):
+    """The Function folds the chain and differentiates it itself (chain.py): with any part frozen, the
+    gradients of the rest equal the reference path's (autograd through the fold)."""
+    torch.manual_seed(3)
+    layer = _layer(nn.Linear(24, 20), k, bias, 0.1)
+    for name, param in layer.named_parameters():
+        if FROZEN[frozen](name):
+            param.requires_grad_(False)
+    x = torch.randn(2, 7, 24, requires_grad=True)
+    y, grads, path = _run(layer, x, True)
+    y_ref, grads_ref, _ = _run(layer, x, False)
+    assert path == "_FusedLinChainBackward"
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    assert len(grads) == len(grads_ref) == 1 + sum(q.requires_grad for q in layer.parameters())
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("k,bias", [(0, False), (3, True)])
 def test_float64_exact(k, bias):
     torch.manual_seed(1)

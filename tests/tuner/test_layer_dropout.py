@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from linchain import LinChainLayer
+from linchain.tuner import dropout
 from linchain.tuner.dropout import _SPARSE_DROP_MAX_P, _draw_dropped, _DropoutLinear
 from tests.conftest import TEST_DTYPES
 
@@ -87,9 +88,11 @@ def test_draw_is_bernoulli(p, device):
         assert bool((drop[1:] > drop[:-1]).all()) and drop[0] >= 0 and drop[-1] < n
 
 
-def test_draw_edges_and_tiny_p():
+def test_draw_edges_and_tiny_p(monkeypatch):
     """The first and last element are dropped with probability p (no off-by-one at either end);
-    a vanishing p draws nothing without overflowing."""
+    a vanishing p draws nothing without overflowing. (The position draw on tensors this small:
+    by default they take the bool mask, see the next test.)"""
+    monkeypatch.setattr(dropout, "_SPARSE_DROP_MIN_NUMEL", 0)
     torch.manual_seed(7)
     x = torch.empty(10)
     hits = torch.zeros(10)
@@ -99,6 +102,13 @@ def test_draw_edges_and_tiny_p():
     sd = math.sqrt(0.2 * 0.8 / trials)
     assert (hits / trials - 0.2).abs().max() < 6 * sd
     assert len(_draw_dropped(torch.empty(1000), 1e-300)) == 0
+
+
+def test_small_tensors_draw_a_mask_large_ones_positions():
+    """Below 4,096 elements one bernoulli_ is cheaper than the position draw's dozen small ops."""
+    assert _draw_dropped(torch.empty(4095), 0.05).dtype == torch.bool
+    assert _draw_dropped(torch.empty(4096), 0.05).dtype == torch.int64
+    assert _draw_dropped(torch.empty(4096), 0.3).dtype == torch.bool  # p above the sparse limit
 
 
 def test_draw_extends_when_the_first_batch_falls_short():

@@ -31,13 +31,16 @@ def dropout_linear(x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Ten
 #: (a gap costs a float64 uniform, a log and an index write, a few times one element of
 #: ``rand_like(x) < p``: listing positions stops paying off somewhere around p = 0.25).
 _SPARSE_DROP_MAX_P = 0.25
+#: ... and below this many elements: the position draw's dozen small ops cost more than one
+#: ``bernoulli_`` over a small tensor (2,048 elements: ~20 us vs ~10 us; 8,192: ~18 us vs ~33 us).
+_SPARSE_DROP_MIN_NUMEL = 4096
 
 
 def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None) -> torch.Tensor:
     """Which elements of ``x`` dropout removes, each independently with probability ``p``.
 
-    Returns a bool mask shaped like ``x`` (accelerators, ``p`` > 0.25, or under torch.compile), or,
-    on CPU, the sorted flat indices (int64, into ``x`` in C order) of the dropped elements. Why the
+    Returns a bool mask shaped like ``x`` (accelerators, ``p`` > 0.25, fewer than 4,096 elements, or
+    under torch.compile), or, on CPU, the sorted flat indices (int64, into ``x`` in C order) of the dropped elements. Why the
     indices: on CPU one uniform draw per element (``rand_like(x) < p``) is the single largest cost
     of a LoRA-style layer with dropout 0.05, ~4 ns an element, serial. The gaps between successive
     dropped positions of an i.i.d. Bernoulli(p) sequence are i.i.d. Geometric(p), so drawing ~n*p
@@ -52,7 +55,7 @@ def _draw_dropped(x: torch.Tensor, p: float, _first_batch: Optional[int] = None)
     """
     if torch.compiler.is_compiling():
         return torch.rand_like(x) < p  # dropped where uniform < p, as torch's own bernoulli
-    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P:
+    if x.device.type != "cpu" or p > _SPARSE_DROP_MAX_P or x.numel() < _SPARSE_DROP_MIN_NUMEL:
         # one kernel writing the 1-byte mask (rand_like + compare are two, with a T-sized float between)
         return torch.empty_like(x, dtype=torch.bool).bernoulli_(p)
     n = x.numel()

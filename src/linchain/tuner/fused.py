@@ -4,8 +4,9 @@ For a plain frozen ``nn.Linear`` / ``Conv1D`` base and one active adapter, the l
 
     y = x W0^T + b0 + (s * ((x * keep / (1 - p)) A_f^T) + s * c) B^T
 
-with ``A_f = M_k ... M_1 A`` and ``c`` the chain's constant (``LinChainLayer._fold``, outside this
-Function: autograd differentiates the fold, O(k r^3 + r^2 in) a step). Shapes (``T`` tokens):
+with ``A_f = M_k ... M_1 A`` and ``c`` the chain's constant, folded inside the Function (chain.py: the
+same products as ``LinChainLayer._fold``, O(k r^3 + r^2 in) a step, differentiated by hand, so the
+layer records one autograd node instead of one per product). Shapes (``T`` tokens):
 ``x`` (T, in), ``W0`` (out, in) (``Conv1D``: (in, out)), ``A_f`` (r, in), ``c`` (r,), ``B`` (out, r).
 
 What fusing buys over the reference path (``nn.Linear`` modules and separate ops, one autograd node
@@ -24,7 +25,7 @@ differs, so results agree to rounding (tests: fp32 within 1e-5, float64 within 1
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from torch.nn import functional as F
 from torch.nn.modules import module as _module
 from transformers.pytorch_utils import Conv1D
 
+from .chain import chain_backward, chain_product
 from .dropout import _dropped_copy, _zero_dropped_
 
 __all__ = ["enabled", "use_fused", "fusable_base", "fused_forward", "global_hooks"]
@@ -85,21 +87,23 @@ def fusable_base(base: nn.Module) -> bool:
 def fused_forward(
     x: torch.Tensor,
     base: nn.Module,
-    A_f: torch.Tensor,
-    c: Optional[torch.Tensor],
+    A: torch.Tensor,
+    mixers: Sequence[tuple[torch.Tensor, Optional[torch.Tensor]]],
     B: torch.Tensor,
     scale: float,
     p: float,
     drop: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    """``base(x) + s * B((dropout(x)) A_f^T + c)`` for a :func:`fusable_base` ``base``: (..., in) -> (..., out).
+    """``base(x) + s * B(M_k(...M_1(A dropout(x))...))`` for a :func:`fusable_base` ``base``: (..., in) -> (..., out).
 
-    ``drop``: the dropout record (``dropout._draw_dropped``) or None; ``p`` its probability.
-    Returns the base output's dtype; the adapter computes in ``A_f``'s dtype.
+    ``mixers``: [(weight (r, r), bias (r,) or None)] in application order (chain.py); ``drop``: the
+    dropout record (``dropout._draw_dropped``) or None; ``p`` its probability. Returns the base
+    output's dtype; the adapter computes in ``A``'s dtype.
     """
     fan_in_fan_out = isinstance(base, Conv1D)
     keep_scale = 1.0 / (1.0 - p) if drop is not None else 1.0
-    return _FusedLinChain.apply(x, base.weight, base.bias, A_f, c, B, scale, keep_scale, drop, fan_in_fan_out)
+    flat = [t for pair in mixers for t in pair]  # W_1, b_1, W_2, b_2, ... (a missing bias is None)
+    return _FusedLinChain.apply(x, base.weight, base.bias, A, B, scale, keep_scale, drop, fan_in_fan_out, *flat)
 
 
 def _base_product(
@@ -111,22 +115,36 @@ def _base_product(
     return F.linear(x2, weight, bias)
 
 
+#: positional inputs of _FusedLinChain before the mixers' tensors
+_N_FIXED = 9
+
+
 class _FusedLinChain(torch.autograd.Function):
     """y = x W0^T + b0 + (s' (x_d A_f^T) + s c) B^T, x_d = x with the ``drop`` elements zeroed, s' = s / (1 - p).
 
-    Forward: the base product (one GEMM, bias fused), h = s' x_d A_f^T (+ s c) in the adapter's dtype
-    (T, r), then ``y += h B^T`` in place (``addmm_`` when the dtypes agree). Backward, from grad_y:
-    g = grad_y in the adapter's dtype; grad_B = g^T h; g_h = g B; grad_c = s * sum_T g_h;
-    grad_A_f = s' g_h^T x_d; grad_x = grad_y W0 + mask(s' g_h A_f), accumulated in one buffer.
+    Forward: the chain folded onto A (``A_f = M_k ... M_1 A`` and its constant ``c``, chain.py, not
+    recorded by autograd), the base product (one GEMM, bias fused), h = s' x_d A_f^T (+ s c) in the
+    adapter's dtype (T, r), then ``y += h B^T`` in place (``addmm_`` when the dtypes agree).
+    Backward, from grad_y: g = grad_y in the adapter's dtype; grad_B = g^T h; g_h = g B;
+    grad_c = s * sum_T g_h; grad_A_f = s' g_h^T x_d; grad_A = (M_k ... M_1)^T grad_A_f and the
+    mixers' gradients from grad_A_f A^T and grad_c (chain.chain_backward);
+    grad_x = grad_y W0 + mask(s' g_h A_f), accumulated in one buffer.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, A_f, c, B, scale, keep_scale, drop, fan_in_fan_out):
+    def forward(ctx, x, weight, bias, A, B, scale, keep_scale, drop, fan_in_fan_out, *mixers):
         in_features = x.shape[-1]
         x2 = x.reshape(-1, in_features)
-        # 1. the base product, bias fused into the GEMM
+        # 1. the chain folded onto A, once per call: O(k r^3 + r^2 in), no autograd nodes
+        Ws, bs = mixers[0::2], mixers[1::2]
+        if Ws:
+            Ms, cs = chain_product(list(zip(Ws, bs)))
+            A_f, c = Ms[-1] @ A, cs[-1]
+        else:
+            Ms, cs, A_f, c = [], [], A, None
+        # 2. the base product, bias fused into the GEMM
         y = _base_product(x2, weight, bias, fan_in_fan_out)
-        # 2. the adapter's (T, r) activations, in the adapter's dtype
+        # 3. the adapter's (T, r) activations, in the adapter's dtype
         dtype = A_f.dtype
         xa = x2 if x2.dtype == dtype else x2.to(dtype)
         xd = (
@@ -138,42 +156,48 @@ class _FusedLinChain(torch.autograd.Function):
         h.mul_(scale * keep_scale)  # fresh (T, r): both scales in one pass over the small tensor
         if c is not None:
             h.add_(c, alpha=scale)
-        # 3. y += h B^T, in the base output's buffer
+        # 4. y += h B^T, in the base output's buffer
         if y.dtype == dtype:
             y.addmm_(h, B.t())
         else:
             y.add_(h @ B.t())  # adapter-dtype product rounded once into the base dtype
         # what backward keeps: a bool mask record keeps x itself (alive anyway: q, k and v share it) and
-        # the 1-byte mask; dropped positions (CPU) keep the dropped copy, as dropout.py explains
+        # the 1-byte mask; dropped positions (CPU) keep the dropped copy, as dropout.py explains. The
+        # chain's prefixes are (r, r) and (r,): what chain_backward needs.
         keep_x = xd if (drop is not None and drop.dtype != torch.bool) else x2
-        ctx.save_for_backward(keep_x, weight, A_f, B, h, drop)
+        ctx.save_for_backward(keep_x, weight, A, A_f, B, h, drop, *Ws, *Ms, *cs)
         ctx.scale, ctx.keep_scale, ctx.fan_in_fan_out = scale, keep_scale, fan_in_fan_out
-        ctx.has_c = c is not None
+        ctx.k, ctx.has_c = len(Ws), c is not None
         ctx.x_shape = x.shape
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_y):
-        keep_x, weight, A_f, B, h, drop = ctx.saved_tensors
+        keep_x, weight, A, A_f, B, h, drop, *chain = ctx.saved_tensors
+        k = ctx.k
+        Ws, Ms, cs = chain[:k], chain[k : 2 * k], chain[2 * k :]
         dtype = A_f.dtype
         gy = grad_y.reshape(-1, grad_y.shape[-1])
         g = gy if gy.dtype == dtype else gy.to(dtype)
-        need_x, _, _, need_A, need_c, need_B = ctx.needs_input_grad[:6]
-        grad_x = grad_A = grad_c = grad_B = None
+        need_x, need_A, need_B = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        need_W = ctx.needs_input_grad[_N_FIXED::2]
+        need_b = ctx.needs_input_grad[_N_FIXED + 1 :: 2]
+        need_A_f = need_A or any(need_W)
+        grad_x = grad_A = grad_B = None
         if need_B:
             grad_B = g.t() @ h  # (out, r)
         g_h = g @ B  # (T, r)
-        if need_c and ctx.has_c:
-            grad_c = g_h.sum(0) * ctx.scale
+        grad_c = g_h.sum(0) * ctx.scale if ctx.has_c and (any(need_W) or any(need_b)) else None
         g_h.mul_(ctx.scale * ctx.keep_scale)
         mask = None
         if drop is not None and drop.dtype == torch.bool:
             mask = drop.reshape(-1, keep_x.shape[-1])
-        if need_A:
+        grad_A_f = None
+        if need_A_f:
             xd = keep_x if keep_x.dtype == dtype else keep_x.to(dtype)
             if mask is not None:  # the record kept x itself: rebuild the dropped copy (one pass)
                 xd = _dropped_copy(xd, mask)
-            grad_A = g_h.t() @ xd  # (r, in)
+            grad_A_f = g_h.t() @ xd  # (r, in)
         if need_x:
             ga = g_h @ A_f  # (T, in): the adapter's share, masked, then the base's added in the same buffer
             if drop is not None:
@@ -184,4 +208,14 @@ class _FusedLinChain(torch.autograd.Function):
             else:
                 grad_x = (gy @ base_w).add_(ga)
             grad_x = grad_x.reshape(ctx.x_shape)
-        return grad_x, None, None, grad_A, grad_c, grad_B, None, None, None, None
+        grad_mixers: list[Optional[torch.Tensor]] = []
+        if k == 0:
+            grad_A = grad_A_f if need_A else None
+        else:
+            # A_f = M_k A: grad_A = M_k^T grad_A_f, grad_M_k = grad_A_f A^T, then down the chain
+            if need_A:
+                grad_A = Ms[-1].t() @ grad_A_f
+            grad_M = grad_A_f @ A.t() if any(need_W) else None
+            grad_W, grad_b = chain_backward(Ws, Ms, cs, grad_M, grad_c, need_W, need_b)
+            grad_mixers = [t for pair in zip(grad_W, grad_b) for t in pair]
+        return (grad_x, None, None, grad_A, grad_B, None, None, None, None, *grad_mixers)

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 from . import fused
+from .chain import chain_product
 from .config import MIXER_INITS, adapter_scaling
 from .dropout import _draw_dropped, dropout_linear
 from .quant import dequantized_weight, float_dtype, store_weight_
@@ -40,6 +41,11 @@ def refuse_rank_above_layer() -> Iterator[None]:
 SUPPORTED_BASE_LAYERS = (nn.Linear, Conv1D)
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether ``module`` has a forward hook or pre-hook of its own."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def _in_out_features(base_layer: nn.Module) -> tuple[int, int]:
@@ -207,17 +213,14 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         def cast(t: torch.Tensor) -> torch.Tensor:
             return t.float() if upcast and t.dtype in _LOW_PRECISION else t
 
-        M: Optional[torch.Tensor] = None
-        c: Optional[torch.Tensor] = None
-        for mixer in self.linchain_mixers[adapter_name]:
-            W, b = cast(mixer.weight), mixer.bias
-            M = W if M is None else W @ M  # (r, r)
-            if b is not None:
-                c = cast(b) if c is None else torch.addmv(cast(b), W, c)  # W c + b in one op
-            elif c is not None:
-                c = W @ c
+        mixers = [
+            (cast(m.weight), None if m.bias is None else cast(m.bias)) for m in self.linchain_mixers[adapter_name]
+        ]
         A = cast(self.linchain_A[adapter_name].weight)
-        return (A if M is None else M @ A), c
+        if not mixers:
+            return A, None
+        Ms, cs = chain_product(mixers)
+        return Ms[-1] @ A, cs[-1]
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
         """The dense update ``s * B M_k ... M_1 A``, shaped like the base weight.
@@ -343,16 +346,21 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         """
         if not fused.enabled() or args or kwargs or not self.cast_input_dtype_enabled:
             return None  # (input casting off: the reference path leaves x's dtype as LoRA does)
-        names = [n for n in self.active_adapters if n in self.linchain_A]
-        if len(names) != 1 or torch.is_autocast_enabled(x.device.type):
+        adapters = self.linchain_A
+        names = [n for n in self.active_adapters if n in adapters]
+        if len(names) != 1 or not x.dtype.is_floating_point or torch.is_autocast_enabled(x.device.type):
             return None
-        if not fused.fusable_base(self.base_layer) or not x.dtype.is_floating_point:
+        if not fused.fusable_base(self.base_layer):  # (global hooks included: no need to look again below)
             return None
-        if not isinstance(self.linchain_dropout[names[0]], (nn.Dropout, nn.Identity)):
+        name = names[0]
+        dropout = self.linchain_dropout[name]
+        if not isinstance(dropout, (nn.Dropout, nn.Identity)):
             return None  # a dropout module of the user's: the reference path applies it as given
-        if self._adapter_hooked(names[0]):
+        if _hooked(dropout) or _hooked(adapters[name]) or _hooked(self.linchain_B[name]):
             return None  # hooks on the adapter's modules: the reference path calls those modules
-        return names[0]
+        if any(_hooked(m) for m in self.linchain_mixers[name]):
+            return None
+        return name
 
     def _adapter_hooked(self, name: str) -> bool:
         """Whether a forward hook (the module's own or a global one) would see adapter ``name``'s modules."""
@@ -364,17 +372,17 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             *self.linchain_mixers[name],
             self.linchain_B[name],
         )
-        return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+        return any(_hooked(m) for m in modules)
 
     def _fused_output(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """``base_layer(x) + s * B(M_k(...M_1(A(dropout(x)))...))`` in one autograd Function (fused.py)."""
-        A_f, c = self._fold(name)
         p = self._active_dropout_p(name)
         # drawn here, with or without autograd, so a checkpoint recompute draws the same elements
         drop = _draw_dropped(x, p) if p > 0 else None
-        return fused.fused_forward(
-            x, self.base_layer, A_f, c, self.linchain_B[name].weight, self.scaling[name], p, drop
-        )
+        # the Function folds the chain itself (chain.py), recording one autograd node for the layer
+        mixers = [(m.weight, m.bias) for m in self.linchain_mixers[name]]
+        A, B = self.linchain_A[name].weight, self.linchain_B[name].weight
+        return fused.fused_forward(x, self.base_layer, A, mixers, B, self.scaling[name], p, drop)
 
     def _active_dropout_p(self, name: str) -> float:
         """The probability the layer's own ``nn.Dropout`` of adapter ``name`` drops with now (0.0: inactive)."""
