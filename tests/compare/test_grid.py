@@ -230,7 +230,7 @@ def test_tiny_llama_end_to_end_and_resume(tiny_model_dir, boolq_dir, tmp_path):
     c = report["comparisons"][0]
     assert set(c) >= {"difference", "ci_low", "ci_high", "p_value", "verdict", "min_detectable_difference"}
     assert (
-        report["schema_version"] == 1
+        report["schema_version"] == 2
         and json.loads((out / "report.json").read_text())["comparisons"][0]["verdict"] == c["verdict"]
     )
     # frozen mixers: fewer trainable parameters than the same chain would have, more than LoRA at r=2 (A, B only)
@@ -382,6 +382,28 @@ def test_report_only_reports_the_finished_steps_and_runs_nothing(boolq_dir, tmp_
     assert report["methods"]["linchain-k3"]["seeds"] == [0, 1]
     assert report["comparisons"][0]["paired_seeds"] == [0]
     assert "Not run yet (2 steps" in md.read_text() and "not run |" in md.read_text()
+
+
+def test_the_report_names_each_methods_seeds_and_gives_no_spread_for_one(boolq_dir, tmp_path):
+    """Found while three seeds ran: a one-seed method read "49.0 ± 0.0" (a spread of one seed is unknown,
+    not 0), and a method paired on fewer seeds than the baseline's mean averages gave unlabelled per-seed
+    differences. Each row now names its seeds, one seed shows the mean alone, and each per-seed
+    difference is named by its seed."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()  # lora: seed 0 only
+    report, md = compare(
+        *parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval
+    )
+    text = md.read_text()
+    lora_row = next(line for line in text.splitlines() if line.startswith("| lora |"))
+    k3_row = next(line for line in text.splitlines() if line.startswith("| linchain-k3 | 0.01 |"))
+    # lora: 10 of 40 right at seed 0; linchain-k3: 30 of 40 at both seeds (Fakes)
+    assert "| 0 |" in lora_row and "**25.0**" in lora_row and "±" not in lora_row
+    assert "| 0,1 |" in k3_row and "**75.0 ± 0.0**" in k3_row  # two equal seeds: a measured spread of 0
+    assert report["methods"]["lora"]["average"] == [0.25, None]
+    comparison = next(line for line in text.splitlines() if line.startswith("| linchain-k3 | 0 |"))
+    assert comparison.endswith("| 0: +50.0 |")
 
 
 def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):

@@ -14,7 +14,8 @@ from .stats import paired_comparison
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "loss_auc", "markdown", "smooth", "steps_to_target", "write_report"]
 
-REPORT_SCHEMA_VERSION = 1
+#: 2: a mean over one seed has std null (it was 0.0)
+REPORT_SCHEMA_VERSION = 2
 
 
 # ---------------------------------------------------------------------------------------- convergence
@@ -42,11 +43,12 @@ def loss_auc(losses: Sequence[tuple[int, float]]) -> Optional[float]:
     return area / (losses[-1][0] - losses[0][0])
 
 
-def _mean_std(values: Sequence[float]) -> Optional[list[float]]:
+def _mean_std(values: Sequence[float]) -> Optional[list[Optional[float]]]:
+    """[mean, sample std] of the values given, std None for a single value (a spread of one seed is unknown, not 0)."""
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None]
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -223,12 +225,19 @@ def _test_rows(grid: GridResult) -> Optional[dict]:
 
 
 # ---------------------------------------------------------------------------------------- markdown
-def _pct(ms: Optional[Sequence[float]]) -> str:
-    return "-" if ms is None else f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
+def _pct(ms: Optional[Sequence[Optional[float]]]) -> str:
+    return _num(None if ms is None else [100 * v if v is not None else None for v in ms], ".1f")
 
 
-def _num(ms: Optional[Sequence[float]], fmt: str = ".3f") -> str:
-    return "-" if ms is None else f"{ms[0]:{fmt}} ± {ms[1]:{fmt}}"
+def _num(ms: Optional[Sequence[Optional[float]]], fmt: str = ".3f") -> str:
+    """``mean ± std``; the mean alone for one seed (its spread is unknown)."""
+    if ms is None:
+        return "-"
+    return f"{ms[0]:{fmt}}" if ms[1] is None else f"{ms[0]:{fmt}} ± {ms[1]:{fmt}}"
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    return ",".join(str(s) for s in seeds) if seeds else "-"
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -261,8 +270,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Accuracy (%), mean ± std over seeds",
         "",
-        _row(["method", "lr", "params", *tasks, "average"]),
-        _row(["---", "---:", "---:", *["---:"] * (len(tasks) + 1)]),
+        _row(["method", "lr", "params", "seeds", *tasks, "average"]),
+        _row(["---", "---:", "---:", "---", *["---:"] * (len(tasks) + 1)]),
     ]
     # every row has the header's cells: with no test scores at all (every test step failed) the table
     # has no task columns, and a row's cells are joined from a list, never spliced from strings
@@ -272,6 +281,7 @@ def markdown(report: dict[str, Any]) -> str:
             _row(
                 [
                     "majority label (prior)",
+                    "",
                     "",
                     "",
                     *(f"{100 * p['per_task'][t]:.1f}" for t in tasks),
@@ -287,6 +297,7 @@ def markdown(report: dict[str, Any]) -> str:
                     "base model (no fine-tuning)",
                     "",
                     "0",
+                    "",
                     *(f"{100 * b['per_task'][t]:.1f}" for t in tasks),
                     f"{100 * b['average']:.1f}",
                 ]
@@ -296,7 +307,16 @@ def markdown(report: dict[str, Any]) -> str:
         params = f"{m['trainable_params']:,}" if m["trainable_params"] else "-"
         lr = "-" if m["learning_rate"] is None else f"{m['learning_rate']:g}"
         lines.append(
-            _row([name, lr, params, *(_pct(m["per_task"].get(t)) for t in tasks), f"**{_pct(m['average'])}**"])
+            _row(
+                [
+                    name,
+                    lr,
+                    params,
+                    _seed_list(m["seeds"]),
+                    *(_pct(m["per_task"].get(t)) for t in tasks),
+                    f"**{_pct(m['average'])}**",
+                ]
+            )
         )
     if not tasks:
         lines += ["", "No test scores: every test step failed or has not run (see Failures below)."]
@@ -304,15 +324,17 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"## Against {s['baseline']} (paired over the same test rows and seeds)",
         "",
-        "| method | difference (points) | 95% CI | p | verdict | detectable at this n | per seed |",
-        "|---|---:|---|---:|---|---:|---|",
+        "| method | seeds paired | difference (points) | 95% CI | p | verdict | detectable at this n | per seed |",
+        "|---|---|---:|---|---:|---|---:|---|",
     ]
     for c in report["comparisons"]:
+        # each per-seed difference named by its seed: with seeds still running, a method pairs with
+        # fewer of the baseline's seeds than the accuracy table above averages over
+        per_seed = ", ".join(f"{seed}: {100 * d:+.1f}" for seed, d in zip(c["paired_seeds"], c["per_seed_difference"]))
         lines.append(
-            f"| {c['method']} | {100 * c['difference']:+.1f} | [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] | "
-            f"{c['p_value']:.3g} | **{c['verdict']}** | ±{100 * c['min_detectable_difference']:.1f} | "
-            + ", ".join(f"{100 * d:+.1f}" for d in c["per_seed_difference"])
-            + " |"
+            f"| {c['method']} | {_seed_list(c['paired_seeds'])} | {100 * c['difference']:+.1f} | "
+            f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] | "
+            f"{c['p_value']:.3g} | **{c['verdict']}** | ±{100 * c['min_detectable_difference']:.1f} | {per_seed} |"
         )
     lines += [
         "",
