@@ -350,16 +350,14 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         names = [n for n in self.active_adapters if n in adapters]
         if len(names) != 1 or not x.dtype.is_floating_point or torch.is_autocast_enabled(x.device.type):
             return None
-        if not fused.fusable_base(self.base_layer):  # (global hooks included: no need to look again below)
+        if not fused.fusable_base(self.base_layer):
             return None
         name = names[0]
         dropout = self.linchain_dropout[name]
         if not isinstance(dropout, (nn.Dropout, nn.Identity)):
             return None  # a dropout module of the user's: the reference path applies it as given
-        if _hooked(dropout) or _hooked(adapters[name]) or _hooked(self.linchain_B[name]):
+        if self._adapter_hooked(name):
             return None  # hooks on the adapter's modules: the reference path calls those modules
-        if any(_hooked(m) for m in self.linchain_mixers[name]):
-            return None
         return name
 
     def _adapter_hooked(self, name: str) -> bool:
