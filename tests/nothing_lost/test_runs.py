@@ -218,6 +218,33 @@ def test_resume_refuses_changed_settings_naming_each(
     )
 
 
+def test_resume_without_flags_continues_with_the_runs_own_settings(
+    tiny_model_dir, even_data, finished, tmp_path, capsys
+):
+    """Found by the break-it check (issue 21): `linchain train --output_dir RUN --resume` listed every
+    setting the run had been given (model, data, rate ...) as "changed" and told the user to drop
+    flags they had not given. The run's train_config.yaml now stands in for --config: what is not given
+    keeps the run's value, and a flag given with another value is still refused."""
+    out = _run_copy(finished, tmp_path / "run")
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert (
+        saved["learning_rate"] != 5e-5 and saved["max_steps"] == 4
+    )  # not train's defaults: they must come from the run
+    assert cli(["train", "--output_dir", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "settings not given on the command line are the run's own" in err and "Traceback" not in err
+    assert yaml.safe_load((out / "train_config.yaml").read_text()) == saved
+    # a flag given with another value: refused as before, naming it
+    before = tree(out)
+    assert cli(["train", "--output_dir", str(out), "--resume", "--learning_rate", "0.5"]) == 2
+    assert "--learning_rate 0.01 -> 0.5" in error_line(capsys, "train") and tree(out) == before
+    # --config given: the user's file, as given (the run's record does not stand in)
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(yaml.safe_dump({"output_dir": str(out)}))
+    assert cli(["train", "--config", str(cfg), "--resume"]) == 2
+    assert "was trained with other settings" in error_line(capsys, "train") and tree(out) == before
+
+
 def test_resume_with_an_unreadable_train_config_is_one_line(tiny_model_dir, even_data, finished, tmp_path, capsys):
     out = _run_copy(finished, tmp_path / "run")
     (out / "train_config.yaml").write_text("learning_rate: [0.01\n")

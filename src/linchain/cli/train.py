@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .args import _config_values, parse, pop_task_type, run_command
@@ -45,18 +46,51 @@ def _say_ignored(argv: Sequence[str]) -> None:
 
 
 def parse_args(argv: Sequence[str]):
-    """(ModelArguments, DataArguments, LinChainTrainingArguments) from flags and an optional YAML file."""
+    """(ModelArguments, DataArguments, LinChainTrainingArguments) from flags and an optional YAML file.
+
+    ``--resume`` without ``--config``: the run's own train_config.yaml stands in for one, so a setting
+    not given on the command line keeps the run's value (a resumed run continues with its own
+    settings), and only a flag given with another value is refused as a change (check_resume).
+    """
     from ..train.args import DataArguments, LinChainTrainingArguments, ModelArguments
 
-    _say_ignored(argv)
-    # a run's train_config.yaml also records the resolved model folder; --config reads it back
-    return parse(
-        argv,
-        (ModelArguments, DataArguments, LinChainTrainingArguments),
-        PROG,
-        ignore_config_keys=("resolved_model_path", *LAUNCH_KEYS),
-        task_type="causal_lm",
-    )
+    def _parse(argv: Sequence[str]):
+        _say_ignored(argv)
+        # a run's train_config.yaml also records the resolved model folder; --config reads it back
+        return parse(
+            argv,
+            (ModelArguments, DataArguments, LinChainTrainingArguments),
+            PROG,
+            ignore_config_keys=("resolved_model_path", *LAUNCH_KEYS),
+            task_type="causal_lm",
+        )
+
+    parsed = _parse(argv)
+    record = _run_record(argv, parsed[2])
+    if record is None:
+        return parsed
+    try:
+        parsed = _parse(["--config", str(record), *argv])
+    except ValueError as err:  # a record from another version: the flags alone, compared with it as before
+        print(
+            f"{PROG}: --resume: the run's settings in {record} cannot stand in for flags not given "
+            f"({str(err).splitlines()[0][:200]}); the flags given are compared with them as they are",
+            file=sys.stderr,
+            flush=True,
+        )
+        return parsed
+    print(f"{PROG}: --resume: settings not given on the command line are the run's own ({record})", file=sys.stderr)
+    return parsed
+
+
+def _run_record(argv: Sequence[str], train_args) -> Optional[Path]:
+    """The train_config.yaml of the run a ``--resume`` without ``--config`` continues, or None."""
+    if not train_args.resume or any(a == "--config" or a.startswith("--config=") for a in argv):
+        return None
+    from .. import runs
+
+    record = Path(train_args.output_dir) / runs.CONFIG
+    return record if record.is_file() else None
 
 
 def _train(argv: list[str]) -> int:

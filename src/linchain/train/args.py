@@ -517,7 +517,11 @@ class LinChainTrainingArguments(TrainingArguments):
         default="runs/default", metadata={"help": "Where the adapter, metrics, plot and checkpoints go."}
     )
     resume: bool = field(
-        default=False, metadata={"help": "Continue from the newest complete checkpoint in --output_dir."}
+        default=False,
+        metadata={
+            "help": "Continue from the newest complete checkpoint in --output_dir, with the run's own settings "
+            "(its train_config.yaml) for every flag not given; a flag given with another value is refused."
+        },
     )
     overwrite: bool = field(
         default=False,
