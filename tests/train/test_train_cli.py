@@ -173,6 +173,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_
         torch.testing.assert_close(b[key], a[key], atol=0, rtol=0)
     records = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6]  # no step logged twice
+    # one end-of-training record and one summary, both at the end: the interrupted part's end-of-training
+    # record (its partial train_loss, at step 2) is dropped on resume (found by issue 21's break-it check)
+    assert [r["step"] for r in records if "train_loss" in r] == [6]
+    summaries = [r for r in records if "summary" in r]
+    assert len(summaries) == 1 and records[-1] is summaries[0] and summaries[0]["summary"]["global_step"] == 6
 
 
 def test_fsdp_without_a_gpu_says_it_runs_ddp(capsys, monkeypatch):

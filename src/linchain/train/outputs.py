@@ -27,8 +27,9 @@ def _finite(record: dict) -> dict:
 class MetricsJsonl(TrainerCallback):
     """Appends every Trainer log (train loss, lr, grad norm, eval loss, tokens/s) as one JSON line.
 
-    On resume the lines after the checkpoint's step are dropped first, so the file reads as one
-    uninterrupted run.
+    On resume the lines after the checkpoint's step, and the end-of-training records an interrupted
+    part wrote (the Trainer's ``train_loss`` line, linchain's summary), are dropped first, so the
+    file reads as one uninterrupted run that ends once.
     """
 
     def __init__(self, output_dir: str | Path) -> None:
@@ -38,7 +39,9 @@ class MetricsJsonl(TrainerCallback):
         if not state.is_world_process_zero:
             return
         kept = (
-            [r for r in read_metrics(self.path) if r.get("step", 0) <= state.global_step] if state.global_step else []
+            [r for r in read_metrics(self.path) if r.get("step", 0) <= state.global_step and not _ends_a_run(r)]
+            if state.global_step
+            else []
         )
         atomic_write_text(self.path, "".join(strict_json(r) + "\n" for r in kept))
 
@@ -49,6 +52,11 @@ class MetricsJsonl(TrainerCallback):
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(strict_json(_finite(record)) + "\n")
+
+
+def _ends_a_run(record: dict[str, Any]) -> bool:
+    """The Trainer's end-of-training log (the part's ``train_loss``, no step ``loss``) or linchain's summary."""
+    return "summary" in record or ("train_loss" in record and "loss" not in record)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
