@@ -107,6 +107,33 @@ def test_config_values_convert_as_flags_would(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("[q_proj, v_proj]", "q_proj,v_proj"),
+        ("['q_proj ', up_proj]", "q_proj,up_proj"),
+        ("q_proj,v_proj", "q_proj,v_proj"),
+        ("[]", "refused"),
+        ("[q_proj, 3]", "refused"),
+        ("['a,b', c]", "refused"),
+    ],
+)
+def test_config_takes_target_modules_as_a_yaml_list(value, expected, tmp_path):
+    """Found by issue 21's break-it check: `target_modules: [q_proj, v_proj]` (PEFT's own form) was
+    refused as "not a single value". A list of names is the comma-separated value; a list that is not
+    one (empty, a number, a name holding a comma) is refused naming the key."""
+    from linchain.cli.train import parse_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"target_modules: {value}\n")
+    if expected == "refused":
+        with pytest.raises(UsageError, match="target_modules: .* is not a comma-separated string or a list of names"):
+            parse_args(["--config", str(path), "--output_dir", str(tmp_path / "o")])
+        return
+    model_args, _, _ = parse_args(["--config", str(path), "--output_dir", str(tmp_path / "o")])
+    assert model_args.target_modules == expected
+
+
+@pytest.mark.parametrize(
     "argv, expected",
     [
         ([], ("causal_lm", [])),

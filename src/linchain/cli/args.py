@@ -68,6 +68,9 @@ class UsageError(ValueError):
 #: keep argparse's "last wins", which scripts use to override a shared set of flags (benchmarks/gpu_compare.sh
 #: repeats compare's --seeds); list options such as train's --data are merged (:func:`merge_repeated`).
 ONE_VALUE_LISTS = ("target_modules", "text_columns", "data", "eval_data")
+#: options whose one value is a comma-separated list of names: in a --config file a YAML list of the
+#: names is the same value (PEFT's configs write target_modules as a list)
+COMMA_LISTS = ("target_modules", "text_columns")
 
 
 def refuse_repeated(argv: Sequence[str], parser) -> None:
@@ -408,6 +411,10 @@ def _config_value(action, key: str, value: Any, path: Optional[str], loose: bool
     if isinstance(value, list):
         if loose and action.type is str and all(isinstance(item, str) for item in value):
             return value  # transformers' str-or-list fields
+        if key in COMMA_LISTS:
+            if value and all(isinstance(item, str) and item.strip() and "," not in item for item in value):
+                return ",".join(item.strip() for item in value)
+            raise refuse("a comma-separated string or a list of names")
         raise refuse("a single value")
     converted = _config_scalar(convert, value, refuse)
     if action.choices is not None and converted not in action.choices:
