@@ -104,6 +104,18 @@ def test_tiny_encoder_learns_and_the_saved_adapter_evaluates_the_same(encoder_di
     assert again["metrics"] == pytest.approx(result["metrics"])
     preds = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 30 and all(p["gold"] in ("neg", "pos") for p in preds)
+    # an evaluation file holding one class only (issue 21's break-it: "labels differ", refused): scored in
+    # the adapter's labels, its predictions those of the same rows above
+    pos_rows = [r for r in csv.DictReader(open(data)) if r["label"] == "pos"][:12]
+    pos_file = tmp_path / "pos.jsonl"
+    pos_file.write_text("".join(json.dumps({"text": r["text"], "label": "pos"}) + "\n" for r in pos_rows))
+    argv = ["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--adapter", str(out), "--data"]
+    assert eval_main([*argv, str(pos_file), "--output_dir", str(tmp_path / "ev-pos")]) == 0
+    pos = json.loads((tmp_path / "ev-pos" / "results.json").read_text())
+    assert pos["label_names"] == ["neg", "pos"] and pos["metrics"]["accuracy"] >= 0.9
+    neu_file = tmp_path / "neu.jsonl"
+    neu_file.write_text(json.dumps({"text": "the movie", "label": "neu"}) + "\n")
+    assert eval_main([*argv, str(neu_file), "--output_dir", str(tmp_path / "ev-neu")]) == 2
 
 
 def test_split_is_disjoint_seeded_and_covers_all():
@@ -111,6 +123,44 @@ def test_split_is_disjoint_seeded_and_covers_all():
     assert len(held) == 20 and not set(train) & set(held) and sorted(train + held) == list(range(100))
     assert split_rows(100, 0.2, seed=3) == (train, held)
     assert split_rows(100, 0.2, seed=4) != (train, held)
+
+
+@pytest.mark.parametrize(
+    "train_labels, eval_labels, expected",
+    [
+        (["neg", "neu", "pos"], ["neg", "pos"], [0, 2]),  # names: renumbered into training's
+        ([0, 1, 2], [0, 1], [0, 1]),  # ids: the same classes keep their ids
+        ([0, 1, 2], [2, 1], [2, 1]),
+        (["neg", "pos"], ["neg", "neu"], "refused"),  # a label training never saw
+    ],
+)
+def test_an_evaluation_set_lacking_a_class_is_scored_in_the_training_labels(
+    train_labels, eval_labels, expected, tmp_path
+):
+    """Found by issue 21's break-it check: an evaluation file whose labels were a subset of the training
+    labels (a small set without one class) was refused as "labels differ"; it is now scored with the
+    training labels' ids. A label that never occurs in training is still refused, naming it."""
+    from linchain.nlu.train import _load_data
+
+    def write(name, labels):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"text": f"row {i}", "label": y}) + "\n" for i, y in enumerate(labels * 4)))
+        return str(path)
+
+    args = NLUArguments(
+        model_name_or_path="unused",
+        data=write("train.jsonl", train_labels),
+        eval_data=write("eval.jsonl", eval_labels),
+        do_train=True,
+        output_dir=str(tmp_path / "o"),
+    )
+    if expected == "refused":
+        with pytest.raises(ValueError, match=r"\['neu'\] never occur in training"):
+            _load_data(args)
+        return
+    train, evaluation = _load_data(args)
+    assert evaluation.label_names == train.label_names == [str(y) for y in train_labels]
+    assert evaluation.labels[: len(eval_labels)] == expected
 
 
 def test_bad_label_names_the_file_and_row(tmp_path):

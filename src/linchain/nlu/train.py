@@ -116,8 +116,25 @@ def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
     if args.limit_eval:
         evaluation = evaluation.take(range(min(args.limit_eval, len(evaluation))))
     if train is not None and train.label_names != evaluation.label_names:
-        raise ValueError(f"training labels {train.label_names} differ from evaluation labels {evaluation.label_names}")
+        evaluation = in_training_labels(evaluation, train.label_names, train.regression)
     return train, evaluation
+
+
+def in_training_labels(evaluation: SeqClsData, label_names: List[str], regression: bool) -> SeqClsData:
+    """``evaluation`` with its class ids renumbered into the training labels ``label_names``: a small
+    evaluation set may lack a class (its label names are then a subset), which is no reason to refuse it.
+    A label training never saw, or regression on one side only, is refused."""
+    if evaluation.label_names == label_names and evaluation.regression == regression:
+        return evaluation
+    unseen = sorted(set(evaluation.label_names) - set(label_names))
+    if regression != evaluation.regression or unseen:
+        raise ValueError(
+            f"evaluation labels {evaluation.label_names} are not among the training labels {label_names}"
+            + (f" ({unseen} never occur in training)" if unseen and not regression else "")
+        )
+    index = {name: k for k, name in enumerate(label_names)}
+    ids = [index[name] for name in evaluation.label_names]
+    return SeqClsData(evaluation.source, evaluation.texts, [ids[y] for y in evaluation.labels], list(label_names))
 
 
 def load_classifier(path: str, data: SeqClsData):
@@ -367,15 +384,14 @@ def run_seq_cls(args: NLUArguments, callbacks: Sequence[Any] = ()) -> Dict[str, 
     set_threads(args.num_threads, "linchain seq_cls")
     path = resolve_model_path(args.model_name_or_path)
     _, evaluation = _load_data(args)
-    label_names = evaluation.label_names
     if adapter:
         refuse_other_task(adapter, "SEQ_CLS", "--task_type seq_cls")
         saved = json.loads((adapter / LABELS_FILE).read_text()) if (adapter / LABELS_FILE).exists() else {}
-        if saved and saved["label_names"] != label_names:
-            raise ValueError(
-                f"adapter {args.adapter} was trained on labels {saved['label_names']}, "
-                f"the evaluation data has {label_names}"
-            )
+        if saved:  # scored in the adapter's labels (its head has one output per training label)
+            try:
+                evaluation = in_training_labels(evaluation, saved["label_names"], bool(saved.get("regression")))
+            except ValueError as err:
+                raise ValueError(f"adapter {args.adapter}: {err}") from None
     model = load_classifier(path, evaluation)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(adapter, path))
     if adapter:
