@@ -339,8 +339,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "How to read: the difference is the method's task-averaged accuracy minus the baseline's. The interval is a "
-        "paired bootstrap over test rows (seeds kept together), p a sign-flip randomisation test over rows (McNemar's "
-        "test for one seed). *better*/*worse* need p < 0.05 and an interval that excludes 0; otherwise *no detectable "
+        "paired bootstrap over test rows (seeds kept together), p a sign-flip randomisation test over rows (for one "
+        "seed and one task McNemar's exact test, computed exactly). *better*/*worse* need p < 0.05 and an interval that excludes 0; otherwise *no detectable "
         "difference*, which is not evidence of equality: differences smaller than the 'detectable' column (80% power) "
         "are likely to be missed. Rows are resampled, seeds are not: look at 'per seed' to see whether seeds agree.",
         "",

@@ -11,7 +11,8 @@ statistic is the difference of the task-averaged accuracies (the paper's "Avg." 
   each task, the seeds of a row kept together), percentile interval of ``D``.
 - p-value: sign-flip randomisation test over rows (under "no difference" a row's two methods are
   exchangeable, so each ``d_t,i`` flips sign with probability 1/2); two-sided. With one seed and one
-  task it is the randomisation form of McNemar's exact test (only discordant rows matter).
+  task its exact distribution is McNemar's exact test (only discordant rows matter, each +-1 with
+  probability 1/2), so there the p-value is that test's, computed exactly (a binomial tail), not drawn.
 - minimum detectable difference: ``(z_{1-alpha/2} + z_{power}) * se(D)``, ``se(D)^2 = sum_t
   var(d_t) / (n_t T^2)``: the smallest true difference this many rows, with this much
   disagreement between the methods, would detect with 80% power.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from fractions import Fraction
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -57,6 +59,14 @@ def _standard_error(d: Mapping[str, np.ndarray]) -> float:
     T = len(d)
     var = sum((v.var(ddof=1) if v.size > 1 else 0.0) / v.size for v in d.values())
     return math.sqrt(var) / T
+
+
+def _mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p: P(a split of the n = a_only + b_only discordant rows at least this uneven)
+    under Binomial(n, 1/2), i.e. ``min(1, 2 P(X <= min(a_only, b_only)))``, in exact integer arithmetic."""
+    n, low = a_only + b_only, min(a_only, b_only)
+    tail = sum(math.comb(n, k) for k in range(low + 1))
+    return float(min(Fraction(1), Fraction(2 * tail, 2**n)))
 
 
 def minimum_detectable_difference(d: Mapping[str, np.ndarray], alpha: float = 0.05, power: float = 0.8) -> float:
@@ -93,22 +103,25 @@ def paired_comparison(
             signs = rng.integers(0, 2, size=(n, v.size)) * 2 - 1
             flip[start : start + n] += (signs * v).mean(axis=1) / T
     ci_low, ci_high = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
-    # floating sums of the same values may differ in the last bits: compare with a tolerance
-    extreme = int(np.sum(np.abs(flip) >= abs(observed) - 1e-12))
-    p_value = (1 + extreme) / (1 + n_resamples)
+    seeds = len(np.asarray(next(iter(a.values()))))
+    a_only = sum(int(np.sum((np.asarray(a[t]) == 1) & (np.asarray(b[t]) == 0))) for t in tasks)
+    b_only = sum(int(np.sum((np.asarray(a[t]) == 0) & (np.asarray(b[t]) == 1))) for t in tasks)
+    if seeds == 1 and T == 1:
+        p_value = _mcnemar_exact(a_only, b_only)
+    else:
+        # floating sums of the same values may differ in the last bits: compare with a tolerance
+        extreme = int(np.sum(np.abs(flip) >= abs(observed) - 1e-12))
+        p_value = (1 + extreme) / (1 + n_resamples)
     if p_value < alpha and ci_low > 0:
         verdict = "better"
     elif p_value < alpha and ci_high < 0:
         verdict = "worse"
     else:
         verdict = "no detectable difference"
-    seeds = len(np.asarray(next(iter(a.values()))))
     per_seed = [
         sum(float(np.mean(np.asarray(a[t], dtype=float)[s] - np.asarray(b[t], dtype=float)[s])) for t in tasks) / T
         for s in range(seeds)
     ]
-    a_only = sum(int(np.sum((np.asarray(a[t]) == 1) & (np.asarray(b[t]) == 0))) for t in tasks)
-    b_only = sum(int(np.sum((np.asarray(a[t]) == 0) & (np.asarray(b[t]) == 1))) for t in tasks)
     return {
         "difference": observed,
         "ci_low": ci_low,
