@@ -392,6 +392,12 @@ def test_the_report_names_each_methods_seeds_and_gives_no_spread_for_one(boolq_d
     out = tmp_path / "cmp"
     compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
     (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()  # lora: seed 0 only
+    # linchain-k3: an effective rank for seed 0 only (seed 1's stand-in adapter cannot be analysed), and
+    # lora's cached one damaged (recomputed: the stand-in gives none)
+    (out / "runs" / "linchain-k3" / "lr0.01" / "seed0" / "effective_rank.json").write_text(
+        '{"mean_effective_rank": 2.5}'
+    )
+    (out / "runs" / "lora" / "lr0.001" / "seed0" / "effective_rank.json").write_text('{"mean_effective')
     report, md = compare(
         *parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval
     )
@@ -401,7 +407,12 @@ def test_the_report_names_each_methods_seeds_and_gives_no_spread_for_one(boolq_d
     # lora: 10 of 40 right at seed 0; linchain-k3: 30 of 40 at both seeds (Fakes)
     assert "| 0 |" in lora_row and "**25.0**" in lora_row and "±" not in lora_row
     assert "| 0,1 |" in k3_row and "**75.0 ± 0.0**" in k3_row  # two equal seeds: a measured spread of 0
-    assert report["methods"]["lora"]["average"] == [0.25, None]
+    assert report["methods"]["lora"]["average"] == [0.25, None, 1]
+    # found by the break-it check: a figure some seeds lack was the mean of the others under the row's seeds
+    k3_lines = [line for line in text.splitlines() if line.startswith("| linchain-k3 |")]
+    assert any("| 2.50 (1 of 2 seeds) |" in line for line in k3_lines), k3_lines
+    assert report["methods"]["linchain-k3"]["effective_rank"] == [2.5, None, 1]
+    assert report["methods"]["lora"]["effective_rank"] is None
     comparison = next(line for line in text.splitlines() if line.startswith("| linchain-k3 | 0 |"))
     assert comparison.endswith("| 0: +50.0 |")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from .stats import paired_comparison
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "loss_auc", "markdown", "smooth", "steps_to_target", "write_report"]
 
-#: 2: a mean over one seed has std null (it was 0.0)
+#: 2: a mean over one seed has std null (it was 0.0); [mean, std, n], n the seeds it covers
 REPORT_SCHEMA_VERSION = 2
 
 
@@ -43,12 +44,13 @@ def loss_auc(losses: Sequence[tuple[int, float]]) -> Optional[float]:
     return area / (losses[-1][0] - losses[0][0])
 
 
-def _mean_std(values: Sequence[float]) -> Optional[list[Optional[float]]]:
-    """[mean, sample std] of the values given, std None for a single value (a spread of one seed is unknown, not 0)."""
+def _mean_std(values: Sequence[Optional[float]]) -> Optional[list]:
+    """[mean, sample std, n] of the values present (None: a seed without this figure), std None for a single
+    value (a spread of one seed is unknown, not 0); n says how many seeds the figures cover."""
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None]
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values)]
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -57,8 +59,12 @@ def _effective_rank(run: dict) -> Optional[float]:
     if not run.get("adapter"):
         return None
     cache = Path(run["step_dir"]) / "effective_rank.json"
-    if cache.exists():
-        return json.loads(cache.read_text())["mean_effective_rank"]
+    try:
+        value = json.loads(cache.read_text())["mean_effective_rank"]
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or a damaged cache of ours: computed again below and rewritten
     from ..analysis import analyze_adapter
 
     try:
@@ -225,15 +231,18 @@ def _test_rows(grid: GridResult) -> Optional[dict]:
 
 
 # ---------------------------------------------------------------------------------------- markdown
-def _pct(ms: Optional[Sequence[Optional[float]]]) -> str:
-    return _num(None if ms is None else [100 * v if v is not None else None for v in ms], ".1f")
+def _pct(ms: Optional[Sequence], seeds: int) -> str:
+    return _num(None if ms is None else [100 * ms[0], None if ms[1] is None else 100 * ms[1], *ms[2:]], seeds, ".1f")
 
 
-def _num(ms: Optional[Sequence[Optional[float]]], fmt: str = ".3f") -> str:
-    """``mean ± std``; the mean alone for one seed (its spread is unknown)."""
+def _num(ms: Optional[Sequence], seeds: int, fmt: str = ".3f") -> str:
+    """``mean ± std``; the mean alone for one seed (its spread is unknown); ``(n of N seeds)`` when the
+    figure covers fewer of the method's ``seeds`` (a seed's adapter or record is missing)."""
     if ms is None:
         return "-"
-    return f"{ms[0]:{fmt}}" if ms[1] is None else f"{ms[0]:{fmt}} ± {ms[1]:{fmt}}"
+    text = f"{ms[0]:{fmt}}" if ms[1] is None else f"{ms[0]:{fmt}} ± {ms[1]:{fmt}}"
+    n = ms[2] if len(ms) > 2 else seeds
+    return text if n >= seeds else f"{text} ({n} of {seeds} seeds)"
 
 
 def _seed_list(seeds: Sequence[int]) -> str:
@@ -313,8 +322,8 @@ def markdown(report: dict[str, Any]) -> str:
                     lr,
                     params,
                     _seed_list(m["seeds"]),
-                    *(_pct(m["per_task"].get(t)) for t in tasks),
-                    f"**{_pct(m['average'])}**",
+                    *(_pct(m["per_task"].get(t), len(m["seeds"])) for t in tasks),
+                    f"**{_pct(m['average'], len(m['seeds']))}**",
                 ]
             )
         )
@@ -380,12 +389,13 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for name, m in methods.items():
-        c = m["convergence"]
+        c, n = m["convergence"], len(m["seeds"])
         steps = ", ".join("never" if x is None else str(x) for x in c["steps_to_target"]) or "-"
         params = f"{m['trainable_params']:,}" if m["trainable_params"] else "-"
         lines.append(
-            f"| {name} | {_num(c['final_loss'])} | {steps} | {_num(c['loss_auc'])} | {params} | {_num(m['effective_rank'], '.2f')} | "
-            f"{_num(m['train_wall_s'], '.0f')} | {_num(m['eval_wall_s'], '.0f')} |"
+            f"| {name} | {_num(c['final_loss'], n)} | {steps} | {_num(c['loss_auc'], n)} | {params} | "
+            f"{_num(m['effective_rank'], n, '.2f')} | {_num(m['train_wall_s'], n, '.0f')} | "
+            f"{_num(m['eval_wall_s'], n, '.0f')} |"
         )
     lines += [
         "",
