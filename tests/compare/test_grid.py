@@ -5,6 +5,7 @@ a tiny Llama (real run_training and run_evaluation)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -415,6 +416,72 @@ def test_the_report_names_each_methods_seeds_and_gives_no_spread_for_one(boolq_d
     assert report["methods"]["lora"]["effective_rank"] is None
     comparison = next(line for line in text.splitlines() if line.startswith("| linchain-k3 | 0 |"))
     assert comparison.endswith("| 0: +50.0 |")
+
+
+def _damage(record: dict, how: str):
+    if how == "null":
+        return None
+    if how == "a list":
+        return []
+    if how == "no losses":
+        return {k: v for k, v in record.items() if k != "losses"}
+    if how == "no tasks":
+        return {**record, "tasks": {}}
+    if how == "average edited":
+        return {**record, "average": 0.9}
+    task = next(iter(record["tasks"]))
+    scores = dict(record["tasks"][task])
+    if how == "a score of 2":
+        scores["per_row"] = [2, *scores["per_row"][1:]]
+    elif how == "rows cut short":
+        scores["rows"] = scores["rows"][:-1]
+    return {**record, "tasks": {**record["tasks"], task: scores}}
+
+
+@pytest.mark.parametrize(
+    "marker, how, says",
+    [
+        ("train.json", "null", "is not a record"),
+        ("train.json", "no losses", "has no list of [step, loss] pairs"),
+        ("test.json", "a list", "is not a record"),
+        ("test.json", "no tasks", "scores no task"),
+        ("test.json", "average edited", "its average is not the mean"),
+        ("test.json", "a score of 2", "per-row correctness is not a list of 0/1"),
+        ("test.json", "rows cut short", "39 row ids for 40 scores"),
+    ],
+)
+def test_a_damaged_record_fails_its_step_naming_the_file(boolq_dir, tmp_path, marker, how, says):
+    """Found by the break-it check: a train.json holding `null` dropped the seed from every statistic without
+    a word (the verdict moved from -4.1 to -7.8), and damaged test.json files were tracebacks or moved the
+    accuracy table away from the per-row scores. A record is now checked when read: the step is reported
+    failed, naming the file, and the other seeds are still reported."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    path = out / "runs" / "lora" / "lr0.001" / "seed1" / marker
+    path.write_text(json.dumps(_damage(json.loads(path.read_text()), how)))
+    report, md = compare(
+        *parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval
+    )
+    assert [f["step"] for f in report["failures"]] == [
+        f"lora lr 0.001 seed 1 {'training' if marker == 'train.json' else 'test'}"
+    ]
+    error = report["failures"][0]["error"]
+    assert str(path) in error and says in error and "delete it to run this step again" in error
+    assert report["methods"]["lora"]["seeds"] == [0] and report["methods"]["linchain-k3"]["seeds"] == [0, 1]
+
+
+def test_a_record_scoring_other_tasks_is_refused_naming_it(boolq_dir, tmp_path):
+    """Break-it check: a test.json whose task was renamed was a KeyError traceback in the report."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    path = out / "runs" / "linchain-k3" / "lr0.01" / "seed1" / "test.json"
+    record = json.loads(path.read_text())
+    record["tasks"] = {"renamed": record["tasks"]["boolq"]}
+    path.write_text(json.dumps(record))
+    with pytest.raises(
+        ValueError, match=re.escape(f"linchain-k3 seed 1 ({path}) scores tasks ['renamed'], the others ['boolq']")
+    ):
+        compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval)
 
 
 def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):

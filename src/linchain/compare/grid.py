@@ -103,6 +103,59 @@ def _say(message: str) -> None:
     print(f"linchain compare: {message}", file=sys.stderr, flush=True)
 
 
+def read_record(path: Path, kind: Literal["train", "scores"]) -> dict:
+    """A finished step's record (train.json, or validation/test.json of per-row scores), checked before it
+    counts: a record that is not the grid's own (damaged, hand-edited, from elsewhere) would otherwise drop
+    a seed or move a verdict without a word. A ValueError names the file; the step is then reported failed.
+    """
+    why = _record_problem(path, kind)
+    if why:
+        raise ValueError(f"{path}: {why}; delete it to run this step again")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _record_problem(path: Path, kind: str) -> Optional[str]:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"cannot be read ({str(err).splitlines()[0][:120]})"
+    if not isinstance(record, dict):
+        return "is not a record (a JSON object)"
+    if kind == "train":
+        losses = record.get("losses")
+        if not isinstance(losses, list) or not all(
+            isinstance(x, list) and len(x) == 2 and all(_is_number(v) for v in x) for x in losses
+        ):
+            return "has no list of [step, loss] pairs ('losses')"
+        if not _is_number(record.get("train_wall_s")) or not isinstance(record.get("seed"), int):
+            return "lacks its seed or training time"
+        return None
+    tasks = record.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        return "scores no task ('tasks')"
+    for task, scores in tasks.items():
+        per_row, rows = (scores.get("per_row"), scores.get("rows")) if isinstance(scores, dict) else (None, None)
+        if not isinstance(per_row, list) or not per_row or any(v not in (0, 1) for v in per_row):
+            return f"task {task!r}: per-row correctness is not a list of 0/1"
+        if not isinstance(rows, list) or len(rows) != len(per_row):
+            return f"task {task!r}: {len(rows) if isinstance(rows, list) else 'no'} row ids for {len(per_row)} scores"
+        if not _is_number(scores.get("accuracy")) or abs(scores["accuracy"] - sum(per_row) / len(per_row)) > 1e-9:
+            return f"task {task!r}: its accuracy is not the mean of its per-row scores"
+    accuracies = [scores["accuracy"] for scores in tasks.values()]
+    if not _is_number(record.get("average")) or abs(record["average"] - sum(accuracies) / len(accuracies)) > 1e-9:
+        return "its average is not the mean of its tasks' accuracies"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value == value
+        and abs(value) != float("inf")
+    )
+
+
 def _rate_name(lr: float) -> str:
     return f"lr{lr:g}"
 
@@ -328,7 +381,7 @@ class Grid:
         run_dir = self.run_dir(spec, lr, seed)
         marker = run_dir / "train.json"
         if marker.exists() and not again:
-            return json.loads(marker.read_text())
+            return read_record(marker, "train")
         if self.args.report_only:
             raise NotRun
         train_dir = run_dir / "train"
@@ -406,7 +459,7 @@ class Grid:
 
         marker = where / f"{name}.json"
         if marker.exists():
-            return json.loads(marker.read_text())
+            return read_record(marker, "scores")
         if self.args.report_only:
             raise NotRun
         tasks = [t for _, t in data]
@@ -657,7 +710,7 @@ class Grid:
                 self._trained[(spec.name, seed)] = trained
             return
         if seed == self.seeds[0]:  # trained in the sweep: the chosen rate's training finished
-            trained = json.loads((self.run_dir(spec, lr, seed) / "train.json").read_text())
+            trained = read_record(self.run_dir(spec, lr, seed) / "train.json", "train")
         else:
             trained = self._trained.pop((spec.name, seed), None)
         if trained is None:  # the seed's training did not finish: nothing to test

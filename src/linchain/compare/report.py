@@ -79,17 +79,26 @@ def _correct(run: dict, tasks: list[str]) -> dict[str, list[int]]:
     return {t: run["test"]["tasks"][t]["per_row"] for t in tasks}
 
 
-def _check_rows(runs: dict[str, list[dict]], tasks: list[str]) -> None:
+def _check_rows(runs: dict[str, list[dict]], tasks: list[str], base: Optional[dict]) -> None:
+    """Every run (and the base model) scored on the same tasks and test rows, or a ValueError naming the record."""
     ref = None
-    for name, rs in runs.items():
-        for r in rs:
-            rows = {t: r["test"]["tasks"][t]["rows"] for t in tasks}
-            if ref is None:
-                ref = rows
-            elif rows != ref:
-                raise ValueError(
-                    f"{name} seed {r['seed']} was scored on other test rows; rerun in a fresh --output_dir"
-                )
+    scored = [
+        (f"{name} seed {r['seed']} ({Path(r['step_dir']) / 'test.json'})", r["test"])
+        for name, rs in runs.items()
+        for r in rs
+    ]
+    if base:
+        scored.append(("the base model (base/test.json)", base))
+    for who, record in scored:
+        if sorted(record["tasks"]) != sorted(tasks):
+            raise ValueError(
+                f"{who} scores tasks {sorted(record['tasks'])}, the others {sorted(tasks)}; rerun in a fresh --output_dir"
+            )
+        rows = {t: record["tasks"][t]["rows"] for t in tasks}
+        if ref is None:
+            ref = rows
+        elif rows != ref:
+            raise ValueError(f"{who} was scored on other test rows; rerun in a fresh --output_dir")
 
 
 def build_report(
@@ -104,7 +113,7 @@ def build_report(
     any_run = next((r for rs in runs.values() for r in rs), None)
     source = any_run["test"] if any_run else grid.base
     tasks = list(source["tasks"]) if source else []
-    _check_rows(runs, tasks)
+    _check_rows(runs, tasks, grid.base)
     max_steps = max((r["losses"][-1][0] for rs in runs.values() for r in rs if r["losses"]), default=1)
     window = max(1, max_steps // 10)
     final = {
