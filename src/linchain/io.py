@@ -3,6 +3,7 @@ what a command may replace): a crash never leaves a half-written file or folder.
 
 - :func:`atomic_write_text` / :func:`atomic_write_json`: temporary file + ``os.replace``; JSON is
   strict (no bare ``NaN``/``Infinity``, which strict parsers reject: non-finite floats are errors).
+- :func:`atomic_files`: several files written as temporaries first, then each swapped in.
 - :func:`atomic_dir`: build a folder beside the target and swap it in whole. An existing non-empty
   target is refused unless ``overwrite=True`` (the ``--overwrite`` flag); the temporary folder is
   removed on every exit path a process can see (exceptions, Ctrl-C, SIGTERM via
@@ -18,11 +19,12 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Sequence, Union
 
 __all__ = [
     "OutputExistsError",
     "atomic_dir",
+    "atomic_files",
     "atomic_write_json",
     "atomic_write_text",
     "is_nonempty_dir",
@@ -71,6 +73,31 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 
 def atomic_write_json(path: PathLike, obj) -> None:
     atomic_write_text(path, strict_json(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def atomic_files(paths: Sequence[PathLike]) -> Iterator[list[Path]]:
+    """Temporary siblings of ``paths`` (same suffix) to write; when the block ends without an error each one
+    replaces its target, and an error replaces none: files that belong together (a report and its plots)
+    are never left half old, half new by a failure while writing them."""
+    targets = [Path(p) for p in paths]
+    temps: list[Path] = []
+    try:
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield temps
+        for tmp, target in zip(temps, targets):
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+            try:
+                os.replace(tmp, target)
+            except OSError as err:
+                raise OSError(err.errno, f"cannot replace {target} ({err.strerror})") from None
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def _pid_alive(pid: int) -> bool:

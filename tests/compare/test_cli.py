@@ -89,6 +89,12 @@ def test_shared_train_flags_and_lists(tmp_path):
         ),
         (["--eval_data", "x/boolq/test.json", "--seeds", "0,a"], "--seeds='0,a': expected comma-separated integers"),
         (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be > 0"),
+        # break-it check: "0,,1" was read as 0,1, " " as the default seed, -1 accepted, --target_loss nan
+        # failed at the JSON write without naming the flag
+        (["--eval_data", "x/boolq/test.json", "--seeds", "0,,1"], "--seeds='0,,1': expected comma-separated"),
+        (["--eval_data", "x/boolq/test.json", "--seeds", " "], "--seeds=' ': expected comma-separated integers"),
+        (["--eval_data", "x/boolq/test.json", "--seeds", "-1"], "--seeds='-1': seeds must be >= 0"),
+        (["--eval_data", "x/boolq/test.json", "--target_loss", "nan"], "--target_loss=nan: must be a finite loss > 0"),
         (["--eval_data", "x/boolq/test.json", "--methods", "lora-frozen"], "has no mixers"),
         (["--methods", "lora"], "--eval_data is required"),
         (

@@ -484,6 +484,30 @@ def test_a_record_scoring_other_tasks_is_refused_naming_it(boolq_dir, tmp_path):
         compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval)
 
 
+def test_a_report_that_fails_midway_leaves_the_previous_one_whole(boolq_dir, tmp_path, monkeypatch):
+    """Found by the break-it check: report.json and the plots were replaced before report.md was written, so
+    a failure left a new report.json beside the old report.md. All four are now written first, then swapped."""
+    from linchain.compare import report as report_module
+
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    names = ["report.json", "report.md", "convergence.png", "lr_sweep.png"]
+    before = {n: (out / n).read_bytes() for n in names}
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_module, "markdown", broken)
+    with pytest.raises(OSError, match="No space left"):
+        compare(
+            *parse_args(_argv(boolq_dir, out, "--report_only", "--baseline", "linchain-k3")),
+            train_fn=Fakes().train,
+            eval_fn=Fakes().eval,
+        )
+    assert {n: (out / n).read_bytes() for n in names} == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith((".report", ".convergence", ".lr_sweep"))]
+
+
 def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):
     """One --sweep_only call per (method, rate), then one call with all rates: it only chooses and runs the
     seeds, and the report equals that of one whole call."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -12,19 +13,26 @@ __all__ = ["CompareArguments", "float_list", "int_list"]
 
 
 def _items(flag: str, text: str, kind, what: str) -> list:
+    example = "0,1,2" if kind is int else "3e-4,1e-3"
+    if text is None or text == "":
+        return []  # not given: the training flag's one value (--seed, --learning_rate)
+    items = [x.strip() for x in str(text).split(",")]
+    if not any(items) or not all(items):  # "", " ", "0,,1", "0,": an empty item is a typo, not a value to skip
+        raise ValueError(f"--{flag}={text!r}: expected comma-separated {what} with none empty, e.g. {example}")
     try:
-        values = [kind(x.strip()) for x in str(text).split(",") if x.strip()]
+        values = [kind(x) for x in items]
     except ValueError:
-        raise ValueError(
-            f"--{flag}={text!r}: expected comma-separated {what}, e.g. {'0,1,2' if kind is int else '3e-4,1e-3'}"
-        ) from None
+        raise ValueError(f"--{flag}={text!r}: expected comma-separated {what}, e.g. {example}") from None
     if len(set(values)) != len(values):
         raise ValueError(f"--{flag}={text!r} repeats a value")
     return values
 
 
 def int_list(flag: str, text: str) -> list[int]:
-    return _items(flag, text, int, "integers")
+    values = _items(flag, text, int, "integers")
+    if any(v < 0 for v in values):
+        raise ValueError(f"--{flag}={text!r}: seeds must be >= 0")
+    return values
 
 
 def float_list(flag: str, text: str) -> list[float]:
@@ -178,6 +186,10 @@ class CompareArguments:
         if self.sweep_only and self.validation_size == 0:
             raise ValueError(
                 "--sweep_only needs --validation_size > 0: the sweep scores each rate on the validation rows"
+            )
+        if self.target_loss is not None and not (math.isfinite(self.target_loss) and self.target_loss > 0):
+            raise ValueError(
+                f"--target_loss={self.target_loss!r}: must be a finite loss > 0, or unset (the baseline's)"
             )
         if self.n_resamples < 100:
             raise ValueError(f"--n_resamples={self.n_resamples}: use at least 100 (10000 for reported numbers)")

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_files, atomic_write_json, strict_json
 from .grid import GridResult
 from .stats import paired_comparison
 
@@ -488,10 +488,15 @@ def plot_sweep(report: dict[str, Any], png: Path) -> Optional[Path]:
 
 
 def write_report(grid: GridResult, report: dict[str, Any]) -> Path:
-    """report.json, report.md and the two plots in the grid's folder; returns report.md's path."""
+    """report.json, report.md and the two plots in the grid's folder, all written before any replaces its
+    predecessor (a failure leaves the previous report whole); returns report.md's path."""
     out = grid.out
-    plot_convergence(grid, report["smoothing_window"], report["target_loss"], out / "convergence.png")
-    plot_sweep(report, out / "lr_sweep.png")
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", markdown(report))
+    plots = _pyplot() is not None  # without matplotlib the report has no plots (and older ones are kept)
+    names = ["report.json", "report.md", *(["convergence.png", "lr_sweep.png"] if plots else [])]
+    with atomic_files([out / name for name in names]) as temps:
+        temps[0].write_text(strict_json(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        temps[1].write_text(markdown(report), encoding="utf-8")
+        if plots:
+            plot_convergence(grid, report["smoothing_window"], report["target_loss"], temps[2])
+            plot_sweep(report, temps[3])
     return out / "report.md"
