@@ -508,6 +508,17 @@ def test_a_report_that_fails_midway_leaves_the_previous_one_whole(boolq_dir, tmp
     assert not [p.name for p in out.iterdir() if p.name.startswith((".report", ".convergence", ".lr_sweep"))]
 
 
+@pytest.mark.parametrize("damaged", ["settings.json", "data/test-rows.json"])
+def test_a_damaged_study_record_is_one_error_naming_it(boolq_dir, tmp_path, damaged):
+    """Break-it check: a truncated settings.json was "Expecting property name ... (char 300)", naming no file."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    path = out / damaged
+    path.write_text(path.read_text()[:40])
+    with pytest.raises(ValueError, match=re.escape(f"{path} cannot be read (")):
+        compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval)
+
+
 def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):
     """One --sweep_only call per (method, rate), then one call with all rates: it only chooses and runs the
     seeds, and the report equals that of one whole call."""

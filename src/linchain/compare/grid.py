@@ -295,7 +295,15 @@ class Grid:
         settings = self.settings()
         path = self.out / SETTINGS_FILE
         if path.exists():
-            old = json.loads(path.read_text())
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(old, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                raise ValueError(
+                    f"{path} cannot be read ({str(err).splitlines()[0][:120]}): it records the study's settings, "
+                    "which every step's results depend on; restore it, or start the study in a fresh --output_dir"
+                ) from None
             # only the fields that define results are compared; one an older settings.json lacks had its default
             defaults = json.loads(json.dumps(_field_defaults(type(self.train)), default=str))
             old_train = old.get("train", {})

@@ -236,7 +236,18 @@ def _test_rows(grid: GridResult) -> Optional[dict]:
     from .grid import TEST_INFO
 
     path = Path(grid.out) / "data" / TEST_INFO
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(info, dict) and all(isinstance(v, dict) for v in info.values()):
+            return info
+        raise ValueError("not a mapping of test data to row counts")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(
+            f"{path} cannot be read ({str(err).splitlines()[0][:120]}): it records which test rows were kept; "
+            "rerun the study in a fresh --output_dir"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------- markdown
