@@ -392,6 +392,7 @@ def test_the_report_names_each_methods_seeds_and_gives_no_spread_for_one(boolq_d
     difference is named by its seed."""
     out = tmp_path / "cmp"
     compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    kept_lora_seed1 = json.loads((out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").read_text())
     (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()  # lora: seed 0 only
     # linchain-k3: an effective rank for seed 0 only (seed 1's stand-in adapter cannot be analysed), and
     # lora's cached one damaged (recomputed: the stand-in gives none)
@@ -416,6 +417,15 @@ def test_the_report_names_each_methods_seeds_and_gives_no_spread_for_one(boolq_d
     assert report["methods"]["lora"]["effective_rank"] is None
     comparison = next(line for line in text.splitlines() if line.startswith("| linchain-k3 | 0 |"))
     assert comparison.endswith("| 0: +50.0 |")
+    # no seed in common with the baseline: the row says so (it was left out without a word)
+    (out / "runs" / "lora" / "lr0.001" / "seed0" / "test.json").unlink()
+    (out / "runs" / "linchain-k3" / "lr0.01" / "seed1" / "test.json").unlink()
+    (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").write_text(json.dumps(kept_lora_seed1))
+    report, md = compare(
+        *parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval
+    )
+    assert report["comparisons"] == [] and report["unpaired"] == ["linchain-k3"]
+    assert "| linchain-k3 | none | - | - | - | not compared: no test of a seed lora was tested on |" in md.read_text()
 
 
 def _damage(record: dict, how: str):

@@ -162,13 +162,14 @@ def build_report(
             "train_wall_s": _mean_std([r["train_wall_s"] for r in rs]),
             "eval_wall_s": _mean_std([r["test"]["eval_wall_s"] for r in rs]),
         }
-    comparisons = []
+    comparisons, unpaired = [], []
     base_runs = {r["seed"]: r for r in runs.get(baseline, [])}
     for spec in grid.methods:
-        if spec.name == baseline or spec.name not in runs or not base_runs:
+        if spec.name == baseline or spec.name not in runs:
             continue
         seeds = [r["seed"] for r in runs[spec.name] if r["seed"] in base_runs]
-        if not seeds:
+        if not seeds:  # tested, but on no seed the baseline was tested on: said, not dropped
+            unpaired.append(spec.name)
             continue
         mine = {r["seed"]: r for r in runs[spec.name]}
         a = {t: [mine[s]["test"]["tasks"][t]["per_row"] for s in seeds] for t in tasks}
@@ -211,6 +212,7 @@ def build_report(
         "target_loss": target_loss,
         "methods": methods,
         "comparisons": comparisons,
+        "unpaired": unpaired,
         "failures": grid.failures,
         "not_run": grid.not_run,
     }
@@ -356,6 +358,10 @@ def markdown(report: dict[str, Any]) -> str:
         "| method | seeds paired | difference (points) | 95% CI | p | verdict | detectable at this n | per seed |",
         "|---|---|---:|---|---:|---|---:|---|",
     ]
+    for name in report.get("unpaired", []):
+        lines.append(
+            f"| {name} | none | - | - | - | not compared: no test of a seed {s['baseline']} was tested on | - | - |"
+        )
     for c in report["comparisons"]:
         # each per-seed difference named by its seed: with seeds still running, a method pairs with
         # fewer of the baseline's seeds than the accuracy table above averages over
