@@ -80,6 +80,16 @@ def test_shared_train_flags_and_lists(tmp_path):
     assert c.eval_data == ["a/boolq/test.json", "b/piqa/test.json"] and d.cutoff_len == 128 and m.num_mixers == 2
 
 
+def test_a_config_error_under_a_preset_names_the_users_file(tmp_path, capsys):
+    """Break-it check: the error named the temporary file that merges --preset and --config."""
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("seeds: [0, 1, 2]\n")
+    assert cli(["compare", "--preset", "cpu-study", "--config", str(cfg), "--output_dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--config {cfg} (over --preset cpu-study): seeds: [0, 1, 2] is not a single value" in err, err
+    assert "linchain-compare-" not in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .args import _config_values, _pop_flag, parse, run_command
+from .args import UsageError, _config_values, _pop_flag, parse, run_command
 
 __all__ = ["main", "parse_args"]
 
@@ -34,13 +34,18 @@ def parse_args(argv: Sequence[str]):
         return parse(argv, types, PROG, description=description)
     # the preset sits under --config: both go into one file that the shared parser reads
     values = preset_values(preset)
-    argv, config, _ = _config_values(argv)
+    argv, config, config_path = _config_values(argv)
     values.update(config)
     values["preset"] = preset
     with tempfile.TemporaryDirectory(prefix="linchain-compare-") as folder:
         merged = Path(folder) / f"preset-{preset}.yaml"
         merged.write_text(yaml.safe_dump(values, sort_keys=True), encoding="utf-8")
-        return parse(["--config", str(merged), *argv], types, PROG, description=description)
+        try:
+            return parse(["--config", str(merged), *argv], types, PROG, description=description)
+        except UsageError as err:
+            # name the user's file (and the preset under it), not the temporary one merging both (break-it check)
+            where = f"{config_path} (over --preset {preset})" if config_path else f"(--preset {preset})"
+            raise UsageError(str(err).replace(str(merged), where)) from None
 
 
 def _compare(argv: list[str]) -> int:
