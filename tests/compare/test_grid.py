@@ -529,6 +529,21 @@ def test_a_damaged_study_record_is_one_error_naming_it(boolq_dir, tmp_path, dama
         compare(*parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval)
 
 
+def test_a_narrower_report_says_what_else_the_folder_holds(boolq_dir, tmp_path):
+    """Break-it check: `--report_only` naming fewer methods or seeds replaced a fuller report without a word.
+    The markers stay (nothing is lost); the report now lists the finished runs it leaves out."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    argv = _argv(boolq_dir, out, "--report_only", "--methods", "lora", "--baseline", "lora", "--seeds", "0")
+    report, md = compare(*parse_args(argv), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    assert report["not_reported"] == ["linchain-k3: seed 0,1", "lora: seed 1"]
+    assert "## In this folder but not in this report" in md.read_text() and "- lora: seed 1" in md.read_text()
+    report, _ = compare(
+        *parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval
+    )
+    assert report["not_reported"] == []
+
+
 def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):
     """One --sweep_only call per (method, rate), then one call with all rates: it only chooses and runs the
     seeds, and the report equals that of one whole call."""

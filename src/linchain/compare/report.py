@@ -215,6 +215,7 @@ def build_report(
         "unpaired": unpaired,
         "failures": grid.failures,
         "not_run": grid.not_run,
+        "not_reported": _not_reported(grid),
     }
 
 
@@ -231,6 +232,18 @@ def _validation_rows(report: dict, settings: dict) -> str:
         if kept is None or kept == asked
         else f"{kept} (of {asked} asked for; the others repeat training prompts)"
     )
+
+
+def _not_reported(grid: GridResult) -> list[str]:
+    """Tested runs in the folder (runs/<method>/<rate>/seed<s>/test.json) of methods or seeds this report leaves
+    out: a --report_only naming fewer of them replaces a fuller report, and says what else is there."""
+    named, seeds = {spec.name for spec in grid.methods}, set(grid.seeds)
+    found: dict[str, set[int]] = {}
+    for test in sorted((Path(grid.out) / "runs").glob("*/*/seed*/test.json")):
+        method, seed = test.parts[-4], test.parts[-2][len("seed") :]
+        if seed.isdigit() and (method not in named or int(seed) not in seeds):
+            found.setdefault(method, set()).add(int(seed))
+    return [f"{method}: seed {_seed_list(sorted(s))}" for method, s in sorted(found.items())]
 
 
 def _test_rows(grid: GridResult) -> Optional[dict]:
@@ -437,6 +450,15 @@ def markdown(report: dict[str, Any]) -> str:
             "A method whose sweep is incomplete has a provisional learning rate.",
             "",
         ] + [f"- {step}" for step in report["not_run"]]
+    if report.get("not_reported"):
+        lines += [
+            "",
+            "## In this folder but not in this report",
+            "",
+            "Finished runs of methods or seeds this call did not name (`--methods`, `--seeds`); name them to "
+            "report them:",
+            "",
+        ] + [f"- {entry}" for entry in report["not_reported"]]
     if report["failures"]:
         lines += ["", "## Failures (retried on the next call)", ""] + [
             f"- {f['step']}: {f['error'].splitlines()[0]}" for f in report["failures"]
