@@ -544,6 +544,32 @@ def test_a_narrower_report_says_what_else_the_folder_holds(boolq_dir, tmp_path):
     assert report["not_reported"] == []
 
 
+def test_a_verdict_whose_seeds_disagree_in_sign_says_so(boolq_dir, tmp_path):
+    """Found in the cpu-study's three seeds: the frozen control read **better** (+3.7, p = 0.0003) from
+    per-seed differences of +1.8, +15.3 and -6.2; the interval resamples rows, not seeds. Such a verdict
+    is now marked, and report.json has seeds_agree."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    report, md = compare(
+        *parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval
+    )
+    assert report["comparisons"][0]["seeds_agree"] is True  # linchain-k3 +50.0 and +47.5
+    assert "(seeds disagree in sign)" not in md.read_text()
+    # linchain-k3's seed 1 now right on 5 of 40 rows (lora's seed 1: 11): -15.0 at seed 1, +50.0 at seed 0
+    path = out / "runs" / "linchain-k3" / "lr0.01" / "seed1" / "test.json"
+    record = json.loads(path.read_text())
+    scores = record["tasks"]["boolq"]
+    scores["per_row"] = [1] * 5 + [0] * 35
+    scores["accuracy"] = record["average"] = 5 / 40
+    path.write_text(json.dumps(record))
+    report, md = compare(
+        *parse_args(_argv(boolq_dir, out, "--report_only")), train_fn=Fakes().train, eval_fn=Fakes().eval
+    )
+    c = report["comparisons"][0]
+    assert [round(100 * d, 1) for d in c["per_seed_difference"]] == [50.0, -15.0] and c["seeds_agree"] is False
+    assert f"**{c['verdict']}** (seeds disagree in sign)" in md.read_text()
+
+
 def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):
     """One --sweep_only call per (method, rate), then one call with all rates: it only chooses and runs the
     seeds, and the report equals that of one whole call."""

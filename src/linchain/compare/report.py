@@ -184,7 +184,14 @@ def build_report(
             for t in tasks
         }
         comparisons.append(
-            {"method": spec.name, "baseline": baseline, "paired_seeds": seeds, **overall, "per_task": per_task}
+            {
+                "method": spec.name,
+                "baseline": baseline,
+                "paired_seeds": seeds,
+                **overall,
+                "seeds_agree": _same_sign(overall["per_seed_difference"]),
+                "per_task": per_task,
+            }
         )
     prior = {}
     if source:
@@ -232,6 +239,12 @@ def _validation_rows(report: dict, settings: dict) -> str:
         if kept is None or kept == asked
         else f"{kept} (of {asked} asked for; the others repeat training prompts)"
     )
+
+
+def _same_sign(differences: Sequence[float]) -> bool:
+    """Whether the per-seed differences point one way (all > 0, all < 0, or all 0). The interval and p
+    resample rows, not seeds: a verdict whose seeds disagree rests on the seeds drawn (said in the report)."""
+    return all(d > 0 for d in differences) or all(d < 0 for d in differences) or all(d == 0 for d in differences)
 
 
 def _not_reported(grid: GridResult) -> list[str]:
@@ -382,7 +395,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {c['method']} | {_seed_list(c['paired_seeds'])} | {100 * c['difference']:+.1f} | "
             f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] | "
-            f"{c['p_value']:.3g} | **{c['verdict']}** | ±{100 * c['min_detectable_difference']:.1f} | {per_seed} |"
+            f"{c['p_value']:.3g} | **{c['verdict']}**{'' if c.get('seeds_agree', True) else ' (seeds disagree in sign)'} | "
+            f"±{100 * c['min_detectable_difference']:.1f} | {per_seed} |"
         )
     lines += [
         "",
@@ -390,7 +404,8 @@ def markdown(report: dict[str, Any]) -> str:
         "paired bootstrap over test rows (seeds kept together), p a sign-flip randomisation test over rows (for one "
         "seed and one task McNemar's exact test, computed exactly). *better*/*worse* need p < 0.05 and an interval that excludes 0; otherwise *no detectable "
         "difference*, which is not evidence of equality: differences smaller than the 'detectable' column (80% power) "
-        "are likely to be missed. Rows are resampled, seeds are not: look at 'per seed' to see whether seeds agree.",
+        "are likely to be missed. Rows are resampled, seeds are not: a verdict marked *seeds disagree in sign* "
+        "rests on which seeds were drawn, not on the method alone.",
         "",
         "## Learning-rate sweep (validation accuracy %, first seed)",
         "",
