@@ -114,13 +114,30 @@ def read_record(path: Path, kind: Literal["train", "scores"]) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def read_json_object(path: Path, why: str) -> dict:
+    """The JSON object in ``path``, or a ValueError naming the file, what is wrong and ``why`` it matters."""
+    try:
+        return _json_object(path)
+    except ValueError as err:
+        raise ValueError(f"{path} {err}: {why}") from None
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path``; a ValueError says what is wrong with it (not naming it)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"cannot be read ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(value, dict):
+        raise ValueError("is not a record (a JSON object)")
+    return value
+
+
 def _record_problem(path: Path, kind: str) -> Optional[str]:
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        return f"cannot be read ({str(err).splitlines()[0][:120]})"
-    if not isinstance(record, dict):
-        return "is not a record (a JSON object)"
+        record = _json_object(path)
+    except ValueError as err:
+        return str(err)
     if kind == "train":
         losses = record.get("losses")
         if not isinstance(losses, list) or not all(
@@ -295,15 +312,11 @@ class Grid:
         settings = self.settings()
         path = self.out / SETTINGS_FILE
         if path.exists():
-            try:
-                old = json.loads(path.read_text(encoding="utf-8"))
-                if not isinstance(old, dict):
-                    raise ValueError("not a JSON object")
-            except (OSError, UnicodeDecodeError, ValueError) as err:
-                raise ValueError(
-                    f"{path} cannot be read ({str(err).splitlines()[0][:120]}): it records the study's settings, "
-                    "which every step's results depend on; restore it, or start the study in a fresh --output_dir"
-                ) from None
+            old = read_json_object(
+                path,
+                "it records the study's settings, which every step's results depend on; restore it, or start the "
+                "study in a fresh --output_dir",
+            )
             # only the fields that define results are compared; one an older settings.json lacks had its default
             defaults = json.loads(json.dumps(_field_defaults(type(self.train)), default=str))
             old_train = old.get("train", {})

@@ -261,21 +261,16 @@ def _not_reported(grid: GridResult) -> list[str]:
 
 def _test_rows(grid: GridResult) -> Optional[dict]:
     """Per --eval_data: rows, rows kept, rows dropped as training prompts (--test_unseen_only), or None."""
-    from .grid import TEST_INFO
+    from .grid import TEST_INFO, read_json_object
 
     path = Path(grid.out) / "data" / TEST_INFO
     if not path.exists():
         return None
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(info, dict) and all(isinstance(v, dict) for v in info.values()):
-            return info
-        raise ValueError("not a mapping of test data to row counts")
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(
-            f"{path} cannot be read ({str(err).splitlines()[0][:120]}): it records which test rows were kept; "
-            "rerun the study in a fresh --output_dir"
-        ) from None
+    why = "it records which test rows were kept; rerun the study in a fresh --output_dir"
+    info = read_json_object(path, why)
+    if not all(isinstance(v, dict) for v in info.values()):
+        raise ValueError(f"{path} is not a mapping of test data to row counts: {why}")
+    return info
 
 
 # ---------------------------------------------------------------------------------------- markdown
