@@ -247,6 +247,12 @@ def _same_sign(differences: Sequence[float]) -> bool:
     return all(d > 0 for d in differences) or all(d < 0 for d in differences) or all(d == 0 for d in differences)
 
 
+def _seed_caveat(comparison: dict) -> str:
+    """' (seeds disagree in sign)' after a better/worse verdict whose seeds point both ways, else ''."""
+    decided = comparison["verdict"] in ("better", "worse")
+    return " (seeds disagree in sign)" if decided and not comparison.get("seeds_agree", True) else ""
+
+
 def _not_reported(grid: GridResult) -> list[str]:
     """Tested runs in the folder (runs/<method>/<rate>/seed<s>/test.json) of methods or seeds this report leaves
     out: a --report_only naming fewer of them replaces a fuller report, and says what else is there."""
@@ -390,7 +396,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {c['method']} | {_seed_list(c['paired_seeds'])} | {100 * c['difference']:+.1f} | "
             f"[{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] | "
-            f"{c['p_value']:.3g} | **{c['verdict']}**{'' if c.get('seeds_agree', True) else ' (seeds disagree in sign)'} | "
+            f"{c['p_value']:.3g} | **{c['verdict']}**{_seed_caveat(c)} | "
             f"±{100 * c['min_detectable_difference']:.1f} | {per_seed} |"
         )
     lines += [
@@ -399,8 +405,8 @@ def markdown(report: dict[str, Any]) -> str:
         "paired bootstrap over test rows (seeds kept together), p a sign-flip randomisation test over rows (for one "
         "seed and one task McNemar's exact test, computed exactly). *better*/*worse* need p < 0.05 and an interval that excludes 0; otherwise *no detectable "
         "difference*, which is not evidence of equality: differences smaller than the 'detectable' column (80% power) "
-        "are likely to be missed. Rows are resampled, seeds are not: a verdict marked *seeds disagree in sign* "
-        "rests on which seeds were drawn, not on the method alone.",
+        "are likely to be missed. Rows are resampled, seeds are not: a *better*/*worse* marked *seeds disagree in "
+        "sign* rests on which seeds were drawn, not on the method alone.",
         "",
         "## Learning-rate sweep (validation accuracy %, first seed)",
         "",
