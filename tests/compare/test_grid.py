@@ -690,13 +690,16 @@ def test_test_rows_that_repeat_a_training_prompt_are_dropped_and_counted(boolq_d
         "dropped_seen_in_training": 5,
     }
     assert "5 of" in md.read_text() and "dropped (--test_unseen_only)" in md.read_text()
+    # break-it check: the header said "(all rows, ...)" and then that 5 were dropped
+    assert "(all rows not seen in training, the same for every run)" in md.read_text()
     scored.clear()
-    report, _ = compare(
+    report, md = compare(
         *parse_args([*argv, "--output_dir", str(tmp_path / "b"), "--test_unseen_only", "false"]),
         train_fn=fakes.train,
         eval_fn=eval_fn,
     )
     assert report["test_rows"] is None and len(scored[0]) == 5 + len(unseen)
+    assert "(all rows, the same for every run)" in md.read_text()
 
 
 def test_the_report_says_how_many_validation_rows_were_kept(boolq_dir, tmp_path):

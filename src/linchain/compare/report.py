@@ -318,6 +318,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['learning_rates']} (first seed, {_validation_rows(report, s)} validation rows carved from the training data).",
         f"Test: {', '.join(s['eval']['eval_data'])} ("
         + (f"first {s['eval']['eval_limit']} rows each" if s["eval"]["eval_limit"] else "all rows")
+        + (
+            " not seen in training"
+            if any(n["dropped_seen_in_training"] for n in (report.get("test_rows") or {}).values())
+            else ""
+        )
         + ", the same for every run), "
         f"scorer `{s['eval']['scorer']}`."
         + "".join(
