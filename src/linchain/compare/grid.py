@@ -108,10 +108,15 @@ def read_record(path: Path, kind: Literal["train", "scores"]) -> dict:
     counts: a record that is not the grid's own (damaged, hand-edited, from elsewhere) would otherwise drop
     a seed or move a verdict without a word. A ValueError names the file; the step is then reported failed.
     """
-    why = _record_problem(path, kind)
+    try:
+        record = _json_object(path)
+    except ValueError as err:
+        record, why = None, str(err)
+    else:
+        why = _record_problem(record, kind)
     if why:
         raise ValueError(f"{path}: {why}; delete it to run this step again")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return record
 
 
 def read_json_object(path: Path, why: str) -> dict:
@@ -133,11 +138,8 @@ def _json_object(path: Path) -> dict:
     return value
 
 
-def _record_problem(path: Path, kind: str) -> Optional[str]:
-    try:
-        record = _json_object(path)
-    except ValueError as err:
-        return str(err)
+def _record_problem(record: dict, kind: str) -> Optional[str]:
+    """What makes ``record`` not a finished step's record of ``kind``, or None."""
     if kind == "train":
         losses = record.get("losses")
         if not isinstance(losses, list) or not all(
