@@ -34,16 +34,20 @@ def device() -> torch.device:
     return TEST_DEVICE
 
 
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+def tiny_llama(seed: int = 0, **config) -> LlamaForCausalLM:
+    """A 2-layer Llama with random weights; ``config`` overrides LlamaConfig fields (``tie_word_embeddings``)."""
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
+        **{
+            "vocab_size": 97,
+            "hidden_size": 32,
+            "intermediate_size": 48,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 64,
+            **config,
+        }
     )
     return LlamaForCausalLM(config).eval()
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from linchain import LinChainConfig
 from linchain.cli.main import main as cli
+from tests.conftest import tiny_llama
 
 from .helpers import copy_adapter, error_line, reader_argv
 
@@ -103,18 +104,7 @@ def test_target_modules_as_a_regex_or_all_linear_is_left_to_the_loader(adapter, 
 # ------------------------------------------------------------------------------- 3. merging a tied weight
 def _tied_base(folder: Path, tied: bool) -> Path:
     """A tiny Llama whose lm_head is (or is not) the embedding's Parameter, with no tokenizer."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=32,
-        tie_word_embeddings=tied,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_llama(tie_word_embeddings=tied).save_pretrained(folder)
     return folder
 
 
