@@ -12,10 +12,10 @@ Same model, tokens (batch x length), rank, dropout and targets for every row. Ro
 - ``full-ft``: every weight trained;
 - with ``--compile``: ``floor``, ``peft-lora`` and ``linchain-k3`` under ``torch.compile`` (``-compiled``).
 
-A training step is forward + backward (+ AdamW step for trainable rows). Repeats are interleaved
-(every row once per round, the order rotated each round) and the median is reported, with each
-row's ratio to the floor and to PEFT LoRA measured in the same process: on a shared machine only
-these ratios are meaningful. Memory per row = resident weights + optimiser state it owns (computed)
+A training step is forward + backward (+ a fused AdamW step for trainable rows, the optimizer
+``linchain train`` runs). Repeats are interleaved (every row once per round, the order rotated
+each round) and the median is reported, with each row's ratio to the floor and to PEFT LoRA
+measured in the same process: on a shared machine only these ratios are meaningful. Memory per row = resident weights + optimiser state it owns (computed)
 + the step's measured peak increment (CPU: VmHWM after resetting it, minus VmRSS before; GPU:
 max_memory_allocated minus memory_allocated before), plus the exact bytes of activations autograd
 saves (counted with saved-tensor hooks, deterministic). Inference rows compare the base model, the
@@ -297,7 +297,10 @@ def build_rows(base: nn.Module, args, device: torch.device) -> list[Row]:
         if name.endswith("-compiled"):
             model = torch.compile(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=1e-5) if trainable else None
+        # the optimizer `linchain train` gets: transformers' default for torch >= 2.8 is adamw_torch_fused
+        # (one fused kernel for all tensors; the for-loop AdamW costs ~4x more per step on CPU, and more
+        # for k = 3, whose 750 tensors are 2.5x LoRA's)
+        optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True) if trainable else None
         nbytes = sum(p.numel() * p.element_size() for p in trainable)
         # a trained copy owns its weights plus AdamW's two moment buffers of the same size
         rows.append(Row(name, model, optimizer, owned_bytes=3 * nbytes, times=[]))
