@@ -105,10 +105,25 @@ def test_draw_edges_and_tiny_p(monkeypatch):
 
 
 def test_small_tensors_draw_a_mask_large_ones_positions():
-    """Below 4,096 elements one bernoulli_ is cheaper than the position draw's dozen small ops."""
+    """Below 4,096 elements one mask draw is cheaper than the position draw's dozen small ops."""
     assert _draw_dropped(torch.empty(4095), 0.05).dtype == torch.bool
     assert _draw_dropped(torch.empty(4096), 0.05).dtype == torch.int64
     assert _draw_dropped(torch.empty(4096), 0.3).dtype == torch.bool  # p above the sparse limit
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_small_tensor_mask_is_bernoulli(p):
+    """The CPU mask of a small tensor (fewer than 4,096 elements): rate within 6 standard deviations
+    over 200 draws, per position as well (no element favoured), adjacent pairs at p^2."""
+    torch.manual_seed(8)
+    x = torch.empty(63, 64)
+    draws = torch.stack([_draw_dropped(x, p) for _ in range(200)]).double().view(200, -1)
+    n = draws.numel()
+    assert abs(draws.mean().item() - p) < 6 * math.sqrt(p * (1 - p) / n)
+    per_position = draws.mean(0)
+    assert (per_position - p).abs().max().item() < 6 * math.sqrt(p * (1 - p) / 200)
+    pairs = (draws[:, :-1] * draws[:, 1:]).mean().item()
+    assert abs(pairs - p * p) < 6 * math.sqrt(p * p * (1 - p * p) / n) * 2
 
 
 def test_draw_extends_when_the_first_batch_falls_short():
