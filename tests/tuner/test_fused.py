@@ -250,6 +250,39 @@ def test_falls_back_where_it_must():
     assert _path(layer, x) == "_FusedLinChainBackward"
 
 
+class _Doubled(nn.Module):
+    """A parametrization: the module's weight is twice the stored one."""
+
+    def forward(self, w):
+        return 2 * w
+
+
+@pytest.mark.parametrize("where", ["A", "mixer", "B"])
+def test_parametrized_factors_are_read_through_the_parametrization(where):
+    """The fused path reads an exact nn.Linear's weight from ``_parameters`` (host time); a
+    parametrized factor (torch.nn.utils.parametrize) must still be read as its computed weight:
+    fp32 output and gradients match the reference path (1e-5) and the float64 formula (1e-5)."""
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(9)
+    layer = _layer(nn.Linear(24, 20), 2, True, 0.1)
+    module = {
+        "A": layer.linchain_A[ADAPTER],
+        "mixer": layer.linchain_mixers[ADAPTER][1],
+        "B": layer.linchain_B[ADAPTER],
+    }[where]
+    parametrize.register_parametrization(module, "weight", _Doubled())
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    y, grads, path = _run(layer, x, True)
+    y_ref, grads_ref, _ = _run(layer, x, False)
+    assert path == "_FusedLinChainBackward"
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    y64, _ = _float64_reference(layer, x, _keep(layer, x, 0.1), 0.1)
+    torch.testing.assert_close(y.double(), y64, rtol=1e-5, atol=1e-5)
+
+
 def test_inference_without_grad_and_merged_state():
     torch.manual_seed(6)
     layer = _layer(nn.Linear(24, 20), 3, True, 0.0).eval()

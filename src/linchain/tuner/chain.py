@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from torch.nn import functional as F
 
 __all__ = ["chain_product", "chain_backward"]
 
@@ -74,7 +75,7 @@ def chain_backward(
             if i == 0:
                 grad_W[i] = G
             else:
-                gw = G @ Ms[i - 1].t() if G is not None else None
+                gw = F.linear(G, Ms[i - 1]) if G is not None else None  # G M_{i-1}^T
                 if g is not None and cs[i - 1] is not None:
                     outer = torch.outer(g, cs[i - 1])
                     gw = outer if gw is None else gw.add_(outer)
