@@ -125,12 +125,13 @@ class _FusedLinChain(torch.autograd.Function):
     """y = x W0^T + b0 + (s' (x_d A_f^T) + s c) B^T, x_d = x with the ``drop`` elements zeroed, s' = s / (1 - p).
 
     Forward: the chain folded onto A (``A_f = M_k ... M_1 A`` and its constant ``c``, chain.py, not
-    recorded by autograd), the base product (one GEMM, bias fused), h = s' x_d A_f^T (+ s c) in the
-    adapter's dtype (T, r), then ``y += h B^T`` in place (``addmm_`` when the dtypes agree).
-    Backward, from grad_y: g = grad_y in the adapter's dtype; grad_B = g^T h; g_h = g B;
+    recorded by autograd), the base product (one GEMM, bias fused), h = x_d A_f^T (+ (1 - p) c) in the
+    adapter's dtype (T, r), then ``y += s' h B^T`` in place (``addmm_`` when the dtypes agree).
+    Backward, from grad_y: g = grad_y in the adapter's dtype; grad_B = s' g^T h; g_h = g B;
     grad_c = s * sum_T g_h; grad_A_f = s' g_h^T x_d; grad_A = (M_k ... M_1)^T grad_A_f and the
     mixers' gradients from grad_A_f A^T and grad_c (chain.chain_backward);
-    grad_x = grad_y W0 + mask(s' g_h A_f), accumulated in one buffer.
+    grad_x = grad_y W0 + s' mask(g_h A_f), accumulated in one buffer. The scale s' rides on the
+    GEMMs' own alpha / beta, so no pass of its own scales h or g_h.
     """
 
     @staticmethod
@@ -155,14 +156,14 @@ class _FusedLinChain(torch.autograd.Function):
             else _dropped_copy(xa, drop.reshape(-1, in_features) if drop.dtype == torch.bool else drop)
         )
         h = F.linear(xd, A_f)  # xd A_f^T, the transpose inside the op
-        h.mul_(scale * keep_scale)  # fresh (T, r): both scales in one pass over the small tensor
+        s_drop = scale * keep_scale  # s' = s / (1 - p), applied by the GEMM below
         if c is not None:
-            h.add_(c, alpha=scale)
-        # 4. y += h B^T, in the base output's buffer
+            h.add_(c, alpha=scale / s_drop)  # (1 - p) c, so that s' h = s' x_d A_f^T + s c
+        # 4. y += s' h B^T, in the base output's buffer
         if y.dtype == dtype:
-            y.addmm_(h, B.t())
+            y.addmm_(h, B.t(), alpha=s_drop)
         else:
-            y.add_(h @ B.t())  # adapter-dtype product rounded once into the base dtype
+            y.add_(h @ B.t(), alpha=s_drop)  # adapter-dtype product rounded once into the base dtype
         # what backward keeps: a bool mask record keeps x itself (alive anyway: q, k and v share it) and
         # the 1-byte mask; dropped positions (CPU) keep the dropped copy, as dropout.py explains. The
         # chain's prefixes are (r, r) and (r,): what chain_backward needs.
@@ -185,12 +186,12 @@ class _FusedLinChain(torch.autograd.Function):
         need_W = ctx.needs_input_grad[_N_FIXED::2]
         need_b = ctx.needs_input_grad[_N_FIXED + 1 :: 2]
         need_A_f = need_A or any(need_W)
+        s_drop = ctx.scale * ctx.keep_scale
         grad_x = grad_A = grad_B = None
         if need_B:
-            grad_B = g.t() @ h  # (out, r)
-        g_h = g @ B  # (T, r)
-        grad_c = g_h.sum(0) * ctx.scale if ctx.has_c and (any(need_W) or any(need_b)) else None
-        g_h.mul_(ctx.scale * ctx.keep_scale)
+            grad_B = torch.addmm(B, g.t(), h, beta=0, alpha=s_drop)  # s' g^T h, (out, r); B itself unread
+        g_h = g @ B  # (T, r), without s'
+        grad_c = g_h.sum(0).mul_(ctx.scale) if ctx.has_c and (any(need_W) or any(need_b)) else None
         mask = None
         if drop is not None and drop.dtype == torch.bool:
             mask = drop.reshape(-1, keep_x.shape[-1])
@@ -199,16 +200,16 @@ class _FusedLinChain(torch.autograd.Function):
             xd = keep_x if keep_x.dtype == dtype else keep_x.to(dtype)
             if mask is not None:  # the record kept x itself: rebuild the dropped copy (one pass)
                 xd = _dropped_copy(xd, mask)
-            grad_A_f = g_h.t() @ xd  # (r, in)
+            grad_A_f = torch.addmm(A_f, g_h.t(), xd, beta=0, alpha=s_drop)  # s' g_h^T x_d, (r, in)
         if need_x:
             ga = g_h @ A_f  # (T, in): the adapter's share, masked, then the base's added in the same buffer
             if drop is not None:
                 _zero_dropped_(ga, mask if mask is not None else drop)
             base_w = weight.t() if ctx.fan_in_fan_out else weight  # grad of x W0^T is grad_y W0
             if ga.dtype == gy.dtype:
-                grad_x = ga.addmm_(gy, base_w)
+                grad_x = ga.addmm_(gy, base_w, beta=s_drop)  # s' ga + grad_y W0
             else:
-                grad_x = (gy @ base_w).add_(ga)
+                grad_x = (gy @ base_w).add_(ga, alpha=s_drop)
             grad_x = grad_x.reshape(ctx.x_shape)
         grad_mixers: list[Optional[torch.Tensor]] = []
         if k == 0:
