@@ -16,6 +16,13 @@ from linchain import LinChainConfig
         ({"dropout": -0.1}, "dropout"),
         ({"mixer_bias": "yes"}, "mixer_bias"),
         ({"target_modules": ["q_proj", ""]}, "target_modules"),
+        # PEFT LoRA takes these and fails inside get_peft_model with "'in <string>' requires string"
+        ({"layers_to_transform": "0"}, "layers_to_transform"),
+        ({"layers_to_transform": [0, "1"]}, "layers_to_transform"),
+        ({"layers_to_transform": -1}, "layers_to_transform"),
+        ({"layers_to_transform": []}, "layers_to_transform"),
+        ({"layers_to_transform": True}, "layers_to_transform"),
+        ({"layers_to_transform": 0, "layers_pattern": ["layers", 3]}, "layers_pattern"),
     ],
 )
 def test_bad_values_name_the_field_and_value(kwargs, field):
@@ -23,7 +30,20 @@ def test_bad_values_name_the_field_and_value(kwargs, field):
         LinChainConfig(**kwargs)
     message = str(err.value)
     assert field in message
-    assert repr(next(iter(kwargs.values()))) in message
+    assert repr(kwargs[field]) in message
+
+
+def test_layer_selection_adapts_only_those_layers():
+    """layers_to_transform as an index or a list, with and without layers_pattern: the adapted layers."""
+    from peft import get_peft_model
+
+    from tests.conftest import tiny_llama
+
+    for layers, pattern in [(1, None), ([0, 1], None), ([1], "layers"), (0, ["layers"])]:
+        config = LinChainConfig(target_modules=["q_proj"], layers_to_transform=layers, layers_pattern=pattern)
+        model = get_peft_model(tiny_llama(), config)
+        adapted = sorted(n.split(".layers.")[1].split(".")[0] for n, _ in model.named_parameters() if "linchain_A" in n)
+        assert adapted == [str(i) for i in ([layers] if isinstance(layers, int) else layers)]
 
 
 def test_defaults_and_peft_type():

@@ -149,8 +149,28 @@ class LinChainConfig(PeftConfig):
                 )
         if self.bias not in BIAS_OPTIONS:
             raise ValueError(f"LinChainConfig.bias must be one of {list(BIAS_OPTIONS)}, got bias={self.bias!r}.")
+        self._check_layer_selection()
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("LinChainConfig.layers_pattern is only used together with layers_to_transform.")
+
+    def _check_layer_selection(self) -> None:
+        """layers_to_transform: an index >= 0 or a list of them; layers_pattern: a name or a list of
+        names. (PEFT LoRA takes ``"0"`` here and fails later with a TypeError inside get_peft_model.)"""
+        layers = self.layers_to_transform
+
+        def is_index(v: object) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        if layers is not None and not (
+            is_index(layers) or (isinstance(layers, (list, tuple)) and layers and all(map(is_index, layers)))
+        ):
+            raise InvalidValue("layers_to_transform", layers, "a layer index >= 0 or a non-empty list of them")
+        pattern = self.layers_pattern
+        if pattern is not None and not (
+            (isinstance(pattern, str) and pattern)
+            or (isinstance(pattern, (list, tuple)) and pattern and all(isinstance(v, str) and v for v in pattern))
+        ):
+            raise InvalidValue("layers_pattern", pattern, "a layer list's name or a non-empty list of names")
 
     @property
     def scaling(self) -> float:
