@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from .grad_guard import differentiable_once
+
 __all__ = ["dropout_linear"]
 
 
@@ -137,6 +139,12 @@ class _DropoutLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):
+        with torch.no_grad():
+            grads = _DropoutLinear._backward(ctx, grad_h)
+        return differentiable_once(grads, grad_h, ctx)
+
+    @staticmethod
+    def _backward(ctx, grad_h: torch.Tensor):
         x_or_xd, weight, drop = ctx.saved_tensors
         # Under autocast the forward matmul ran in the autocast dtype (grad_h has it) while x and A
         # stay fp32: compute in grad_h's dtype and hand back each gradient in its input's dtype,

@@ -35,6 +35,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .chain import chain_backward, chain_product
 from .dropout import _dropped_copy, _zero_dropped_
+from .grad_guard import differentiable_once
 
 __all__ = ["enabled", "use_fused", "fusable_base", "fused_forward", "global_hooks"]
 
@@ -58,8 +59,14 @@ def use_fused(on: bool) -> Iterator[None]:
 
 
 def global_hooks() -> bool:
-    """Whether a global module forward hook (``nn.modules.module.register_module_forward_hook``) is set."""
-    return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+    """Whether a global module hook is set (``nn.modules.module.register_module_forward_hook``, its pre-
+    hook, or ``register_module_full_backward_hook`` / ``..._pre_hook``)."""
+    return bool(
+        _module._global_forward_hooks
+        or _module._global_forward_pre_hooks
+        or _module._global_backward_hooks
+        or _module._global_backward_pre_hooks
+    )
 
 
 def fusable_base(base: nn.Module) -> bool:
@@ -74,7 +81,9 @@ def fusable_base(base: nn.Module) -> bool:
         return False
     # the base's own hooks, accelerate's (an attribute, not a registered hook) and global module hooks
     # all run only when the base module is called
-    if base._forward_hooks or base._forward_pre_hooks or "_hf_hook" in base.__dict__:
+    if base._forward_hooks or base._forward_pre_hooks or base._backward_hooks or base._backward_pre_hooks:
+        return False
+    if "_hf_hook" in base.__dict__:
         return False
     if global_hooks():
         return False
@@ -109,12 +118,22 @@ def fused_forward(
 
 
 def _base_product(
-    x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in_fan_out: bool
-) -> torch.Tensor:
-    """x W0^T + b0 for (T, in) ``x2``, bias fused into the GEMM; ``Conv1D`` stores W0 as (in, out)."""
-    if fan_in_fan_out:
-        return torch.addmm(bias, x2, weight) if bias is not None else x2 @ weight
-    return F.linear(x2, weight, bias)
+    x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in_fan_out: bool, lead: torch.Size
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x W0^T + b0 for (T, in) ``x2``, bias fused into the GEMM; ``Conv1D`` stores W0 as (in, out).
+
+    Returns the output shaped (*lead, out) and its (T, out) view: the GEMM writes straight into the
+    final tensor, which the Function returns as it is (an output that is a view of one made inside
+    a custom Function cannot be modified in place, e.g. by ``nn.ReLU(inplace=True)``).
+    """
+    w_t = weight if fan_in_fan_out else weight.t()
+    y = torch.empty((*lead, w_t.shape[1]), dtype=x2.dtype, device=x2.device)
+    y2 = y.view(-1, w_t.shape[1])
+    if bias is not None:
+        torch.addmm(bias, x2, w_t, out=y2)
+    else:
+        torch.mm(x2, w_t, out=y2)
+    return y, y2
 
 
 #: positional inputs of _FusedLinChain before the mixers' tensors
@@ -145,8 +164,8 @@ class _FusedLinChain(torch.autograd.Function):
             A_f, c = Ms[-1] @ A, cs[-1]
         else:
             Ms, cs, A_f, c = [], [], A, None
-        # 2. the base product, bias fused into the GEMM
-        y = _base_product(x2, weight, bias, fan_in_fan_out)
+        # 2. the base product, bias fused into the GEMM, written into the returned tensor (y2: its (T, out) view)
+        y, y2 = _base_product(x2, weight, bias, fan_in_fan_out, x.shape[:-1])
         # 3. the adapter's (T, r) activations, in the adapter's dtype
         dtype = A_f.dtype
         xa = x2 if x2.dtype == dtype else x2.to(dtype)
@@ -160,23 +179,33 @@ class _FusedLinChain(torch.autograd.Function):
         if c is not None:
             h.add_(c, alpha=scale / s_drop)  # (1 - p) c, so that s' h = s' x_d A_f^T + s c
         # 4. y += s' h B^T, in the base output's buffer
-        if y.dtype == dtype:
-            y.addmm_(h, B.t(), alpha=s_drop)
+        if y2.dtype == dtype:
+            y2.addmm_(h, B.t(), alpha=s_drop)
         else:
-            y.add_(h @ B.t(), alpha=s_drop)  # adapter-dtype product rounded once into the base dtype
+            y2.add_(h @ B.t(), alpha=s_drop)  # adapter-dtype product rounded once into the base dtype
         # what backward keeps: a bool mask record keeps x itself (alive anyway: q, k and v share it) and
         # the 1-byte mask; dropped positions (CPU) keep the dropped copy, as dropout.py explains. The
         # chain's prefixes are (r, r) and (r,): what chain_backward needs.
-        keep_x = xd if (drop is not None and drop.dtype != torch.bool) else x2
-        ctx.save_for_backward(keep_x, weight, A, A_f, B, h, drop, *Ws, *Ms, *cs)
+        # x itself, not a reshaped view of it: an in-place change of x before backward then fails with
+        # torch's own "modified by an inplace operation". W0 only when x's gradient is wanted.
+        keep_x = xd if (drop is not None and drop.dtype != torch.bool) else x
+        base_w = weight if ctx.needs_input_grad[0] else None
+        ctx.save_for_backward(keep_x, base_w, A, A_f, B, h, drop, *Ws, *Ms, *cs)
         ctx.scale, ctx.keep_scale, ctx.fan_in_fan_out = scale, keep_scale, fan_in_fan_out
         ctx.k, ctx.has_c = len(Ws), c is not None
         ctx.x_shape = x.shape
-        return y.reshape(*x.shape[:-1], y.shape[-1])
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
+        with torch.no_grad():
+            grads = _FusedLinChain._backward(ctx, grad_y)
+        return differentiable_once(grads, grad_y, ctx)
+
+    @staticmethod
+    def _backward(ctx, grad_y):
         keep_x, weight, A, A_f, B, h, drop, *chain = ctx.saved_tensors
+        keep_x = keep_x.reshape(-1, keep_x.shape[-1])
         k = ctx.k
         Ws, Ms, cs = chain[:k], chain[k : 2 * k], chain[2 * k :]
         dtype = A_f.dtype

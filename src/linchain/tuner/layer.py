@@ -11,6 +11,7 @@ from typing import Any, Iterator, Optional
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
+from torch.autograd import forward_ad
 from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
@@ -44,8 +45,18 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _hooked(module: nn.Module) -> bool:
-    """Whether ``module`` has a forward hook or pre-hook of its own."""
-    return bool(module._forward_hooks or module._forward_pre_hooks)
+    """Whether ``module`` has a hook of its own: forward, forward pre-, or backward (full or pre-; those
+    fire only when the module itself is called)."""
+    return bool(
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    )
+
+
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether a torch.func transform (vmap, grad, jvp, ...) or forward-mode AD is active: the hand-written
+    Functions (fused path, dropout + A) have neither ``setup_context``/``vmap`` nor ``jvp``, so such
+    calls take plain differentiable ops, as PEFT LoRA does."""
+    return torch._C._functorch.peek_interpreter_stack() is not None or forward_ad._current_level >= 0
 
 
 #: an adapter's modules: (dropout, A, mixers, B)
@@ -65,6 +76,13 @@ def _weight_and_bias(linear: nn.Module) -> tuple[torch.Tensor, Optional[torch.Te
         params = linear._parameters
         return params["weight"], params["bias"]
     return linear.weight, linear.bias
+
+
+def _add_rounded_once(base: torch.Tensor, delta: torch.Tensor, alpha: int = 1) -> torch.Tensor:
+    """``base + alpha * delta`` in the wider of their dtypes, rounded once into ``base``'s: a bf16/fp16
+    base weight and an fp32 update come out as PEFT LoRA's in-place ``weight.data += delta`` makes them
+    (rounding the update to bf16 first, then the sum, differed from it in ~30% of the elements)."""
+    return torch.add(base, delta, alpha=alpha).to(base.dtype)
 
 
 def _active_dropout_p(dropout: nn.Module) -> float:
@@ -288,12 +306,12 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             if name not in self.linchain_A:
                 continue
             weight = dequantized_weight(base)  # base.weight.data itself unless the base is quantized (quant.py)
-            new_w = weight + self.get_delta_weight(name).to(weight.dtype)
+            new_w = _add_rounded_once(weight, self.get_delta_weight(name))
             delta_b = self.get_delta_bias(name)
             new_b = None
             if delta_b is not None:
                 old_b = base.bias.data if base.bias is not None else torch.zeros_like(delta_b, dtype=float_dtype(base))
-                new_b = old_b + delta_b.to(old_b.dtype)
+                new_b = _add_rounded_once(old_b, delta_b)
             if safe_merge and (
                 not torch.isfinite(new_w).all() or (new_b is not None and not torch.isfinite(new_b).all())
             ):
@@ -323,10 +341,10 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             if name not in self.linchain_A:
                 continue
             weight = dequantized_weight(base)
-            store_weight_(base, weight - self.get_delta_weight(name).to(weight.dtype))
+            store_weight_(base, _add_rounded_once(weight, self.get_delta_weight(name), alpha=-1))
             delta_b = self.get_delta_bias(name)
             if delta_b is not None and base.bias is not None:
-                base.bias.data -= delta_b.to(base.bias.dtype)
+                base.bias.data = _add_rounded_once(base.bias.data, delta_b, alpha=-1)
         if self._created_bias:
             base.bias = None
             self._created_bias = False
@@ -374,6 +392,8 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         adapters = self.linchain_A
         names = [n for n in self.active_adapters if n in adapters]
         if len(names) != 1 or not x.dtype.is_floating_point or torch.is_autocast_enabled(x.device.type):
+            return None
+        if _transformed(x):
             return None
         if not fused.fusable_base(self.base_layer):
             return None
@@ -429,7 +449,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
         A_folded, c = self._fold(name)
         p = _active_dropout_p(dropout)
-        if p > 0:
+        if p > 0 and not _transformed(x):
             # = A_folded(dropout(x)), cheaper, and the same draw with or without autograd (checkpointing)
             h = dropout_linear(x, A_folded, p)
         else:
