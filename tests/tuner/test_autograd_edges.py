@@ -123,12 +123,20 @@ def test_backward_hooks_run_as_in_peft_lora(where):
     _close(gA_ours, gA_lora)
 
 
+@pytest.mark.parametrize("base", ["linear", "linear without bias", "conv1d"])
 @pytest.mark.parametrize("k", [0, 2])
-@pytest.mark.parametrize("shape", [(5, 16), (2, 5, 16)])
-def test_output_modified_in_place(k, shape):
+@pytest.mark.parametrize("shape", [(5, 16), (2, 5, 16), (2, 1, 5, 16)])
+def test_output_modified_in_place(k, shape, base):
+    from transformers.pytorch_utils import Conv1D
+
     torch.manual_seed(4)
+    first = {
+        "linear": nn.Linear(16, 16),
+        "linear without bias": nn.Linear(16, 16, bias=False),
+        "conv1d": Conv1D(16, 16),
+    }
     model = get_peft_model(
-        nn.Sequential(nn.Linear(16, 16), nn.ReLU(inplace=True), nn.Linear(16, 4)),
+        nn.Sequential(first[base], nn.ReLU(inplace=True), nn.Linear(16, 4)),
         LinChainConfig(r=4, alpha=8, num_mixers=k, target_modules=["0"], init_weights=False),
     )
     x = torch.randn(*shape)

@@ -139,7 +139,9 @@ class _DropoutLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):
-        with torch.no_grad():
+        if not torch.is_grad_enabled():  # the usual backward: nothing records it
+            return _DropoutLinear._backward(ctx, grad_h)
+        with torch.no_grad():  # create_graph=True: see grad_guard.py
             grads = _DropoutLinear._backward(ctx, grad_h)
         return differentiable_once(grads, grad_h, ctx)
 

@@ -118,22 +118,24 @@ def fused_forward(
 
 
 def _base_product(
-    x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in_fan_out: bool, lead: torch.Size
+    x: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in_fan_out: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x W0^T + b0 for (T, in) ``x2``, bias fused into the GEMM; ``Conv1D`` stores W0 as (in, out).
+    """x W0^T + b0, bias fused into the GEMM; ``Conv1D`` stores W0 as (in, out). ``x2``: ``x`` as (T, in).
 
-    Returns the output shaped (*lead, out) and its (T, out) view: the GEMM writes straight into the
-    final tensor, which the Function returns as it is (an output that is a view of one made inside
-    a custom Function cannot be modified in place, e.g. by ``nn.ReLU(inplace=True)``).
+    Returns the output shaped like ``x`` but (..., out), and its (T, out) view for the adapter's
+    in-place sum. The output must not itself be a view, as the Function returns it and an output
+    that is a view of a tensor made inside a custom Function cannot be modified in place (e.g. by
+    ``nn.ReLU(inplace=True)``): ``F.linear`` gives a fresh tensor for 2-D inputs and for N-D ones
+    without bias; an N-D input with bias (which ``F.linear`` answers with a view of its 2-D GEMM)
+    has the GEMM written straight into a (..., out) tensor.
     """
-    w_t = weight if fan_in_fan_out else weight.t()
-    y = torch.empty((*lead, w_t.shape[1]), dtype=x2.dtype, device=x2.device)
-    y2 = y.view(-1, w_t.shape[1])
-    if bias is not None:
-        torch.addmm(bias, x2, w_t, out=y2)
+    w = weight.t() if fan_in_fan_out else weight  # (out, in)
+    if x.dim() == 2 or bias is None:
+        y = F.linear(x, w, bias)
     else:
-        torch.mm(x2, w_t, out=y2)
-    return y, y2
+        y = torch.empty((*x.shape[:-1], w.shape[0]), dtype=x2.dtype, device=x2.device)
+        torch.addmm(bias, x2, w.t(), out=y.view(-1, w.shape[0]))
+    return y, (y if y.dim() == 2 else y.view(-1, y.shape[-1]))
 
 
 #: positional inputs of _FusedLinChain before the mixers' tensors
@@ -165,7 +167,7 @@ class _FusedLinChain(torch.autograd.Function):
         else:
             Ms, cs, A_f, c = [], [], A, None
         # 2. the base product, bias fused into the GEMM, written into the returned tensor (y2: its (T, out) view)
-        y, y2 = _base_product(x2, weight, bias, fan_in_fan_out, x.shape[:-1])
+        y, y2 = _base_product(x, x2, weight, bias, fan_in_fan_out)
         # 3. the adapter's (T, r) activations, in the adapter's dtype
         dtype = A_f.dtype
         xa = x2 if x2.dtype == dtype else x2.to(dtype)
@@ -198,14 +200,17 @@ class _FusedLinChain(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        with torch.no_grad():
+        if not torch.is_grad_enabled():  # the usual backward: nothing records it
+            return _FusedLinChain._backward(ctx, grad_y)
+        with torch.no_grad():  # create_graph=True: see grad_guard.py
             grads = _FusedLinChain._backward(ctx, grad_y)
         return differentiable_once(grads, grad_y, ctx)
 
     @staticmethod
     def _backward(ctx, grad_y):
         keep_x, weight, A, A_f, B, h, drop, *chain = ctx.saved_tensors
-        keep_x = keep_x.reshape(-1, keep_x.shape[-1])
+        if keep_x.dim() != 2:
+            keep_x = keep_x.reshape(-1, keep_x.shape[-1])
         k = ctx.k
         Ws, Ms, cs = chain[:k], chain[k : 2 * k], chain[2 * k :]
         dtype = A_f.dtype
