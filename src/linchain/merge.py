@@ -40,9 +40,13 @@ def merge_adapter(
         "linchain merge",
         way="a classifier adapter is used unmerged (linchain eval --task_type seq_cls --adapter ...)",
     )
-    base_path = resolve_model_path(base_model or adapter_base_model(adapter) or "")
-    if not base_path:
-        raise ValueError(f"{adapter}/adapter_config.json names no base model: pass --base_model")
+    if base_model:
+        base_path = resolve_model_path(base_model, "--base_model")
+    else:
+        saved = adapter_base_model(adapter)
+        if not saved:
+            raise ValueError(f"{adapter}/adapter_config.json names no base model: pass --base_model")
+        base_path = resolve_model_path(saved, f"{adapter}/adapter_config.json's base_model_name_or_path (--base_model)")
     # checked before the model loads, and locked while merging: never over what is read (the adapter,
     # its run, a local base model), never a folder of another kind, room for the merged weights
     out = OutputFolder(

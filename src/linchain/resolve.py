@@ -69,6 +69,9 @@ def resolve_model_path(name: str, flag: str = "--model_name_or_path") -> str:
     """An offline name's local folder; a local folder as an absolute path (saved adapters name
     their base so that another working folder finds it); a hub id unchanged, once it is known to
     be cached or on the Hub (instead of transformers' retries ending in a traceback)."""
+    if not str(name).strip():
+        # Path("") is the current folder: an empty name must not load whatever model lies there
+        raise ValueError(f"{flag}: empty; give a model folder, a Hugging Face Hub id or an offline name")
     if name in OFFLINE_MODELS:
         return str(OFFLINE_MODELS[name]())
     path = Path(name).expanduser()

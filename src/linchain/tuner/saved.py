@@ -310,11 +310,31 @@ def chain_layers(
 
 
 def _pattern_value(name: str, pattern: dict, default):
-    """PEFT's rank_pattern / alpha_pattern: the first key that the layer name ends with (or equals)."""
-    for key, value in (pattern or {}).items():
-        if name == key or name.endswith("." + key) or name.endswith(key):
-            return value
-    return default
+    """PEFT's rank_pattern / alpha_pattern entry for layer ``name`` (its path in the base model), by
+    PEFT's own rule (``peft.utils.other.get_pattern_key``: the first key that, as a regex, matches the
+    whole name or its trailing dotted parts), else ``default``."""
+    if not pattern:
+        return default
+    from peft.utils.other import get_pattern_key
+
+    # saved keys carry PeftModel's "base_model.model." prefix; PEFT matched the path without it
+    path = name[len(_SAVED_PREFIX) :] if name.startswith(_SAVED_PREFIX) else name
+    return pattern.get(get_pattern_key(list(pattern), path), default)
+
+
+_SAVED_PREFIX = "base_model.model."
+
+
+#: LoRA tensor names -> their role. An embedding's lora_embedding_A (r, num_embeddings) and _B (dim, r)
+#: give the update (s B A)^T of the embedding matrix: the same singular values, norm and size as
+#: s B A, so they are read as the A and B of a layer (before, they were skipped without a word).
+_LORA_PARTS = {
+    "lora_A.weight": "lora_A.weight",
+    "lora_B.weight": "lora_B.weight",
+    "lora_B.bias": "lora_B.bias",
+    "lora_embedding_A": "lora_A.weight",
+    "lora_embedding_B": "lora_B.weight",
+}
 
 
 def _lora_layers(
@@ -325,9 +345,9 @@ def _lora_layers(
         raise ValueError(f"{config_path}: DoRA adapters are not supported (their update is not s * B A).")
     groups: dict[str, dict] = {}
     for key, value in tensors.items():
-        for part in ("lora_A.weight", "lora_B.weight", "lora_B.bias"):
+        for part, role in _LORA_PARTS.items():
             if key.endswith("." + part):
-                groups.setdefault(key[: -len(part) - 1], {})[part] = value
+                groups.setdefault(key[: -len(part) - 1], {})[role] = value
     layers = {}
     for name, entry in groups.items():
         if "lora_A.weight" not in entry or "lora_B.weight" not in entry:

@@ -1,0 +1,90 @@
+"""Findings of a break-it round on the adapter lifecycle (save, load, merge, export, analyze) from the
+README and the CLI alone: each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+
+from linchain import LinChainConfig
+from linchain.cli.main import main as cli
+from tests.conftest import tiny_llama
+
+from .helpers import error_line
+
+
+def _adapter_without_base(folder: Path) -> Path:
+    """An adapter saved from a model built from a config: PEFT writes base_model_name_or_path null."""
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_llama(), LinChainConfig(r=2, alpha=4, num_mixers=1, target_modules=["q_proj"]))
+    model.save_pretrained(folder)
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] in (None, "")
+    return folder
+
+
+@pytest.mark.parametrize("saved", [None, ""])
+def test_merge_without_a_named_base_does_not_take_the_current_folder(saved, tmp_path, monkeypatch, capsys):
+    """Before: merge resolved "" to the current folder and merged into whatever model lay there."""
+    adapter = _adapter_without_base(tmp_path / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = saved
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    other = tmp_path / "other_model"
+    tiny_llama().save_pretrained(other)
+    monkeypatch.chdir(other)
+    assert cli(["merge", "--adapter", str(adapter), "--output_dir", str(tmp_path / "merged")]) == 2
+    assert "names no base model: pass --base_model" in error_line(capsys, "merge")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_an_empty_model_name_is_refused():
+    from linchain.resolve import resolve_model_path
+
+    with pytest.raises(ValueError, match="--base_model: empty"):
+        resolve_model_path("  ", "--base_model")
+
+
+def _lora_norms_as_peft_loads_them(folder: Path) -> dict[str, float]:
+    """Each adapted layer's ||delta W||_F from PEFT itself, the adapter loaded back from ``folder``."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(tiny_llama(), folder)
+    norms = {}
+    for name, module in model.base_model.model.named_modules():
+        if hasattr(module, "get_delta_weight") and "default" in getattr(module, "scaling", {}):
+            with torch.no_grad():
+                norms[name] = module.get_delta_weight("default").norm().item()
+    return norms
+
+
+@pytest.mark.parametrize(
+    "targets, alpha_pattern",
+    [
+        (["q_proj"], {r"^model\.layers\.1\.self_attn\.q_proj": 40}),  # a regex anchored at the path's start
+        (["q_proj"], {r".*\.1\.self_attn\.q_proj": 40}),
+        (["q_proj"], {"proj": 40}),  # not a whole trailing part: PEFT does not apply it
+        (["embed_tokens", "q_proj"], {}),  # an embedding's LoRA (lora_embedding_A/B): was skipped
+    ],
+)
+def test_analyze_reads_a_lora_adapter_as_peft_does(targets, alpha_pattern, tmp_path):
+    """Before: alpha_pattern keys were matched by suffix, not by PEFT's rule (one layer's norm 5x too
+    small, another 4x too large), and embedding LoRA layers were dropped without a word."""
+    from peft import LoraConfig
+
+    from linchain.analysis import analyze_adapter
+
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=targets, alpha_pattern=alpha_pattern, init_lora_weights=False)
+    model = get_peft_model(tiny_llama(), config)
+    model.save_pretrained(tmp_path / "lora")
+    want = _lora_norms_as_peft_loads_them(tmp_path / "lora")
+    got = {layer.name: layer.frobenius_norm for layer in analyze_adapter(tmp_path / "lora").layers}
+    assert sorted(got) == sorted(want)
+    for name, norm in want.items():
+        assert got[name] == pytest.approx(norm, rel=1e-5), name
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert analyze_adapter(tmp_path / "lora").total_params == trainable
