@@ -218,7 +218,10 @@ class OutputFolder:
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown output kind {kind!r} (valid: {', '.join(KINDS)})")
-        self.path, self.kind, self.flag = Path(path), kind, flag
+        # a symlink is written through: the folder it names is the output (replacing the link itself
+        # would leave its target empty and the user's link renamed aside)
+        self.path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+        self.kind, self.flag = kind, flag
         self.overwrite, self.resume, self.needs_bytes, self.command = overwrite, resume, needs_bytes, command
         self.inputs = {k: v for k, v in (inputs or {}).items() if v is not None and Path(v).exists()}
         self.runs = {k: v for k, v in (runs or {}).items() if v is not None and Path(v).exists()}

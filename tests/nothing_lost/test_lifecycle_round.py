@@ -88,3 +88,18 @@ def test_analyze_reads_a_lora_adapter_as_peft_does(targets, alpha_pattern, tmp_p
         assert got[name] == pytest.approx(norm, rel=1e-5), name
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert analyze_adapter(tmp_path / "lora").total_params == trainable
+
+
+def test_an_output_folder_given_as_a_symlink_is_written_through(tmp_path):
+    """Before: the user's link was renamed to a hidden .NAME.tmp-...-old-... beside it and a real folder
+    written in its place, its target left empty."""
+    adapter = _adapter_without_base(tmp_path / "adapter")
+    target = tmp_path / "bigdisk" / "exports"
+    target.mkdir(parents=True)
+    link = tmp_path / "lora_out"
+    link.symlink_to(target, target_is_directory=True)
+    assert cli(["export-lora", str(adapter), str(link)]) == 0
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert (target / "adapter_model.safetensors").exists() and (target / "adapter_config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "bigdisk", "lora_out"]
+    assert [p.name for p in target.parent.iterdir()] == ["exports"]  # no lock or temporary left beside it
