@@ -76,6 +76,12 @@ def resolve_model_path(name: str, flag: str = "--model_name_or_path") -> str:
         return str(OFFLINE_MODELS[name]())
     path = Path(name).expanduser()
     if path.is_dir():
+        if (path / ADAPTER_CONFIG).exists() and not (path / "config.json").exists():
+            # transformers would fail deep inside (an UnboundLocalError in its adapter loading)
+            raise ValueError(
+                f"{flag} {name}: an adapter folder ({ADAPTER_CONFIG}), not a model; give the base model "
+                "it adapts (a model folder with config.json, a hub id or an offline name)"
+            )
         return str(path.resolve())
     _check_hub_id(name, flag)
     return name

@@ -103,3 +103,34 @@ def test_an_output_folder_given_as_a_symlink_is_written_through(tmp_path):
     assert (target / "adapter_model.safetensors").exists() and (target / "adapter_config.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "bigdisk", "lora_out"]
     assert [p.name for p in target.parent.iterdir()] == ["exports"]  # no lock or temporary left beside it
+
+
+def test_a_positional_given_twice_is_refused(tmp_path, capsys):
+    """Before: `export-lora SRC A --dst B` wrote B and dropped A without a word."""
+    adapter = _adapter_without_base(tmp_path / "adapter")
+    argv = ["export-lora", str(adapter), str(tmp_path / "A"), "--dst", str(tmp_path / "B")]
+    assert cli(argv) == 2
+    assert "DST given twice" in error_line(capsys, "export-lora")
+    assert not (tmp_path / "A").exists() and not (tmp_path / "B").exists()
+
+
+def test_merge_errors_name_merges_own_flags(tmp_path, monkeypatch, capsys):
+    """--torch_dtype by its flag (was MergeArguments.torch_dtype); an adapter folder given as the base
+    in one line (was a 30-line UnboundLocalError from transformers); a saved base path that does not
+    resolve names where it came from (was --model_name_or_path, which merge lacks)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    adapter = _adapter_without_base(tmp_path / "adapter")
+    base = tmp_path / "base"
+    tiny_llama().save_pretrained(base)
+    out = ["--output_dir", str(tmp_path / "m")]
+    assert cli(["merge", "--adapter", str(adapter), "--base_model", str(base), "--torch_dtype", "float64", *out]) == 2
+    assert "--torch_dtype 'float64': must be one of" in error_line(capsys, "merge")
+    assert cli(["merge", "--adapter", str(adapter), "--base_model", str(adapter), *out]) == 2
+    assert "an adapter folder (adapter_config.json), not a model" in error_line(capsys, "merge")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "relative/base"
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    assert cli(["merge", "--adapter", str(adapter), *out]) == 2
+    line = error_line(capsys, "merge")
+    assert "adapter_config.json's base_model_name_or_path (--base_model) relative/base" in line
+    assert not (tmp_path / "m").exists()

@@ -201,6 +201,13 @@ def _positionals_to_flags(argv: list[str], parser, positional: Sequence[str]) ->
         raise UsageError(
             f"unexpected argument(s) {bounded(' '.join(bare[len(positional) :]))!r}; see {parser.prog} --help"
         )
+    for name, value in zip(positional, bare):
+        given = [f for f in flags if f == f"--{name}" or f.startswith(f"--{name}=")]
+        if given:  # argparse would keep the last one and drop the other without a word
+            metavar = by_flag[f"--{name}"].metavar or name.upper()
+            raise UsageError(
+                f"{metavar} given twice: {bounded(value)!r} and {given[0]}; give it once, bare or as --{name}"
+            )
     return [tok for name, value in zip(positional, bare) for tok in (f"--{name}", value)] + flags
 
 

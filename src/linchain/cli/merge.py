@@ -37,7 +37,7 @@ class MergeArguments:
 
     def __post_init__(self) -> None:
         if self.torch_dtype not in DTYPES:
-            raise ValueError(f"MergeArguments.torch_dtype={self.torch_dtype!r}: must be one of {', '.join(DTYPES)}")
+            raise ValueError(f"--torch_dtype {self.torch_dtype!r}: must be one of {', '.join(DTYPES)}")
         check_num_threads(self.num_threads, "--num_threads")
 
 
