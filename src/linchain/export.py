@@ -65,7 +65,10 @@ def export_lora(
     for layer_name, layer in chain_layers(tensors, config, str(weights_path), dtype=torch.float64).items():
         A_folded, c = layer._fold(ADAPTER)
         B = tensors[f"{layer_name}.linchain_B.weight"]
-        out[f"{layer_name}.lora_A.weight"] = A_folded.to(tensors[f"{layer_name}.linchain_A.weight"].dtype).contiguous()
+        # stored at least in fp32: M_k...M_1 A of a bf16/fp16 adapter rounded back to 16 bits would be
+        # ~1e3 x fp32 rounding off the chain it came from (PEFT loads it into its lora_A, fp32 by default)
+        a_dtype = torch.promote_types(tensors[f"{layer_name}.linchain_A.weight"].dtype, torch.float32)
+        out[f"{layer_name}.lora_A.weight"] = A_folded.to(a_dtype).contiguous()
         out[f"{layer_name}.lora_B.weight"] = B.contiguous()
         if c is not None:
             has_affine = True

@@ -134,3 +134,33 @@ def test_merge_errors_name_merges_own_flags(tmp_path, monkeypatch, capsys):
     line = error_line(capsys, "merge")
     assert "adapter_config.json's base_model_name_or_path (--base_model) relative/base" in line
     assert not (tmp_path / "m").exists()
+
+
+def test_export_of_a_bf16_adapter_stays_exact(tmp_path):
+    """Before: the folded A' = M_k...M_1 A of a bf16 adapter was stored rounded to bf16, ~1e3 x fp32
+    rounding off the adapter it came from. Now it is stored in fp32: loaded by PEFT onto an fp32 base,
+    the export and the LinChain adapter agree to fp32 rounding (1e-5 of the logits' scale)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from linchain import export_lora
+
+    model = get_peft_model(
+        tiny_llama().to(torch.bfloat16),
+        LinChainConfig(r=4, alpha=8, num_mixers=3, target_modules=["q_proj", "v_proj"]),
+        autocast_adapter_dtype=False,
+    )
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "linchain" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    model.save_pretrained(tmp_path / "chain")
+    export_lora(tmp_path / "chain", tmp_path / "lora")
+    exported = load_file(tmp_path / "lora" / "adapter_model.safetensors")
+    assert {v.dtype for k, v in exported.items() if "lora_A" in k} == {torch.float32}
+    x = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        chain = PeftModel.from_pretrained(tiny_llama(), tmp_path / "chain").eval()(x).logits
+        lora = PeftModel.from_pretrained(tiny_llama(), tmp_path / "lora").eval()(x).logits
+    torch.testing.assert_close(lora, chain, rtol=1e-5, atol=1e-5 * chain.abs().max().item())
