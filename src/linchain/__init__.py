@@ -19,6 +19,20 @@ __all__ = ["LINCHAIN", "LinChainConfig", "LinChainLayer", "LinChainModel", "__ve
 # PEFT (importing them took ~7 s), so the method is not loaded there
 _USAGE_ONLY = _is_command_process() and _sys.argv[1:] in ([], ["-h"], ["--help"])
 
+if _is_command_process():
+    # Ctrl-C while a command starts (importing torch, PEFT and transformers takes seconds) ends it with
+    # one line, not an import traceback; run_command (cli/args.py) puts Python's own handler back,
+    # and its KeyboardInterrupt handling takes over
+    import signal as _signal
+
+    def _interrupted_while_starting(signum, frame):
+        """SIGINT before the command runs (cli/args.py run_command puts Python's handler back)."""
+        print("linchain: interrupted while starting; nothing was written", file=_sys.stderr)
+        raise SystemExit(130)
+
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:  # not when SIGINT is ignored
+        _signal.signal(_signal.SIGINT, _interrupted_while_starting)
+
 if not _USAGE_ONLY:
     # a `linchain` command's OpenMP threads sleep while they wait instead of spinning on cores other
     # jobs need (linchain.threads): set before torch is imported below, as OpenMP reads it once

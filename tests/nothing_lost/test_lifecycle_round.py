@@ -164,3 +164,26 @@ def test_export_of_a_bf16_adapter_stays_exact(tmp_path):
         chain = PeftModel.from_pretrained(tiny_llama(), tmp_path / "chain").eval()(x).logits
         lora = PeftModel.from_pretrained(tiny_llama(), tmp_path / "lora").eval()(x).logits
     torch.testing.assert_close(lora, chain, rtol=1e-5, atol=1e-5 * chain.abs().max().item())
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path):
+    """Before: Ctrl-C in a command's first seconds (importing torch, PEFT, transformers) printed a 40-100
+    line KeyboardInterrupt traceback. The signal is sent 1 s in, well inside those imports (~3 s+)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "linchain", "export-lora", str(tmp_path / "nothing"), str(tmp_path / "out")]
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as an interactive shell starts it
+    )
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["linchain: interrupted while starting; nothing was written"]
+    assert not (tmp_path / "out").exists()

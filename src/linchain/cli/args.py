@@ -514,6 +514,10 @@ def run_command(prog: str, body: Callable[[], Optional[int]], interrupted: str =
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminate)
+        import linchain
+
+        if signal.getsignal(signal.SIGINT) is getattr(linchain, "_interrupted_while_starting", None):
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a KeyboardInterrupt again, caught below
     try:
         return int(body() or 0)
     except KeyboardInterrupt:
