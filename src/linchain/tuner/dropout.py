@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .grad_guard import differentiable_once
+from .grad_guard import backward_once
 
 __all__ = ["dropout_linear"]
 
@@ -139,11 +139,7 @@ class _DropoutLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h: torch.Tensor):
-        if not torch.is_grad_enabled():  # the usual backward: nothing records it
-            return _DropoutLinear._backward(ctx, grad_h)
-        with torch.no_grad():  # create_graph=True: see grad_guard.py
-            grads = _DropoutLinear._backward(ctx, grad_h)
-        return differentiable_once(grads, grad_h, ctx)
+        return backward_once(_DropoutLinear._backward, ctx, grad_h)  # create_graph=True: see grad_guard.py
 
     @staticmethod
     def _backward(ctx, grad_h: torch.Tensor):

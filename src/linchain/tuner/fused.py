@@ -35,7 +35,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .chain import chain_backward, chain_product
 from .dropout import _dropped_copy, _zero_dropped_
-from .grad_guard import differentiable_once
+from .grad_guard import backward_once
 
 __all__ = ["enabled", "use_fused", "fusable_base", "fused_forward", "global_hooks"]
 
@@ -200,11 +200,7 @@ class _FusedLinChain(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        if not torch.is_grad_enabled():  # the usual backward: nothing records it
-            return _FusedLinChain._backward(ctx, grad_y)
-        with torch.no_grad():  # create_graph=True: see grad_guard.py
-            grads = _FusedLinChain._backward(ctx, grad_y)
-        return differentiable_once(grads, grad_y, ctx)
+        return backward_once(_FusedLinChain._backward, ctx, grad_y)  # create_graph=True: see grad_guard.py
 
     @staticmethod
     def _backward(ctx, grad_y):

@@ -10,11 +10,11 @@ Function's inputs (not the incoming gradient) require grad, as in a gradient pen
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["SECOND_DERIVATIVE", "differentiable_once"]
+__all__ = ["SECOND_DERIVATIVE", "backward_once", "differentiable_once"]
 
 SECOND_DERIVATIVE = (
     "LinChain's fused layer and its dropout compute their backward by hand and cannot be differentiated "
@@ -22,6 +22,17 @@ SECOND_DERIVATIVE = (
     "under `with linchain.tuner.fused.use_fused(False):` with the adapter's dropout inactive (model.eval() "
     "or dropout=0): that path is plain differentiable torch."
 )
+
+
+def backward_once(backward: Callable, ctx, grad_output: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+    """A Function's ``backward``: ``backward(ctx, grad_output)`` (the hand-written one) as it is in the
+    usual backward, where nothing records it; under ``create_graph=True`` run without recording and
+    guarded by :func:`differentiable_once`."""
+    if not torch.is_grad_enabled():
+        return backward(ctx, grad_output)
+    with torch.no_grad():
+        grads = backward(ctx, grad_output)
+    return differentiable_once(grads, grad_output, ctx)
 
 
 def differentiable_once(
