@@ -262,6 +262,14 @@ class OutputFolder:
                 relation = _relation(out, Path(path).resolve())
                 if relation and (strict or relation != "lies inside"):
                     self._refuse(f"{relation} {what} ({path}); choose another folder")
+                if relation == "lies inside" and not strict:
+                    first = out.relative_to(Path(path).resolve()).parts[0]
+                    if first.startswith(runs.CHECKPOINT):
+                        # the Trainer deletes old checkpoints (save_total_limit) and a resume replaces them
+                        self._refuse(
+                            f"lies inside {what}'s checkpoint {first} ({path}), which training rotates away; "
+                            "choose a folder outside the checkpoints"
+                        )
 
     def _check_not_held(self) -> None:
         """A folder another process is writing is refused as such (not as "holds files": that advice

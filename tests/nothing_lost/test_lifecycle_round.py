@@ -187,3 +187,17 @@ def test_ctrl_c_while_a_command_starts_is_one_line(tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["linchain: interrupted while starting; nothing was written"]
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_inside_a_runs_checkpoint_is_refused(adapter, tmp_path, capsys):
+    """An export (or merge, analysis) written into RUN/checkpoint-N would be deleted with that
+    checkpoint by the Trainer's rotation (save_total_limit) or replaced by a resume."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(adapter.parent, run)
+    (run / "checkpoint-1").mkdir()
+    assert cli(["export-lora", str(run / "adapter"), str(run / "checkpoint-1" / "lora")]) == 2
+    assert "lies inside the adapter's run's checkpoint checkpoint-1" in error_line(capsys, "export-lora")
+    assert not (run / "checkpoint-1" / "lora").exists()
+    assert cli(["export-lora", str(run / "adapter"), str(run / "exports" / "lora")]) == 0  # elsewhere in the run
