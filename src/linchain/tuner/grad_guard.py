@@ -53,7 +53,10 @@ def differentiable_once(
     if not present:
         return tuple(grads)
     anchors = [t for t in (grad_output, *ctx.saved_tensors) if t is not None and t.requires_grad]
-    error = torch._C._functions.DelayedError(SECOND_DERIVATIVE, len(present) + len(anchors))
+    delayed_error = getattr(torch._C._functions, "DelayedError", None)  # private: what once_differentiable uses
+    if delayed_error is None:
+        raise RuntimeError(SECOND_DERIVATIVE)  # no way to defer the refusal: refuse create_graph itself
+    error = delayed_error(SECOND_DERIVATIVE, len(present) + len(anchors))
     guarded = error(*[grads[i].detach().requires_grad_() for i in present], *anchors)
     guarded = guarded if isinstance(guarded, tuple) else (guarded,)
     out = list(grads)

@@ -52,11 +52,17 @@ def _hooked(module: nn.Module) -> bool:
     )
 
 
+#: torch's (private) probe for an active torch.func transform; None where a torch version lacks it
+_PEEK_TRANSFORM = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+
+
 def _transformed(x: torch.Tensor) -> bool:
     """Whether a torch.func transform (vmap, grad, jvp, ...) or forward-mode AD is active: the hand-written
     Functions (fused path, dropout + A) have neither ``setup_context``/``vmap`` nor ``jvp``, so such
     calls take plain differentiable ops, as PEFT LoRA does."""
-    return torch._C._functorch.peek_interpreter_stack() is not None or forward_ad._current_level >= 0
+    if _PEEK_TRANSFORM is not None and _PEEK_TRANSFORM() is not None:
+        return True
+    return getattr(forward_ad, "_current_level", -1) >= 0
 
 
 #: an adapter's modules: (dropout, A, mixers, B)
