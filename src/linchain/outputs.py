@@ -218,9 +218,11 @@ class OutputFolder:
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown output kind {kind!r} (valid: {', '.join(KINDS)})")
-        # a symlink is written through: the folder it names is the output (replacing the link itself
-        # would leave its target empty and the user's link renamed aside)
-        self.path = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+        # a symlink (the folder itself, or on the way: LINK/../out) is written through: the physical folder
+        # is the output. Replacing a link itself would leave its target empty and the link renamed aside,
+        # and mixing the lexical path (staging beside it) with the physical one fails.
+        resolved = Path(path).resolve()
+        self.path = resolved if resolved != Path(os.path.abspath(path)) else Path(path)
         self.kind, self.flag = kind, flag
         self.overwrite, self.resume, self.needs_bytes, self.command = overwrite, resume, needs_bytes, command
         self.inputs = {k: v for k, v in (inputs or {}).items() if v is not None and Path(v).exists()}

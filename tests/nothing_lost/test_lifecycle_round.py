@@ -201,3 +201,15 @@ def test_an_output_inside_a_runs_checkpoint_is_refused(adapter, tmp_path, capsys
     assert "lies inside the adapter's run's checkpoint checkpoint-1" in error_line(capsys, "export-lora")
     assert not (run / "checkpoint-1" / "lora").exists()
     assert cli(["export-lora", str(run / "adapter"), str(run / "exports" / "lora")]) == 0  # elsewhere in the run
+
+
+def test_an_output_path_through_a_symlink_and_dotdot_is_the_physical_folder(tmp_path, monkeypatch):
+    """LINK/../out, LINK a symlink to far/inner: the output is far/out, as `mkdir LINK/../out` makes it
+    (before: the checks and the staging folder disagreed and the write failed with a raw errno)."""
+    adapter = _adapter_without_base(tmp_path / "adapter")
+    (tmp_path / "far" / "inner").mkdir(parents=True)
+    (tmp_path / "jump").symlink_to(tmp_path / "far" / "inner", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["export-lora", str(adapter), "jump/../out"]) == 0
+    assert (tmp_path / "far" / "out" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "out").exists()
