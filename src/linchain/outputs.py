@@ -33,6 +33,7 @@ import fcntl
 import fnmatch
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -192,6 +193,16 @@ def _relation(out: Path, source: Path) -> Optional[str]:
     return None
 
 
+#: transformers' checkpoint folder names (trainer_utils.PREFIX_CHECKPOINT_DIR + the step), as its rotation matches them
+_TRAINER_CHECKPOINT = re.compile(r"checkpoint-[0-9]+")
+
+
+def _is_training_output(folder: Path) -> bool:
+    """A Trainer's output folder: a linchain run (train_config.yaml) or any folder with a trainer_state.json
+    in one of its checkpoints."""
+    return (folder / "train_config.yaml").is_file() or any(folder.glob("checkpoint-*/trainer_state.json"))
+
+
 class OutputFolder:
     """One command's output folder (see the module docstring for what it guarantees).
 
@@ -221,7 +232,10 @@ class OutputFolder:
         # a symlink (the folder itself, or on the way: LINK/../out) is written through: the physical folder
         # is the output. Replacing a link itself would leave its target empty and the link renamed aside,
         # and mixing the lexical path (staging beside it) with the physical one fails.
-        resolved = Path(path).resolve()
+        try:
+            resolved = Path(path).resolve()
+        except (RuntimeError, OSError) as err:  # a symlink loop (RuntimeError before Python 3.13)
+            raise OutputExistsError(f"{flag} {path}: cannot be resolved ({err}); name a folder") from None
         self.path = resolved if resolved != Path(os.path.abspath(path)) else Path(path)
         self.kind, self.flag = kind, flag
         self.overwrite, self.resume, self.needs_bytes, self.command = overwrite, resume, needs_bytes, command
@@ -272,6 +286,13 @@ class OutputFolder:
                             f"lies inside {what}'s checkpoint {first} ({path}), which training rotates away; "
                             "choose a folder outside the checkpoints"
                         )
+        # any training run's checkpoint, not only the adapter's: transformers' rotation matches checkpoint-<digits>
+        for folder in (out, *out.parents):
+            if _TRAINER_CHECKPOINT.fullmatch(folder.name) and _is_training_output(folder.parent):
+                self._refuse(
+                    f"lies inside the training checkpoint {folder}, which training rotates away; "
+                    "choose a folder outside the checkpoints"
+                )
 
     def _check_not_held(self) -> None:
         """A folder another process is writing is refused as such (not as "holds files": that advice

@@ -213,3 +213,26 @@ def test_an_output_path_through_a_symlink_and_dotdot_is_the_physical_folder(tmp_
     assert cli(["export-lora", str(adapter), "jump/../out"]) == 0
     assert (tmp_path / "far" / "out" / "adapter_model.safetensors").exists()
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_inside_any_training_checkpoint_or_a_symlink_loop_is_refused(adapter, tmp_path, capsys):
+    """Another adapter exported into a run's checkpoint-12 was accepted (only the exported adapter's own
+    run was checked), as was a Trainer folder's checkpoint-0012; a symlink loop as the output was a
+    RuntimeError traceback."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(adapter.parent, run)
+    (run / "checkpoint-12").mkdir()
+    other = tmp_path / "trainer_out" / "checkpoint-0012"
+    other.mkdir(parents=True)
+    (other / "trainer_state.json").write_text("{}")
+    source = _adapter_without_base(tmp_path / "elsewhere")
+    for out in (run / "checkpoint-12" / "y", other / "x"):
+        assert cli(["export-lora", str(source), str(out)]) == 2
+        assert "lies inside the training checkpoint" in error_line(capsys, "export-lora")
+        assert not out.exists()
+    (tmp_path / "loopa").symlink_to(tmp_path / "loopb")
+    (tmp_path / "loopb").symlink_to(tmp_path / "loopa")
+    assert cli(["export-lora", str(source), str(tmp_path / "loopa")]) == 2
+    assert "cannot be resolved" in error_line(capsys, "export-lora")
