@@ -70,6 +70,8 @@ def check_untied(model, adapter: Union[str, os.PathLike]) -> None:
     Raises ``ValueError`` naming the adapted layer, the module it shares with, and the way round."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    from .tuner.saved import module_path
+
     params = list(model.named_parameters(remove_duplicate=False))
     for name, module in model.named_modules():
         if not isinstance(module, BaseTunerLayer):
@@ -79,7 +81,7 @@ def check_untied(model, adapter: Union[str, os.PathLike]) -> None:
             continue
         shared = [n for n, p in params if _same_storage(p, weight) and not n.startswith(name + ".")]
         if shared:
-            layer, other = _short(name), _short(shared[0]).removesuffix(".weight")
+            layer, other = module_path(name), module_path(shared[0]).removesuffix(".weight")
             raise ValueError(
                 f"{adapter}: the adapted layer {layer} shares its weight with {other} (tied weights, e.g. "
                 f"tie_word_embeddings), so merging would change {other} too and save a wrong model; keep the "
@@ -95,8 +97,3 @@ def _same_storage(a, b) -> bool:
     if a.device != b.device or a.device.type == "meta" or not (a.numel() and b.numel()):
         return False  # meta and empty tensors have no memory to share (their data_ptr is 0)
     return a.data_ptr() == b.data_ptr()
-
-
-def _short(name: str) -> str:
-    """A module path without PEFT's ``base_model.model.`` prefix: the name the user gave."""
-    return name.removeprefix("base_model.model.")

@@ -36,6 +36,7 @@ __all__ = [
     "check_loaded_keys",
     "group_chain_tensors",
     "load_peft_adapter",
+    "module_path",
     "read_adapter",
     "require_fields",
     "saved_layers",
@@ -318,11 +319,13 @@ def _pattern_value(name: str, pattern: dict, default):
     from peft.utils.other import get_pattern_key
 
     # saved keys carry PeftModel's "base_model.model." prefix; PEFT matched the path without it
-    path = name[len(_SAVED_PREFIX) :] if name.startswith(_SAVED_PREFIX) else name
-    return pattern.get(get_pattern_key(list(pattern), path), default)
+    return pattern.get(get_pattern_key(list(pattern), module_path(name)), default)
 
 
-_SAVED_PREFIX = "base_model.model."
+def module_path(name: str) -> str:
+    """A module path without PEFT's ``base_model.model.`` prefix: the name the user gave (and PEFT's
+    rank_pattern / alpha_pattern keys match)."""
+    return name.removeprefix("base_model.model.")
 
 
 #: LoRA tensor names -> their role. An embedding's lora_embedding_A (r, num_embeddings) and _B (dim, r)
