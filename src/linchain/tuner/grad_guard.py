@@ -38,16 +38,16 @@ def backward_once(backward: Callable, ctx, grad_output: torch.Tensor) -> tuple[O
 def differentiable_once(
     grads: Sequence[Optional[torch.Tensor]], grad_output: torch.Tensor, ctx
 ) -> tuple[Optional[torch.Tensor], ...]:
-    """``grads`` as returned by a hand-written backward (computed under ``torch.no_grad()``).
+    """``grads`` as returned by a hand-written backward (computed under ``torch.no_grad()``), called by
+    :func:`backward_once` when autograd records the backward (``create_graph=True``).
 
-    When autograd records the backward (``create_graph=True``) and something requires grad, each
-    gradient is routed through an error node that raises :data:`SECOND_DERIVATIVE` if differentiated;
-    otherwise they are returned as they are. The node also hangs on to the Function's saved tensors
-    that require grad (its parameters, ``x``) and on ``grad_output``, so differentiating with respect
+    When something requires grad, each gradient is routed through an error node that raises
+    :data:`SECOND_DERIVATIVE` if differentiated; otherwise they are returned as they are. The node
+    also hangs on to the Function's saved tensors that require grad (its parameters, ``x``) and on ``grad_output``, so differentiating with respect
     to any of them reaches it (detached gradients alone would end in torch's "appears to not have
     been used in the graph" instead of this message).
     """
-    if not torch.is_grad_enabled() or not (grad_output.requires_grad or any(ctx.needs_input_grad)):
+    if not (grad_output.requires_grad or any(ctx.needs_input_grad)):
         return tuple(grads)
     present = [i for i, g in enumerate(grads) if g is not None]
     if not present:

@@ -56,7 +56,7 @@ def _hooked(module: nn.Module) -> bool:
 _PEEK_TRANSFORM = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
 
 
-def _transformed(x: torch.Tensor) -> bool:
+def _transformed() -> bool:
     """Whether a torch.func transform (vmap, grad, jvp, ...) or forward-mode AD is active: the hand-written
     Functions (fused path, dropout + A) have neither ``setup_context``/``vmap`` nor ``jvp``, so such
     calls take plain differentiable ops, as PEFT LoRA does."""
@@ -399,7 +399,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         names = [n for n in self.active_adapters if n in adapters]
         if len(names) != 1 or not x.dtype.is_floating_point or torch.is_autocast_enabled(x.device.type):
             return None
-        if _transformed(x):
+        if _transformed():
             return None
         if not fused.fusable_base(self.base_layer):
             return None
@@ -455,7 +455,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         # M_k(...M_1(A x)...) = (M_k ... M_1 A) x + c: fold the chain onto A first (see _fold)
         A_folded, c = self._fold(name)
         p = _active_dropout_p(dropout)
-        if p > 0 and not _transformed(x):
+        if p > 0 and not _transformed():
             # = A_folded(dropout(x)), cheaper, and the same draw with or without autograd (checkpointing)
             h = dropout_linear(x, A_folded, p)
         else:
