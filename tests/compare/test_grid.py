@@ -439,6 +439,14 @@ def _damage(record: dict, how: str):
         return {**record, "tasks": {}}
     if how == "average edited":
         return {**record, "average": 0.9}
+    if how == "stopped short":
+        return {**record, "global_step": record["global_step"] - 1, "losses": record["losses"][:-1]}
+    if how == "another seed's":
+        return {**record, "seed": 0}
+    if how == "another rate's":
+        return {**record, "learning_rate": 0.01}
+    if how == "another method's":
+        return {**record, "method": "linchain-k3"}
     task = next(iter(record["tasks"]))
     scores = dict(record["tasks"][task])
     if how == "a score of 2":
@@ -453,6 +461,12 @@ def _damage(record: dict, how: str):
     [
         ("train.json", "null", "is not a record"),
         ("train.json", "no losses", "has no list of [step, loss] pairs"),
+        # leftovers of the compare break-it round: a record of another run, or one that stopped short of
+        # --max_steps, counted as this run's without a word
+        ("train.json", "stopped short", "its global_step is 9, but --max_steps is 10: a run that stopped short"),
+        ("train.json", "another seed's", "its seed is 0, but this run's is 1: another run's record"),
+        ("train.json", "another rate's", "its learning_rate is 0.01, but this run's is 0.001"),
+        ("train.json", "another method's", "its method is 'linchain-k3', but this run's is 'lora'"),
         ("test.json", "a list", "is not a record"),
         ("test.json", "no tasks", "scores no task"),
         ("test.json", "average edited", "its average is not the mean"),

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -404,7 +405,7 @@ class Grid:
         run_dir = self.run_dir(spec, lr, seed)
         marker = run_dir / "train.json"
         if marker.exists() and not again:
-            return read_record(marker, "train")
+            return self._read_train(spec, lr, seed)
         if self.args.report_only:
             raise NotRun
         train_dir = run_dir / "train"
@@ -467,6 +468,34 @@ class Grid:
             "model_arguments": dataclasses.asdict(model_args),
         }
         atomic_write_json(marker, record)
+        return record
+
+    def _read_train(self, spec: MethodSpec, lr: float, seed: int) -> dict:
+        """The finished training record of (method, rate, seed), checked to be that run's, to its full length.
+
+        A marker copied from another run folder, or one of a run that stopped short of ``--max_steps``
+        (written by hand, or by another tool), would otherwise enter every statistic as this run.
+        """
+        path = self.run_dir(spec, lr, seed) / "train.json"
+        record = read_record(path, "train")
+        expected = {"method": spec.name, "learning_rate": lr, "seed": seed}
+        for key, value in expected.items():
+            got = record.get(key)
+            if key == "learning_rate":
+                same = _is_number(got) and math.isclose(got, value, rel_tol=1e-9)
+            else:
+                same = got == value
+            if not same:
+                raise ValueError(
+                    f"{path}: its {key} is {got!r}, but this run's is {value!r}: another run's record; "
+                    "delete it to run this step again"
+                )
+        steps = record.get("global_step")
+        if self.train.max_steps > 0 and steps != self.train.max_steps:
+            raise ValueError(
+                f"{path}: its global_step is {steps!r}, but --max_steps is {self.train.max_steps}: a run that stopped "
+                "short; delete it to run this step again"
+            )
         return record
 
     def _evaluate(
@@ -733,7 +762,7 @@ class Grid:
                 self._trained[(spec.name, seed)] = trained
             return
         if seed == self.seeds[0]:  # trained in the sweep: the chosen rate's training finished
-            trained = read_record(self.run_dir(spec, lr, seed) / "train.json", "train")
+            trained = self._read_train(spec, lr, seed)
         else:
             trained = self._trained.pop((spec.name, seed), None)
         if trained is None:  # the seed's training did not finish: nothing to test
