@@ -124,3 +124,42 @@ def test_errors_are_one_line(argv, message, capsys):
     assert cli(["compare", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("linchain compare: error:") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, source",
+    [
+        (["--preset", "cpu-study", "--seed", "5"], "--seeds 0 (from --preset cpu-study)"),
+        (["--preset", "cpu-study", "--seed=5", "--seeds", "1,2"], "--seeds 1,2 (from --seeds)"),
+        (["--eval_data", "x.json", "--seeds", "0,1", "--seed", "5"], "--seeds 0,1 (from --seeds)"),
+        (["--eval_data", "x.json", "--seeds", "0", "--config", "SEED_FILE"], "--seeds 0 (from --seeds)"),
+    ],
+)
+def test_a_seed_that_seeds_overrides_is_refused(tmp_path, monkeypatch, argv, source):
+    """Leftover of the compare break-it round: `--seed 5` under a preset (or beside --seeds) was ignored
+    without a word, and the study ran seed 0. It only stands in for an empty --seeds."""
+    from linchain.cli.args import UsageError
+
+    monkeypatch.setenv("LINCHAIN_DATA_DIR", str(tmp_path / "nowhere"))
+    seed_file = tmp_path / "seed.yaml"
+    seed_file.write_text("seed: 5\n")
+    argv = [str(seed_file) if a == "SEED_FILE" else a for a in argv]
+    with pytest.raises(UsageError) as err:
+        parse_args([*argv, "--output_dir", str(tmp_path / "out")])
+    assert str(err.value) == (
+        f"--seed 5 is not used: the runs' seeds are {source}; put the seeds to run in --seeds, e.g. --seeds 5"
+    )
+    # alone, --seed is the one seed (no --seeds, no preset)
+    c, *_, t = parse_args(["--eval_data", "x.json", "--seed", "5", "--output_dir", str(tmp_path / "out")])
+    assert c.seeds == "" and t.seed == 5
+
+
+def test_the_seed_refusal_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["compare", "--eval_data", "x.json", "--seeds", "0,1", "--seed", "5", "--model_name_or_path", str(tmp_path)]
+    assert cli([*argv, "--output_dir", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "linchain compare: error: --seed 5 is not used: the runs' seeds are --seeds 0,1 (from --seeds); "
+        "put the seeds to run in --seeds, e.g. --seeds 5"
+    ]
+    assert not out.exists()

@@ -31,7 +31,10 @@ def parse_args(argv: Sequence[str]):
     argv = list(argv)
     preset, argv = _pop_flag(argv, "--preset", "a preset name")
     if preset is None or any(a in ("-h", "--help") for a in argv):
-        return parse(argv, types, PROG, description=description)
+        args = parse(argv, types, PROG, description=description)
+        if not any(a in ("-h", "--help") for a in argv):
+            _refuse_unused_seed(argv, _config_values(list(argv))[1], args, None)
+        return args
     # the preset sits under --config: both go into one file that the shared parser reads
     values = preset_values(preset)
     argv, config, config_path = _config_values(argv)
@@ -41,11 +44,28 @@ def parse_args(argv: Sequence[str]):
         merged = Path(folder) / f"preset-{preset}.yaml"
         merged.write_text(yaml.safe_dump(values, sort_keys=True), encoding="utf-8")
         try:
-            return parse(["--config", str(merged), *argv], types, PROG, description=description)
+            args = parse(["--config", str(merged), *argv], types, PROG, description=description)
         except UsageError as err:
             # name the user's file (and the preset under it), not the temporary one merging both (break-it check)
             where = f"{config_path} (over --preset {preset})" if config_path else f"(--preset {preset})"
             raise UsageError(str(err).replace(str(merged), where)) from None
+    _refuse_unused_seed(argv, config, args, preset)
+    return args
+
+
+def _refuse_unused_seed(argv: list[str], config: dict, args: tuple, preset: Optional[str]) -> None:
+    """``--seed`` only stands in for ``--seeds`` when that is empty: given beside it (or under a preset that
+    sets it), it would be ignored without a word (break-it check)."""
+    compare_args, *_, train_args = args
+    given = "seed" in config or any(a == "--seed" or a.startswith("--seed=") for a in argv)
+    if not given or not compare_args.seeds:
+        return
+    by_user = "seeds" in config or any(a == "--seeds" or a.startswith("--seeds=") for a in argv)
+    source = "--seeds" if by_user or preset is None else f"--preset {preset}"
+    raise UsageError(
+        f"--seed {train_args.seed} is not used: the runs' seeds are --seeds {compare_args.seeds} (from {source}); "
+        f"put the seeds to run in --seeds, e.g. --seeds {train_args.seed}"
+    )
 
 
 def _compare(argv: list[str]) -> int:
