@@ -48,6 +48,11 @@ def test_method_names(name, expected):
         ("linchain-k3-biass", "is not a method"),
         ("linchain-k3-bias-bias", "is not a method"),
         ("moslora-orthogonal-identity", "choose one"),
+        # leftovers of the compare break-it round: another spelling of a method trained it again, in a
+        # folder and report row of its own
+        ("linchain-k03", "'linchain-k03' is written 'linchain-k3'"),
+        ("linchain-k3-frozen-bias", "'linchain-k3-frozen-bias' is written 'linchain-k3-bias-frozen'"),
+        ("moslora-identity-bias", "'moslora-identity-bias' is written 'moslora-bias-identity'"),
     ],
 )
 def test_bad_method_names(name, message):

@@ -50,8 +50,8 @@ class CompareArguments:
         default="lora,moslora,linchain-k3",
         metadata={
             "help": "Comma-separated methods: lora, moslora, linchain (k = --num_mixers), linchain-kK, lora-2r, peft-lora, "
-            "dora, pissa, rslora (PEFT's LoRA variants), full; suffixes of the chains: -bias, -orthogonal, -identity "
-            "(mixer init), -frozen (mixers frozen at initialisation)."
+            "dora, pissa, rslora (PEFT's LoRA variants), full; suffixes of the chains, in this order: -bias, -orthogonal, "
+            "-identity (mixer init), -frozen (mixers frozen at initialisation)."
         },
     )
     baseline: str = field(

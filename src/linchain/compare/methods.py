@@ -1,6 +1,6 @@
 """Method names of ``linchain compare`` -> the :class:`ModelArguments` of one ``linchain train`` run.
 
-A name is a base method with optional suffixes, in any order::
+A name is a base method with optional suffixes, in this order::
 
     lora | moslora | linchain | linchain-kK | lora-2r | peft-lora | full      base
     dora | pissa | rslora      PEFT's LoRA variants (use_dora; PiSSA init; alpha/sqrt(r)), no suffixes
@@ -27,7 +27,8 @@ from ..train.args import METHODS, ModelArguments
 __all__ = ["MethodSpec", "parse_method", "parse_methods"]
 
 _BASES = ("lora-2r", "lora", "moslora", "peft-lora", "dora", "pissa", "rslora", "full", "linchain")
-_SUFFIXES = {"bias", "orthogonal", "identity", "frozen"}
+_SUFFIX_ORDER = ("bias", "orthogonal", "identity", "frozen")  # the order a name lists its suffixes in
+_SUFFIXES = set(_SUFFIX_ORDER)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ def parse_method(name: str) -> MethodSpec:
         )
     if "orthogonal" in suffixes and "identity" in suffixes:
         raise ValueError(f"--methods: {name!r}: choose one of -orthogonal and -identity")
+    # one spelling per method: a study finds its runs by name, so linchain-k03 or linchain-k3-frozen-bias
+    # would train linchain-k3 or linchain-k3-bias-frozen again, in a folder and a report row of their own
+    canonical = base + (f"-k{k}" if k is not None else "") + "".join(f"-{s}" for s in _SUFFIX_ORDER if s in suffixes)
+    if name != canonical:
+        raise ValueError(f"--methods: {name!r} is written {canonical!r} (one spelling per method)")
     settings: dict[str, Any] = {}
     if k is not None:
         settings["num_mixers"] = k
