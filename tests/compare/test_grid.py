@@ -24,6 +24,7 @@ VALIDATION = {
     ("linchain-k3", "lr0.001"): 0.25,
     ("linchain-k3", "lr0.01"): 1.0,
 }
+VALIDATION_METHODS = ("lora", "linchain-k3")
 
 
 class Fakes:
@@ -815,3 +816,24 @@ def test_the_plan_sizes_the_bar_and_every_outcome_advances_it_by_its_weight(bool
     (out / "runs" / "lora" / "lr0.001" / "seed1" / "test.json").unlink()
     report, _ = compare(*parse_args(_argv(boolq_dir, out)), train_fn=Fakes(fail="lora").train, eval_fn=Fakes().eval)
     assert [f["step"] for f in ended_at_total(report)["failures"]] == ["lora lr 0.001 seed 1 training"]
+
+
+def test_a_single_rate_shows_the_validation_score_an_earlier_sweep_left(boolq_dir, tmp_path):
+    """Leftover of the compare break-it round: a later call with one of the swept rates alone chose it
+    without validation (right) but also left its existing validation score out of the report."""
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out, "--sweep_only")), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    argv = _argv(boolq_dir, out)
+    argv[argv.index("--learning_rates") + 1] = "1e-3"
+    fakes = Fakes()
+    report, md = compare(*parse_args(argv), train_fn=fakes.train, eval_fn=fakes.eval)
+    sweep = {
+        m: [(x["learning_rate"], x["validation_accuracy"]) for x in report["methods"][m]["sweep"]]
+        for m in VALIDATION_METHODS
+    }
+    assert sweep == {"lora": [(1e-3, 0.75)], "linchain-k3": [(1e-3, 0.25)]}
+    assert not [e for e in fakes.evaluated if e.endswith("validation")]  # read, not scored again
+    # a rate never validated stays unscored, and is chosen all the same
+    argv[argv.index("--learning_rates") + 1] = "3e-3"
+    report, _ = compare(*parse_args(argv), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    assert [x["validation_accuracy"] for x in report["methods"]["lora"]["sweep"]] == [None]

@@ -646,7 +646,8 @@ class Grid:
         for spec in self.methods:
             for lr in self.rates:
                 steps.append(Step("train", spec.name, lr, first, w_train))
-                if validate:
+                # a single rate's score, if an earlier (sweep) call left one, is read and shown, not run
+                if validate or (self.run_dir(spec, lr, first) / "validation.json").exists():
                     steps.append(Step("validation", spec.name, lr, first, w_val))
         if not self.args.sweep_only:
             for spec in self.methods:
