@@ -196,6 +196,37 @@ def _draw_dropped_for(x: torch.Tensor, p: float, seed: int = 5) -> torch.Tensor:
     return mask.view(x.shape)
 
 
+@pytest.mark.parametrize("numel", [8 * 64, 64 * 128])  # a bool mask (small x) and dropped positions (CPU)
+def test_dropout_masks_x_before_casting_it(numel):
+    """Dropping and casting commute, so the fused path zeroes the dropped elements of a bf16 x before
+    casting it to the fp32 adapter's dtype: its masking passes (forward, and backward's rebuilt copy)
+    read and write 2-byte elements, not the cast copy's 4-byte ones (what memory-bound accelerators
+    pay for). Values are checked against the reference path by test_bf16_activations_fp32_adapter."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Masks(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            # the dropped copies of x (out of place); the in-place masking of x's gradient stays in fp32,
+            # as that gradient is summed with the base's in fp32 and rounded once
+            if name in ("masked_fill", "clone") and args[0].numel() == numel:
+                self.dtypes.append((name, args[0].dtype))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(4)
+    layer = _layer(nn.Linear(64, 48).to(torch.bfloat16), 3, False, 0.1, adapter_dtype=torch.float32)
+    x = torch.randn(numel // 64, 64).to(torch.bfloat16).requires_grad_()
+    with Masks() as seen:
+        layer(x).sum().backward()
+    # a mask record rebuilds the copy in backward; dropped positions keep forward's (fp32, cast once)
+    copies = 2 if numel < 4096 else 1
+    assert len(seen.dtypes) == copies and all(dtype == torch.bfloat16 for _, dtype in seen.dtypes), seen.dtypes
+
+
 def test_what_backward_keeps_with_a_mask():
     """A bool mask record keeps x itself (shared by q, k and v) and the 1-byte mask: no copy of x."""
     torch.manual_seed(4)

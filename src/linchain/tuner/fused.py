@@ -170,12 +170,14 @@ class _FusedLinChain(torch.autograd.Function):
         y, y2 = _base_product(x, x2, weight, bias, fan_in_fan_out)
         # 3. the adapter's (T, r) activations, in the adapter's dtype
         dtype = A_f.dtype
-        xa = x2 if x2.dtype == dtype else x2.to(dtype)
+        # dropped, then cast: the same values as cast, then dropped, with the masking pass over x's own
+        # (narrower: bf16 on an fp32 adapter) elements instead of the cast copy's
         xd = (
-            xa
+            x2
             if drop is None
-            else _dropped_copy(xa, drop.reshape(-1, in_features) if drop.dtype == torch.bool else drop)
+            else _dropped_copy(x2, drop.reshape(-1, in_features) if drop.dtype == torch.bool else drop)
         )
+        xd = xd if xd.dtype == dtype else xd.to(dtype)
         h = F.linear(xd, A_f)  # xd A_f^T, the transpose inside the op
         s_drop = scale * keep_scale  # s' = s / (1 - p), applied by the GEMM below
         if c is not None:
@@ -227,9 +229,9 @@ class _FusedLinChain(torch.autograd.Function):
             mask = drop.reshape(-1, keep_x.shape[-1])
         grad_A_f = None
         if need_A_f:
-            xd = keep_x if keep_x.dtype == dtype else keep_x.to(dtype)
-            if mask is not None:  # the record kept x itself: rebuild the dropped copy (one pass)
-                xd = _dropped_copy(xd, mask)
+            # the record kept x itself: rebuild the dropped copy (in x's dtype first, as forward did)
+            xd = keep_x if mask is None else _dropped_copy(keep_x, mask)
+            xd = xd if xd.dtype == dtype else xd.to(dtype)
             grad_A_f = torch.addmm(A_f, g_h.t(), xd, beta=0, alpha=s_drop)  # s' g_h^T x_d, (r, in)
         if need_x:
             ga = g_h @ A_f  # (T, in): the adapter's share, masked, then the base's added in the same buffer
