@@ -5,6 +5,9 @@
 #   bash benchmarks/gpu.sh --cpu       # the CPU smoke run even where a GPU exists (tiny sizes, ~1 minute)
 #   bash benchmarks/gpu.sh --dry-run   # print the plan (device, steps, commands, time caps) and run nothing
 #   bash benchmarks/gpu.sh --cuda ...  # the GPU plan even where torch sees no GPU (with --dry-run: to read it)
+#   bash benchmarks/gpu.sh --profile   # instead of tests and speed: benchmarks/profile_step.py's tables (where
+#                                      # a step's host and device time go, per row) -> $OUT/profile.txt (~1-2 min;
+#                                      # a second call after the first, if device time is left)
 #
 # Steps, each capped with `timeout` so one slow step cannot eat the rest (caps add up to 9 minutes):
 #   1. carried wheels: if .gpu-wheels/ holds wheels whose versions differ from the machine's packages
@@ -33,14 +36,15 @@ set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-DRY=0 MODE=auto
+DRY=0 MODE=auto PROFILE=0
 for arg in "$@"; do
   case $arg in
     --dry-run) DRY=1 ;;
+    --profile) PROFILE=1 ;;
     --cpu) MODE=cpu ;;
     --cuda) MODE=cuda ;;
     -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "gpu.sh: unknown argument '$arg' (valid: --cpu, --cuda, --dry-run, --help)" >&2; exit 2 ;;
+    *) echo "gpu.sh: unknown argument '$arg' (valid: --cpu, --cuda, --profile, --dry-run, --help)" >&2; exit 2 ;;
   esac
 done
 
@@ -81,6 +85,10 @@ fi
 total=$((T_WHEELS + T_VERSIONS + T_TESTS))
 for run in "${SPEED_RUNS[@]}"; do IFS='|' read -r _ cap _ <<<"$run"; total=$((total + cap)); done
 
+if [ "$DRY" = 1 ] && [ "$PROFILE" = 1 ]; then
+  echo "gpu.sh --profile plan: device $MODE, python $PY; wheels, versions, then benchmarks/profile_step.py (cap 150s) -> $OUT/profile.txt, $OUT/profile.log"
+  exit 0
+fi
 if [ "$DRY" = 1 ]; then
   echo "gpu.sh plan: device $MODE, python $PY, PYTHONPATH=$PYTHONPATH, results in $OUT"
   echo "1. [cap ${T_WHEELS}s] wheels from $WHEELS whose versions differ from the installed ones -> pip install --no-deps --no-index --target (a scratch folder) on PYTHONPATH"
@@ -169,6 +177,22 @@ EOF
   date -u
 } >"$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt"
+
+# --profile: the profiler's tables instead of tests and speed rows
+if [ "$PROFILE" = 1 ]; then
+  if [ "$MODE" = cuda ]; then
+    PROFILE_ARGS="--model llama-1b --layers 4 --device cuda --dtype bf16 --batch 8 --seq-len 512"
+  else
+    PROFILE_ARGS="--model tiny --device cpu --dtype fp32 --batch 2 --seq-len 16"
+  fi
+  echo "=== profile on $MODE: benchmarks/profile_step.py $PROFILE_ARGS (cap 150s)"
+  # shellcheck disable=SC2086
+  timeout -k 10 150 "$PY" benchmarks/profile_step.py $PROFILE_ARGS --out "$OUT/profile.txt" >"$OUT/profile.log" 2>&1
+  rc=$?
+  grep '^#' "$OUT/profile.log" | head -20
+  [ $rc = 0 ] || { echo "profile FAILED (rc $rc); see profile.log"; tail -5 "$OUT/profile.log"; exit 1; }
+  exit 0
+fi
 
 # 3. the layer/model tests on the device. Collection imports every test module; a module that needs a
 # package this machine lacks (e.g. `datasets` for the Trainer tests) must not stop the others:

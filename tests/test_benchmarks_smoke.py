@@ -127,3 +127,17 @@ def test_gpu_script_cpu_smoke(tmp_path):
     runs = json.loads((tmp_path / "speed.json").read_text())["runs"]
     assert list(runs) == ["tiny-cpu"] and runs["tiny-cpu"]["machine"]["device"] == "cpu"
     assert [r["name"] for r in runs["tiny-cpu"]["training"]][:2] == ["floor", "peft-lora"]
+
+
+def test_gpu_script_profile_mode_cpu_smoke(tmp_path):
+    """gpu.sh --profile (a second device call): profile_step.py's tables per row, the rows named in order."""
+    proc = _gpu_sh("--cpu", "--profile", env={"OUT": str(tmp_path), "GPU_WHEELS": str(tmp_path / "none")}, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.log", "profile.txt", "versions.txt"]
+    heads = [
+        line.split(":")[0] for line in (tmp_path / "profile.txt").read_text().splitlines() if line.startswith("## ")
+    ]
+    assert heads == ["## floor", "## peft-lora", "## linchain-k0", "## linchain-k3"]
+    assert "aten ops and 0 kernels a step" in (tmp_path / "profile.txt").read_text()
+    plan = _gpu_sh("--cuda", "--profile", "--dry-run")
+    assert plan.returncode == 0 and "benchmarks/profile_step.py" in plan.stdout
