@@ -360,17 +360,23 @@ class OutputFolder:
         after its marker was last written. A run rewrites its marker at every checkpoint, so these are
         what it wrote since its last checkpoint."""
         written = set(marker["files"])
-        if marker.get("status") != "writing":
-            return written
-        try:
-            since = (self.path / MARKER).stat().st_mtime
-        except OSError:
+        since = self._killed_since(marker)
+        if since is None:
             return written
         for name in files - written:
             with contextlib.suppress(OSError):
                 if (self.path / name).lstat().st_mtime >= since:
                     written.add(name)
         return written
+
+    def _killed_since(self, marker: dict) -> Optional[float]:
+        """When a writer killed while writing (status ``writing``) last wrote its marker; None otherwise."""
+        if marker.get("status") != "writing":
+            return None
+        try:
+            return (self.path / MARKER).stat().st_mtime
+        except OSError:
+            return None
 
     def _check_unmarked(self) -> None:
         """A folder without a (readable) marker: continued when linchain wrote it before markers existed,
@@ -543,10 +549,16 @@ class OutputFolder:
         with self.locked():
             fresh = not self.path.exists() or not any(self.path.iterdir())
             self._foreign = self._not_ours()
+            killed_at = self._killed_since(read_marker(self.path) or {}) if self.path.is_dir() else None
             self.mark("writing")  # before --overwrite clears: a clear that fails leaves a marker saying so
             try:
                 if self.overwrite:
                     self.clear()
+                    if killed_at is not None:
+                        # a writer killed between making a folder and writing into it (the Trainer's next
+                        # checkpoint-N) left it empty: no file lists it, yet a Trainer resuming or rotating
+                        # its checkpoints would take it for the newest
+                        self._remove_empty_folders(killed_at)
                 yield self
             except BaseException as err:
                 if (
@@ -604,6 +616,18 @@ class OutputFolder:
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             return False
         return (self.path / rel).parent.resolve() == root.joinpath(*rel.parts[:-1])
+
+    def _remove_empty_folders(self, since: float) -> list[str]:
+        """Remove the empty sub-folders made at or after ``since`` (deepest first); older empty ones stay."""
+        removed = []
+        for top, dirs, _ in os.walk(self.path, topdown=False, followlinks=False):
+            for d in dirs:
+                folder = Path(top) / d
+                with contextlib.suppress(OSError):
+                    if not folder.is_symlink() and folder.stat().st_mtime >= since and not any(folder.iterdir()):
+                        folder.rmdir()
+                        removed.append(folder.relative_to(self.path).as_posix() + "/")
+        return removed
 
     def _remove(self, names: set[str]) -> list[str]:
         """Delete these files (relative paths) of the folder, then the sub-folders they leave empty."""

@@ -568,8 +568,16 @@ def test_a_run_killed_mid_write_can_be_started_afresh_with_overwrite(tiny_model_
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
     assert "holds files linchain did not write (notes.txt)" in error_line(capsys, "train")
     mine.unlink()
+    # killed between making its next checkpoint folder and writing into it (this test failed so on a busy
+    # machine: the empty checkpoint-6 stayed, and a Trainer resuming or rotating takes it for the newest);
+    # an empty folder older than the marker is not the killed run's and stays
+    (out / "checkpoint-9998").mkdir()
+    empty_of_mine = out / "empty"
+    empty_of_mine.mkdir()
+    os.utime(empty_of_mine, (0, 0))
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 0
     assert read_marker(out)["status"] == "complete" and not (out / "checkpoint-6").exists()
+    assert not (out / "checkpoint-9998").exists() and empty_of_mine.is_dir()
 
 
 def test_an_overwrite_that_fails_while_clearing_leaves_a_folder_marked_failed(
