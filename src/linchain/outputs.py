@@ -617,17 +617,19 @@ class OutputFolder:
             return False
         return (self.path / rel).parent.resolve() == root.joinpath(*rel.parts[:-1])
 
-    def _remove_empty_folders(self, since: float) -> list[str]:
-        """Remove the empty sub-folders made at or after ``since`` (deepest first); older empty ones stay."""
-        removed = []
-        for top, dirs, _ in os.walk(self.path, topdown=False, followlinks=False):
-            for d in dirs:
-                folder = Path(top) / d
-                with contextlib.suppress(OSError):
-                    if not folder.is_symlink() and folder.stat().st_mtime >= since and not any(folder.iterdir()):
-                        folder.rmdir()
-                        removed.append(folder.relative_to(self.path).as_posix() + "/")
-        return removed
+    def _remove_empty_folders(self, since: float) -> None:
+        """Remove the empty sub-folders made at or after ``since``, deepest first; older empty folders and
+        anything inside another output's folder (one with its own marker) stay."""
+        candidates = []
+        for top, dirs, names in os.walk(self.path, followlinks=False):
+            if Path(top) != self.path and MARKER in names:
+                dirs[:] = []  # another output, made from this one: its folders are its own
+                continue
+            candidates += [Path(top) / d for d in dirs]
+        for folder in sorted(candidates, key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                if not folder.is_symlink() and folder.stat().st_mtime >= since and not any(folder.iterdir()):
+                    folder.rmdir()
 
     def _remove(self, names: set[str]) -> list[str]:
         """Delete these files (relative paths) of the folder, then the sub-folders they leave empty."""
