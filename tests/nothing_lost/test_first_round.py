@@ -315,3 +315,17 @@ def test_broken_adapter_folders_are_named(command, make, model_dir, adapter, tmp
     bad, message = make(adapter, tmp_path)
     assert cli(reader_argv(command, bad, model_dir, tmp_path / "out")) == 2
     assert message in error_line(capsys, command)
+
+
+@pytest.mark.parametrize("scorer", ["generate", "loglik"])
+def test_a_rule_no_gold_answer_can_match_is_refused(model_dir, tmp_path, capsys, scorer):
+    """Break-it check (2026-12-01): boolq rows scored with --task ARC-Easy read 0.0% with only a warning,
+    although the README says evaluation refuses a rule none of the answers can match."""
+    rows = [{"instruction": f"Q{i}?", "input": "", "output": a, "answer": a} for i, a in enumerate(["true", "false"])]
+    path = tmp_path / "boolq.json"
+    path.write_text(json.dumps(rows))
+    argv = ["eval", "--model_name_or_path", str(model_dir), "--data", str(path), "--task", "ARC-Easy"]
+    assert cli([*argv, "--scorer", scorer, "--output_dir", str(tmp_path / "e"), "--no_progress"]) == 2
+    line = error_line(capsys, "eval")
+    assert "none of its 2 gold answers can match the ARC-Easy rule (e.g. row 0: 'true')" in line
+    assert "pass the --task of these rows" in line and not (tmp_path / "e").exists()

@@ -31,6 +31,19 @@ def gold_can_match(task: TaskSpec, example: Any, scorer: str) -> bool:
     return bool(gold) and is_correct(task, extract_answer(task, gold, options), gold)
 
 
+def refuse_unmatchable(task: TaskSpec, examples: Sequence[Any], scorer: str, data: str, advice: str) -> None:
+    """A ValueError when no gold answer of ``examples`` can match ``task``'s rule: every row would count as
+    wrong and the accuracy would read 0% as if it were a result (another task's rule, e.g. boolq rows
+    scored as ARC). Some rows that cannot match are counted and said instead (:func:`evaluate_task`)."""
+    if not examples or any(gold_can_match(task, ex, scorer) for ex in examples):
+        return
+    first = examples[0]
+    raise ValueError(
+        f"{data}: none of its {len(examples)} gold answers can match the {task.name} rule (e.g. row "
+        f"{getattr(first, 'row', 0)}: {gold_answer(first)!r}), so every row would count as wrong; {advice}"
+    )
+
+
 def evaluate_task(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -53,6 +66,7 @@ def evaluate_task(
     the extracted answer, the gold answer and whether it is correct."""
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    refuse_unmatchable(task, examples, scorer, data, "pass the --task of these rows (e.g. closed, boolq or gsm8k)")
     start = time.perf_counter()
     try:
         records = _score(
