@@ -98,12 +98,27 @@ def test_a_config_error_under_a_preset_names_the_users_file(tmp_path, capsys):
             "--baseline='linchain' is not in --methods",
         ),
         (["--eval_data", "x/boolq/test.json", "--seeds", "0,a"], "--seeds='0,a': expected comma-separated integers"),
-        (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be > 0"),
+        (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,-1"], "learning rates must be finite and > 0"),
+        # break-it check (2026-12-01): inf and a seed past 2**32 - 1 failed only at training, after the data
+        (["--eval_data", "x/boolq/test.json", "--learning_rates", "1e-3,inf"], "learning rates must be finite and > 0"),
+        (["--eval_data", "x/boolq/test.json", "--seeds", "99999999999999999999"], "seeds must be between 0 and"),
+        # break-it check (2026-12-01): rates six digits alike shared a run folder; failed or reused one run
+        (
+            ["--eval_data", "x/boolq/test.json", "--learning_rates", "0.001,0.0010000001", "--output_dir", "o"],
+            "--learning_rates: 0.001 and 0.0010000001 share one run folder (lr0.001",
+        ),
+        # break-it check (2026-12-01): flags compare sets itself were ignored without a word
+        (
+            ["--eval_data", "x", "--learning_rates", "1e-3,2e-3", "--learning_rate", "5e-3", "--output_dir", "o"],
+            "--learning_rate 0.005 is not used: the runs' learning rates are --learning_rates 1e-3,2e-3 (from --learning_rates)",
+        ),
+        (["--eval_data", "x", "--overwrite", "--output_dir", "o"], "--overwrite: compare resumes a study"),
+        (["--eval_data", "x", "--resume", "--output_dir", "o"], "--resume: compare resumes a study"),
         # break-it check: "0,,1" was read as 0,1, " " as the default seed, -1 accepted, --target_loss nan
         # failed at the JSON write without naming the flag
         (["--eval_data", "x/boolq/test.json", "--seeds", "0,,1"], "--seeds='0,,1': expected comma-separated"),
         (["--eval_data", "x/boolq/test.json", "--seeds", " "], "--seeds=' ': expected comma-separated integers"),
-        (["--eval_data", "x/boolq/test.json", "--seeds", "-1"], "--seeds='-1': seeds must be >= 0"),
+        (["--eval_data", "x/boolq/test.json", "--seeds", "-1"], "--seeds='-1': seeds must be between 0 and 4294967295"),
         (["--eval_data", "x/boolq/test.json", "--target_loss", "nan"], "--target_loss=nan: must be a finite loss > 0"),
         (["--eval_data", "x/boolq/test.json", "--methods", "lora-frozen"], "has no mixers"),
         (["--methods", "lora"], "--eval_data is required"),
@@ -147,11 +162,14 @@ def test_a_seed_that_seeds_overrides_is_refused(tmp_path, monkeypatch, argv, sou
     with pytest.raises(UsageError) as err:
         parse_args([*argv, "--output_dir", str(tmp_path / "out")])
     assert str(err.value) == (
-        f"--seed 5 is not used: the runs' seeds are {source}; put the seeds to run in --seeds, e.g. --seeds 5"
+        f"--seed 5 is not used: the runs' seeds are {source}; put the values to run in --seeds, e.g. --seeds 5"
     )
     # alone, --seed is the one seed (no --seeds, no preset)
     c, *_, t = parse_args(["--eval_data", "x.json", "--seed", "5", "--output_dir", str(tmp_path / "out")])
     assert c.seeds == "" and t.seed == 5
+    # the same one value in both is no conflict (break-it check: --preset cpu-study --seed 0 was refused)
+    c, *_, t = parse_args(["--preset", "cpu-study", "--seed", "0", "--output_dir", str(tmp_path / "out")])
+    assert c.seeds == "0" and t.seed == 0
 
 
 def test_the_seed_refusal_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -160,6 +178,6 @@ def test_the_seed_refusal_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert cli([*argv, "--output_dir", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "linchain compare: error: --seed 5 is not used: the runs' seeds are --seeds 0,1 (from --seeds); "
-        "put the seeds to run in --seeds, e.g. --seeds 5"
+        "put the values to run in --seeds, e.g. --seeds 5"
     ]
     assert not out.exists()

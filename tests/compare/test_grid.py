@@ -837,3 +837,76 @@ def test_a_single_rate_shows_the_validation_score_an_earlier_sweep_left(boolq_di
     argv[argv.index("--learning_rates") + 1] = "3e-3"
     report, _ = compare(*parse_args(argv), train_fn=Fakes().train, eval_fn=Fakes().eval)
     assert [x["validation_accuracy"] for x in report["methods"]["lora"]["sweep"]] == [None]
+
+
+def _refused_before_training(argv: list[str], says: str, tmp_path: Path) -> None:
+    fakes = Fakes()
+    with pytest.raises(ValueError) as err:
+        compare(*parse_args(argv), train_fn=fakes.train, eval_fn=fakes.eval)
+    assert says in str(err.value), str(err.value)
+    assert fakes.trained == [] and fakes.evaluated == []
+    assert not (tmp_path / "cmp").exists()  # a fresh folder is left as it was found
+
+
+def test_a_validation_rule_no_row_can_match_is_refused_before_training(boolq_dir, tmp_path):
+    """Break-it check (2026-12-01): boolq training rows were validated with the test data's ARC-Easy rule,
+    every rate scored 0% and the tie-break chose one, with only a console warning."""
+    test = tmp_path / "ARC-Easy" / "test.json"
+    test.parent.mkdir()
+    test.write_text((boolq_dir / "boolq" / "test.json").read_text())
+    argv = _argv(boolq_dir, tmp_path / "cmp")
+    argv[argv.index("--eval_data") + 1] = str(test)
+    _refused_before_training(
+        argv + ["--eval_task", "ARC-Easy"],
+        "the validation rows: none of its 4 gold answers can match the ARC-Easy rule",
+        tmp_path,
+    )
+
+
+def test_no_validation_row_left_is_refused_before_training(boolq_dir, tmp_path):
+    """Break-it check (2026-12-01): when every carved row repeated a training prompt, compare trained every
+    rate, then failed each validation with "data is required", and the report said 4 rows were carved."""
+    rows = json.loads((boolq_dir / "boolq" / "train.json").read_text())
+    doubled = tmp_path / "boolq" / "train.json"
+    doubled.parent.mkdir()
+    doubled.write_text(json.dumps(rows[:3] * 20))  # three prompts: every validation row repeats one
+    argv = _argv(boolq_dir, tmp_path / "cmp")
+    argv[argv.index("--data") + 1] = str(doubled)
+    _refused_before_training(argv, "--validation_size 4: every row carved from --data for validation repeats", tmp_path)
+    # one rate needs no validation: it runs, and the report says how many rows were left (0)
+    argv[argv.index("--learning_rates") + 1] = "1e-3"
+    report, md = compare(*parse_args(argv), train_fn=Fakes().train, eval_fn=Fakes().eval)
+    assert report["validation_rows"] == 0 and "0 (of 4 asked for" in md.read_text()
+
+
+@pytest.mark.parametrize(
+    "methods, same",
+    [
+        ("lora,linchain-k0", "lora and linchain-k0"),
+        ("moslora,linchain-k1", "moslora and linchain-k1"),
+        ("linchain-k3,linchain", "linchain-k3 and linchain"),
+    ],
+)
+def test_two_names_of_one_model_are_refused(boolq_dir, tmp_path, methods, same):
+    """Break-it check (2026-12-01): lora is LinChain with no mixer, moslora with one, and `linchain` takes k
+    from --num_mixers (3 here): each pair trained the same model twice and compared it with itself."""
+    argv = _argv(boolq_dir, tmp_path / "cmp")
+    argv[argv.index("--methods") + 1] = methods
+    argv += ["--baseline", methods.split(",")[0]]
+    _refused_before_training(argv + ["--num_mixers", "3"], f"--methods: {same} train the same model here", tmp_path)
+
+
+def test_two_test_files_of_one_task_are_refused(boolq_dir, tmp_path):
+    """Break-it check (2026-12-01): two --eval_data of one task kept only the last file's scores, while the
+    report named both files."""
+    argv = _argv(boolq_dir, tmp_path / "cmp", "--eval_data", str(boolq_dir / "boolq" / "train.json"))
+    _refused_before_training(argv, "are both scored as task boolq", tmp_path)
+
+
+def test_sweep_only_scores_no_test_rows_not_even_the_base_models(boolq_dir, tmp_path):
+    """Break-it check (2026-12-01): parallel --sweep_only parts in one folder each scored the base model on
+    the test rows, and all but one failed on its lock."""
+    fakes = Fakes()
+    compare(*parse_args(_argv(boolq_dir, tmp_path / "cmp", "--sweep_only")), train_fn=fakes.train, eval_fn=fakes.eval)
+    assert fakes.evaluated and all(e.endswith("validation") for e in fakes.evaluated)
+    assert not (tmp_path / "cmp" / "base").exists()

@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str]):
     if preset is None or any(a in ("-h", "--help") for a in argv):
         args = parse(argv, types, PROG, description=description)
         if not any(a in ("-h", "--help") for a in argv):
-            _refuse_unused_seed(argv, _config_values(list(argv))[1], args, None)
+            _refuse_unused(argv, _config_values(list(argv))[1], args, None)
         return args
     # the preset sits under --config: both go into one file that the shared parser reads
     values = preset_values(preset)
@@ -49,23 +49,37 @@ def parse_args(argv: Sequence[str]):
             # name the user's file (and the preset under it), not the temporary one merging both (break-it check)
             where = f"{config_path} (over --preset {preset})" if config_path else f"(--preset {preset})"
             raise UsageError(str(err).replace(str(merged), where)) from None
-    _refuse_unused_seed(argv, config, args, preset)
+    _refuse_unused(argv, config, args, preset)
     return args
 
 
-def _refuse_unused_seed(argv: list[str], config: dict, args: tuple, preset: Optional[str]) -> None:
-    """``--seed`` only stands in for ``--seeds`` when that is empty: given beside it (or under a preset that
-    sets it), it would be ignored without a word (break-it check)."""
+def _given(argv: list[str], config: dict, name: str) -> bool:
+    return name in config or any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
+
+
+def _refuse_unused(argv: list[str], config: dict, args: tuple, preset: Optional[str]) -> None:
+    """Shared ``linchain train`` flags that compare sets itself, refused when given rather than ignored
+    without a word (break-it checks): ``--seed`` and ``--learning_rate`` only stand in for an empty
+    ``--seeds`` / ``--learning_rates``; ``--overwrite`` and ``--resume`` are the grid's to set per run."""
     compare_args, *_, train_args = args
-    given = "seed" in config or any(a == "--seed" or a.startswith("--seed=") for a in argv)
-    if not given or not compare_args.seeds:
-        return
-    by_user = "seeds" in config or any(a == "--seeds" or a.startswith("--seeds=") for a in argv)
-    source = "--seeds" if by_user or preset is None else f"--preset {preset}"
-    raise UsageError(
-        f"--seed {train_args.seed} is not used: the runs' seeds are --seeds {compare_args.seeds} (from {source}); "
-        f"put the seeds to run in --seeds, e.g. --seeds {train_args.seed}"
-    )
+    for one, many, value in (
+        ("seed", "seeds", train_args.seed),
+        ("learning_rate", "learning_rates", train_args.learning_rate),
+    ):
+        listed = getattr(compare_args, many)
+        if not _given(argv, config, one) or not listed or [float(x) for x in listed.split(",")] == [float(value)]:
+            continue  # not given, or the list is that one value (CompareArguments checked it is numbers)
+        source = "--" + many if _given(argv, config, many) or preset is None else f"--preset {preset}"
+        raise UsageError(
+            f"--{one} {value:g} is not used: the runs' {many.replace('_', ' ')} are --{many} {listed} (from {source}); "
+            f"put the values to run in --{many}, e.g. --{many} {value:g}"
+        )
+    for flag in ("overwrite", "resume"):
+        if getattr(train_args, flag):
+            raise UsageError(
+                f"--{flag}: compare resumes a study in its --output_dir by itself and never replaces one; "
+                "to start afresh, use another --output_dir"
+            )
 
 
 def _compare(argv: list[str]) -> int:

@@ -35,7 +35,9 @@ def compare(compare_args, model_args, data_args, train_args, **grid_kwargs):
     if compare_args.sweep_only:
         guard = nullcontext(out.check())
     else:
-        guard = out.writing()
+        # a fresh folder that fails before any step wrote something (a refusal after the data loaded) is
+        # left as it was found, so the corrected command runs again there
+        guard = out.writing(saved=("data", "runs", "base", "settings.json"))
     with guard:
         result = grid.run()
         report = build_report(result, compare_args.baseline, compare_args.n_resamples, compare_args.target_loss)

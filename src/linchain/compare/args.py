@@ -30,15 +30,15 @@ def _items(flag: str, text: str, kind, what: str) -> list:
 
 def int_list(flag: str, text: str) -> list[int]:
     values = _items(flag, text, int, "integers")
-    if any(v < 0 for v in values):
-        raise ValueError(f"--{flag}={text!r}: seeds must be >= 0")
+    if any(v < 0 or v > 2**32 - 1 for v in values):
+        raise ValueError(f"--{flag}={text!r}: seeds must be between 0 and 4294967295 (2**32 - 1)")
     return values
 
 
 def float_list(flag: str, text: str) -> list[float]:
     values = _items(flag, text, float, "numbers")
-    if any(not v > 0 for v in values):
-        raise ValueError(f"--{flag}={text!r}: learning rates must be > 0")
+    if any(not (v > 0 and math.isfinite(v)) for v in values):
+        raise ValueError(f"--{flag}={text!r}: learning rates must be finite and > 0")
     return values
 
 

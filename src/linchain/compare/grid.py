@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 from ..io import atomic_write_json
 from ..runs import RunFolder
-from ..train.args import DataArguments, LinChainTrainingArguments, ModelArguments
+from ..train.args import METHODS, DataArguments, LinChainTrainingArguments, ModelArguments
 from .args import CompareArguments, float_list, int_list
 from .methods import MethodSpec, parse_methods
 
@@ -180,6 +180,22 @@ def _rate_name(lr: float) -> str:
     return f"lr{lr:g}"
 
 
+def _same_model(a: ModelArguments, b: ModelArguments) -> bool:
+    """Whether two methods' settings train the same adapter: ``lora`` is LinChain with no mixer and
+    ``moslora`` with one, so the method's name alone does not tell."""
+
+    def key(m: ModelArguments) -> dict:
+        uses_chain, fixed = METHODS[m.method]
+        k = (fixed if fixed is not None else m.num_mixers) if uses_chain else None
+        family = "linchain" if uses_chain else m.method
+        fields = {**dataclasses.asdict(m), "method": family, "num_mixers": k}
+        if k == 0:  # no mixer: the mixer settings set nothing
+            fields.update(mixer_bias=False, mixer_init=None, freeze_mixers=False)
+        return fields
+
+    return key(a) == key(b)
+
+
 @dataclass
 class GridResult:
     """What the grid produced; :mod:`linchain.compare.report` turns it into report.json/report.md."""
@@ -262,6 +278,14 @@ class Grid:
         self.methods = parse_methods(compare.methods)
         self.seeds = int_list("seeds", compare.seeds) or [train.seed]
         self.rates = float_list("learning_rates", compare.learning_rates) or [train.learning_rate]
+        names = [_rate_name(lr) for lr in self.rates]
+        clash = next((n for n in names if names.count(n) > 1), None)
+        if clash is not None:
+            same = [f"{lr!r}" for lr, n in zip(self.rates, names) if n == clash]
+            raise ValueError(
+                f"--learning_rates: {' and '.join(same)} share one run folder ({clash}, six significant digits); "
+                "make them differ within six digits"
+            )
         if len(self.rates) > 1 and compare.validation_size == 0:
             raise ValueError("--learning_rates lists several rates: choosing one needs --validation_size > 0")
         if train_fn is None:
@@ -346,7 +370,8 @@ class Grid:
 
     def prepare_data(self) -> None:
         """data/train.json (training rows minus validation rows) and data/validation-<task>.json."""
-        from ..eval.tasks import infer_task
+        from ..eval.scoring import refuse_unmatchable
+        from ..eval.tasks import get_task, infer_task
         from ..train.engine import load_data
         from ..train.features import split_examples
 
@@ -364,6 +389,12 @@ class Grid:
                 train, val = split_examples(examples, size, SPLIT_SEED) if size else (list(examples), [])
             except ValueError as err:  # train's splitter names train's flag; here the rows are compare's
                 raise ValueError(str(err).replace("--val_set_size", "--validation_size")) from None
+            if size and not val and (len(self.rates) > 1 or self.args.sweep_only):
+                raise ValueError(
+                    f"--validation_size {size}: every row carved from --data for validation repeats a training "
+                    "prompt (such rows go back to training), so none is left to choose a learning rate on; use "
+                    "--data with more distinct prompts, or one --learning_rates value"
+                )
             groups: dict[str, list] = {}
             default_task = self.default_validation_task()
             for e in val:
@@ -373,6 +404,15 @@ class Grid:
                         f"--data {e.source}: cannot infer the validation rows' task from the path; pass --validation_task"
                     )
                 groups.setdefault(task, []).append(e)
+            for task, rows in groups.items():
+                # before any training: a rule no validation row can match (taken from the test data, whose
+                # task the training rows need not share) would score every rate 0% and choose by tie-break
+                advice = (
+                    "pass the --validation_task of the training rows"
+                    if self.args.validation_task
+                    else f"the rule is the test data's ({task}); pass --validation_task for the training rows' task"
+                ) + " (e.g. closed, boolq or gsm8k)"
+                refuse_unmatchable(get_task(task), rows, self.args.scorer, "the validation rows", advice)
             for task, rows in groups.items():
                 atomic_write_json(folder / f"validation-{task}.json", [e.adapters_row() for e in rows])
             if self.args.test_unseen_only:
@@ -534,6 +574,13 @@ class Grid:
         )
         started = time.time()
         run = self.eval_fn(args)
+        names = [r.task for r in run.results]
+        if len(set(names)) != len(names):  # tasks inferred from the answers alike (preflight saw no names)
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(
+                f"two data files were scored as task {', '.join(twice)}, and compare keeps one score per task: "
+                "combine their rows into one --eval_data file, or give only one of them"
+            )
         tasks_out = {
             r.task: {
                 "accuracy": r.accuracy,
@@ -626,12 +673,36 @@ class Grid:
             raise ValueError(
                 f"--report_only: {self.out} holds no comparison yet (no {SETTINGS_FILE}); run it without --report_only first"
             )
+        self._refuse_tasks_scored_twice()
+        built: dict[str, Any] = {}
         for spec in self.methods:  # a method the shared settings cannot build (linchain-frozen with --num_mixers 0)
             try:
-                spec.model_arguments(self.model)
+                args = spec.model_arguments(self.model)
             except ValueError as err:
                 raise ValueError(f"--methods {spec.name}: {err}") from None
+            # two names of one model (linchain with --num_mixers 3 and linchain-k3, moslora and linchain-k1):
+            # the same runs twice, and a comparison of a method with itself
+            same = next((name for name, other in built.items() if _same_model(other, args)), None)
+            if same is not None:
+                raise ValueError(f"--methods: {same} and {spec.name} train the same model here; keep one of them")
+            built[spec.name] = args
         return self.check_settings(write=False)
+
+    def _refuse_tasks_scored_twice(self) -> None:
+        """Two --eval_data of one task: a record keeps one score per task, so the earlier file's scores
+        were dropped without a word while the report named both files (break-it check)."""
+        from ..eval.tasks import infer_task
+
+        tasks = self.args.eval_task or [infer_task(spec) for spec in self.args.eval_data]
+        seen: dict[str, str] = {}
+        for spec, task in zip(self.args.eval_data, tasks):
+            if task is not None and task in seen:
+                raise ValueError(
+                    f"--eval_data {seen[task]} and {spec} are both scored as task {task}, and compare keeps one "
+                    "score per task: combine their rows into one file, or give only one of them"
+                )
+            if task is not None:
+                seen[task] = spec
 
     def plan(self) -> list[Step]:
         """Every step of the grid, in the order :meth:`run` takes them: the base model's test, each method's
@@ -642,7 +713,10 @@ class Grid:
         w_test = (self.args.eval_limit or 500) * len(self.args.eval_data) / 4
         validate = len(self.rates) > 1 or self.args.sweep_only  # a single rate is chosen without validation
         first = self.seeds[0]
-        steps = [Step("base-test", None, None, None, w_test)] if self.args.eval_base else []
+        # --sweep_only scores no test rows (its parts run in parallel in one folder): the base model's test too
+        steps = (
+            [Step("base-test", None, None, None, w_test)] if self.args.eval_base and not self.args.sweep_only else []
+        )
         for spec in self.methods:
             for lr in self.rates:
                 steps.append(Step("train", spec.name, lr, first, w_train))

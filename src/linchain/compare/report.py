@@ -228,8 +228,11 @@ def build_report(
 
 def _validation_rows_used(grid: GridResult) -> Optional[int]:
     """How many validation rows the split kept (rows repeating a training prompt go back to training)."""
-    files = sorted((Path(grid.out) / "data").glob("validation-*.json"))
-    return sum(len(json.loads(f.read_text())) for f in files) if files else None
+    folder = Path(grid.out) / "data"
+    files = sorted(folder.glob("validation-*.json"))
+    if not files:  # none written: every carved row went back to training (0), or the data is not prepared
+        return 0 if (folder / "train.json").exists() else None
+    return sum(len(json.loads(f.read_text())) for f in files)
 
 
 def _validation_rows(report: dict, settings: dict) -> str:
