@@ -209,3 +209,25 @@ def test_reasoning_gym_bad_options_name_the_spec(options, message):
     pytest.importorskip("reasoning_gym")
     with pytest.raises(DataError, match=re.escape(message)):
         load_examples(f"reasoning_gym:chain_sum:3?{options}", seed=0)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("Couldn't reach 'foo' on the Hub (LocalEntryNotFoundError)"),
+        FileNotFoundError("Couldn't find any data file at /x/foo."),
+    ],
+)
+def test_an_hf_dataset_that_cannot_be_loaded_is_one_data_error(monkeypatch, error):
+    """Break-it check (2026-12-01): `--data hf:foo` without network ended in datasets' 17-frame traceback."""
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(DataError) as err:
+        load_examples("hf:foo:bar")
+    message = str(err.value)
+    assert message.startswith("hf:foo:bar: cannot load Hugging Face dataset 'foo' (config 'bar'): ")
+    assert str(error).splitlines()[0] in message and "Give a local .json/.jsonl file" in message

@@ -270,7 +270,16 @@ def open_hf_dataset(spec: str, split: str):
     if spec.startswith("hf:"):
         name, _, config = spec[3:].partition(":")
         # The real hub path; tests use saved local datasets (no hub access at test time).
-        return datasets.load_dataset(name, config or None, split=split)
+        try:
+            return datasets.load_dataset(name, config or None, split=split)
+        except (ConnectionError, FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:
+            # no network, no such dataset or config, not in the cache: one line, not datasets' traceback
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise DataError(
+                f"{spec}: cannot load Hugging Face dataset {name!r}"
+                + (f" (config {config!r})" if config else "")
+                + f": {first}. Give a local .json/.jsonl file or a folder saved with save_to_disk instead"
+            ) from None
     if not any((Path(spec) / name).exists() for name in ("dataset_info.json", "dataset_dict.json", "state.json")):
         raise DataError(
             f"{spec}: a folder, but not a dataset saved with save_to_disk; give a .json/.jsonl file in it, or such a folder"
