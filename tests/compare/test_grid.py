@@ -585,6 +585,7 @@ def test_a_verdict_whose_seeds_disagree_in_sign_says_so(boolq_dir, tmp_path):
     assert c["verdict"] == "better" and "**better** (seeds disagree in sign)" in md.read_text()
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # break-it check: an empty plot's legend warned
 def test_a_grid_split_into_sweep_only_parts_gives_the_same_report(boolq_dir, tmp_path):
     """One --sweep_only call per (method, rate), then one call with all rates: it only chooses and runs the
     seeds, and the report equals that of one whole call."""
@@ -717,6 +718,7 @@ def test_test_rows_that_repeat_a_training_prompt_are_dropped_and_counted(boolq_d
     assert "(all rows, the same for every run)" in md.read_text()
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # break-it check: an empty plot's legend warned
 def test_the_report_says_how_many_validation_rows_were_kept(boolq_dir, tmp_path):
     """The header said '150 validation rows' where the cpu-math split kept 60 (the rest repeat training prompts)."""
     from ..compare.conftest import boolq_rows

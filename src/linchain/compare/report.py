@@ -521,7 +521,8 @@ def plot_convergence(grid: GridResult, window: int, target: Optional[float], png
         ax.axhline(target, color="grey", linestyle=":", linewidth=1, label=f"target {target:.3f}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(f"training loss (moving average of {window})")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing drawn yet (no finished run): no empty legend, no warning
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -543,7 +544,8 @@ def plot_sweep(report: dict[str, Any], png: Path) -> Optional[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("validation accuracy (first seed)")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
