@@ -58,6 +58,8 @@ def test_jsonl_rows_and_blank_lines(tmp_path):
         ({"instruction": "q", "output": ["x"]}, "field 'output' must be a string"),
         ({"instruction": "q", "output": "x", "answer": True}, "field 'answer' must be a string"),
         ({"instruction": "  ", "output": "x"}, "field 'instruction' is empty"),
+        # break-it check (2026-12-01): a null field was "missing" while the list of fields present named it
+        ({"instruction": None, "output": "x"}, "field 'instruction' is null; it must be a string"),
         ("just a string", "expected an object"),
     ],
 )

@@ -97,6 +97,8 @@ class _Rows:
 
 def _text(rows: _Rows, index: int, row: Mapping[str, Any], key: str, required: bool) -> str:
     if key not in row or row[key] is None:
+        if required and key in row:
+            raise rows.fail(index, f"field {key!r} is null; it must be a string")
         if required:
             raise rows.fail(index, f"missing field {key!r} (fields present: {sorted(map(str, row))})")
         return ""
