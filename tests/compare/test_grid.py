@@ -4,6 +4,7 @@ a tiny Llama (real run_training and run_evaluation)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -912,3 +913,17 @@ def test_sweep_only_scores_no_test_rows_not_even_the_base_models(boolq_dir, tmp_
     compare(*parse_args(_argv(boolq_dir, tmp_path / "cmp", "--sweep_only")), train_fn=fakes.train, eval_fn=fakes.eval)
     assert fakes.evaluated and all(e.endswith("validation") for e in fakes.evaluated)
     assert not (tmp_path / "cmp" / "base").exists()
+
+
+def test_a_resumed_runs_training_time_counts_its_earlier_calls(boolq_dir, tmp_path):
+    """Break-it check (2026-12-01): a run resumed inside compare reported its last call's time alone, so the
+    report's "train s" of a resumed method read about half that of one trained in one call."""
+
+    class Resumed(Fakes):
+        def train(self, model_args, data_args, train_args):
+            return dataclasses.replace(super().train(model_args, data_args, train_args), train_s_before=100.0)
+
+    out = tmp_path / "cmp"
+    compare(*parse_args(_argv(boolq_dir, out)), train_fn=Resumed().train, eval_fn=Resumed().eval)
+    record = json.loads((out / "runs" / "lora" / "lr0.001" / "seed0" / "train.json").read_text())
+    assert 100.0 <= record["train_wall_s"] < 160.0

@@ -520,11 +520,16 @@ def test_the_summary_loss_after_a_kill_between_logs_is_the_whole_runs(tiny_model
     for name in ("summary.json", "summary.txt", "loss_curve.png"):
         (run / name).unlink()
     (run / "metrics.jsonl").write_text("")  # nothing logged before step 4
+    # break-it check (2026-12-01): a resumed run's time was its last call's alone (3 s against 6 s in one call)
+    record = json.loads((run / "checkpoint-3" / "linchain_loss.json").read_text())
+    assert record["steps"] == 3 and record["loss_sum"] > 0 and record["train_s"] > 0
+    (run / "checkpoint-3" / "linchain_loss.json").write_text(json.dumps({**record, "train_s": 1000.0}))
     assert cli(["train", *base_args(tiny_model_dir, even_data, run), *flags, "--resume"]) == 0
     whole = json.loads((straight / "summary.json").read_text())["train_loss"]
-    assert json.loads((run / "summary.json").read_text())["train_loss"] == pytest.approx(whole, rel=1e-5)
-    record = json.loads((straight / "checkpoint-3" / "linchain_loss.json").read_text())
-    assert record["steps"] == 3 and record["loss_sum"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_loss"] == pytest.approx(whole, rel=1e-5)
+    assert summary["train_s_before"] == 1000.0 and 1000.0 < summary["train_s"] < summary["wall_s"]
+    assert "1000 s of it before the resume)" in (run / "summary.txt").read_text()
 
 
 def test_seq_cls_with_logits_that_overflow_is_an_error_not_a_metric(encoder_dir, tmp_path, capsys):

@@ -486,11 +486,15 @@ class Grid:
             from ..train.engine import RunResult
 
             result = RunResult(**json.loads(summary.read_text()))
+            wall = result.wall_s  # the run's own figure: this call trained nothing
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             # the Trainer prints every log line when its bar is off (ours is on): those go to a file
             with open(run_dir / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
                 result = self.train_fn(model_args, data_args, train_args)
+            # a resumed run: this call plus the training loop of the calls before (break-it check: a resume
+            # reported only its last part, 3 s where the run in one call took 6 s)
+            wall = round(time.time() - started + result.train_s_before, 1)
         if result.interrupted:
             raise KeyboardInterrupt(
                 f"{spec.name} lr {lr:g} seed {seed} stopped at step {result.global_step}; run again to resume"
@@ -504,7 +508,7 @@ class Grid:
             "train_loss": result.train_loss,
             "losses": losses,
             "global_step": result.global_step,
-            "train_wall_s": round(time.time() - started, 1),
+            "train_wall_s": wall,
             "model_arguments": dataclasses.asdict(model_args),
         }
         atomic_write_json(marker, record)

@@ -156,8 +156,13 @@ class RunResult:
     accuracy_after: Optional[float] = None
     n_heldout: int = 0
     trainable_params: int = 0
-    train_s: float = 0.0  #: the training loop alone (steps, periodic evaluation, checkpoints)
-    wall_s: float = 0.0  #: the whole run: loading, accuracy before and after, training, outputs
+    #: the training loop alone (steps, periodic evaluation, checkpoints), over every call of a resumed run
+    train_s: float = 0.0
+    #: the whole run: this call's loading, accuracy before and after, training and outputs, plus the training
+    #: loop of the calls before a resume (their own start-up is not recorded)
+    wall_s: float = 0.0
+    #: the training loop's seconds in the calls before a resume (0 for a run in one call)
+    train_s_before: float = 0.0
 
 
 def _say(message: str) -> None:
@@ -182,6 +187,9 @@ class LinChainTrainer(Trainer):
 
     #: (sum of the per-step losses, steps) of the run up to the checkpoint it resumed from
     loss_before: tuple[float, int] = (0.0, 0)
+    #: seconds of training loop up to the checkpoint it resumed from, and when this call's loop started
+    train_s_before: float = 0.0
+    loop_started: Optional[float] = None
     #: the run's defining settings, written into each checkpoint when given (a run without train_config.yaml)
     settings: Optional[dict[str, Any]] = None
 
@@ -193,8 +201,15 @@ class LinChainTrainer(Trainer):
         if self.args.process_index == 0:
             trained = self._total_loss_scalar + float(self._tr_loss.item())  # this process's steps, logged or not
             folder = Path(self._get_output_dir(trial=trial)) / f"{runs.CHECKPOINT}{self.state.global_step}"
+            # and the training loop's seconds so far: a resumed run's time is the sum over its calls
+            so_far = self.train_s_before + (time.time() - self.loop_started if self.loop_started else 0.0)
             atomic_write_json(
-                folder / LOSS_FILE, {"loss_sum": self.loss_before[0] + trained, "steps": self.state.global_step}
+                folder / LOSS_FILE,
+                {
+                    "loss_sum": self.loss_before[0] + trained,
+                    "steps": self.state.global_step,
+                    "train_s": round(so_far, 1),
+                },
             )
             if self.settings is not None:
                 atomic_write_json(folder / SETTINGS_FILE, self.settings)
@@ -683,6 +698,15 @@ def _loss_record(checkpoint: Path) -> Optional[tuple[float, int]]:
     return (total, steps) if math.isfinite(total) and steps >= 0 else None
 
 
+def _recorded_train_s(checkpoint: Path) -> float:
+    """Seconds of training loop a checkpoint recorded (0.0 for one written before they were recorded)."""
+    try:
+        value = float(json.loads((checkpoint / LOSS_FILE).read_text(encoding="utf-8"))["train_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+    return value if math.isfinite(value) and value >= 0 else 0.0
+
+
 def _whole_run_loss(log_history: list) -> Optional[float]:
     """For a checkpoint without linchain_loss.json: the mean of the logged losses, each weighted by the
     steps since the previous log (exact when the run was resumed at a logging step)."""
@@ -736,6 +760,7 @@ def _run(
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=None)
     trainer = make_trainer(model, args, train_set, val_set, collator, folder, interrupt, callbacks)
     result.train_loss, result.train_s = train_or_finish(trainer, interrupt, resume_from)
+    result.train_s_before = trainer.train_s_before
     result.global_step = trainer.state.global_step
     if interrupt.requested:
         result.interrupted = True
@@ -746,7 +771,7 @@ def _run(
         return result
     if accuracy is not None:
         result.accuracy_after = accuracy(model, tokenizer, "after")
-    result.wall_s = round(time.time() - started, 1)
+    result.wall_s = round(time.time() - started + result.train_s_before, 1)
     write_outputs(trainer.model, tokenizer, model_args, data_args, args, result, base_path)
     return result
 
@@ -893,6 +918,7 @@ def train_or_finish(
     loss_record = _loss_record(resume_from) if resume_from is not None else None
     if loss_record is not None:
         trainer.loss_before = loss_record
+    trainer.train_s_before = _recorded_train_s(resume_from) if resume_from is not None else 0.0
     if resume_from is not None and _finished_checkpoint(resume_from, trainer.args.max_steps):
         # HF's loop trains one step past max_steps when resumed from the final checkpoint: load it instead
         _say(
@@ -903,13 +929,13 @@ def train_or_finish(
         trainer.state = TrainerState.load_from_json(str(resume_from / TRAINER_STATE))
         trainer._initial_global_step = trainer.state.global_step
         loss = trainer.whole_run_loss(None) if loss_record is not None else _whole_run_loss(trainer.state.log_history)
-        return loss, 0.0
-    loop_started = time.time()
+        return loss, trainer.train_s_before
+    loop_started = trainer.loop_started = time.time()
     with interrupt, _bar_closed(trainer):
         # HF checkpoints hold optimizer/scheduler/RNG state written with torch.save; the Trainer
         # reloads them with torch.load(weights_only=True). We only ever load our own checkpoints.
         loss = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None).training_loss
-    train_s = round(time.time() - loop_started, 1)
+    train_s = round(trainer.train_s_before + time.time() - loop_started, 1)
     if resume_from is not None:  # the summary covers the whole run, not only the steps trained since the resume
         loss = (
             trainer.whole_run_loss(loss)
@@ -968,7 +994,8 @@ def write_outputs(model, tokenizer, model_args, data_args, args, result: RunResu
     line = (
         f"{model_args.method}"
         + (f" k={model_args.chain_length} r={model_args.r}" if model_args.chain_length is not None else "")
-        + f" | {result.global_step} steps in {result.train_s:.0f} s (the whole run {result.wall_s:.0f} s)"
+        + f" | {result.global_step} steps in {result.train_s:.0f} s (the whole run {result.wall_s:.0f} s"
+        + (f", {result.train_s_before:.0f} s of it before the resume)" if result.train_s_before else ")")
         + (f" | train loss {result.train_loss:.4f}" if result.train_loss is not None else "")
         + (f" | val loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
         + (
