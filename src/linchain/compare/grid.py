@@ -407,11 +407,12 @@ class Grid:
             for task, rows in groups.items():
                 # before any training: a rule no validation row can match (taken from the test data, whose
                 # task the training rows need not share) would score every rate 0% and choose by tie-break
-                advice = (
-                    "pass the --validation_task of the training rows"
-                    if self.args.validation_task
-                    else f"the rule is the test data's ({task}); pass --validation_task for the training rows' task"
-                ) + " (e.g. closed, boolq or gsm8k)"
+                if self.args.validation_task:
+                    advice = "pass the --validation_task of the training rows"
+                else:
+                    origin = "the test data's" if default_task else "inferred from the path of --data"
+                    advice = f"the rule is {origin} ({task}); pass --validation_task for the training rows' task"
+                advice += " (e.g. closed, boolq or gsm8k)"
                 refuse_unmatchable(get_task(task), rows, self.args.scorer, "the validation rows", advice)
             for task, rows in groups.items():
                 atomic_write_json(folder / f"validation-{task}.json", [e.adapters_row() for e in rows])
