@@ -65,6 +65,32 @@ MARKER = ".linchain-output.json"
 KINDS = ("train", "seq-cls", "eval", "merge", "export-lora", "analyze", "compare")
 
 
+#: What a writer of each kind may create between two writes of its marker (top-level names; a run's
+#: checkpoint-<digits> folders besides). Only these count as a killed writer's own when they are newer than
+#: its marker and unlisted: anything else appearing there is taken for yours, and --overwrite refuses.
+_WRITES = {
+    "train": (
+        runs.ADAPTER,
+        runs.MODEL,
+        runs.CONFIG,
+        runs.METRICS,
+        runs.PLOT,
+        runs.SUMMARY_TXT,
+        runs.SUMMARY_JSON,
+        runs.PISSA_INIT,
+    ),
+    "seq-cls": (
+        runs.METRICS,
+        "results.json",
+        "predictions.jsonl",
+        "seq_cls.json",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ),
+    "compare": ("runs", "data", "base", "settings.json", "report.json", "report.md", "convergence.png", "lr_sweep.png"),
+}
+
+
 def _a(kind: str) -> str:
     """The article before a kind's name ("an eval output", "a merge output")."""
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
@@ -363,11 +389,24 @@ class OutputFolder:
         since = self._killed_since(marker)
         if since is None:
             return written
+        listed_tops = {name.split("/", 1)[0] for name in written}
         for name in files - written:
+            if not self._may_have_written(name, listed_tops):
+                continue  # yours, however new (break-it check: notes added after a kill were removed)
             with contextlib.suppress(OSError):
                 if (self.path / name).lstat().st_mtime >= since:
                     written.add(name)
         return written
+
+    def _may_have_written(self, name: str, listed_tops: set[str]) -> bool:
+        """Whether a writer of this kind could have made ``name`` after its marker: one of its own top-level
+        outputs (or an atomic write's staging file beside one: ``.NAME.*``), or a checkpoint folder the
+        marker does not list yet (the one being saved when it was killed)."""
+        top = name.split("/", 1)[0]
+        own = _WRITES.get(self.kind, ())
+        if top in own or any(top.startswith(f".{n}.") or top.startswith(f".{Path(n).stem}.") for n in own):
+            return True
+        return bool(_TRAINER_CHECKPOINT.fullmatch(top)) and top not in listed_tops
 
     def _killed_since(self, marker: dict) -> Optional[float]:
         """When a writer killed while writing (status ``writing``) last wrote its marker; None otherwise."""

@@ -573,6 +573,21 @@ def test_a_run_killed_mid_write_can_be_started_afresh_with_overwrite(tiny_model_
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
     assert "holds files linchain did not write (notes.txt)" in error_line(capsys, "train")
     mine.unlink()
+    # break-it check (2026-12-01): files of yours added after the kill are newer than the marker, yet yours:
+    # they were removed with the killed run's. Only what a run writes counts as its own, however new.
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    added = [out / "later.txt", out / "mine" / "results.csv", checkpoints[0] / "notes.txt"]
+    for path in added:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 2
+    line = error_line(capsys, "train")
+    assert "holds files linchain did not write" in line
+    assert all(str(p.relative_to(out)) in line for p in added), line
+    assert all(p.read_text() == "mine" for p in added)
+    for path in added:
+        path.unlink()
+    (out / "mine").rmdir()
     # killed between making its next checkpoint folder and writing into it (this test failed so on a busy
     # machine: the empty checkpoint-6 stayed, and a Trainer resuming or rotating takes it for the newest);
     # an empty folder older than the marker is not the killed run's and stays
