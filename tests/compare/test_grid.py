@@ -449,6 +449,8 @@ def _damage(record: dict, how: str):
         return {**record, "learning_rate": 0.01}
     if how == "another method's":
         return {**record, "method": "linchain-k3"}
+    if how == "another study's r":
+        return {**record, "model_arguments": {**record["model_arguments"], "r": 2}}
     task = next(iter(record["tasks"]))
     scores = dict(record["tasks"][task])
     if how == "a score of 2":
@@ -469,6 +471,8 @@ def _damage(record: dict, how: str):
         ("train.json", "another seed's", "its seed is 0, but this run's is 1: another run's record"),
         ("train.json", "another rate's", "its learning_rate is 0.01, but this run's is 0.001"),
         ("train.json", "another method's", "its method is 'linchain-k3', but this run's is 'lora'"),
+        # break-it check (2026-12-01): a run folder copied from a study with another --r kept its numbers
+        ("train.json", "another study's r", "its model_arguments.r is 2, but this study's is"),
         ("test.json", "a list", "is not a record"),
         ("test.json", "no tasks", "scores no task"),
         ("test.json", "average edited", "its average is not the mean"),

@@ -535,6 +535,17 @@ class Grid:
                     f"{path}: its {key} is {got!r}, but this run's is {value!r}: another run's record; "
                     "delete it to run this step again"
                 )
+        # the adapter it trained: a run folder copied from a study with another --r (say) kept its numbers
+        # under this study's header (break-it check). Keys both know; the model's path may differ by machine.
+        built = record.get("model_arguments")
+        ours = dataclasses.asdict(spec.model_arguments(self.model))
+        if isinstance(built, dict):
+            for key in sorted(set(built) & set(ours) - {"model_name_or_path"}):
+                if built[key] != ours[key]:
+                    raise ValueError(
+                        f"{path}: its model_arguments.{key} is {built[key]!r}, but this study's is {ours[key]!r}: "
+                        "another study's run; delete it to run this step again"
+                    )
         steps = record.get("global_step")
         if self.train.max_steps > 0 and steps != self.train.max_steps:
             raise ValueError(
