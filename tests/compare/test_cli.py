@@ -113,6 +113,11 @@ def test_a_config_error_under_a_preset_names_the_users_file(tmp_path, capsys):
             "--learning_rate 0.005 is not used: the runs' learning rates are --learning_rates 1e-3,2e-3 (from --learning_rates)",
         ),
         (["--eval_data", "x", "--overwrite", "--output_dir", "o"], "--overwrite: compare resumes a study"),
+        # break-it check (2026-12-01): one step inside the default warm-up trained at 0: every method = base
+        (
+            ["--eval_data", "x/boolq/test.json", "--max_steps", "1", "--output_dir", "o"],
+            "--warmup_steps 4 covers all of --max_steps 1: the runs never reach their --learning_rates",
+        ),
         (["--eval_data", "x", "--resume", "--output_dir", "o"], "--resume: compare resumes a study"),
         # break-it check: "0,,1" was read as 0,1, " " as the default seed, -1 accepted, --target_loss nan
         # failed at the JSON write without naming the flag
@@ -162,7 +167,7 @@ def test_a_seed_that_seeds_overrides_is_refused(tmp_path, monkeypatch, argv, sou
     with pytest.raises(UsageError) as err:
         parse_args([*argv, "--output_dir", str(tmp_path / "out")])
     assert str(err.value) == (
-        f"--seed 5 is not used: the runs' seeds are {source}; put the values to run in --seeds, e.g. --seeds 5"
+        f"--seed 5 is not used: the runs' seeds are {source}; put the values to run in --seeds, e.g. --seeds {source.split()[1]},5"
     )
     # alone, --seed is the one seed (no --seeds, no preset)
     c, *_, t = parse_args(["--eval_data", "x.json", "--seed", "5", "--output_dir", str(tmp_path / "out")])
@@ -170,6 +175,9 @@ def test_a_seed_that_seeds_overrides_is_refused(tmp_path, monkeypatch, argv, sou
     # the same one value in both is no conflict (break-it check: --preset cpu-study --seed 0 was refused)
     c, *_, t = parse_args(["--preset", "cpu-study", "--seed", "0", "--output_dir", str(tmp_path / "out")])
     assert c.seeds == "0" and t.seed == 0
+    # nor one of several (break-it check: --seed 0 --seeds 0,1 was refused, suggesting --seeds 0)
+    c, *_, t = parse_args(["--eval_data", "x.json", "--seed", "1", "--seeds", "0,1", "--output_dir", str(tmp_path)])
+    assert c.seeds == "0,1"
 
 
 def test_the_seed_refusal_is_one_line_and_writes_nothing(tmp_path, capsys):
@@ -178,6 +186,6 @@ def test_the_seed_refusal_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert cli([*argv, "--output_dir", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "linchain compare: error: --seed 5 is not used: the runs' seeds are --seeds 0,1 (from --seeds); "
-        "put the values to run in --seeds, e.g. --seeds 5"
+        "put the values to run in --seeds, e.g. --seeds 0,1,5"
     ]
     assert not out.exists()

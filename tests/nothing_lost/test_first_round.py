@@ -221,6 +221,20 @@ def test_local_base_model_path_is_saved_absolute(model_dir, data, tmp_path, monk
     assert Path(saved).is_absolute() and Path(saved) == model_dir.resolve()
 
 
+def test_a_run_inside_its_warmup_says_so(model_dir, data, tmp_path, capsys):
+    """Break-it check (2026-12-01): --max_steps 1 under the default 4 warm-up steps trained at a rate of 0,
+    without a word; a smoke run stays allowed, and says it."""
+    out = tmp_path / "run"
+    assert cli(["train", *base_args(model_dir, data, out), "--max_steps", "1", "--eval_strategy", "no"]) == 0
+    assert "covers all of --max_steps 1: the run never reaches --learning_rate, and its first step trains at 0" in (
+        capsys.readouterr().err
+    )
+    assert (
+        cli(["train", *base_args(model_dir, data, tmp_path / "r2"), "--max_steps", "5", "--eval_strategy", "no"]) == 0
+    )
+    assert "covers all of --max_steps" not in capsys.readouterr().err
+
+
 def test_strict_json_refuses_nan(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         atomic_write_json(tmp_path / "x.json", {"accuracy": float("nan")})

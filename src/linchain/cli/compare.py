@@ -60,19 +60,19 @@ def _given(argv: list[str], config: dict, name: str) -> bool:
 def _refuse_unused(argv: list[str], config: dict, args: tuple, preset: Optional[str]) -> None:
     """Shared ``linchain train`` flags that compare sets itself, refused when given rather than ignored
     without a word (break-it checks): ``--seed`` and ``--learning_rate`` only stand in for an empty
-    ``--seeds`` / ``--learning_rates``; ``--overwrite`` and ``--resume`` are the grid's to set per run."""
+    ``--seeds`` / ``--learning_rates`` (one of their values is no conflict); ``--overwrite`` and ``--resume`` are the grid's to set per run."""
     compare_args, *_, train_args = args
     for one, many, value in (
         ("seed", "seeds", train_args.seed),
         ("learning_rate", "learning_rates", train_args.learning_rate),
     ):
         listed = getattr(compare_args, many)
-        if not _given(argv, config, one) or not listed or [float(x) for x in listed.split(",")] == [float(value)]:
-            continue  # not given, or the list is that one value (CompareArguments checked it is numbers)
+        if not _given(argv, config, one) or not listed or float(value) in [float(x) for x in listed.split(",")]:
+            continue  # not given, or one of the values run (CompareArguments checked they are numbers)
         source = "--" + many if _given(argv, config, many) or preset is None else f"--preset {preset}"
         raise UsageError(
             f"--{one} {value:g} is not used: the runs' {many.replace('_', ' ')} are --{many} {listed} (from {source}); "
-            f"put the values to run in --{many}, e.g. --{many} {value:g}"
+            f"put the values to run in --{many}, e.g. --{many} {listed},{value:g}"
         )
     for flag in ("overwrite", "resume"):
         if getattr(train_args, flag):

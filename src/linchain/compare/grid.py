@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 from ..io import atomic_write_json
 from ..runs import RunFolder
-from ..train.args import METHODS, DataArguments, LinChainTrainingArguments, ModelArguments
+from ..train.args import METHODS, DataArguments, LinChainTrainingArguments, ModelArguments, warmup_only_steps
 from .args import CompareArguments, float_list, int_list
 from .methods import MethodSpec, parse_methods
 
@@ -278,6 +278,16 @@ class Grid:
         self.methods = parse_methods(compare.methods)
         self.seeds = int_list("seeds", compare.seeds) or [train.seed]
         self.rates = float_list("learning_rates", compare.learning_rates) or [train.learning_rate]
+        if warmup_only_steps(train):
+            # every run stays in the warm-up: at --max_steps 1 the one step trains at a rate of 0 and every
+            # method scores as the base model does, under a report naming the rates (break-it check)
+            what = (
+                f"--warmup_steps {train.warmup_steps:g} covers all of --max_steps {train.max_steps}: the runs never "
+                "reach their --learning_rates (the first step trains at 0)"
+            )
+            if train.max_steps == 1:
+                raise ValueError(f"{what}, so nothing is learned; lower --warmup_steps or raise --max_steps")
+            _say(f"note: {what}")
         names = [_rate_name(lr) for lr in self.rates]
         clash = next((n for n in names if names.count(n) > 1), None)
         if clash is not None:

@@ -78,6 +78,16 @@ def refuse_bad_seed(name: str, value) -> None:
         raise ValueError(f"--{name}={value}: must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}")
 
 
+def warmup_only_steps(args) -> int:
+    """How many of a run's --max_steps the warm-up covers whole (0: none, or no step count): a run whose
+    steps all fall in the warm-up never trains at --learning_rate, and its first step trains at 0."""
+    steps, warmup = getattr(args, "max_steps", -1) or -1, getattr(args, "warmup_steps", 0) or 0
+    if steps <= 0 or str(getattr(args, "lr_scheduler_type", "linear")) in ("constant", "SchedulerType.CONSTANT"):
+        return 0
+    warm = math.ceil(warmup * steps) if 0 < warmup < 1 else int(warmup)
+    return steps if warm >= steps else 0
+
+
 def refuse_zero_work(max_steps, num_train_epochs) -> None:
     """A run that would train nothing (no steps, no epochs) is refused instead of reporting loss 0.0000."""
     if max_steps is not None and max_steps < -1:
