@@ -914,9 +914,13 @@ def test_sweep_only_scores_no_test_rows_not_even_the_base_models(boolq_dir, tmp_
     """Break-it check (2026-12-01): parallel --sweep_only parts in one folder each scored the base model on
     the test rows, and all but one failed on its lock."""
     fakes = Fakes()
-    compare(*parse_args(_argv(boolq_dir, tmp_path / "cmp", "--sweep_only")), train_fn=fakes.train, eval_fn=fakes.eval)
+    _, md = compare(
+        *parse_args(_argv(boolq_dir, tmp_path / "cmp", "--sweep_only")), train_fn=fakes.train, eval_fn=fakes.eval
+    )
     assert fakes.evaluated and all(e.endswith("validation") for e in fakes.evaluated)
     assert not (tmp_path / "cmp" / "base").exists()
+    # and the report says why there is no test score (it pointed to a Failures section it did not have)
+    assert "No test scores: every test step failed or has not run (a --sweep_only call scores none)." in md.read_text()
 
 
 def test_a_resumed_runs_training_time_counts_its_earlier_calls(boolq_dir, tmp_path):

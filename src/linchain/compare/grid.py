@@ -411,7 +411,8 @@ class Grid:
                 task = self.args.validation_task or default_task or infer_task(e.source)
                 if task is None:
                     raise ValueError(
-                        f"--data {e.source}: cannot infer the validation rows' task from the path; pass --validation_task"
+                        f"--data {e.source}: cannot infer the validation rows' task from the path; pass "
+                        "--validation_task (or --eval_task, which it defaults to)"
                     )
                 groups.setdefault(task, []).append(e)
             for task, rows in groups.items():

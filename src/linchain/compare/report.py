@@ -385,7 +385,11 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
     if not tasks:
-        lines += ["", "No test scores: every test step failed or has not run (see Failures below)."]
+        if report["failures"]:
+            why = "see Failures below"
+        else:
+            why = "see Not run yet below" if report.get("not_run") else "a --sweep_only call scores none"
+        lines += ["", f"No test scores: every test step failed or has not run ({why})."]
     lines += [
         "",
         f"## Against {s['baseline']} (paired over the same test rows and seeds)",
@@ -484,7 +488,7 @@ def markdown(report: dict[str, Any]) -> str:
             "",
         ] + [f"- {entry}" for entry in report["not_reported"]]
     if report["failures"]:
-        lines += ["", "## Failures (retried on the next call)", ""] + [
+        lines += ["", "## Failures (run again by the next call; a damaged record fails until it is deleted)", ""] + [
             f"- {f['step']}: {f['error'].splitlines()[0]}" for f in report["failures"]
         ]
     return "\n".join(lines) + "\n"
