@@ -270,6 +270,8 @@ def _compare(ctx: Ctx, train: Path, *extra: str) -> list[str]:
         "4",
         "--max_steps",
         "1",
+        "--warmup_steps",
+        "0",  # one step inside the warm-up would train at 0: compare refuses it
         "--per_device_train_batch_size",
         "4",
         "--cutoff_len",
