@@ -588,7 +588,8 @@ class OutputFolder:
         with self.locked():
             fresh = not self.path.exists() or not any(self.path.iterdir())
             self._foreign = self._not_ours()
-            killed_at = self._killed_since(read_marker(self.path) or {}) if self.path.is_dir() else None
+            before = (read_marker(self.path) if self.path.is_dir() else None) or {}
+            killed_at = self._killed_since(before)
             self.mark("writing")  # before --overwrite clears: a clear that fails leaves a marker saying so
             try:
                 if self.overwrite:
@@ -597,7 +598,8 @@ class OutputFolder:
                         # a writer killed between making a folder and writing into it (the Trainer's next
                         # checkpoint-N) left it empty: no file lists it, yet a Trainer resuming or rotating
                         # its checkpoints would take it for the newest
-                        self._remove_empty_folders(killed_at)
+                        tops = {str(name).split("/", 1)[0] for name in before.get("files") or []}
+                        self._remove_empty_folders(killed_at, tops)
                 yield self
             except BaseException as err:
                 if (
@@ -656,8 +658,9 @@ class OutputFolder:
             return False
         return (self.path / rel).parent.resolve() == root.joinpath(*rel.parts[:-1])
 
-    def _remove_empty_folders(self, since: float) -> None:
-        """Remove the empty sub-folders made at or after ``since``, deepest first; older empty folders and
+    def _remove_empty_folders(self, since: float, listed_tops: set[str]) -> None:
+        """Remove the empty sub-folders made at or after ``since`` where a killed writer writes
+        (:meth:`_may_have_written`), deepest first; older empty folders, empty folders of yours, and
         anything inside another output's folder (one with its own marker) stay."""
         candidates = []
         for top, dirs, names in os.walk(self.path, followlinks=False):
@@ -666,6 +669,8 @@ class OutputFolder:
                 continue
             candidates += [Path(top) / d for d in dirs]
         for folder in sorted(candidates, key=lambda p: -len(p.parts)):
+            if not self._may_have_written(folder.relative_to(self.path).as_posix(), listed_tops):
+                continue
             with contextlib.suppress(OSError):
                 if not folder.is_symlink() and folder.stat().st_mtime >= since and not any(folder.iterdir()):
                     folder.rmdir()

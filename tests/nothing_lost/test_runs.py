@@ -595,9 +595,11 @@ def test_a_run_killed_mid_write_can_be_started_afresh_with_overwrite(tiny_model_
     empty_of_mine = out / "empty"
     empty_of_mine.mkdir()
     os.utime(empty_of_mine, (0, 0))
+    new_empty_of_mine = out / "new-empty"  # newer than the marker, yet not where a run writes: stays too
+    new_empty_of_mine.mkdir()
     assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--overwrite"]) == 0
     assert read_marker(out)["status"] == "complete" and not (out / "checkpoint-6").exists()
-    assert not (out / "checkpoint-9998").exists() and empty_of_mine.is_dir()
+    assert not (out / "checkpoint-9998").exists() and empty_of_mine.is_dir() and new_empty_of_mine.is_dir()
 
 
 def test_an_overwrite_that_fails_while_clearing_leaves_a_folder_marked_failed(
