@@ -688,23 +688,25 @@ def _setting(name: str, value: Any) -> Any:
     return value
 
 
-def _loss_record(checkpoint: Path) -> Optional[tuple[float, int]]:
-    """(loss sum, steps) a checkpoint recorded (LinChainTrainer._save_checkpoint), or None (an older one)."""
+def _loss_record(checkpoint: Optional[Path]) -> tuple[Optional[tuple[float, int]], float]:
+    """What a checkpoint recorded (LinChainTrainer._save_checkpoint): ((loss sum, steps) or None for an
+    older checkpoint, seconds of training loop so far or 0.0 for one written before they were recorded).
+    ``checkpoint`` None (a run not resumed): (None, 0.0)."""
     try:
-        record = json.loads((checkpoint / LOSS_FILE).read_text(encoding="utf-8"))
+        record = json.loads((checkpoint / LOSS_FILE).read_text(encoding="utf-8")) if checkpoint else {}
+    except (OSError, ValueError):
+        return None, 0.0
+    record = record if isinstance(record, dict) else {}
+    try:
         total, steps = float(record["loss_sum"]), int(record["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return (total, steps) if math.isfinite(total) and steps >= 0 else None
-
-
-def _recorded_train_s(checkpoint: Path) -> float:
-    """Seconds of training loop a checkpoint recorded (0.0 for one written before they were recorded)."""
+        loss = (total, steps) if math.isfinite(total) and steps >= 0 else None
+    except (ValueError, KeyError, TypeError):
+        loss = None
     try:
-        value = float(json.loads((checkpoint / LOSS_FILE).read_text(encoding="utf-8"))["train_s"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
-    return value if math.isfinite(value) and value >= 0 else 0.0
+        train_s = float(record["train_s"])
+    except (ValueError, KeyError, TypeError):
+        train_s = 0.0
+    return loss, (train_s if math.isfinite(train_s) and train_s >= 0 else 0.0)
 
 
 def _whole_run_loss(log_history: list) -> Optional[float]:
@@ -921,10 +923,9 @@ def train_or_finish(
     seconds in the training loop). A checkpoint already at --max_steps is loaded, not trained from."""
     if resume_from is not None:
         _say(f"resuming from {resume_from}")
-    loss_record = _loss_record(resume_from) if resume_from is not None else None
+    loss_record, trainer.train_s_before = _loss_record(resume_from)
     if loss_record is not None:
         trainer.loss_before = loss_record
-    trainer.train_s_before = _recorded_train_s(resume_from) if resume_from is not None else 0.0
     if resume_from is not None and _finished_checkpoint(resume_from, trainer.args.max_steps):
         # HF's loop trains one step past max_steps when resumed from the final checkpoint: load it instead
         _say(
