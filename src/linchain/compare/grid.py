@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 from ..io import atomic_write_json
 from ..runs import RunFolder
-from ..train.args import METHODS, DataArguments, LinChainTrainingArguments, ModelArguments, warmup_only_steps
+from ..train.args import METHODS, DataArguments, LinChainTrainingArguments, ModelArguments, warmup_covers_every_step
 from .args import CompareArguments, float_list, int_list
 from .methods import MethodSpec, parse_methods
 
@@ -278,7 +278,7 @@ class Grid:
         self.methods = parse_methods(compare.methods)
         self.seeds = int_list("seeds", compare.seeds) or [train.seed]
         self.rates = float_list("learning_rates", compare.learning_rates) or [train.learning_rate]
-        if warmup_only_steps(train):
+        if warmup_covers_every_step(train):
             # every run stays in the warm-up: at --max_steps 1 the one step trains at a rate of 0 and every
             # method scores as the base model does, under a report naming the rates (break-it check)
             what = (

@@ -78,14 +78,13 @@ def refuse_bad_seed(name: str, value) -> None:
         raise ValueError(f"--{name}={value}: must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}")
 
 
-def warmup_only_steps(args) -> int:
-    """How many of a run's --max_steps the warm-up covers whole (0: none, or no step count): a run whose
-    steps all fall in the warm-up never trains at --learning_rate, and its first step trains at 0."""
-    steps, warmup = getattr(args, "max_steps", -1) or -1, getattr(args, "warmup_steps", 0) or 0
-    if steps <= 0 or str(getattr(args, "lr_scheduler_type", "linear")) in ("constant", "SchedulerType.CONSTANT"):
-        return 0
-    warm = math.ceil(warmup * steps) if 0 < warmup < 1 else int(warmup)
-    return steps if warm >= steps else 0
+def warmup_covers_every_step(args: "LinChainTrainingArguments") -> bool:
+    """Whether every one of --max_steps falls in the warm-up: the run never trains at --learning_rate,
+    and its first step trains at 0 (a schedule without warm-up, ``constant``, aside)."""
+    if args.max_steps <= 0 or getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "constant":
+        return False
+    warmup = args.warmup_steps
+    return (math.ceil(warmup * args.max_steps) if 0 < warmup < 1 else int(warmup)) >= args.max_steps
 
 
 def refuse_zero_work(max_steps, num_train_epochs) -> None:

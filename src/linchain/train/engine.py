@@ -43,7 +43,7 @@ from ..resolve import resolve_model_path, torch_dtype
 from ..threads import set_threads
 from ..tuner.quant import load_base_model
 from .accuracy import mc_accuracy
-from .args import DataArguments, LinChainTrainingArguments, ModelArguments, warmup_only_steps
+from .args import DataArguments, LinChainTrainingArguments, ModelArguments, warmup_covers_every_step
 from .features import SequenceDataset, closed_options, default_val_set_size, split_examples
 from .outputs import METRICS_FILE, PLOT_FILE, SUMMARY_FILE, MetricsJsonl, plot_loss_curve
 
@@ -760,7 +760,7 @@ def _run(
     interrupt = StopOnInterrupt()
     # pads input_ids with the pad token and labels with -100 (no loss on padding)
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=None)
-    if warmup_only_steps(args) and main_process:
+    if warmup_covers_every_step(args) and main_process:
         # allowed (a smoke run), but said: the run never trains at --learning_rate (break-it check)
         _say(
             f"note: --warmup_steps {args.warmup_steps:g} covers all of --max_steps {args.max_steps}: the run never "
