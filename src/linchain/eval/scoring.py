@@ -31,15 +31,16 @@ def gold_can_match(task: TaskSpec, example: Any, scorer: str) -> bool:
     return bool(gold) and is_correct(task, extract_answer(task, gold, options), gold)
 
 
-def refuse_unmatchable(task: TaskSpec, examples: Sequence[Any], scorer: str, data: str, advice: str) -> None:
-    """A ValueError when no gold answer of ``examples`` can match ``task``'s rule: every row would count as
-    wrong and the accuracy would read 0% as if it were a result (another task's rule, e.g. boolq rows
-    scored as ARC). Some rows that cannot match are counted and said instead (:func:`evaluate_task`)."""
+def refuse_unmatchable(task: TaskSpec, examples: Sequence[Any], scorer: str, data: str, advice: str) -> list:
+    """The rows of ``examples`` whose gold answer can never match ``task``'s rule; a ValueError when that is
+    every row: each would count as wrong and the accuracy would read 0% as if it were a result (another
+    task's rule, e.g. boolq rows scored as ARC). Some such rows are counted and said (:func:`evaluate_task`)."""
     try:
-        if not examples or any(gold_can_match(task, ex, scorer) for ex in examples):
-            return
+        unmatchable = [ex for ex in examples if not gold_can_match(task, ex, scorer)]
     except ValueError:
-        return  # the rule takes its candidates from the data when scoring (closed sets): checked there
+        return []  # the rule takes its candidates from the data when scoring (closed sets): checked there
+    if not examples or len(unmatchable) < len(examples):
+        return unmatchable
     first = examples[0]
     raise ValueError(
         f"{data}: none of its {len(examples)} gold answers can match the {task.name} rule (e.g. row "
@@ -69,7 +70,9 @@ def evaluate_task(
     the extracted answer, the gold answer and whether it is correct."""
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {SCORERS}, got {scorer!r}")
-    refuse_unmatchable(task, examples, scorer, data, "pass the --task of these rows (e.g. closed, boolq or gsm8k)")
+    unmatchable = refuse_unmatchable(
+        task, examples, scorer, data, "pass the --task of these rows (e.g. closed, boolq or gsm8k)"
+    )
     start = time.perf_counter()
     try:
         records = _score(
@@ -94,7 +97,6 @@ def evaluate_task(
             f"{data} row {row}: the model's {err.what} are not finite (NaN or inf) while scoring; "
             "the weights overflow (a diverged or corrupted adapter?), so no accuracy is reported"
         ) from None
-    unmatchable = [ex for ex in examples if not gold_can_match(task, ex, scorer)]
     if unmatchable:
         first = unmatchable[0]
         print(
