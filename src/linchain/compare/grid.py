@@ -440,11 +440,8 @@ class Grid:
     def default_validation_task(self) -> Optional[str]:
         """The validation rows' task when --validation_task is not given: the eval task when there is one
         (one --eval_task, or one --eval_data whose task its path names); None: inferred per row's source."""
-        from ..eval.tasks import infer_task
-
-        tasks = set(self.args.eval_task) or {infer_task(d) for d in self.args.eval_data}
-        task = tasks.pop() if len(tasks) == 1 else None
-        return task
+        tasks = set(self._test_tasks())
+        return tasks.pop() if len(tasks) == 1 else None
 
     # ------------------------------------------------------------------------------ one step each
     def run_dir(self, spec: MethodSpec, lr: float, seed: int) -> Path:
@@ -683,15 +680,17 @@ class Grid:
     def _test_data(self) -> list[tuple[str, Optional[str]]]:
         """(data, task) per --eval_data: the unseen rows' file (--test_unseen_only) with the spec's task
         (given, or inferred from the spec's path, else from the answers), or the spec itself."""
+
+        if not self.args.test_unseen_only:
+            return list(zip(self.args.eval_data, self.args.eval_task or [None] * len(self.args.eval_data)))
+        return [(str(self.out / "data" / f"test-{i}.json"), task) for i, task in enumerate(self._test_tasks())]
+
+    def _test_tasks(self) -> list[Optional[str]]:
+        """Per --eval_data, its task: given (--eval_task), or inferred from the spec's path (None: neither)."""
         from ..eval.tasks import infer_task
 
         tasks = self.args.eval_task or [None] * len(self.args.eval_data)
-        if not self.args.test_unseen_only:
-            return list(zip(self.args.eval_data, tasks))
-        return [
-            (str(self.out / "data" / f"test-{i}.json"), task or infer_task(spec))
-            for i, (spec, task) in enumerate(zip(self.args.eval_data, tasks))
-        ]
+        return [task or infer_task(spec) for spec, task in zip(self.args.eval_data, tasks)]
 
     def preflight(self) -> dict[str, Any]:
         """The refusals that need no work (a study with other settings, --report_only of nothing), before
@@ -718,11 +717,8 @@ class Grid:
     def _refuse_tasks_scored_twice(self) -> None:
         """Two --eval_data of one task: a record keeps one score per task, so the earlier file's scores
         were dropped without a word while the report named both files (break-it check)."""
-        from ..eval.tasks import infer_task
-
-        tasks = self.args.eval_task or [infer_task(spec) for spec in self.args.eval_data]
         seen: dict[str, str] = {}
-        for spec, task in zip(self.args.eval_data, tasks):
+        for spec, task in zip(self.args.eval_data, self._test_tasks()):
             if task is not None and task in seen:
                 raise ValueError(
                     f"--eval_data {seen[task]} and {spec} are both scored as task {task}, and compare keeps one "
