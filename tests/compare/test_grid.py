@@ -935,3 +935,24 @@ def test_a_resumed_runs_training_time_counts_its_earlier_calls(boolq_dir, tmp_pa
     compare(*parse_args(_argv(boolq_dir, out)), train_fn=Resumed().train, eval_fn=Resumed().eval)
     record = json.loads((out / "runs" / "lora" / "lr0.001" / "seed0" / "train.json").read_text())
     assert 100.0 <= record["train_wall_s"] < 160.0
+
+
+def test_a_run_stopped_by_ctrl_c_inside_compare_says_to_run_compare_again(boolq_dir, tmp_path, capsys):
+    """Leftover of a break-it round: training's own stop message said "plus --resume", which compare refuses."""
+    from linchain.train.engine import stop_cleanly
+
+    fakes = Fakes()
+
+    def stopped(model_args, data_args, train_args):
+        result = fakes.train(model_args, data_args, train_args)
+        result.interrupted, result.global_step = True, 2
+        return stop_cleanly(result, 2, mark_folder=False)
+
+    with pytest.raises(KeyboardInterrupt, match="run again to resume"):
+        compare(*parse_args(_argv(boolq_dir, tmp_path / "cmp")), train_fn=stopped, eval_fn=fakes.eval)
+    err = capsys.readouterr().err
+    assert "stopped at step 2; checkpoint saved. Run the same compare command again: it resumes by itself" in err
+    assert "--resume" not in err
+    # outside compare, train's own advice stands
+    stop_cleanly(None, 3, mark_folder=False)
+    assert "Continue with the same command plus --resume" in capsys.readouterr().err

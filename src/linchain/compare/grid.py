@@ -497,9 +497,15 @@ class Grid:
             result = RunResult(**json.loads(summary.read_text()))
             wall = result.wall_s  # the run's own figure: this call trained nothing
         else:
+            from ..train.engine import resumed_by
+
             run_dir.mkdir(parents=True, exist_ok=True)
             # the Trainer prints every log line when its bar is off (ours is on): those go to a file
-            with open(run_dir / "train.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+            with (
+                open(run_dir / "train.log", "a", encoding="utf-8") as log,
+                contextlib.redirect_stdout(log),
+                resumed_by("Run the same compare command again: it resumes by itself"),
+            ):
                 result = self.train_fn(model_args, data_args, train_args)
             # a resumed run: this call plus the training loop of the calls before (break-it check: a resume
             # reported only its last part, 3 s where the run in one call took 6 s)

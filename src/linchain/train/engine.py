@@ -10,6 +10,7 @@ the run's outputs, written through the one write path (:class:`linchain.outputs.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -61,6 +62,7 @@ __all__ = [
     "run_config",
     "run_training",
     "stop_cleanly",
+    "resumed_by",
     "train_or_finish",
 ]
 
@@ -965,10 +967,25 @@ def _bar_closed(trainer: LinChainTrainer) -> Iterator[None]:
                 callback.training_bar = None
 
 
+#: how the user continues a run stopped by Ctrl-C; a caller that owns the run (compare, which resumes by
+#: itself and refuses --resume) says its own way with :func:`resumed_by`
+_HOW_TO_CONTINUE = contextvars.ContextVar("how_to_continue", default="Continue with the same command plus --resume")
+
+
+@contextlib.contextmanager
+def resumed_by(how: str) -> Iterator[None]:
+    """Within the block, a stopped run's message tells the user ``how`` to continue it."""
+    token = _HOW_TO_CONTINUE.set(how)
+    try:
+        yield
+    finally:
+        _HOW_TO_CONTINUE.reset(token)
+
+
 def stop_cleanly(result: Any, step: int, mark_folder: bool) -> Any:
     """After a Ctrl-C that saved a checkpoint: say so; with ``mark_folder`` (the process that holds the
     output folder) raise :class:`_CleanStop`, so the folder is marked "interrupted"; else return ``result``."""
-    _say(f"stopped at step {step}; checkpoint saved. Continue with the same command plus --resume")
+    _say(f"stopped at step {step}; checkpoint saved. {_HOW_TO_CONTINUE.get()}")
     if mark_folder:
         raise _CleanStop(result)  # through OutputFolder.writing: the folder is marked "interrupted"
     return result
