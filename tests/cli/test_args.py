@@ -333,3 +333,20 @@ def test_a_config_task_type_other_than_the_commands_is_refused(value, tmp_path, 
     err = capsys.readouterr().err
     assert f"task_type '{value}' differs from this command's causal_lm" in err and "--task_type" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_refuses_an_option_given_as_a_flags_value(command, tmp_path, monkeypatch, capsys):
+    """Break-it leftover: `--dst=--overwrite` made a folder named --overwrite (the user meant the option)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli([command, "--num_threads=--help"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the value of --num_threads is the option --help" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_lora_dst_given_an_option_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli(["export-lora", "src", "--dst=--overwrite"]) == 2
+    assert "./--overwrite" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

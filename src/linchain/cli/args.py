@@ -363,6 +363,13 @@ def parse(
     for arg in argv:
         if arg.startswith("--") and arg.split("=", 1)[0] not in known_flags:
             raise _unknown_flag(arg, parser)  # before any missing-option or value error: a typo is the cause
+        flag, _, value = arg.partition("=")
+        if arg.startswith("--") and value.split("=", 1)[0] in known_flags:
+            # break-it check: --dst=--overwrite made a folder named "--overwrite" where the user meant the flag
+            raise UsageError(
+                f"{bounded(arg)}: the value of {flag} is the option {value.split('=', 1)[0]}; give {flag} its "
+                f"value and the option apart (a path of that name: ./{bounded(value)})"
+            )
     list_flags = [s for a in parser._actions if a.nargs in ("+", "*") for s in a.option_strings if s.startswith("--")]
     argv = merge_repeated(argv, list_flags)
     refuse_repeated(argv, parser)
