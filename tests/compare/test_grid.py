@@ -956,3 +956,25 @@ def test_a_run_stopped_by_ctrl_c_inside_compare_says_to_run_compare_again(boolq_
     # outside compare, train's own advice stands
     stop_cleanly(None, 3, mark_folder=False)
     assert "Continue with the same command plus --resume" in capsys.readouterr().err
+
+
+def test_the_report_says_how_many_rows_can_never_match(boolq_dir, tmp_path):
+    """Break-it leftover: validation rows whose gold answer the rule cannot match (mixed-task training data)
+    were warned per run on the console only; the report now counts them, for validation and test rows."""
+    fakes = Fakes()
+
+    def evaluate(args):
+        run = fakes.eval(args)
+        for r in run.results:
+            r.unmatchable_gold = 1 if "validation" in r.data else 3
+        return run
+
+    report, md = compare(*parse_args(_argv(boolq_dir, tmp_path / "cmp")), train_fn=fakes.train, eval_fn=evaluate)
+    assert report["unmatchable_gold"] == {"validation": {"boolq": [1, 4]}, "test": {"boolq": [3, 40]}}
+    text = " ".join(md.read_text().split())
+    assert "1 of the 4 validation rows of boolq have a gold answer its rule can never match" in text
+    assert "3 of the 40 test rows of boolq" in text
+    # none: nothing said
+    report, md = compare(*parse_args(_argv(boolq_dir, tmp_path / "plain")), train_fn=fakes.train, eval_fn=fakes.eval)
+    assert report["unmatchable_gold"] == {"validation": {}, "test": {}}
+    assert "can never match" not in md.read_text()

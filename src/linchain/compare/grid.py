@@ -619,6 +619,7 @@ class Grid:
                 "rows": [p["row"] for p in r.predictions],
                 "per_row": [int(bool(p["correct"])) for p in r.predictions],
                 "gold": [p["gold"] for p in r.predictions],
+                "unmatchable_gold": r.unmatchable_gold,  # rows wrong for every run: the report says how many
             }
             for r in run.results
         }

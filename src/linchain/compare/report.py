@@ -211,6 +211,7 @@ def build_report(
         "eval_tasks": tasks,
         "test_rows": _test_rows(grid),
         "validation_rows": _validation_rows_used(grid),
+        "unmatchable_gold": _unmatchable_gold(grid, source),
         "base": None
         if not grid.base
         else {"per_task": {t: grid.base["tasks"][t]["accuracy"] for t in tasks}, "average": grid.base["average"]},
@@ -233,6 +234,23 @@ def _validation_rows_used(grid: GridResult) -> Optional[int]:
     if not files:  # none written: every carved row went back to training (0), or the data is not prepared
         return 0 if (folder / "train.json").exists() else None
     return sum(len(json.loads(f.read_text())) for f in files)
+
+
+def _unmatchable_gold(grid: GridResult, test: Optional[dict]) -> dict[str, dict[str, list[int]]]:
+    """Rows whose gold answer the task's rule can never match, [count, total rows] per task, for the validation
+    rows (any rate's record: all score the same rows) and the test rows: each counts as wrong for every run.
+    (Break-it check: validation rows of mixed-task training data that partly could not match were said
+    on the console only.)"""
+    validation = next((s["validation"] for rs in grid.sweep.values() for s in rs if s.get("validation")), None)
+    return {
+        kind: {
+            t: [v["unmatchable_gold"], v["total"]]
+            for t, v in record["tasks"].items()
+            if v.get("unmatchable_gold")  # records from before the count was kept have none
+        }
+        for kind, record in (("validation", validation), ("test", test))
+        if record
+    }
 
 
 def _validation_rows(report: dict, settings: dict) -> str:
@@ -332,6 +350,12 @@ def markdown(report: dict[str, Any]) -> str:
             f" {spec}: {n['dropped_seen_in_training']} of {n['rows']} rows repeat a training prompt and were "
             f"dropped (--test_unseen_only), {n['kept']} kept."
             for spec, n in (report.get("test_rows") or {}).items()
+        )
+        + "".join(
+            f" {n} of the {total} {kind} rows of {task} have a gold answer its rule can never match: they count as "
+            "wrong for every run."
+            for kind, per_task in (report.get("unmatchable_gold") or {}).items()
+            for task, (n, total) in per_task.items()
         ),
         "",
         "## Accuracy (%), mean ± std over seeds",
