@@ -193,3 +193,34 @@ def test_linchain_onto_a_lora_layer_is_refused_by_name_and_the_reverse_works():
         inject_adapter_in_model(LinChainConfig(r=4, target_modules=["q_proj"]), build()),
     )
     assert type(both.model.layers[0].self_attn.q_proj.base_layer).__name__ == "LinChainLayer"
+
+
+@pytest.mark.parametrize("fused_path", [True, False])
+@pytest.mark.parametrize("k", [1, 3])
+def test_rescale_to_zero_gives_the_base_model_for_an_affine_chain(k, fused_path):
+    """Break-it check: ``rescale_adapter_scale(model, 0.0)`` on an affine chain divided by the scale inside
+    the fused path (ZeroDivisionError); PEFT LoRA (with ``lora_bias`` too) gives the base model's output.
+    Training mode, dropout on: the output and the input gradient are the base model's, exactly."""
+    from peft.helpers import rescale_adapter_scale
+
+    from linchain.tuner import fused
+
+    build, targets = MODELS["llama"]
+    model = get_peft_model(
+        build(),
+        LinChainConfig(
+            r=4, alpha=8, num_mixers=k, mixer_bias=True, dropout=0.1, target_modules=targets, init_weights=False
+        ),
+    ).train()
+    base = build().train()
+    embeds = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(0))
+    want_x = embeds.clone().requires_grad_(True)
+    want = base(inputs_embeds=want_x).logits
+    want.square().sum().backward()
+    x = embeds.clone().requires_grad_(True)
+    with rescale_adapter_scale(model, 0.0), fused.use_fused(fused_path):
+        got = model(inputs_embeds=x).logits
+        got.square().sum().backward()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, want_x.grad, rtol=0, atol=0)
+    assert all(p.grad is not None for n, p in model.named_parameters() if "linchain_B" in n)

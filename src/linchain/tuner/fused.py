@@ -181,7 +181,7 @@ class _FusedLinChain(torch.autograd.Function):
         h = F.linear(xd, A_f)  # xd A_f^T, the transpose inside the op
         s_drop = scale * keep_scale  # s' = s / (1 - p), applied by the GEMM below
         if c is not None:
-            h.add_(c, alpha=scale / s_drop)  # (1 - p) c, so that s' h = s' x_d A_f^T + s c
+            h.add_(c, alpha=1.0 / keep_scale)  # (1 - p) c, so that s' h = s' x_d A_f^T + s c (also at s = 0)
         # 4. y += s' h B^T, in the base output's buffer
         if y2.dtype == dtype:
             y2.addmm_(h, B.t(), alpha=s_drop)
