@@ -382,3 +382,34 @@ def test_merged_affine_chain_refuses_a_save_its_config_cannot_reload(tmp_path):
                 torch.testing.assert_close(
                     AutoModelForCausalLM.from_pretrained(out)(x).logits, want, rtol=1e-5, atol=1e-5
                 )
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])  # gpt2: the bases have biases; llama: merging creates them
+@pytest.mark.parametrize("bias", ["all", "linchain_only"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_a_save_while_merged_reloads_to_the_same_outputs(arch, bias, k, tmp_path):
+    """Break-it check: saving an affine chain while merged, with the base biases saved (``bias="all"`` /
+    ``"linchain_only"``), wrote the merged biases, so a reload added the chain's constant a second time
+    (1e-2 off in the logits; PEFT LoRA with ``lora_bias=True`` does the same). The save writes the biases
+    as they are unmerged; the live model stays merged and unchanged."""
+    build, targets = MODELS[arch]
+    model = get_peft_model(
+        build(), LinChainConfig(r=4, alpha=8, num_mixers=k, mixer_bias=True, bias=bias, target_modules=targets)
+    )
+    _randomise(model)
+    with torch.no_grad():  # the trained base biases differ from the fresh base's
+        for name, p in model.named_parameters():
+            if name.endswith("base_layer.bias"):
+                p.add_(torch.randn_like(p) * 0.3)
+    model.eval()
+    x = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
+    want = _logits(model, x)
+    model.merge_adapter()
+    merged_state = {n: t.clone() for n, t in model.state_dict().items()}
+    model.save_pretrained(tmp_path / "saved")
+    assert all(torch.equal(t, merged_state[n]) for n, t in model.state_dict().items())  # the save changed nothing
+    torch.testing.assert_close(_logits(model, x), want, rtol=ATOL, atol=ATOL)  # still merged, same outputs
+    again = PeftModel.from_pretrained(build(), tmp_path / "saved").eval()
+    torch.testing.assert_close(_logits(again, x), want, rtol=ATOL, atol=ATOL)
+    model.unmerge_adapter()
+    torch.testing.assert_close(_logits(model, x), want, rtol=ATOL, atol=ATOL)

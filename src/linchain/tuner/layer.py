@@ -342,18 +342,34 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         come back exactly (README, "QLinChain", gives the size).
         """
         base = self.get_base_layer()
+        if base.bias is not None and not self._created_bias:
+            base.bias.data = self.unmerged_bias()
         while self.merged_adapters:
             name = self.merged_adapters.pop()
             if name not in self.linchain_A:
                 continue
             weight = dequantized_weight(base)
             store_weight_(base, _add_rounded_once(weight, self.get_delta_weight(name), alpha=-1))
-            delta_b = self.get_delta_bias(name)
-            if delta_b is not None and base.bias is not None:
-                base.bias.data = _add_rounded_once(base.bias.data, delta_b, alpha=-1)
         if self._created_bias:
             base.bias = None
             self._created_bias = False
+
+    def unmerged_bias(self) -> Optional[torch.Tensor]:
+        """The base layer's bias as it is with every merged adapter subtracted again (None: merging created it).
+
+        What :meth:`unmerge` restores, and what a save while merged must write for the bias: PEFT saves
+        base biases with the adapter (``bias="all"`` / ``"linchain_only"``), and the merged one would add
+        the chain's constant a second time on reload.
+        """
+        bias = self.get_base_layer().bias
+        if bias is None or self._created_bias:
+            return None
+        bias = bias.data
+        for name in reversed(self.merged_adapters):
+            delta_b = self.get_delta_bias(name) if name in self.linchain_A else None
+            if delta_b is not None:
+                bias = _add_rounded_once(bias, delta_b, alpha=-1)
+        return bias
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

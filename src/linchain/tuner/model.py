@@ -185,6 +185,27 @@ class LinChainModel(BaseTuner):
         return super()._remove_adapter_name_from_key(key, adapter_name)
 
     @classmethod
+    def _get_adapter_state_dict(cls, model, config, adapter_name, state_dict, unwanted_adapter_names):
+        """PEFT's selection, with each merged layer's base bias saved as it is unmerged (break-it check: a save
+        while an affine chain was merged, ``bias="all"``, wrote the merged bias, and a reload added the chain's
+        constant twice). Only entries that are the live bias itself are replaced: a state_dict the caller
+        passed in is saved as given."""
+        selected = super()._get_adapter_state_dict(model, config, adapter_name, state_dict, unwanted_adapter_names)
+        for name, module in model.named_modules():
+            if not isinstance(module, LinChainLayer) or not module.merged_adapters:
+                continue
+            key = f"{name}.base_layer.bias"
+            bias = module.get_base_layer().bias
+            if key not in selected or bias is None or selected[key].data_ptr() != bias.data_ptr():
+                continue
+            unmerged = module.unmerged_bias()
+            if unmerged is None:
+                del selected[key]  # merging created it: the unmerged layer has none
+            else:
+                selected[key] = unmerged
+        return selected
+
+    @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         """PEFT only warns about missing adapter keys; a LinChain adapter that does not fit is an error."""
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
