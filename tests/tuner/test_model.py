@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 import linchain
 from linchain import LinChainConfig, LinChainLayer
-from tests.conftest import MODELS, TEST_DTYPES, tiny_gpt2
+from tests.conftest import MODELS, TEST_DTYPES, tiny_gpt2, tiny_llama
 
 ATOL = 1e-5
 
@@ -413,3 +413,39 @@ def test_a_save_while_merged_reloads_to_the_same_outputs(arch, bias, k, tmp_path
     torch.testing.assert_close(_logits(again, x), want, rtol=ATOL, atol=ATOL)
     model.unmerge_adapter()
     torch.testing.assert_close(_logits(model, x), want, rtol=ATOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("k,bias", [(0, False), (2, False), (2, True)])
+def test_merging_into_a_tied_lm_head_leaves_the_input_embedding_alone(k, bias, tmp_path):
+    """Break-it check: with tied embeddings and ``lm_head`` targeted, merging wrote the delta into the shared
+    weight, so the input embedding changed too (logits off by ~10; PEFT LoRA's merge does the same, after a
+    warning). A merge now gives lm_head a weight of its own; unmerging gives the shared one back (the tie
+    holds again for training); merge_and_unload's model saves untied and reloads to the same outputs."""
+    model = get_peft_model(
+        tiny_llama(tie_word_embeddings=True),
+        LinChainConfig(
+            r=4, alpha=8, num_mixers=k, mixer_bias=bias, target_modules=["lm_head", "q_proj"], init_weights=False
+        ),
+    ).eval()
+    inner = model.base_model.model
+    shared = inner.model.embed_tokens.weight
+    assert inner.lm_head.base_layer.weight is shared
+    before = shared.detach().clone()
+    x = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(1))
+    want = _logits(model, x)
+    model.merge_adapter()
+    torch.testing.assert_close(_logits(model, x), want, rtol=ATOL, atol=ATOL)
+    assert torch.equal(inner.model.embed_tokens.weight, before) and inner.lm_head.base_layer.weight is not shared
+    model.merge_adapter()  # idempotent
+    torch.testing.assert_close(_logits(model, x), want, rtol=ATOL, atol=ATOL)
+    model.unmerge_adapter()
+    assert inner.lm_head.base_layer.weight is shared and torch.equal(shared, before)
+    torch.testing.assert_close(_logits(model, x), want, rtol=ATOL, atol=ATOL)
+    with pytest.warns(UserWarning) if bias else contextlib.nullcontext():
+        merged = model.merge_and_unload()
+    torch.testing.assert_close(_logits(merged, x), want, rtol=ATOL, atol=ATOL)
+    assert torch.equal(merged.model.embed_tokens.weight, before)
+    if not bias:  # (an lm_head bias is not something LlamaConfig can declare: that save refuses, tested above)
+        merged.save_pretrained(tmp_path / "merged")
+        again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+        torch.testing.assert_close(_logits(again, x), want, rtol=ATOL, atol=ATOL)

@@ -146,6 +146,10 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         self.merged_adapters: list[str] = []
         # True while the base layer carries a bias that merging created (base had none)
         self._created_bias = False
+        # set by LinChainModel before a merge: the base weight is another module's too (lm_head tied to the
+        # input embedding), so a merge gives this layer a weight of its own and keeps the shared one here
+        self._weight_shared = False
+        self._shared_weight: Optional[nn.Parameter] = None
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, **adapter_kwargs)
 
@@ -326,7 +330,13 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
                     f"NaNs detected in the merged weights. The adapter {name} seems to be broken "
                     f"(NaN or inf in adapter {name!r}'s merged weights; the base layer is left unchanged)."
                 )
-            store_weight_(base, new_w)  # requantizes a quantized base
+            if self._weight_shared and self._shared_weight is None and type(base.weight) is nn.Parameter:
+                # merging into a weight another module shares (tied embeddings) would change that module too
+                # (break-it check: a merged lm_head changed the input embedding; PEFT LoRA's merge does)
+                self._shared_weight = base.weight
+                base.weight = nn.Parameter(new_w, requires_grad=base.weight.requires_grad)
+            else:
+                store_weight_(base, new_w)  # requantizes a quantized base
             if new_b is not None:
                 if base.bias is None:
                     base.bias = nn.Parameter(new_b, requires_grad=False)
@@ -348,8 +358,11 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             name = self.merged_adapters.pop()
             if name not in self.linchain_A:
                 continue
-            weight = dequantized_weight(base)
-            store_weight_(base, _add_rounded_once(weight, self.get_delta_weight(name), alpha=-1))
+            if self._shared_weight is None:
+                weight = dequantized_weight(base)
+                store_weight_(base, _add_rounded_once(weight, self.get_delta_weight(name), alpha=-1))
+        if self._shared_weight is not None:  # the shared weight itself, untouched by the merge: exact
+            base.weight, self._shared_weight = self._shared_weight, None
         if self._created_bias:
             base.bias = None
             self._created_bias = False

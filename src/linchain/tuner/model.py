@@ -164,6 +164,20 @@ class LinChainModel(BaseTuner):
                 handle.remove()
 
     # ------------------------------------------------------------------ LoRA-only PEFT tools
+    def _check_merge_allowed(self) -> None:
+        """PEFT's checks (and its warning about tied target modules), then each adapted layer told whether its
+        base weight is another module's too: runs before every merge (``merge_adapter``, ``merge_and_unload``)."""
+        super()._check_merge_allowed()
+        owners: dict[int, int] = {}
+        for module in self.model.modules():
+            for param in module._parameters.values():
+                if param is not None and param.numel() and not param.is_meta:  # offloaded weights all read 0
+                    owners[param.data_ptr()] = owners.get(param.data_ptr(), 0) + 1
+        for module in self.model.modules():
+            if isinstance(module, LinChainLayer):
+                weight = module.get_base_layer().weight
+                module._weight_shared = module._shared_weight is not None or owners.get(weight.data_ptr(), 0) > 1
+
     def add_weighted_adapter(self, *args, **kwargs):
         """Not available: PEFT LoRA's tool combines ``lora_A``/``lora_B`` factors."""
         raise NotImplementedError(lora_only("add_weighted_adapter"))
