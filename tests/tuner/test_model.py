@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
+from torch import nn
 from transformers import AutoModelForCausalLM
 
 import linchain
@@ -449,3 +450,24 @@ def test_merging_into_a_tied_lm_head_leaves_the_input_embedding_alone(k, bias, t
         merged.save_pretrained(tmp_path / "merged")
         again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
         torch.testing.assert_close(_logits(again, x), want, rtol=ATOL, atol=ATOL)
+
+
+def test_the_out_proj_of_a_multihead_attention_is_refused_not_a_silent_no_op():
+    """Break-it check: nn.MultiheadAttention reads out_proj.weight itself, so an adapter on out_proj changed
+    nothing (PEFT LoRA accepts it, output unchanged), and the refusal for the MHA module listed out_proj."""
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.proj = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.proj(self.mha(x, x, x)[0])
+
+    with pytest.raises(ValueError, match=r"'mha.out_proj', the out_proj of an nn.MultiheadAttention.*no effect"):
+        get_peft_model(Attention(), LinChainConfig(r=2, target_modules=["out_proj"]))
+    with pytest.raises(ValueError, match=r"matched 'mha', a MultiheadAttention.*Linear layers here: \['proj'\]"):
+        get_peft_model(Attention(), LinChainConfig(r=2, target_modules=["mha"]))
+    model = get_peft_model(Attention(), LinChainConfig(r=2, target_modules=["proj"]))  # a called Linear: fine
+    assert isinstance(model.base_model.model.proj, LinChainLayer)

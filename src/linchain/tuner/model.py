@@ -27,9 +27,12 @@ def linear_layer_names(model: nn.Module) -> list[str]:
     """Sorted distinct short names of the layers LinChain can wrap (e.g. ``['k_proj', 'q_proj']``)."""
     names = set()
     inside_adapters = [n + "." for n, m in model.named_modules() if isinstance(m, BaseTunerLayer) and n]
+    attention = [n + "." for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
     for name, m in model.named_modules():
         if not isinstance(m, SUPPORTED_BASE_LAYERS) or _PREFIX in name:
             continue  # an adapter's own A/B/mixer layers are not targets
+        if any(name == p + "out_proj" for p in attention):
+            continue  # never called by its nn.MultiheadAttention: no target
         if any(name.startswith(p) and not name.startswith(p + "base_layer") for p in inside_adapters):
             continue  # another PEFT method's own layers (LoRA's lora_A.default ...)
         parts = name.split(".")
@@ -101,6 +104,14 @@ class LinChainModel(BaseTuner):
                 f"LinChainConfig.target_modules matched {current_key!r}, a {type(target).__name__}; LinChain wraps "
                 f"only {[c.__name__ for c in SUPPORTED_BASE_LAYERS]}. Linear layers here: "
                 f"{linear_layer_names(self.model)}."
+            )
+        if isinstance(parent, nn.MultiheadAttention):
+            # break-it check: nn.MultiheadAttention reads out_proj.weight itself and never calls the module, so
+            # an adapter there changes nothing (PEFT LoRA accepts it with the same no-op)
+            raise ValueError(
+                f"LinChainConfig.target_modules matched {current_key!r}, the out_proj of an nn.MultiheadAttention, "
+                "which uses its weight directly and never calls it: an adapter there would have no effect. Leave "
+                "it out (exclude_modules), or target Linear layers that the model calls."
             )
         new_module = LinChainLayer(target, adapter_name, **kwargs)
         if adapter_name not in self.active_adapters:
