@@ -224,3 +224,25 @@ def test_rescale_to_zero_gives_the_base_model_for_an_affine_chain(k, fused_path)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     torch.testing.assert_close(x.grad, want_x.grad, rtol=0, atol=0)
     assert all(p.grad is not None for n, p in model.named_parameters() if "linchain_B" in n)
+
+
+def test_layer_scale_methods_as_lora_layers_have_them():
+    """Break-it check: LoRA layers' set_scale / scale_layer / unscale_layer (diffusers calls them) raised
+    AttributeError on LinChain layers. With the same factors, each call gives LoRA's logits."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    ours, lora = _k0_beside_lora()
+    x = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        start = ours(x).logits
+    calls = [("set_scale", ("default", 0.5)), ("scale_layer", (3.0,)), ("unscale_layer", (2.0,))]
+    for method, args in [*calls, ("unscale_layer", (None,))]:
+        for model in (ours, lora):
+            for layer in model.modules():
+                if isinstance(layer, BaseTunerLayer):
+                    getattr(layer, method)(*args)
+        with torch.no_grad():
+            got = ours(x).logits
+            torch.testing.assert_close(got, lora(x).logits, rtol=1e-5, atol=1e-5)
+        assert (method, args) == ("unscale_layer", (None,)) or (got - start).abs().max() > 1e-4
+    torch.testing.assert_close(got, start)  # unscale_layer(None): the configured alpha / r again

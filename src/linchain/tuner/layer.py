@@ -135,6 +135,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
         self.fan_in_fan_out = isinstance(base_layer, Conv1D)
         self.r: dict[str, int] = {}
         self.alpha: dict[str, float] = {}
+        self.use_rslora: dict[str, bool] = {}
         self.scaling: dict[str, float] = {}
         self.linchain_dropout = nn.ModuleDict()
         self.linchain_A = nn.ModuleDict()
@@ -189,6 +190,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             raise ValueError(f"mixer_init must be one of {list(MIXER_INITS)}, got mixer_init={mixer_init!r}.")
         self.r[adapter_name] = r
         self.alpha[adapter_name] = alpha
+        self.use_rslora[adapter_name] = use_rslora
         self.scaling[adapter_name] = adapter_scaling(alpha, r, use_rslora)
         self.linchain_dropout[adapter_name] = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.linchain_A[adapter_name] = nn.Linear(self.in_features, r, bias=False)
@@ -301,6 +303,27 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
             return None
         B = self.linchain_B[adapter_name].weight
         return (((B.float() if upcast else B) @ c) * self.scaling[adapter_name]).to(dtype)
+
+    # ------------------------------------------------------------------ scale (PEFT LoRA's layer methods)
+    def set_scale(self, adapter: str, scale: float) -> None:
+        """s = ``scale`` times the configured alpha / r (alpha / sqrt(r) with rsLoRA); an absent adapter is ignored."""
+        if adapter in self.scaling:
+            self.scaling[adapter] = scale * adapter_scaling(self.alpha[adapter], self.r[adapter], self.use_rslora[adapter])
+
+    def scale_layer(self, scale: float) -> None:
+        """Multiply the active adapters' s by ``scale``."""
+        for name in self.active_adapters:
+            if name in self.linchain_A:
+                self.scaling[name] *= scale
+
+    def unscale_layer(self, scale: Optional[float] = None) -> None:
+        """Divide the active adapters' s by ``scale``; None: back to the configured alpha / r."""
+        for name in self.active_adapters:
+            if name in self.linchain_A:
+                if scale is None:
+                    self.set_scale(name, 1.0)
+                else:
+                    self.scaling[name] /= scale
 
     # ------------------------------------------------------------------ merge
     def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
