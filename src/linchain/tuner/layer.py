@@ -308,7 +308,9 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
     def set_scale(self, adapter: str, scale: float) -> None:
         """s = ``scale`` times the configured alpha / r (alpha / sqrt(r) with rsLoRA); an absent adapter is ignored."""
         if adapter in self.scaling:
-            self.scaling[adapter] = scale * adapter_scaling(self.alpha[adapter], self.r[adapter], self.use_rslora[adapter])
+            self.scaling[adapter] = scale * adapter_scaling(
+                self.alpha[adapter], self.r[adapter], self.use_rslora[adapter]
+            )
 
     def scale_layer(self, scale: float) -> None:
         """Multiply the active adapters' s by ``scale``."""
