@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 
 from linchain import LinChainConfig
@@ -99,3 +101,13 @@ def test_lora_only_fields_are_refused_by_name(field, value, way_round):
     with pytest.raises(ValueError, match=rf"LinChainConfig\.{field} is not supported.*{way_round}"):
         LinChainConfig(target_modules=["q_proj"], **{field: value})
     assert getattr(LinChainConfig(target_modules=["q_proj"]), field) is None
+
+
+def test_a_bias_without_mixers_is_said():
+    """Break-it check: mixer_bias=True with num_mixers=0 was accepted without a word and did nothing."""
+    with pytest.warns(UserWarning, match=r"mixer_bias=True with num_mixers=0: there is no mixer"):
+        LinChainConfig(num_mixers=0, mixer_bias=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LinChainConfig(num_mixers=1, mixer_bias=True)
+        LinChainConfig(num_mixers=0, mixer_bias=False)

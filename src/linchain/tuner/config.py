@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -137,6 +138,13 @@ class LinChainConfig(PeftConfig):
         for name in ("mixer_bias", "use_rslora", "init_weights"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidValue(name, getattr(self, name), "True or False")
+        if self.mixer_bias and self.num_mixers == 0:
+            # said, not refused: a saved adapter of this config must still load (it is LoRA)
+            warnings.warn(
+                "LinChainConfig.mixer_bias=True with num_mixers=0: there is no mixer to carry a bias, so it is "
+                "ignored and the adapter is LoRA's; use num_mixers >= 1 for an affine chain.",
+                stacklevel=3,
+            )
         for name in ("target_modules", "exclude_modules"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple, set)):
