@@ -471,3 +471,10 @@ def test_the_out_proj_of_a_multihead_attention_is_refused_not_a_silent_no_op():
         get_peft_model(Attention(), LinChainConfig(r=2, target_modules=["mha"]))
     model = get_peft_model(Attention(), LinChainConfig(r=2, target_modules=["proj"]))  # a called Linear: fine
     assert isinstance(model.base_model.model.proj, LinChainLayer)
+
+
+def test_a_layer_selection_that_excludes_every_target_is_named():
+    """Break-it check: a layers_pattern that names no module list (``h`` on Llama) was blamed on target_modules."""
+    config = LinChainConfig(r=2, target_modules=["q_proj"], layers_to_transform=[0], layers_pattern="h")
+    with pytest.raises(ValueError, match=r"layers_pattern='h': the layer selection may be what excludes them"):
+        get_peft_model(tiny_llama(), config)

@@ -59,10 +59,16 @@ class LinChainModel(BaseTuner):
             super().inject_adapter(model, adapter_name, *args, **kwargs)
         except NoMatchingPeftModuleError as err:
             config = self.peft_config[adapter_name]
+            layers = (
+                f", layers_to_transform={_show(config.layers_to_transform)}, "
+                f"layers_pattern={_show(config.layers_pattern)}: the layer selection may be what excludes them"
+                if config.layers_to_transform is not None
+                else ""
+            )
             raise ValueError(
                 f"LinChainConfig.target_modules={_show(config.target_modules)} matches no layer of "
-                f"{type(model).__name__} (exclude_modules={_show(config.exclude_modules)}). The linear layers "
-                f"that exist are: {linear_layer_names(model)}. ({err})"
+                f"{type(model).__name__} (exclude_modules={_show(config.exclude_modules)}{layers}). The linear "
+                f"layers that exist are: {linear_layer_names(model)}. ({err})"
             ) from None
 
     def _create_and_replace(
