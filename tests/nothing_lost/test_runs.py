@@ -81,14 +81,26 @@ def test_a_second_train_into_a_folder_being_written_is_refused_at_once(
 def test_overwrite_removes_the_old_run_before_a_new_run_that_fails(
     tiny_model_dir, even_data, finished, tmp_path, capsys
 ):
-    """The old adapter and summary never stay beside a failed new run, looking like its result."""
+    """The old adapter and summary never stay beside a failed new run, looking like its result: a run that
+    fails once it has begun writing (here the adapter matches no layer) fails in a cleared folder."""
     out = _run_copy(finished, tmp_path / "run")
+    assert cli(["train", *base_args(tiny_model_dir, even_data, out), "--target_modules", "nope", "--overwrite"]) == 2
+    assert "nope" in error_line(capsys, "train")
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "train_config.yaml"]
+    assert read_marker(out)["status"] == "failed"
+
+
+def test_overwrite_with_malformed_data_keeps_the_old_run(tiny_model_dir, finished, tmp_path, capsys):
+    """The data is loaded and checked before --overwrite removes anything: a malformed row is refused, and
+    the old run stays whole (break-it check: a typo in --data cost the finished run)."""
+    out = _run_copy(finished, tmp_path / "run")
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"instruction": "Is 2 even?", "output": 7}]))  # a malformed row
     assert cli(["train", *base_args(tiny_model_dir, bad, out), "--overwrite"]) == 2
     assert "bad.json" in error_line(capsys, "train")
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "train_config.yaml"]
-    assert read_marker(out)["status"] == "failed"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert read_marker(out)["status"] == "complete"
 
 
 def test_a_new_run_that_fails_before_saving_leaves_a_new_folder_as_it_was(tiny_model_dir, tmp_path, capsys):

@@ -56,12 +56,13 @@ def parse_args(argv: Sequence[str]):
 
     def _parse(argv: Sequence[str]):
         _say_ignored(argv)
-        # a run's train_config.yaml also records the resolved model folder; --config reads it back
+        # a run's train_config.yaml also records the resolved model folder and the data files' sha256
+        # (records, not options); --config reads it back
         return parse(
             argv,
             (ModelArguments, DataArguments, LinChainTrainingArguments),
             PROG,
-            ignore_config_keys=("resolved_model_path", *LAUNCH_KEYS),
+            ignore_config_keys=("resolved_model_path", "data_sha256", *LAUNCH_KEYS),
             task_type="causal_lm",
         )
 

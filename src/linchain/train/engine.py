@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -185,6 +186,16 @@ class LinChainTrainer(Trainer):
             logs["tokens_per_second"] = round((seen - self._last_tokens[1]) / (now - self._last_tokens[0]), 1)
         if "loss" in logs or self._last_tokens is None:
             self._last_tokens = (now, seen)
+        if "train_loss" in logs and "loss" not in logs and self._initial_global_step:
+            # the Trainer's end-of-training row of a resumed run: its train_loss covers the steps since the
+            # resume only (break-it check: metrics.jsonl said 0.285 where the summary said 1.094)
+            logs["train_loss_since_resume"] = logs["train_loss"]
+            logs["resumed_from_step"] = self._initial_global_step
+            logs["train_loss"] = (
+                self.whole_run_loss(logs["train_loss"])
+                if self.loss_before[1]
+                else _whole_run_loss(self.state.log_history)  # a checkpoint from before linchain_loss.json
+            )
         super().log(logs, start_time)
 
     #: (sum of the per-step losses, steps) of the run up to the checkpoint it resumed from
@@ -455,14 +466,23 @@ def find_complete_checkpoint(output_dir: str | Path, say=None) -> Optional[Path]
 # --------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------
-def build_model(model_args: ModelArguments, train_args: LinChainTrainingArguments, path: Optional[str] = None):
-    """Base model + tokenizer, wrapped for the chosen method. Returns (model, tokenizer, base_path).
-    ``path``: the already resolved model folder or hub id (default: resolved here)."""
-    path = path or resolve_model_path(model_args.model_name_or_path)
+def load_tokenizer(path: str):
+    """The base model's tokenizer as training uses it: padding on the right with a pad token (EOS if none)."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # the collator pads labels with -100, so this is never trained on
     tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def build_model(
+    model_args: ModelArguments, train_args: LinChainTrainingArguments, path: Optional[str] = None, tokenizer=None
+):
+    """Base model + tokenizer, wrapped for the chosen method. Returns (model, tokenizer, base_path).
+    ``path``: the already resolved model folder or hub id (default: resolved here); ``tokenizer``: the
+    one :func:`load_tokenizer` gave (default: loaded here)."""
+    path = path or resolve_model_path(model_args.model_name_or_path)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path)
     dtype = torch_dtype(model_args.torch_dtype)
     model = load_base_model(
         path, dtype, model_args, train_args.gradient_checkpointing
@@ -543,14 +563,19 @@ def run_training(
     if not main_process:
         folder.check()
         _barrier(args)  # every rank checked the folder before the main process writes its marker into it
-        return _run(model_args, data_args, args, callbacks, started, folder, resume_from)
+        inputs = _inputs(model_args, data_args, args)
+        return _run(model_args, data_args, args, callbacks, started, folder, resume_from, inputs)
     _barrier(args)
     with folder.locked():
+        folder.check()
+        # the data loaded and checked before anything is written: a missing or malformed --data leaves the
+        # folder, and the previous run that --overwrite would replace, as they were (break-it check)
+        inputs = _inputs(model_args, data_args, args)
         try:
             # --overwrite: the previous run's files go before the new run writes any; a run that fails
             # before it saved an adapter or checkpoint leaves a new folder as it found it
             with folder.writing(saved=(ADAPTER_DIR, MODEL_DIR, runs.CHECKPOINTS)):
-                return _run(model_args, data_args, args, callbacks, started, folder, resume_from)
+                return _run(model_args, data_args, args, callbacks, started, folder, resume_from, inputs)
         except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"
             return stop.result
 
@@ -615,7 +640,28 @@ def run_config(
     config = {k: v for k, v in config.items() if k not in LAUNCH_FIELDS and not k.endswith("_token")}
     if base_path is not None:
         config["resolved_model_path"] = base_path
+    config[DATA_SHA256] = data_fingerprints(data_args.data)
     return config
+
+
+#: train_config.yaml's record of each local --data file's contents, which --resume compares
+DATA_SHA256 = "data_sha256"
+
+
+def data_fingerprints(specs: Sequence[str]) -> dict[str, str]:
+    """{spec: sha256 of the file's bytes} for each --data that is a local file (specs such as ``hf:`` and
+    folders are not recorded). A relative path is read from the current folder, so a run resumed from
+    another one could name another file with the same spelling."""
+    prints = {}
+    for spec in specs:
+        path = Path(spec)
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            prints[spec] = digest.hexdigest()
+    return prints
 
 
 def _saved_config(out: Path) -> Optional[dict[str, Any]]:
@@ -653,7 +699,26 @@ def check_resume(model_args: ModelArguments, data_args: DataArguments, args: Lin
         return
     # through YAML and back, so both sides have the types the file has
     now = yaml.safe_load(yaml.safe_dump(run_config(model_args, data_args, args), sort_keys=True))
+    _refuse_other_data(out, saved.pop(DATA_SHA256, None), now.pop(DATA_SHA256))
+    # a training setting at None is not written to the file: a flag given now that was None then (say
+    # --neftune_noise_alpha) is a change too (break-it check: it resumed without a word)
+    unset = {f.name for f in dataclasses.fields(args) if f.init and f.default is None}
+    saved = {**{k: None for k in unset if k in now and k not in saved}, **saved}
     refuse_changed_settings(out, saved, now, NOT_DEFINING)
+
+
+def _refuse_other_data(out: Path, saved: Optional[dict], now: dict[str, str]) -> None:
+    """--resume reading other data under the recorded spelling (break-it check: a relative --data resumed
+    from another folder trained on another file without a word). Runs recorded before this check: none."""
+    if not isinstance(saved, dict):
+        return
+    for spec, digest in saved.items():
+        if spec in now and now[spec] != digest:
+            raise ValueError(
+                f"--resume: --data {spec} ({Path(spec).resolve()}) is not the file {out} was trained on (its "
+                "contents differ); a relative path is read from the current folder: run from the folder the run "
+                "started in, or start a new run with another --output_dir"
+            )
 
 
 def refuse_changed_settings(out: Path, saved: dict[str, Any], now: dict[str, Any], not_defining: frozenset) -> None:
@@ -723,6 +788,32 @@ def _whole_run_loss(log_history: list) -> Optional[float]:
     return total / steps if steps else None
 
 
+@dataclasses.dataclass
+class _Inputs:
+    """What a run reads before it writes anything: the base model's path and tokenizer, the data split and tokenized."""
+
+    base_path: str
+    tokenizer: Any
+    examples: list[Example]
+    val_examples: list[Example]
+    train_set: SequenceDataset
+    val_set: Optional[SequenceDataset]
+
+
+def _inputs(model_args: ModelArguments, data_args: DataArguments, args: LinChainTrainingArguments) -> _Inputs:
+    """Threads, seed, the base model's path and tokenizer, the data loaded, split by --seed and tokenized:
+    every input error (a wrong model name, a missing or malformed file, rows that train nothing) is raised
+    here, before the output folder is written."""
+    set_threads(args.num_threads, "linchain train")
+    set_seed(args.seed)
+    base_path = resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data
+    examples = load_data(data_args, args.seed)
+    train_examples, val_examples = _split_data(examples, data_args, args)
+    tokenizer = load_tokenizer(base_path)
+    train_set, val_set = _datasets(tokenizer, train_examples, val_examples, data_args)
+    return _Inputs(base_path, tokenizer, examples, val_examples, train_set, val_set)
+
+
 def _run(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -731,21 +822,18 @@ def _run(
     started: float,
     folder: OutputFolder,
     resume_from: Optional[Path],
+    inputs: _Inputs,
 ) -> RunResult:
     """The run itself, inside the checked (and, on the main process, locked) output folder."""
     out = folder.path
     main_process = args.process_index == 0
-    set_threads(args.num_threads, "linchain train")
-    set_seed(args.seed)
-    base_path = resolve_model_path(model_args.model_name_or_path)  # a wrong model name fails now, not after the data
     if main_process:
-        _record_settings(model_args, data_args, args, base_path)
-    # 1. Data: load, split deterministically by --seed, tokenize.
-    examples = load_data(data_args, args.seed)
-    train_examples, val_examples = _split_data(examples, data_args, args)
-    # 2. Model and tokenizer, wrapped for the method (adapters start at the base model: B = 0).
-    model, tokenizer, base_path = build_model(model_args, args, base_path)
-    train_set, val_set = _datasets(tokenizer, train_examples, val_examples, data_args)
+        _record_settings(model_args, data_args, args, inputs.base_path)
+    # 1. Data: loaded, split deterministically by --seed and tokenized before the folder was written (_inputs).
+    examples, val_examples = inputs.examples, inputs.val_examples
+    train_set, val_set = inputs.train_set, inputs.val_set
+    # 2. The model, wrapped for the method (adapters start at the base model: B = 0).
+    model, tokenizer, base_path = build_model(model_args, args, inputs.base_path, inputs.tokenizer)
     result = RunResult(
         output_dir=str(out),
         global_step=0,
@@ -855,6 +943,21 @@ def _datasets(
     val_set = SequenceDataset(
         tokenizer, val_examples, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt
     )
+    if val_set.answer_cut and not data_args.train_on_inputs:
+        # a held-out row without an answer token has no loss: it made the validation loss NaN (every row) or
+        # silently left it out (break-it check); it is left out of the validation loss, and said
+        first, cut = val_set.answer_cut[0], {id(e) for e in val_set.answer_cut}
+        message = (
+            f"{len(val_set.answer_cut)} of {len(val_examples)} held-out rows have no answer token within "
+            f"--cutoff_len={data_args.cutoff_len} (e.g. {first.source} row {first.row})"
+        )
+        kept = [e for e in val_examples if id(e) not in cut]
+        if not kept:
+            raise ValueError(f"{message}: there is no validation loss to compute; raise --cutoff_len")
+        _say(f"{message}: the validation loss leaves them out")
+        val_set = SequenceDataset(
+            tokenizer, kept, data_args.cutoff_len, data_args.train_on_inputs, data_args.faithful_prompt
+        )
     return train_set, val_set
 
 
