@@ -478,3 +478,15 @@ def test_a_layer_selection_that_excludes_every_target_is_named():
     config = LinChainConfig(r=2, target_modules=["q_proj"], layers_to_transform=[0], layers_pattern="h")
     with pytest.raises(ValueError, match=r"layers_pattern='h': the layer selection may be what excludes them"):
         get_peft_model(tiny_llama(), config)
+
+
+def test_delete_adapter_leaves_nothing_of_it_on_the_layers():
+    """PEFT's peer suite (test_delete_adapter_properly_cleans_up_after_itself): the per-adapter use_rslora
+    record stayed behind a deleted adapter."""
+    model = _adapted("llama", k=2)
+    model.add_adapter("other", LinChainConfig(r=4, alpha=8, num_mixers=2, target_modules=MODELS["llama"][1]))
+    model.delete_adapter("other")
+    for layer in model.modules():
+        if isinstance(layer, LinChainLayer):
+            for name in (*layer.adapter_layer_names, *layer.other_param_names):
+                assert "other" not in getattr(layer, name), name

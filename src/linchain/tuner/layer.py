@@ -126,7 +126,7 @@ class LinChainLayer(nn.Module, BaseTunerLayer):
     """
 
     adapter_layer_names = ("linchain_A", "linchain_mixers", "linchain_B")
-    other_param_names = ("r", "alpha", "scaling", "linchain_dropout")
+    other_param_names = ("r", "alpha", "scaling", "use_rslora", "linchain_dropout")
 
     def __init__(self, base_layer: nn.Module, adapter_name: str, **adapter_kwargs: Any) -> None:
         super().__init__()
