@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..data import DataError
 from ..data.loaders import open_hf_dataset
 
-__all__ = ["GLUE_TEXT_COLUMNS", "SeqClsData", "load_seq_cls", "split_rows"]
+__all__ = ["GLUE_TEXT_COLUMNS", "SeqClsData", "check_training_classes", "load_seq_cls", "split_rows"]
 
 #: GLUE task -> its text column(s)
 GLUE_TEXT_COLUMNS: Dict[str, Tuple[str, ...]] = {
@@ -76,6 +76,45 @@ def split_rows(n: int, eval_fraction: float, seed: int) -> Tuple[List[int], List
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(n * eval_fraction))
     return order[n_eval:], order[:n_eval]
+
+
+def check_training_classes(what: str, train: SeqClsData, evaluation: Optional[SeqClsData] = None) -> List[str]:
+    """Refuse training rows that hold fewer than two classes, whatever the label kind, and name the
+    classes of the head that no training row holds; returns those notes (one line each).
+
+    The classes counted are those the rows hold, not ``label_names``: integer labels are class ids
+    (``range(max + 1)``, the GLUE convention), so labels all 1 give the names ``['0', '1']`` with one
+    class in the rows. A class id no row holds, in training or in ``evaluation``, is refused (labels
+    {1, 2} or {0, 2} would train a head with a class nothing ever shows); one that only the evaluation
+    rows hold is a note. Regression is not checked."""
+    if train.regression:
+        return []
+    held = sorted(set(train.labels))
+    if len(held) < 2:  # it would "learn" to answer the one label: 100%
+        raise DataError(
+            f"{what}: the training rows hold one label ({[train.label_names[k] for k in held]}); a classifier needs "
+            "at least two"
+        )
+    absent = [name for k, name in enumerate(train.label_names) if k not in set(held)]
+    if not absent:
+        return []
+    n = len(train.label_names)
+    in_eval = set()
+    if evaluation is not None and not evaluation.regression:
+        in_eval = {evaluation.label_names[k] for k in set(evaluation.labels) if 0 <= k < len(evaluation.label_names)}
+    nowhere = [name for name in absent if name not in in_eval]
+    if nowhere and train.label_names == [str(k) for k in range(n)]:
+        raise DataError(
+            f"{what}: integer labels are class ids 0..{n - 1}, and no row (training or evaluation) holds class(es) "
+            f"{nowhere}: the head would have {n} classes, {len(nowhere)} never seen; number the labels 0..N-1 "
+            "without gaps, or use label names (strings)"
+        )
+    seen = [name for name in absent if name in in_eval]
+    return [
+        f"note: {what}: no training row holds class(es) {absent}"
+        + (f" (the evaluation rows hold {seen})" if seen else "")
+        + f"; the classifier head has {n} classes"
+    ]
 
 
 def _text_columns(columns: Sequence[str], source: str, text_columns: Optional[Sequence[str]]) -> Tuple[str, ...]:

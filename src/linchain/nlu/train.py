@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -23,7 +24,7 @@ from ..resolve import find_adapter_dir, refuse_other_task, resolve_model_path, t
 from ..threads import set_threads
 from ..train.args import ADAPTER_FIELDS
 from .args import NLUArguments
-from .data import SeqClsData, load_seq_cls
+from .data import SeqClsData, check_training_classes, load_seq_cls
 from .metrics import compute_metrics
 
 __all__ = ["LABELS_FILE", "evaluate_seq_cls", "run_seq_cls", "summary_lines", "train_seq_cls"]
@@ -95,11 +96,6 @@ def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
     train = None
     if args.do_train:
         train = load_seq_cls(args.data, args.train_split, columns, args.label_column, args.eval_fraction, args.seed)
-        if not train.regression and len(train.label_names) < 2:  # it would "learn" to answer the one label: 100%
-            raise ValueError(
-                f"--data {args.data}: the training rows hold one label ({train.label_names}); a classifier needs "
-                "at least two"
-            )
     if args.eval_data:
         evaluation = load_seq_cls(
             args.eval_data,
@@ -111,6 +107,9 @@ def _load_data(args: NLUArguments) -> Tuple[Optional[SeqClsData], SeqClsData]:
         )
     else:
         evaluation = load_seq_cls(args.data, args.eval_split, columns, args.label_column, args.eval_fraction, args.seed)
+    if train is not None:  # the rows' classes, before --limit_train/--limit_eval cut them
+        for note in check_training_classes(f"--data {args.data}", train, evaluation):
+            print(f"linchain train: {note}", file=sys.stderr, flush=True)
     if train is not None and args.limit_train:
         train = train.take(range(min(args.limit_train, len(train))))
     if args.limit_eval:
