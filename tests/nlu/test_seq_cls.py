@@ -506,3 +506,20 @@ def test_break_it_round_two_seq_cls(encoder_dir, tmp_path, capsys, monkeypatch):
     argv = ["train", *base[:4], "--data", str(one), "--max_steps", "1", "--output_dir", str(tmp_path / "o")]
     assert cli(argv) == 2
     assert "hold one label (['a']); a classifier needs at least two" in capsys.readouterr().err
+
+
+def test_seq_cls_overwrite_with_bad_data_keeps_the_previous_run(encoder_dir, tmp_path, capsys):
+    """Break-it check: --overwrite removed the finished run, then refused --data (a label out of range)."""
+    from linchain.cli.train import main as train_main
+
+    out = tmp_path / "run"
+    flags = ["--task_type", "seq_cls", "--model_name_or_path", encoder_dir, "--r", "4", "--alpha", "8"]
+    flags += ["--max_steps", "1", "--eval_fraction", "0.25", "--output_dir", str(out)]
+    assert train_main([*flags, "--data", _sentiment_csv(tmp_path / "sent.csv", 20)]) == 0
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    bad = tmp_path / "neg.csv"
+    bad.write_text("sentence,label\nthe movie,0\nthe film,-1\n")
+    capsys.readouterr()
+    assert train_main([*flags, "--data", str(bad), "--overwrite"]) == 2
+    assert "neg.csv" in capsys.readouterr().err
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

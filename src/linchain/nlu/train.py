@@ -194,19 +194,21 @@ def train_seq_cls(
     callbacks: Sequence[Any] = (),
     folder: Optional[OutputFolder] = None,
     resume_from: Optional[Path] = None,
+    data: Optional[Tuple[SeqClsData, SeqClsData]] = None,
 ) -> Dict[str, Any]:
     """Fine-tune with linchain's Trainer (metrics.jsonl, checkpoints, Ctrl-C that saves, a stop on a non-finite
     loss or weight; resumed from ``resume_from`` when given), save the adapter (+ tokenizer, label names) in
     ``args.output_dir``, evaluate, and write ``results.json`` / ``predictions.jsonl``. Returns the results
     dict; after a Ctrl-C, ``{"interrupted": True, "steps": N, "output_dir": ...}`` (with ``folder``: raised
-    through it, so it is marked interrupted)."""
+    through it, so it is marked interrupted). ``data``: (training, evaluation) rows already loaded (default:
+    loaded here)."""
     from transformers import DataCollatorWithPadding
 
     from ..train.engine import StopOnInterrupt, make_trainer, stop_cleanly, train_or_finish
 
     if not args.do_train:
         raise ValueError("train_seq_cls needs do_train=True")
-    train, evaluation = _load_data(args)
+    train, evaluation = data if data is not None else _load_data(args)
     model, tokenizer = _build_model(args, train)
     trainable, total = model.get_nb_trainable_parameters()
     interrupt = StopOnInterrupt()
@@ -354,13 +356,19 @@ def _train_into_folder(args: NLUArguments, callbacks: Sequence[Any] = ()) -> Dic
     if args.resume:
         resume_from = resume_point(folder, say=_say)
         _check_resume(args, resume_from)
-    try:
-        # --overwrite clears the previous run first; a new folder that got no adapter or checkpoint is left as found
-        with folder.writing(saved=("adapter_config.json", runs.CHECKPOINTS)):
-            set_threads(args.num_threads, "linchain seq_cls")
-            return train_seq_cls(args, callbacks, folder, resume_from)
-    except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"
-        return stop.result
+    with folder.locked():
+        folder.check()
+        set_threads(args.num_threads, "linchain seq_cls")
+        # the data loaded and checked before anything is written: a bad --data leaves the folder, and the
+        # previous run --overwrite would replace, as they were (break-it check)
+        data = _load_data(args)
+        try:
+            # --overwrite clears the previous run first; a new folder that got no adapter or checkpoint is left
+            # as found
+            with folder.writing(saved=("adapter_config.json", runs.CHECKPOINTS)):
+                return train_seq_cls(args, callbacks, folder, resume_from, data)
+        except _CleanStop as stop:  # Ctrl-C: checkpoint saved, the folder marked "interrupted"
+            return stop.result
 
 
 def run_seq_cls(args: NLUArguments, callbacks: Sequence[Any] = ()) -> Dict[str, Any]:
