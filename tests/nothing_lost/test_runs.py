@@ -401,16 +401,33 @@ def _seq_cls(encoder: str, data: str, out: Path, *extra: str) -> list[str]:
 
 
 def test_seq_cls_overwrite_removes_the_old_run_before_a_new_run_that_fails(encoder_dir, tmp_path, capsys):
+    """A run that fails once it has begun writing (the adapter matches no layer) fails in a cleared folder."""
     data = _sentiment_csv(tmp_path / "sent.csv", 40)
     out = tmp_path / "run"
     assert cli(_seq_cls(encoder_dir, data, out)) == 0
     assert read_marker(out)["kind"] == "seq-cls" and read_marker(out)["status"] == "complete"
+    capsys.readouterr()
+    assert cli(_seq_cls(encoder_dir, data, out, "--overwrite", "--target_modules", "nope")) == 2
+    assert "nope" in error_line(capsys, "train")
+    assert MARKER in {p.name for p in out.iterdir()} and "adapter_model.safetensors" not in {
+        p.name for p in out.iterdir()
+    }
+    assert read_marker(out)["status"] == "failed"
+
+
+def test_seq_cls_overwrite_with_bad_data_keeps_the_old_run(encoder_dir, tmp_path, capsys):
+    """The data is loaded and checked before --overwrite removes anything."""
+    data = _sentiment_csv(tmp_path / "sent.csv", 40)
+    out = tmp_path / "run"
+    assert cli(_seq_cls(encoder_dir, data, out)) == 0
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
     bad = tmp_path / "bad.csv"
     bad.write_text("text,other\nthe movie,1\n")  # no label column
     capsys.readouterr()
     assert cli(_seq_cls(encoder_dir, str(bad), out, "--overwrite")) == 2
-    error_line(capsys, "train")
-    assert sorted(p.name for p in out.iterdir()) == [MARKER] and read_marker(out)["status"] == "failed"
+    assert "bad.csv" in error_line(capsys, "train")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert read_marker(out)["status"] == "complete"
 
 
 @pytest.mark.parametrize("case", ["being written", "a file", "seed -1", "zero epochs", "the data's folder"])
