@@ -102,11 +102,11 @@ def test_repeated_data_flags_are_all_kept(even_data):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--method", "vera"], "ModelArguments.method='vera'"),
-        (["--r", "0"], "ModelArguments.r=0"),
-        (["--cutoff_len", "2"], "DataArguments.cutoff_len=2"),
-        (["--data_columns", "instruction"], "DataArguments.data_columns='instruction'"),
-        (["--num_threads", "0"], "LinChainTrainingArguments.num_threads=0"),
+        (["--method", "vera"], "--method='vera'"),
+        (["--r", "0"], "--r=0"),
+        (["--cutoff_len", "2"], "--cutoff_len=2"),
+        (["--data_columns", "instruction"], "--data_columns='instruction'"),
+        (["--num_threads", "0"], "--num_threads=0"),
     ],
 )
 def test_bad_arguments_name_field_and_value(flags, message, capsys, tmp_path):

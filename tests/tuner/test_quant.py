@@ -433,9 +433,9 @@ def test_train_cli_quantized_base_is_the_qlora_recipe(bnb, train_model_dir, tmp_
     "flags, message",
     [
         (["--load_in_4bit", "true", "--load_in_8bit", "true"], "not both"),
-        (["--load_in_8bit", "true", "--method", "full"], "ModelArguments.method='full'"),
-        (["--bnb_4bit_quant_type", "int4"], "ModelArguments.bnb_4bit_quant_type='int4'"),
-        (["--bnb_4bit_compute_dtype", "float64"], "ModelArguments.bnb_4bit_compute_dtype='float64'"),
+        (["--load_in_8bit", "true", "--method", "full"], "--method='full'"),
+        (["--bnb_4bit_quant_type", "int4"], "--bnb_4bit_quant_type='int4'"),
+        (["--bnb_4bit_compute_dtype", "float64"], "--bnb_4bit_compute_dtype='float64'"),
     ],
 )
 def test_train_cli_refuses_bad_quantization_flags(flags, message, capsys):
@@ -457,7 +457,7 @@ def test_quantized_loading_without_bitsandbytes_names_the_extra(monkeypatch, cap
         importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else find_spec(name, *a)
     )
     assert cli(["train", "--output_dir", "o", "--load_in_8bit", "true"]) == 2  # before any data or model is loaded
-    assert "ModelArguments.load_in_8bit=True: needs bitsandbytes" in capsys.readouterr().err
+    assert "--load_in_8bit=True: needs bitsandbytes" in capsys.readouterr().err
     with pytest.raises(ImportError, match=r"--load_in_4bit needs bitsandbytes.*pip install 'linchain\[quant\]'"):
         load_base_model("unused", torch.float32, SimpleNamespace(load_in_4bit=True))
 

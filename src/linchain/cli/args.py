@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,10 +31,13 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from ..messages import ECHO_LIMIT, bounded
+
 __all__ = [
     "TASK_TYPES",
     "YES_NO_OPTIONS",
     "bounded",
+    "flag_names",
     "UsageError",
     "merge_repeated",
     "parse",
@@ -47,16 +51,8 @@ _BOOL_WORDS = {"true", "false", "yes", "no", "1", "0", "t", "f", "y", "n"}
 _YES_WORDS, _NO_WORDS = {"true", "yes", "1", "t", "y", "on"}, {"false", "no", "0", "f", "n", "off"}
 #: options that take auto/yes/no: a boolean word (true/false, 1/0, y/n, on/off, YAML's true/false) means yes/no
 YES_NO_OPTIONS = {"eval_accuracy"}
-#: how much of a user's value an error message repeats (a value can be a whole file's worth)
-ECHO_LIMIT = 200
 #: a --config file is a page of options; anything much larger is not one (and is not read into memory)
 CONFIG_MAX_BYTES = 1 << 20
-
-
-def bounded(text: str, limit: int = ECHO_LIMIT) -> str:
-    """``text`` cut to ``limit`` characters, saying how much was left out: errors name values, never echo them whole."""
-    text = str(text)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class UsageError(ValueError):
@@ -505,6 +501,16 @@ def _user_errors() -> tuple[type, ...]:
     )
 
 
+#: ``ModelArguments.r=`` in a settings class's message: the field, which the command line calls ``--r``
+_FIELD_OF_CLASS = re.compile(r"\b[A-Z]\w*Arguments\.(\w+)=")
+
+
+def flag_names(message: str) -> str:
+    """A settings class's error as the command line reads it: ``ModelArguments.r=-5: ...`` (how the
+    Python API names the field) becomes ``--r=-5: ...`` (the flag that set it)."""
+    return _FIELD_OF_CLASS.sub(r"--\1=", message)
+
+
 #: what a Ctrl-C outside a training loop (which saves a checkpoint itself) says: the write path has marked
 #: the output folder it held "interrupted" and kept only whole files
 INTERRUPTED = "interrupted; nothing half-written was kept (a training run continues with --resume)"
@@ -542,7 +548,7 @@ def run_command(prog: str, body: Callable[[], Optional[int]], interrupted: str =
             # the machine's state (space, permissions), said plainly: what failed, and on which file
             message = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
         else:
-            message = str(err).strip() or type(err).__name__
+            message = flag_names(str(err).strip() or type(err).__name__)
         # a backstop: a message that repeats a user's value whole (a data row, a config value) is cut
         print(f"{prog}: error: {bounded(message, 8 * ECHO_LIMIT)}", file=sys.stderr)
         return 2

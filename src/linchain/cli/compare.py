@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..messages import bounded
 from .args import UsageError, _config_values, _pop_flag, parse, run_command
 
 __all__ = ["main", "parse_args"]
@@ -94,7 +95,7 @@ def _compare(argv: list[str]) -> int:
         # a study with failed steps is not a result to quote: say which, and exit non-zero (a script notices)
         for f in failures:
             print(
-                f"{PROG}: FAILED {f['step']}: {_bounded(f['error'].splitlines()[0] if f['error'] else '')}",
+                f"{PROG}: FAILED {f['step']}: {bounded(f['error'].splitlines()[0] if f['error'] else '')}",
                 file=sys.stderr,
             )
         print(
@@ -104,10 +105,6 @@ def _compare(argv: list[str]) -> int:
         )
         return 1
     return 0
-
-
-def _bounded(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

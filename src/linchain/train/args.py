@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 from transformers import TrainingArguments
 
+from ..messages import bounded
 from ..resolve import DTYPES, OFFLINE_MODEL
 from ..threads import THREADS_HELP, check_num_threads
 
@@ -517,6 +520,166 @@ def _tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None or importlib.util.find_spec("tensorboardX") is not None
 
 
+#: --report_to integration -> (transformers' availability check, what to install); tensorboard has its own message
+REPORTERS = {
+    "azure_ml": ("is_azureml_available", "azureml-core"),
+    "clearml": ("is_clearml_available", "clearml"),
+    "codecarbon": ("is_codecarbon_available", "codecarbon"),
+    "comet_ml": ("is_comet_available", "comet_ml"),
+    "dagshub": ("is_dagshub_available", "dagshub and mlflow"),
+    "dvclive": ("is_dvclive_available", "dvclive"),
+    "flyte": ("is_flytekit_available", "flytekit"),
+    "kubeflow": ("is_kubeflow_available", "a Kubeflow TrainJob (KUBEFLOW_TRAINER_SERVER_URL set)"),
+    "mlflow": ("is_mlflow_available", "mlflow"),
+    "neptune": ("is_neptune_available", "neptune"),
+    "swanlab": ("is_swanlab_available", "swanlab"),
+    "tensorboard": ("is_tensorboard_available", "tensorboard"),
+    "trackio": ("is_trackio_available", "trackio"),
+    "wandb": ("is_wandb_available", "wandb"),
+}
+_REPORT_TO_NONE = "pass --report_to none (metrics.jsonl and loss_curve.png are written either way)"
+
+
+def refuse_unavailable_reporters(report_to) -> None:
+    """Every --report_to integration must be one HF's Trainer knows and installed: the Trainer would raise
+    (a RuntimeError or ImportError traceback) only after the model loaded. Raises naming the flag."""
+    reports = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if reports in (["none"], ["all"]):
+        return
+    from transformers.integrations import integration_utils
+
+    known = getattr(integration_utils, "INTEGRATION_TO_CALLBACK", REPORTERS)
+    for name in reports:
+        if not isinstance(name, str) or name not in known:
+            raise ValueError(
+                f"--report_to {bounded(name)}: not a logging integration; use none, all or one of "
+                f"{', '.join(sorted(known))}"
+            )
+        if name == "tensorboard":
+            if not _tensorboard_available():
+                raise ValueError(
+                    f"--report_to tensorboard: tensorboard is not installed (pip install tensorboard); {_REPORT_TO_NONE}"
+                )
+            continue
+        check, needs = REPORTERS.get(name, (None, name))
+        available = getattr(integration_utils, check, None) if check else None
+        if available is not None and not available():
+            what = f"needs {needs}" if name == "kubeflow" else f"{needs} is not installed (pip install {needs})"
+            raise ValueError(f"--report_to {name}: {what}; {_REPORT_TO_NONE}")
+
+
+def scheduler_kwargs(value):
+    """--lr_scheduler_kwargs as HF's TrainingArguments takes it: None, a mapping, or the text of a JSON object
+    (returned stripped, for HF to parse). Anything else would reach the scheduler as ``**value`` and fail
+    there, after the model loaded (``argument after ** must be a mapping, not str``)."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return value.strip()
+    raise ValueError(
+        f"--lr_scheduler_kwargs={bounded(value)!r}: not a JSON object; give the scheduler's keywords as one, "
+        "e.g. --lr_scheduler_type cosine_with_restarts --lr_scheduler_kwargs '{\"num_cycles\": 2}'"
+    )
+
+
+def _scheduler_keywords(name) -> Optional[list[str]]:
+    """The keywords --lr_scheduler_kwargs may give scheduler ``name`` (None: any, it passes them on)."""
+    import inspect
+
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+
+    func = TYPE_TO_SCHEDULER_FUNCTION.get(name)
+    if func is None:
+        return None
+    params = inspect.signature(func).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.name not in ("optimizer", "num_warmup_steps", "num_training_steps")]
+
+
+def refuse_unusable_scheduler(args: "LinChainTrainingArguments") -> None:
+    """Build the chosen schedule once, with --lr_scheduler_kwargs, over a throwaway optimizer: a keyword the
+    schedule does not take (or one it needs and lacks) is refused now, naming the flags, instead of as a
+    TypeError from inside HF's Trainer after the model loaded. The constant schedules take no keywords at
+    all (HF drops them without a word): refused too."""
+    import torch
+    from transformers import get_scheduler
+    from transformers.trainer_utils import SchedulerType
+
+    name = SchedulerType(args.lr_scheduler_type)
+    kwargs = args.lr_scheduler_kwargs or {}
+    shown = f"--lr_scheduler_kwargs '{bounded(json.dumps(kwargs, default=str))}' with --lr_scheduler_type {name.value}"
+    if not isinstance(kwargs, dict):  # HF parses only the text of a JSON object; anything else is caught before
+        raise ValueError(f"{shown}: not a JSON object")
+    takes = _scheduler_keywords(name)
+    if kwargs and name in (SchedulerType.CONSTANT, SchedulerType.CONSTANT_WITH_WARMUP):
+        raise ValueError(
+            f"{shown}: that schedule takes no keywords, so they would be ignored; drop --lr_scheduler_kwargs "
+            "or choose a schedule that takes them"
+        )
+    steps = args.max_steps if args.max_steps and args.max_steps > 0 else 1000
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    try:
+        get_scheduler(
+            name,
+            optimizer=optimizer,
+            num_warmup_steps=args.get_warmup_steps(steps),
+            num_training_steps=steps,
+            scheduler_specific_kwargs=dict(kwargs),
+        )
+    except (TypeError, ValueError, KeyError) as err:
+        what = shown if kwargs else f"--lr_scheduler_type {name.value} (without --lr_scheduler_kwargs)"
+        valid = "" if takes is None else f"; it takes {', '.join(takes)}" if takes else "; it takes no keywords"
+        raise ValueError(f"{what}: {bounded(str(err).strip() or type(err).__name__)}{valid}") from None
+
+
+def refuse_bad_optim_args(optim_args: Optional[str]) -> None:
+    """--optim_args is ``key=value`` pairs separated by commas; HF's parser fails on anything else with
+    ``not enough values to unpack`` and no flag named."""
+    if not optim_args:
+        return
+    for item in optim_args.replace(" ", "").split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key or "=" in value:
+            raise ValueError(
+                f"--optim_args={bounded(optim_args)!r}: expected key=value pairs separated by commas "
+                "(e.g. momentum=0.9,nesterov=true)"
+            )
+
+
+def refuse_unusable_optimizer(args: "LinChainTrainingArguments") -> None:
+    """The optimizer --optim names is looked up the way HF's Trainer will, without a model: a package it needs
+    that is missing (galore_torch, lomo-optim, ...) or an --optim_args value it cannot read is refused now,
+    naming the flag, instead of as an ImportError traceback after the model loaded. What needs the model
+    itself (GaLore's target modules) is left to the Trainer."""
+    from transformers import Trainer
+
+    refuse_bad_optim_args(args.optim_args)
+    optim = getattr(args.optim, "value", args.optim)
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args, model=None)
+    except (ImportError, ValueError, TypeError, NotImplementedError) as err:
+        message = str(err).strip() or type(err).__name__
+        if isinstance(err, ValueError) and re.search(r"\bmodel\b", message):
+            return  # "You need to pass a model ...": the Trainer passes it
+        flag = f"--optim {optim}" + (f" with --optim_args={bounded(args.optim_args)!r}" if args.optim_args else "")
+        hint = (
+            "give --optim_args values that optimizer takes"
+            if args.optim_args and not isinstance(err, ImportError)
+            else "or choose another --optim (e.g. adamw_torch)"
+            if isinstance(err, ImportError)
+            else "choose another --optim (e.g. adamw_torch)"
+        )
+        raise ValueError(f"{flag}: {bounded(message.splitlines()[0])}; {hint}") from None
+
+
 @dataclass
 class LinChainTrainingArguments(TrainingArguments):
     """HF ``TrainingArguments`` with the default run's values, plus ``--resume``.
@@ -591,12 +754,15 @@ class LinChainTrainingArguments(TrainingArguments):
                 "LinChainTrainingArguments.max_steps=0: give a positive number of steps, or -1 to use num_train_epochs."
             )
         refuse_zero_work(self.max_steps, self.num_train_epochs)
-        reports = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to or [])
-        if "tensorboard" in reports and not _tensorboard_available():
-            # HF's Trainer would raise this only after the model loaded, as a traceback
+        # HF's Trainer would raise these only after the model loaded, as a traceback
+        refuse_unavailable_reporters(self.report_to)
+        self.lr_scheduler_kwargs = scheduler_kwargs(self.lr_scheduler_kwargs)
+        if self.label_names is not None and list(self.label_names) != ["labels"]:
+            # linchain's collator gives the targets as "labels"; any other name leaves the Trainer without
+            # labels, and so without an eval_loss (a KeyError after the first evaluation)
             raise ValueError(
-                "--report_to tensorboard: tensorboard is not installed (pip install tensorboard); "
-                "pass --report_to none (metrics.jsonl and loss_curve.png are written either way)"
+                f"--label_names={bounded(' '.join(map(str, self.label_names)))!r}: linchain's data gives "
+                "the targets as 'labels'; leave --label_names unset (or give labels)"
             )
         refuse_bad_seed("seed", self.seed)
         refuse_bad_seed("data_seed", self.data_seed)
@@ -611,12 +777,19 @@ class LinChainTrainingArguments(TrainingArguments):
                 file=sys.stderr,
                 flush=True,
             )
+        if self.fp16 and (self.use_cpu or _no_accelerator()):
+            # accelerate turns fp16 mixed precision on only for a GPU; on the CPU the run would train in
+            # float32 while train_config.yaml recorded fp16: true
+            where = "--use_cpu true trains on the CPU" if self.use_cpu else "this machine has none"
+            raise ValueError(f"--fp16 true needs a GPU ({where}); on the CPU use --bf16 true")
         if not self.use_cpu and _no_accelerator():
             # Without use_cpu, TrainingArguments on a machine with no accelerator leaves Accelerate in
             # DistributedType.NO even under torchrun: every rank would then train on the same rows
             # instead of its shard. use_cpu=True selects Accelerate's multi-CPU (gloo) DDP.
             self.use_cpu = True
         super().__post_init__()
+        refuse_unusable_scheduler(self)
+        refuse_unusable_optimizer(self)
 
     def __getstate__(self) -> dict:
         """What pickling keeps (the Trainer ``torch.save``s its arguments into every checkpoint as
